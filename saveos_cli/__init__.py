@@ -1,0 +1,3 @@
+"""SaveOS operator CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per command group; each exposes `app` (a Typer group) or `register(app)`."""

@@ -1,0 +1,151 @@
+"""Fixtures shared by every test: real PostgreSQL databases, free ports, a live API server.
+
+Parallel work on one machine: SAVEOS_TEST_LAB_NET picks the loopback /24 the lab tests use
+(default 127.0.0), SAVEOS_TEST_PORT_BASE the first port tried for servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("SAVEOS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_exec(sql: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(sql))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    name = f"saveos_test_{uuid.uuid4().hex[:12]}"
+    _pg_exec(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'saveos.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Run a test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'saveos.db'}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout}s")
+        time.sleep(0.1)
+
+
+class ApiServer:
+    """A real uvicorn process serving saveos_api on loopback."""
+
+    def __init__(self, database_url: str, data_dir: Path, port: int | None = None):
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = "adm_" + secrets.token_urlsafe(32)
+        self.log_path = data_dir / f"api-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            SAVEOS_DATABASE_URL=self.database_url,
+            SAVEOS_ADMIN_TOKEN=self.admin_token,
+            SAVEOS_DATA_DIR=str(self.data_dir),
+        )
+        return env
+
+    def start(self) -> ApiServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "saveos_cli.app", "server", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        )
+        try:
+            wait_http(self.url + "/health")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("API did not start:\n" + self.log_path.read_text()[-4000:]) from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+@pytest.fixture
+def api_server_pg(pg_url, tmp_path):
+    server = ApiServer(pg_url, tmp_path / "api").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api_server_sqlite(tmp_path):
+    server = ApiServer(f"sqlite:///{tmp_path / 'api.db'}", tmp_path / "api").start()
+    yield server
+    server.stop()
+
+
+def lab_net() -> str:
+    """The loopback /24 prefix the lab tests use, e.g. '127.0.0'."""
+    return os.environ.get("SAVEOS_TEST_LAB_NET", "127.0.0")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (namespaces, mounts)")
