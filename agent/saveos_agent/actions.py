@@ -299,9 +299,11 @@ def check(cfg: Config, verify_data: bool = False, job_id: Optional[int] = None) 
         secrets_of(cfg),
     )
     finished = utcnow()
+    # borg 1.2 check exits 1 when it found damage: for a check that is an error, not a warning
+    outcome = "ok" if result.rc == 0 else "error"
     message = (
         "repository and archives consistent"
-        if result.status == "ok"
+        if outcome == "ok"
         else "; ".join(result.messages[-5:]) or result.error_message
     )
     if result.lock_timeout:
@@ -312,16 +314,16 @@ def check(cfg: Config, verify_data: bool = False, job_id: Optional[int] = None) 
         "started_at": iso(started),
         "finished_at": iso(finished),
         "verify_data": verify_data,
-        "result": result.status,
+        "result": outcome,
         "rc": result.rc,
         "message": message[:2000],
     }
     if job_id is not None:
         body["job_id"] = job_id
-    save_state(cfg, last_check_at=iso(finished), last_check_result=result.status)
+    save_state(cfg, last_check_at=iso(finished), last_check_result=outcome)
     sent = report(cfg, "check", body)
     return {
-        "status": result.status,
+        "status": outcome,
         "rc": result.rc,
         "verify_data": verify_data,
         "message": message,
