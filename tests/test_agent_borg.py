@@ -279,3 +279,52 @@ def test_check_reports_ok_and_detects_a_corrupted_segment(host):
     biggest.write_bytes(bytes(blob))
     rc, check = host.json("check", "--verify-data")
     assert rc == 2 and check["status"] == "error"
+
+
+def _wait(predicate, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_daemon_backs_up_when_due_keeps_a_pidfile_and_stops_on_sigterm(host):
+    pidfile = host.root / "run" / "agent.pid"
+    daemon = host.popen("daemon", "--pidfile", str(pidfile))
+    try:
+        _wait(lambda: pidfile.exists(), what="pidfile")
+        assert int(pidfile.read_text()) == daemon.pid
+        state = host.root / "state" / "state.json"
+        _wait(lambda: state.exists() and "last_backup_at" in state.read_text(), what="backup")
+        # a second daemon on the same pidfile refuses to start
+        second = host.run("daemon", "--pidfile", str(pidfile), timeout=30)
+        assert second.returncode == 2 and f"pid {daemon.pid}" in second.stderr
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, err
+    assert not pidfile.exists()
+    assert len(host.archives()) == 1  # not due again within backup_interval_s
+
+
+def test_sigterm_during_create_stops_borg_cleanly(host):
+    (host.src / "bulk").mkdir()
+    for i in range(6):
+        (host.src / "bulk" / f"{i}.bin").write_bytes(os.urandom(20 * 1024 * 1024))
+    daemon = host.popen("daemon")
+    try:
+        borg_pid = _wait_for_borg(daemon, "create")
+        _wait(lambda: (host.repo / "lock.exclusive").exists(), what="borg lock")
+        time.sleep(0.3)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0
+    assert not Path(f"/proc/{borg_pid}").exists()
+    assert not (host.repo / "lock.exclusive").exists()  # borg released its lock
+    assert [n for n in host.archives() if not n.endswith(".checkpoint")] == []
+    spooled = [json.loads(p.read_text()) for p in (host.root / "spool").glob("*.json")]
+    assert [r["body"]["exit_status"] for r in spooled] == ["error"]
+    assert "interrupted" in spooled[0]["body"]["message"]
