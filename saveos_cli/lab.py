@@ -11,9 +11,11 @@ Layout of a lab directory (0700, root):
     hosts/labN/sshd.log   the host's start script and sshd output
 
 What a host shares with the controller: the network namespace (it talks to the controller's API
-on loopback), /tmp, /mnt, /media, /dev and /sys. Private: the directories in OVERLAID (copy-on-write
-over the controller's), /run (fresh tmpfs), the process table and the hostname. The lab directory
-itself is hidden inside each host, so hosts cannot read the client key or each other's layers.
+on loopback), /tmp, /mnt, /media, /dev and /sys. Private: the directories in OVERLAID
+(copy-on-write over the controller's, except FRESH ones which start empty), /run (fresh tmpfs),
+the process table and the hostname. The lab directory itself is hidden inside each host, so hosts
+cannot read the client key or each other's layers. Everything else under / (e.g. /mnt, /tmp) is the
+controller's: keep secrets out of the shared /tmp when hosts must not read them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from saveos_cli.errors import SaveOSError
 
 SSHD = Path("/usr/sbin/sshd")
 OVERLAID = ("etc", "var", "opt", "root", "usr", "home", "srv")
+# These start empty, like on a new machine, instead of showing the controller's files: the
+# controller's /root holds its SSH keys and the default SAVEOS_DATA_DIR (tokens, escrow).
+FRESH = ("root", "home")
 MAX_HOSTS = 200
 FIRST_HOST_OCTET = 11  # lab1 is <net>.11, lab2 <net>.12, ...
 START_TIMEOUT = 15.0
@@ -54,7 +59,8 @@ FORBIDDEN_DIR_ROOTS = (Path("/run"), Path("/proc"), Path("/sys"), Path("/dev"))
 # Runs as PID 1's parent inside the fresh namespaces; $1 host dir, $2 lab dir, $3 name, $4 address.
 # The host dir is bound under /run before the overlays so its upper/work dirs stay reachable
 # even when the lab dir lives below an overlaid directory (the default is under /root).
-HOST_SCRIPT = r"""
+HOST_SCRIPT = (
+    r"""
 set -eu
 host_dir=$1 lab_dir=$2 name=$3 address=$4
 hostname "$name"
@@ -63,8 +69,10 @@ mkdir -p /run/sshd /run/saveos-lab-setup /run/saveos-lab
 mount --bind "$host_dir" /run/saveos-lab-setup
 layers=/run/saveos-lab-setup
 for d in OVERLAID; do
+  lower=/$d
+  case " FRESH " in *" $d "*) lower=$layers/empty ;; esac
   mount -t overlay "saveos-$name-$d" \
-    -o "lowerdir=/$d,upperdir=$layers/upper/$d,workdir=$layers/work/$d" "/$d"
+    -o "lowerdir=$lower,upperdir=$layers/upper/$d,workdir=$layers/work/$d" "/$d"
 done
 mount --bind /run/saveos-lab-setup/ssh /run/saveos-lab
 umount /run/saveos-lab-setup
@@ -74,7 +82,10 @@ if [ -d "$lab_dir" ]; then mount -t tmpfs -o ro,size=4k,mode=0700 saveos-lab-hid
 echo "$name" > /etc/hostname
 grep -qw "$name" /etc/hosts || echo "$address $name" >> /etc/hosts
 exec SSHD -D -e -f /run/saveos-lab/sshd_config
-""".replace("OVERLAID", " ".join(OVERLAID)).replace("SSHD", str(SSHD))
+""".replace("OVERLAID", " ".join(OVERLAID))
+    .replace("FRESH", " ".join(FRESH))
+    .replace("SSHD", str(SSHD))
+)
 
 SSHD_CONFIG = """\
 # Written by `saveos lab up`; sshd of lab host {name}.
@@ -449,6 +460,9 @@ class Lab:
         for sub in ("upper", "work"):
             for d in OVERLAID:
                 (hdir / sub / d).mkdir(parents=True, exist_ok=True)
+        (hdir / "empty").mkdir(exist_ok=True)
+        for d in FRESH:  # the merged dir takes the upper dir's mode
+            os.chmod(hdir / "upper" / d, Path("/", d).stat().st_mode & 0o7777)
         ssh_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(hdir, 0o700)
         os.chmod(ssh_dir, 0o700)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,6 +120,14 @@ def test_files_written_on_a_host_stay_on_that_host(lab3):
     # Hosts cannot see the lab dir: neither the client key nor the other hosts' layers.
     assert lab3.ssh("lab2", f"ls -A {lab3.dir}").stdout.strip() == ""
     assert lab3.ssh("lab2", f"test -e {lab3.key_path}").returncode == 1
+
+
+@pytest.mark.lab
+def test_hosts_start_with_an_empty_root_home(lab3):
+    """The controller's /root (SSH keys, default SAVEOS_DATA_DIR) is not visible on hosts."""
+    with tempfile.NamedTemporaryFile(dir=Path.home(), prefix="saveos-lab-secret-") as secret:
+        assert lab3.ssh("lab1", f"test -e {secret.name}").returncode == 1
+    assert lab3.ssh("lab1", "test -d /usr/lib/python3 && test -e /etc/passwd").returncode == 0
 
 
 @pytest.mark.lab
