@@ -328,3 +328,14 @@ def test_sigterm_during_create_stops_borg_cleanly(host):
     spooled = [json.loads(p.read_text()) for p in (host.root / "spool").glob("*.json")]
     assert [r["body"]["exit_status"] for r in spooled] == ["error"]
     assert "interrupted" in spooled[0]["body"]["message"]
+
+
+def test_passcommand_mode_backs_up_without_a_passphrase_file(tmp_path, agent_pyz):
+    h = AgentHost(tmp_path, agent_pyz)
+    h.write_config(passphrase_file=None, passcommand=f"cat {h.passphrase_file}")
+    make_tree(h.src)
+    h.init()
+    rc, result = h.json("backup")
+    assert rc == 0, result
+    assert h.archives() == [result["archive"]]
+    assert h.passphrase.encode() not in h.log_file.read_bytes()
