@@ -24,6 +24,7 @@ from saveos_agent.spool import ENDPOINTS, Spool, new_report_id
 log = logging.getLogger("saveos_agent.actions")
 
 RANK = {"ok": 0, "warning": 1, "error": 2}
+DRILL_BATCH = 500
 EXIT = {"ok": 0, "pass": 0, "warning": 1, "error": 2, "fail": 2}
 
 
@@ -435,17 +436,22 @@ def drill(
     if sample:
         scratch = tempfile.mkdtemp(prefix="saveos-drill-")
         try:
-            result = execute.run(
-                bc.extract(
-                    cfg.repository,
-                    archive,
-                    [i["path"] for i in sample],
-                    lock_wait=cfg.lock_wait_s,
-                    borg=cfg.borg_binary,
-                ),
-                secrets_of(cfg),
-                cwd=scratch,
-            )
+            failures = []
+            # batches keep argv well below ARG_MAX for large samples
+            for start in range(0, len(sample), DRILL_BATCH):
+                result = execute.run(
+                    bc.extract(
+                        cfg.repository,
+                        archive,
+                        [i["path"] for i in sample[start : start + DRILL_BATCH]],
+                        lock_wait=cfg.lock_wait_s,
+                        borg=cfg.borg_binary,
+                    ),
+                    secrets_of(cfg),
+                    cwd=scratch,
+                )
+                if result.status == "error":
+                    failures.append(result.error_message)
             for item in sample:
                 restored = os.path.join(scratch, item["path"])
                 try:
@@ -453,8 +459,8 @@ def drill(
                 except OSError:
                     same = False
                 (matched if same else mismatched).append("/" + item["path"])
-            if result.status == "error" and not mismatched:
-                mismatched.append(f"extract failed: {result.error_message}")
+            if failures and not mismatched:
+                mismatched.append(f"extract failed: {failures[0]}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     finished = utcnow()
