@@ -16,6 +16,9 @@ from saveos_cli.errors import SaveOSError
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
+# Global options from the root callback (app.py), read by the commands.
+OPTIONS: dict = {"api_url": None}
+
 
 def data_dir() -> Path:
     env = os.environ.get("SAVEOS_DATA_DIR")
