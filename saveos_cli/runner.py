@@ -115,7 +115,7 @@ def run_playbook(
 
     def status_handler(status: dict, runner_config) -> None:
         if status.get("status") == "running":
-            # The runner wrote the full environment (secrets included) here; ansible needs none of it.
+            # The runner dumped the whole environment (secrets too) here; ansible never reads it.
             Path(runner_config.artifact_dir, "command").unlink(missing_ok=True)
 
     private_dir = tempfile.mkdtemp(prefix="saveos-run-")
