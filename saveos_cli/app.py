@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from saveos_cli import __version__, config
 from saveos_cli.errors import EXIT_ERROR, SaveOSError
@@ -72,13 +73,26 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=True)
+        # Not standalone: click would exit 2 on usage errors, and 2 means "hosts failed" here.
+        rc = app(args=argv, standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors (typer's vendored click)
+        show = getattr(exc, "show", None)
+        if show:
+            show()
+        else:
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        sys.exit(EXIT_ERROR)
+    except typer.Abort:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
     except SaveOSError as exc:
         if STATE["verbose"]:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+        )
         if exc.hint:
-            err_console.print(f"[dim]{exc.hint}[/]", highlight=False)
+            err_console.print(f"[dim]{escape(exc.hint)}[/]", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -86,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback unless -v
         if STATE["verbose"]:
             err_console.print_exception()
-        err_console.print(f"[bold red]internal error:[/] {exc}", highlight=False)
+        err_console.print(
+            f"[bold red]internal error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(EXIT_ERROR)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":
