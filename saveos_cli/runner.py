@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,31 @@ class RunResult:
     stats: dict | None
     canceled: bool
     stdout_tail: list[str] = field(default_factory=list)
+
+
+def _descendants(root: int) -> list[int]:
+    """Pids below `root` (Linux /proc): ansible's workers run in sessions of their own, so the
+    runner's kill of ansible-playbook's process group leaves them and their commands behind."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def _bin_dir() -> str:
@@ -108,6 +135,7 @@ def run_playbook(
     cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
+    doomed: list[int] = []
 
     def event_handler(event: dict) -> bool:
         events.put(event)
@@ -146,8 +174,13 @@ def run_playbook(
                     continue
                 on_event(event)
             except KeyboardInterrupt:
-                cancel.set()  # the runner polls this and terminates ansible-playbook
+                if not cancel.is_set():
+                    doomed = _descendants(os.getpid())
+                    _signal_all(doomed, signal.SIGTERM)
+                cancel.set()  # the runner polls this and kills ansible-playbook's group
         thread.join()
+        if cancel.is_set():
+            _signal_all(doomed, signal.SIGKILL)  # whatever ignored SIGTERM
         stdout = Path(private_dir, "artifacts", IDENT, "stdout")
         tail = stdout.read_text(errors="replace").splitlines()[-20:] if stdout.is_file() else []
         if keep_dir is not None:

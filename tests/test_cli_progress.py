@@ -150,3 +150,53 @@ def test_runner_refuses_missing_inventory(tmp_path):
 
     with pytest.raises(SaveOSError, match="does not exist"):
         run_playbook(DATA / "tiny" / "playbook.yml", tmp_path / "nope.yml", on_event=print)
+
+
+def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
+    """SIGINT during a long task: exit 130, the unfinished hosts named, ansible-playbook gone."""
+    import json as _json
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO_ROOT
+
+    inv = tmp_path / "inv.json"
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inv.write_text(_json.dumps({"all": {"hosts": {"local1": local, "local2": local}}}))
+    code = (
+        "from saveos_cli.app import main, app\n"
+        "import typer\n"
+        "from saveos_cli.commands._common import run_fleet_playbook\n"
+        "@app.command('slow')\n"
+        "def slow():\n"
+        f"    raise typer.Exit(run_fleet_playbook({str(DATA / 'tiny' / 'slow.yml')!r},"
+        f" {str(inv)!r}, title='slow')[0])\n"
+        "main()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "slow"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, "SAVEOS_ADMIN_TOKEN": "x"},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until the long task runs
+        if subprocess.run(["pgrep", "-f", "sleep 137.25"], capture_output=True).stdout.strip():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the long task never started")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    assert "interrupted during task 'Long task'" in err
+    assert "unfinished: local1, local2" in err
+    assert "TASK Long task" in out  # plain lines: no TTY here
+    time.sleep(0.5)
+    leftover = subprocess.run(["pgrep", "-f", "sleep 137.25"], capture_output=True, text=True)
+    assert not leftover.stdout.strip(), "the interrupted task's command was left running"
