@@ -104,7 +104,11 @@ def render_status(out: Console, report: dict) -> None:
         "drill",
     )
     for col in columns:
-        table.add_column(col, justify="right" if col in ("original", "dedup") else "left")
+        table.add_column(
+            col,
+            justify="right" if col in ("original", "dedup") else "left",
+            no_wrap=col in ("host", "status"),  # the fields people grep for stay whole
+        )
     for a in report["agents"]:
         table.add_row(
             a["name"],
