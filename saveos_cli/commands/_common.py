@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,15 +57,22 @@ def run_fleet_playbook(
     diff: bool = False,
     forks: int | None = None,
     extravars: dict | None = None,
+    also: Callable[[Mapping], None] | None = None,
 ) -> tuple[int, progress.RunState]:
     """Run a playbook with live progress and a recap; return (exit code, final state)."""
     runner.check_inventory(inventory)
     env = secret_env()
     with progress.display_for(console, title) as display:
+
+        def on_event(event: Mapping) -> None:
+            display(event)
+            if also:
+                also(event)
+
         result = runner.run_playbook(
             playbook,
             inventory,
-            on_event=display,
+            on_event=on_event,
             limit=limit,
             check=check,
             diff=diff,

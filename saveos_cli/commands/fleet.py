@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
+from rich.filesize import decimal
 from rich.table import Table
+from rich.text import Text
 
 from saveos_cli.commands._common import (
     INVENTORY_OPTION,
@@ -56,8 +59,47 @@ def backup(
         raise typer.Exit(EXIT_OK)
     if inventory is None:
         raise SaveOSError("backup needs --inventory PATH (or --via-api to queue jobs).")
-    code, _ = run_fleet_playbook("backup.yml", inventory, title="backup", limit=limit)
+    results: dict[str, dict] = {}
+    code, _ = run_fleet_playbook(
+        "backup.yml",
+        inventory,
+        title="backup",
+        limit=limit,
+        also=lambda e: _collect_fact(e, "saveos_backup_result", results),
+    )
+    _print_backup_results(results)
     raise typer.Exit(code)
+
+
+def _collect_fact(event: Mapping, fact: str, into: dict[str, dict]) -> None:
+    """backup.yml keeps each host's `saveos-agent backup --json` output as a fact."""
+    data = event.get("event_data") or {}
+    if event.get("event") == "runner_on_ok":
+        value = ((data.get("res") or {}).get("ansible_facts") or {}).get(fact)
+        if isinstance(value, Mapping):
+            into[data.get("host", "?")] = dict(value)
+
+
+def _print_backup_results(results: dict[str, dict]) -> None:
+    if not results:
+        return
+    table = Table(title="backups", title_justify="left")
+    for col in ("host", "status", "archive", "files", "original", "dedup", "reported"):
+        table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
+    for host in sorted(results):
+        r = results[host]
+        stats = r.get("stats") or {}
+        status = str(r.get("status", "?"))
+        table.add_row(
+            host,
+            Text(status, style={"ok": "green", "warning": "yellow"}.get(status, "red")),
+            r.get("archive") or "-",
+            str(stats.get("nfiles", "-")),
+            decimal(stats["original_size"]) if "original_size" in stats else "-",
+            decimal(stats["deduplicated_size"]) if "deduplicated_size" in stats else "-",
+            "yes" if r.get("reported") else "spooled",
+        )
+    console.print(table)
 
 
 def _queue_jobs(kind: str, limit: str | None) -> None:
@@ -101,11 +143,8 @@ def restore(
         raise SaveOSError(f"--target {target!r} must be an absolute path on the host.")
     if archive == "latest":
         archive = _latest_archive(host)
-    extravars = {
-        "saveos_restore_archive": archive,
-        "saveos_restore_paths": [p.lstrip("/") for p in paths],
-        "saveos_restore_target": target,
-    }
+    # The names playbooks/restore.yml documents for plain ansible-playbook use.
+    extravars = {"archive": archive, "paths": [p.lstrip("/") for p in paths], "target": target}
     code, _ = run_fleet_playbook(
         "restore.yml",
         inventory,
@@ -137,7 +176,7 @@ def check(
 
     Exit codes: 0 all hosts ok, 1 usage or internal error, 2 some hosts failed or unreachable.
     """
-    extravars = {"saveos_check_verify_data": True} if verify_data else None
+    extravars = {"verify_data": True} if verify_data else None
     code, _ = run_fleet_playbook(
         "check.yml", inventory, title="check", limit=limit, extravars=extravars
     )
