@@ -193,6 +193,16 @@ def test_cli_up_status_down_leaves_nothing_behind(tmp_path):
     status = cli("lab", "status", "--dir", str(lab_dir))
     assert status.returncode == 2
     assert "no answer" in status.stdout
+    # `up` again restarts the dead host and keeps the live one.
+    again = cli(
+        "lab", "up", "--hosts", "2", "--dir", str(lab_dir), "--net", lab_net(), "--port", port
+    )
+    assert again.returncode == 0, again.stderr
+    restarted = Lab(lab_dir).hosts()
+    assert restarted[0] == hosts[0]
+    assert restarted[1].sshd_pid != hosts[1].sshd_pid
+    assert cli("lab", "status", "--dir", str(lab_dir)).returncode == 0
+    hosts = restarted
 
     down = cli("lab", "down", "--dir", str(lab_dir))
     assert down.returncode == 0, down.stderr
