@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, free_port, lab_net, require_root
 
+from saveos_cli import lab as lab_module
 from saveos_cli.errors import SaveOSError
 from saveos_cli.lab import Lab
 
@@ -154,6 +155,16 @@ def test_address_in_use_is_reported(tmp_path):
         busy.listen()
         with pytest.raises(SaveOSError, match="already in use"):
             Lab(tmp_path / "lab", net=lab_net(), port=port).up(1)
+    assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.lab
+def test_missing_sshd_names_the_package(tmp_path, monkeypatch):
+    require_root()
+    monkeypatch.setattr(lab_module, "SSHD", tmp_path / "no-such-sshd")
+    with pytest.raises(SaveOSError) as err:
+        Lab(tmp_path / "lab", net=lab_net()).up(1)
+    assert "apt-get install openssh-server" in err.value.hint
     assert not (tmp_path / "lab").exists()
 
 
