@@ -10,7 +10,7 @@ from rich.console import Console
 from saveos_cli import __version__
 from saveos_cli.errors import EXIT_ERROR, SaveOSError
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="saveos",
