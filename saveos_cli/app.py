@@ -11,7 +11,7 @@ from rich.markup import escape
 from saveos_cli import __version__, config
 from saveos_cli.errors import EXIT_ERROR, SaveOSError
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 HELP = (
     "SaveOS: centralised BorgBackup for a fleet of Linux hosts, driven by Ansible.\n\n"
