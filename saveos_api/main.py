@@ -42,8 +42,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.admin_token = settings.admin_token_value
     app.state.secret_key = settings.secret_key_bytes
     app.state.metrics = Metrics(db)
-    app.include_router(admin.router)
+    # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.
     app.include_router(agent.router)
+    app.include_router(admin.router)
     app.include_router(open.router)
     _install_error_handlers(app)
     # Outermost first: metrics see 413s too.
