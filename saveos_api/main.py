@@ -6,9 +6,11 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saveos_api import migrations
 from saveos_api.db import Database
@@ -62,6 +64,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # FastAPI answers 400 when the body cannot be decoded at all (not UTF-8, nested too deep);
+        # that is invalid input like any other, so it gets the documented 422 naming the body.
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            detail = [
+                {"loc": ["body"], "msg": "body is not valid UTF-8 JSON", "type": "json_invalid"}
+            ]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(_request: Request, _exc: RecursionError):

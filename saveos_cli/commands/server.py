@@ -50,13 +50,14 @@ def serve(
     """Serve the API with uvicorn (migrations are applied first)."""
     if ctx.invoked_subcommand is not None:
         return
+    # Check the cheap things before importing the server stack.
+    settings = _settings()
+    _config_errors(settings.validate_secrets)
     import uvicorn
 
     from saveos_api import migrations
     from saveos_api.main import create_app
 
-    settings = _settings()
-    _config_errors(settings.validate_secrets)
     _config_errors(migrations.upgrade, settings.effective_database_url)
     if workers == 1:
         application = _config_errors(create_app, settings, migrate=False)
