@@ -1,4 +1,4 @@
-"""The `saveos` command: wires the command groups together and turns domain errors into exit codes."""
+"""The `saveos` command: wires the command groups together, turns domain errors into exit codes."""
 
 from __future__ import annotations
 
