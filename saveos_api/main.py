@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saveos_api import migrations
 from saveos_api.db import Database
+from saveos_api.ingest import HeartbeatWriter, TokenCache
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from saveos_api.routes import admin, agent, open
 from saveos_api.settings import Settings
@@ -31,7 +32,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        heartbeats.close()
         db.dispose()
+
+    heartbeats = HeartbeatWriter(db.engine, lambda: settings.heartbeat_history)
 
     app = FastAPI(
         title="SaveOS API",
@@ -44,6 +48,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.admin_token = settings.admin_token_value
     app.state.secret_key = settings.secret_key_bytes
     app.state.metrics = Metrics(db)
+    app.state.token_cache = TokenCache(settings.token_cache_ttl_s)
+    app.state.heartbeats = heartbeats
     # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.
     app.include_router(agent.router)
     app.include_router(admin.router)

@@ -336,3 +336,7 @@ class ReportAck(Output):
 class HealthOut(Output):
     status: str
     database: str
+
+
+class LiveOut(Output):
+    status: Literal["ok"]

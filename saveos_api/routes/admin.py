@@ -95,6 +95,8 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
         agent.decommissioned_at = None
         token = _issue_token(request, session, agent.id)
     session.commit()
+    if token is not None:
+        request.app.state.token_cache.clear()  # the old tokens were revoked just now
     response.status_code = 200
     return schemas.ProvisionOut(id=agent.id, name=agent.name, created=False, token=token)
 
@@ -144,20 +146,22 @@ def agent_snapshots(
 @router.post(
     "/agents/{agent_id}/tokens/revoke", response_model=schemas.RevokeOut, responses=NOT_FOUND
 )
-def revoke_tokens(agent_id: AgentId, session: SessionDep):
+def revoke_tokens(agent_id: AgentId, request: Request, session: SessionDep):
     _get_agent(session, agent_id)
     revoked = _revoke_tokens(session, agent_id)
     session.commit()
+    request.app.state.token_cache.clear()
     return {"revoked": revoked}
 
 
 @router.delete("/agents/{agent_id}", response_model=schemas.DecommissionOut, responses=NOT_FOUND)
-def decommission(agent_id: AgentId, session: SessionDep):
+def decommission(agent_id: AgentId, request: Request, session: SessionDep):
     agent = _get_agent(session, agent_id)
     if agent.decommissioned_at is None:
         agent.decommissioned_at = utcnow()
     _revoke_tokens(session, agent_id)
     session.commit()
+    request.app.state.token_cache.clear()
     return {"id": agent.id, "decommissioned_at": agent.decommissioned_at}
 
 

@@ -1,4 +1,4 @@
-"""Unauthenticated endpoints: liveness with a real database round trip, Prometheus metrics."""
+"""Unauthenticated endpoints: liveness (with and without a database round trip), metrics."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ async def health(request: Request):
     if await run_in_threadpool(request.app.state.db.ping):
         return {"status": "ok", "database": "ok"}
     return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+
+
+@router.get("/livez", response_model=schemas.LiveOut)
+async def livez():
+    # Process liveness only: a database outage must not make an orchestrator restart the API
+    # (that is what /health reports); also the framework floor for benchmarks/p3_heartbeat.py.
+    return {"status": "ok"}
 
 
 @router.get(

@@ -1,0 +1,144 @@
+"""Shared helpers for the benchmark scripts: scratch PostgreSQL databases, the API process,
+medians over repeated runs, and the JSON result file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+PG_ADMIN = os.environ.get(
+    "SAVEOS_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+PORT_RANGE = range(
+    int(os.environ.get("SAVEOS_BENCH_PORT_LO", "18700")),
+    int(os.environ.get("SAVEOS_BENCH_PORT_HI", "18799")) + 1,
+)
+
+
+def free_port() -> int:
+    """A free loopback port from the benchmark's own range."""
+    for port in PORT_RANGE:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in the benchmark range")
+
+
+def _pg_exec(sql: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(sql))
+    engine.dispose()
+
+
+@contextmanager
+def scratch_pg():
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"saveos_bench_{uuid.uuid4().hex[:10]}"
+    _pg_exec(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Api:
+    """`saveos server` as a separate process, the way operators run it."""
+
+    def __init__(self, database_url: str, data_dir: Path, workers: int = 1):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = "adm_" + secrets.token_urlsafe(32)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(
+            os.environ,
+            SAVEOS_DATABASE_URL=database_url,
+            SAVEOS_ADMIN_TOKEN=self.admin_token,
+            SAVEOS_DATA_DIR=str(data_dir),
+        )
+        self.log = data_dir / "api.log"
+        cmd = [sys.executable, "-m", "saveos_cli.app", "server", "--port", str(self.port)]
+        cmd += ["--workers", str(workers)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._wait()
+
+    def _wait(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("API exited:\n" + self.log.read_text()[-3000:])
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("API did not start:\n" + self.log.read_text()[-3000:])
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    result = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        **result,
+    }
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,130 @@
+"""Closed-loop HTTP/1.1 load generator: N keep-alive connections, one request in flight each.
+
+Raw asyncio streams on uvloop rather than an HTTP client library, so that on a 2-core machine
+the generator spends as little CPU as possible per request (httpx costs several times more).
+Prints one JSON line: requests, errors (non-2xx or broken connections), rate and latencies.
+
+    python benchmarks/loadgen.py --url http://127.0.0.1:PORT --path /api/v1/agents/heartbeat \
+        --method POST --body '{"agent_version": "1"}' --tokens FILE --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+
+def _request(method: str, host: str, path: str, token: str | None, body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "User-Agent: saveos-loadgen"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    lower = head.lower()
+    idx = lower.find(b"content-length:")
+    if idx >= 0:
+        length = int(lower[idx + 15 : lower.index(b"\r\n", idx)])
+    elif b"transfer-encoding: chunked" in lower:
+        raise RuntimeError("chunked responses are not expected here")
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _client(host, port, raw, deadline, warmup_end, lat, counters):
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while True:
+            start = time.perf_counter()
+            if start >= deadline:
+                return
+            writer.write(raw)
+            try:
+                status = await _read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                counters["errors"] += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            end = time.perf_counter()
+            if 200 <= status < 300:
+                counters["acked_total"] += 1
+            if start < warmup_end:
+                continue
+            if 200 <= status < 300:
+                lat.append(end - start)
+            else:
+                counters["errors"] += 1
+                counters.setdefault(f"status_{status}", 0)
+                counters[f"status_{status}"] += 1
+    finally:
+        writer.close()
+
+
+async def main(args) -> dict:
+    host, _, port = args.url.removeprefix("http://").partition(":")
+    port = int(port.rstrip("/"))
+    tokens = [None]
+    if args.tokens:
+        with open(args.tokens) as fh:
+            tokens = [line.strip() for line in fh if line.strip()]
+    body = args.body.encode() if args.body else b""
+    now = time.perf_counter()
+    warmup_end = now + args.warmup
+    deadline = warmup_end + args.duration
+    lat: list[float] = []
+    counters = {"errors": 0, "acked_total": 0}
+    clients = [
+        _client(
+            host,
+            port,
+            _request(args.method, f"{host}:{port}", args.path, tokens[i % len(tokens)], body),
+            deadline,
+            warmup_end,
+            lat,
+            counters,
+        )
+        for i in range(args.concurrency)
+    ]
+    await asyncio.gather(*clients)
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+
+    return {
+        "requests": len(lat),
+        "rate": len(lat) / args.duration,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": lat[-1] * 1000 if lat else float("nan"),
+        **counters,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--method", default="GET")
+    parser.add_argument("--body", default="")
+    parser.add_argument("--tokens", help="file with one bearer token per line")
+    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=2)
+    args = parser.parse_args()
+    try:
+        from uvloop import new_event_loop
+    except ImportError:
+        new_event_loop = None
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        print(json.dumps(runner.run(main(args))))

@@ -1,0 +1,121 @@
+"""P3 heartbeat ingest: the API under uvicorn on a fresh PostgreSQL database, N provisioned
+agents heartbeating as fast as they can from a separate load-generator process.
+
+Per repetition, on the same server: the framework floor (`GET /livez`, no database) and then
+`POST /api/v1/agents/heartbeat`; afterwards the database must hold exactly as many heartbeats
+as were acknowledged (each is answered only after its commit).
+
+    python benchmarks/p3_heartbeat.py [--agents 128] [--workers 2] [--duration 30] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, Api, median, scratch_pg, write_result  # noqa: E402
+
+FLOOR_PATH = "/livez"
+HEARTBEAT = json.dumps({"agent_version": "0.1.0", "borg_version": "1.2.4", "os": "Debian 12"})
+GOAL_RATE, GOAL_P99_MS = 3000, 100
+
+
+def provision(api: Api, n: int, path: Path) -> None:
+    with httpx.Client(base_url=api.url, headers=api.admin_headers, timeout=30) as client:
+        tokens = []
+        for i in range(n):
+            resp = client.post("/api/v1/agents/provision", json={"name": f"bench-{i:04d}"})
+            resp.raise_for_status()
+            tokens.append(resp.json()["token"])
+    path.write_text("\n".join(tokens) + "\n")
+    path.chmod(0o600)
+
+
+def load(api: Api, path: str, args, method="GET", body="", tokens=None) -> dict:
+    cmd = [sys.executable, str(REPO / "benchmarks" / "loadgen.py"), "--url", api.url]
+    cmd += ["--path", path, "--method", method, "--concurrency", str(args.agents)]
+    cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    if body:
+        cmd += ["--body", body]
+    if tokens:
+        cmd += ["--tokens", str(tokens)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def one_run(args, tmp: Path) -> dict:
+    with scratch_pg() as url, Api(url, tmp / "api", workers=args.workers) as api:
+        tokens = tmp / "tokens"
+        provision(api, args.agents, tokens)
+        floor = load(api, FLOOR_PATH, args)
+        hb = load(api, "/api/v1/agents/heartbeat", args, "POST", HEARTBEAT, tokens)
+        api.stop()
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT sum(heartbeat_count) FROM agents")).scalar()
+        engine.dispose()
+    hb["stored"] = int(stored or 0)
+    hb["stored_equals_acked"] = hb["stored"] == hb["acked_total"]
+    return {"floor": floor, "heartbeat": hb, "ratio_to_floor": hb["rate"] / floor["rate"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--name", default="p3_heartbeat")
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="saveos-p3-") as tmp:
+        for i in range(args.repeat):
+            run = one_run(args, Path(tmp) / str(i))
+            runs.append(run)
+            hb, floor = run["heartbeat"], run["floor"]
+            print(
+                f"run {i + 1}: heartbeat {hb['rate']:.0f}/s p50 {hb['p50_ms']:.1f} ms "
+                f"p99 {hb['p99_ms']:.1f} ms errors {hb['errors']} "
+                f"stored==acked {hb['stored_equals_acked']} | floor {floor['rate']:.0f}/s "
+                f"p99 {floor['p99_ms']:.1f} ms | ratio {run['ratio_to_floor']:.2f}",
+                flush=True,
+            )
+    summary = {
+        "heartbeats_per_s": median([r["heartbeat"]["rate"] for r in runs]),
+        "p50_ms": median([r["heartbeat"]["p50_ms"] for r in runs]),
+        "p99_ms": median([r["heartbeat"]["p99_ms"] for r in runs]),
+        "errors": sum(r["heartbeat"]["errors"] for r in runs),
+        "all_acked_stored": all(r["heartbeat"]["stored_equals_acked"] for r in runs),
+        "floor_per_s": median([r["floor"]["rate"] for r in runs]),
+        "floor_p99_ms": median([r["floor"]["p99_ms"] for r in runs]),
+        "ratio_to_floor": median([r["ratio_to_floor"] for r in runs]),
+    }
+    summary["goal_met"] = (
+        summary["heartbeats_per_s"] >= GOAL_RATE
+        and summary["p99_ms"] < GOAL_P99_MS
+        and summary["errors"] == 0
+        and summary["all_acked_stored"]
+    )
+    print(
+        f"median: {summary['heartbeats_per_s']:.0f} heartbeats/s (goal >= {GOAL_RATE}), "
+        f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms (goal < {GOAL_P99_MS}), "
+        f"errors {summary['errors']}; floor {summary['floor_per_s']:.0f} req/s; "
+        f"ratio heartbeat/floor {summary['ratio_to_floor']:.2f}; goal met: {summary['goal_met']}"
+    )
+    params = {k: getattr(args, k) for k in ("agents", "workers", "duration", "warmup", "repeat")}
+    path = write_result(args.name, {"params": params, "summary": summary, "runs": runs})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
