@@ -142,3 +142,45 @@ def write_result(name: str, result: dict) -> Path:
     }
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return path
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user+system CPU of these processes (and their children) so far, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for root in pids:
+        for pid in _tree(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def pg_backend_pids(url: str) -> list[int]:
+    """PIDs of the PostgreSQL backends serving the database in `url` (same machine)."""
+    import sqlalchemy as sa
+
+    name = url.rsplit("/", 1)[1]
+    engine = sa.create_engine(PG_ADMIN)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+        ).scalars()
+        pids = list(rows)
+    engine.dispose()
+    return pids

@@ -15,13 +15,22 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, Api, median, scratch_pg, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    Api,
+    cpu_seconds,
+    median,
+    pg_backend_pids,
+    scratch_pg,
+    write_result,
+)
 
 FLOOR_PATH = "/livez"
 HEARTBEAT = json.dumps({"agent_version": "0.1.0", "borg_version": "1.2.4", "os": "Debian 12"})
@@ -39,7 +48,8 @@ def provision(api: Api, n: int, path: Path) -> None:
     path.chmod(0o600)
 
 
-def load(api: Api, path: str, args, method="GET", body="", tokens=None) -> dict:
+def load(api: Api, path: str, args, method="GET", body="", tokens=None, db_url=None) -> dict:
+    """Run the generator; also charge the server's (and its database backends') CPU time."""
     cmd = [sys.executable, str(REPO / "benchmarks" / "loadgen.py"), "--url", api.url]
     cmd += ["--path", path, "--method", method, "--concurrency", str(args.agents)]
     cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
@@ -47,8 +57,23 @@ def load(api: Api, path: str, args, method="GET", body="", tokens=None) -> dict:
         cmd += ["--body", body]
     if tokens:
         cmd += ["--tokens", str(tokens)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    server_cpu = cpu_seconds([api.proc.pid])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    backends = []
+    if db_url:
+        time.sleep(args.warmup)  # the writer's connection exists once heartbeats flow
+        backends = pg_backend_pids(db_url)
+    db_cpu = cpu_seconds(backends)
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"load generator failed ({proc.returncode})")
+    result = json.loads(out.strip().splitlines()[-1])
+    served = result["acked_total"] + result["errors"]
+    result["server_cpu_ms_per_req"] = (cpu_seconds([api.proc.pid]) - server_cpu) * 1000 / served
+    if db_url:
+        # Backends only from after warm-up: an approximation, the same for every version.
+        result["db_cpu_s"] = cpu_seconds(backends) - db_cpu
+    return result
 
 
 def one_run(args, tmp: Path) -> dict:
@@ -56,7 +81,7 @@ def one_run(args, tmp: Path) -> dict:
         tokens = tmp / "tokens"
         provision(api, args.agents, tokens)
         floor = load(api, FLOOR_PATH, args)
-        hb = load(api, "/api/v1/agents/heartbeat", args, "POST", HEARTBEAT, tokens)
+        hb = load(api, "/api/v1/agents/heartbeat", args, "POST", HEARTBEAT, tokens, url)
         api.stop()
         engine = sa.create_engine(url)
         with engine.connect() as conn:
@@ -86,7 +111,9 @@ def main() -> int:
                 f"run {i + 1}: heartbeat {hb['rate']:.0f}/s p50 {hb['p50_ms']:.1f} ms "
                 f"p99 {hb['p99_ms']:.1f} ms errors {hb['errors']} "
                 f"stored==acked {hb['stored_equals_acked']} | floor {floor['rate']:.0f}/s "
-                f"p99 {floor['p99_ms']:.1f} ms | ratio {run['ratio_to_floor']:.2f}",
+                f"p99 {floor['p99_ms']:.1f} ms | ratio {run['ratio_to_floor']:.2f} | "
+                f"server CPU/req: heartbeat {hb['server_cpu_ms_per_req']:.2f} ms, "
+                f"floor {floor['server_cpu_ms_per_req']:.2f} ms",
                 flush=True,
             )
     summary = {
@@ -98,6 +125,10 @@ def main() -> int:
         "floor_per_s": median([r["floor"]["rate"] for r in runs]),
         "floor_p99_ms": median([r["floor"]["p99_ms"] for r in runs]),
         "ratio_to_floor": median([r["ratio_to_floor"] for r in runs]),
+        "server_cpu_ms_per_heartbeat": median(
+            [r["heartbeat"]["server_cpu_ms_per_req"] for r in runs]
+        ),
+        "server_cpu_ms_per_floor_req": median([r["floor"]["server_cpu_ms_per_req"] for r in runs]),
     }
     summary["goal_met"] = (
         summary["heartbeats_per_s"] >= GOAL_RATE
@@ -109,7 +140,9 @@ def main() -> int:
         f"median: {summary['heartbeats_per_s']:.0f} heartbeats/s (goal >= {GOAL_RATE}), "
         f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms (goal < {GOAL_P99_MS}), "
         f"errors {summary['errors']}; floor {summary['floor_per_s']:.0f} req/s; "
-        f"ratio heartbeat/floor {summary['ratio_to_floor']:.2f}; goal met: {summary['goal_met']}"
+        f"ratio heartbeat/floor {summary['ratio_to_floor']:.2f}; server CPU per request "
+        f"{summary['server_cpu_ms_per_heartbeat']:.2f} ms vs floor "
+        f"{summary['server_cpu_ms_per_floor_req']:.2f} ms; goal met: {summary['goal_met']}"
     )
     params = {k: getattr(args, k) for k in ("agents", "workers", "duration", "warmup", "repeat")}
     path = write_result(args.name, {"params": params, "summary": summary, "runs": runs})

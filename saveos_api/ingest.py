@@ -13,14 +13,15 @@ per-request loops of Starlette's TestClient) and never blocks one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -72,7 +73,10 @@ class TokenCache:
         with self._lock:
             if len(self._entries) > 100_000:  # bounded: forget everything rather than grow
                 self._entries.clear()
-            self._entries[digest] = (time.monotonic() + self.ttl, value)
+            # Jittered expiry: tokens cached together must not all expire (and hit the
+            # database) in the same instant.
+            expires = time.monotonic() + self.ttl * random.uniform(0.5, 1.0)  # noqa: S311
+            self._entries[digest] = (expires, value)
 
     def clear(self) -> None:
         with self._lock:
@@ -83,7 +87,18 @@ class TokenCache:
 class _Beat:
     agent_id: int
     changes: dict[str, Any]
-    future: Future = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, outcome in outcomes:
+        if future.done():  # the client went away
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class AgentGone(Exception):
@@ -104,9 +119,10 @@ class HeartbeatWriter:
     async def submit(self, agent_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Queue one heartbeat; returns its answer once the batch holding it is committed."""
         self._ensure_started()
-        beat = _Beat(agent_id, changes)
+        loop = asyncio.get_running_loop()
+        beat = _Beat(agent_id, changes, loop, loop.create_future())
         self._queue.put(beat)
-        return await asyncio.wrap_future(beat.future)
+        return await beat.future
 
     def _ensure_started(self) -> None:
         if self._thread is not None:
@@ -151,20 +167,34 @@ class HeartbeatWriter:
         try:
             if self._conn is None:
                 self._conn = self.engine.connect()
-            answers = self._write_batch(self._conn, batch)
-        except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
-            self._discard_connection()
-            for beat in batch:
-                if not beat.future.done():
-                    beat.future.set_exception(exc)
-            return
-        self.batches += 1
-        self.beats += len(batch)
-        for beat, answer in zip(batch, answers, strict=True):
-            if isinstance(answer, Exception):
-                beat.future.set_exception(answer)
+                if self._conn.dialect.name == "postgresql":
+                    # Each batch is one self-committing statement (see _BATCH_PG).
+                    self._conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self._conn.dialect.name == "postgresql":
+                answers = _write_batch_pg(self._conn, batch, self.history())
             else:
-                beat.future.set_result(answer)
+                answers = self._write_batch(self._conn, batch)
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
+            answers = [self._as_dbapi_error(exc)] * len(batch)
+            self._discard_connection()
+        else:
+            self.batches += 1
+            self.beats += len(batch)
+        # One wakeup per event loop for the whole batch, not one per request.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+        for beat, answer in zip(batch, answers, strict=True):
+            by_loop.setdefault(beat.loop, []).append((beat.future, answer))
+        for loop, outcomes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, outcomes)
+
+    def _as_dbapi_error(self, exc: Exception) -> Exception:
+        """Raw driver errors as SQLAlchemy's DBAPIError, so the app's handler answers 503/500."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        if isinstance(exc, sa.exc.DBAPIError) or not isinstance(exc, dbapi.Error):
+            return exc
+        gone = self.engine.dialect.is_disconnect(exc, None, None)
+        return sa.exc.DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=gone)
 
     def _discard_connection(self) -> None:
         if self._conn is None:
@@ -177,36 +207,27 @@ class HeartbeatWriter:
         self._conn = None
 
     def _write_batch(self, conn: sa.Connection, batch: list[_Beat]) -> list[Any]:
+        """Portable path (SQLite: one writer anyway): Core statements, one transaction."""
         now = utcnow()
-        per_agent: dict[int, dict[str, Any]] = {}
-        for beat in batch:
-            agent = per_agent.setdefault(beat.agent_id, {"n": 0, "changes": {}})
-            agent["n"] += 1
-            agent["changes"].update(beat.changes)  # the latest declaration wins
+        per_agent = _per_agent(batch)
+        counts: dict[int, int] = {}
+        jobs: dict[int, list[dict[str, Any]]] = {}
         with conn.begin():
-            counts = self._update_agents(conn, now, per_agent)
+            for agent_id, (n, changes) in per_agent.items():
+                count = conn.execute(
+                    sa.update(Agent)
+                    .where(Agent.id == agent_id)
+                    .values(last_seen=now, heartbeat_count=Agent.heartbeat_count + n, **changes)
+                    .returning(Agent.heartbeat_count)
+                ).scalar()
+                if count is not None:
+                    counts[agent_id] = count
             live = [beat for beat in batch if beat.agent_id in counts]
             if live:
-                conn.execute(
-                    sa.insert(Heartbeat),
-                    [
-                        {
-                            "agent_id": beat.agent_id,
-                            "received_at": now,
-                            "agent_version": beat.changes.get("agent_version"),
-                            "borg_version": beat.changes.get("borg_version"),
-                            "os": beat.changes.get("os"),
-                            "facts": beat.changes.get("facts"),
-                        }
-                        for beat in live
-                    ],
-                )
+                conn.execute(sa.insert(Heartbeat), [_history_row(b, now) for b in live])
             keep = self.history()
-            for agent_id, count in counts.items():
-                before = count - per_agent[agent_id]["n"]
-                if count // TRIM_EVERY != before // TRIM_EVERY:
-                    _trim_heartbeats(conn, agent_id, keep)
-            jobs: dict[int, list[dict[str, Any]]] = {}
+            for agent_id in _crossed_trim_mark(counts, per_agent):
+                _trim_heartbeats(conn, agent_id, keep)
             if counts:
                 handed = conn.execute(
                     sa.update(Job)
@@ -218,89 +239,49 @@ class HeartbeatWriter:
                     jobs.setdefault(row.agent_id, []).append(
                         {"id": row.id, "kind": row.kind, "params": row.params}
                     )
-        answers: list[Any] = []
-        for beat in batch:
-            if beat.agent_id not in counts:
-                answers.append(AgentGone(beat.agent_id))
-                continue
-            # Jobs go to the first of an agent's heartbeats in the batch, once.
-            answers.append(
-                {"agent_id": beat.agent_id, "server_time": now, "jobs": jobs.pop(beat.agent_id, [])}
-            )
-        return answers
-
-    def _update_agents(
-        self, conn: sa.Connection, now: datetime, per_agent: dict[int, dict[str, Any]]
-    ) -> dict[int, int]:
-        """Bump every agent row of the batch; {agent_id: heartbeat_count after}."""
-        if conn.dialect.name == "postgresql":
-            return _update_agents_pg(conn, now, per_agent)
-        counts = {}
-        for agent_id, agent in per_agent.items():
-            count = conn.execute(
-                sa.update(Agent)
-                .where(Agent.id == agent_id)
-                .values(
-                    last_seen=now,
-                    heartbeat_count=Agent.heartbeat_count + agent["n"],
-                    **agent["changes"],
-                )
-                .returning(Agent.heartbeat_count)
-            ).scalar()
-            if count is not None:
-                counts[agent_id] = count
-        return counts
+        return _answers(batch, now, counts, jobs)
 
 
-# A field the heartbeat left out (NULL in v) keeps the agent's current value.
-_UPDATE_AGENTS_PG = """
-UPDATE agents AS a SET
-    last_seen = v.seen,
-    heartbeat_count = a.heartbeat_count + v.n,
-    agent_version = COALESCE(v.agent_version, a.agent_version),
-    borg_version = COALESCE(v.borg_version, a.borg_version),
-    os = COALESCE(v.os, a.os),
-    hostname = COALESCE(v.hostname, a.hostname),
-    backup_interval_s = COALESCE(v.backup_interval_s, a.backup_interval_s),
-    heartbeat_interval_s = COALESCE(v.heartbeat_interval_s, a.heartbeat_interval_s),
-    facts = COALESCE(v.facts, a.facts)
-FROM (VALUES %s) AS v(id, n, seen, agent_version, borg_version, os, hostname,
-                      backup_interval_s, heartbeat_interval_s, facts)
-WHERE a.id = v.id
-RETURNING a.id, a.heartbeat_count
-"""
+def _per_agent(batch: list[_Beat]) -> dict[int, tuple[int, dict[str, Any]]]:
+    """{agent_id: (heartbeats in the batch, merged changes)}; the latest declaration wins."""
+    merged: dict[int, tuple[int, dict[str, Any]]] = {}
+    for beat in batch:
+        n, changes = merged.get(beat.agent_id, (0, {}))
+        merged[beat.agent_id] = (n + 1, {**changes, **beat.changes})
+    return merged
 
 
-def _update_agents_pg(
-    conn: sa.Connection, now: datetime, per_agent: dict[int, dict[str, Any]]
-) -> dict[int, int]:
-    # One statement for the whole batch: UPDATE ... FROM (VALUES ...) with typed columns.
-    from psycopg2.extras import execute_values
+def _history_row(beat: _Beat, now: datetime) -> dict[str, Any]:
+    changes = beat.changes
+    return {
+        "agent_id": beat.agent_id,
+        "received_at": now,
+        "agent_version": changes.get("agent_version"),
+        "borg_version": changes.get("borg_version"),
+        "os": changes.get("os"),
+        "facts": changes.get("facts"),
+    }
 
-    text_fields = ("agent_version", "borg_version", "os", "hostname")
-    int_fields = ("backup_interval_s", "heartbeat_interval_s")
-    sql = _UPDATE_AGENTS_PG
-    template = (
-        "(%s::bigint, %s::int, %s::timestamptz, %s::text, %s::text, %s::text, %s::text, "
-        "%s::int, %s::int, %s::json)"
-    )
-    rows = []
-    for agent_id, agent in per_agent.items():
-        changes = agent["changes"]
-        facts = changes.get("facts")
-        rows.append(
-            (agent_id, agent["n"], now)
-            + tuple(changes.get(name) for name in text_fields + int_fields)
-            + (None if facts is None else json.dumps(facts),)
+
+def _crossed_trim_mark(counts: dict[int, int], per_agent: dict) -> list[int]:
+    return [
+        agent_id
+        for agent_id, count in counts.items()
+        if count // TRIM_EVERY != (count - per_agent[agent_id][0]) // TRIM_EVERY
+    ]
+
+
+def _answers(batch, now, counts, jobs) -> list[Any]:
+    answers: list[Any] = []
+    for beat in batch:
+        if beat.agent_id not in counts:
+            answers.append(AgentGone(beat.agent_id))
+            continue
+        # Jobs go to the first of an agent's heartbeats in the batch, once.
+        answers.append(
+            {"agent_id": beat.agent_id, "server_time": now, "jobs": jobs.pop(beat.agent_id, [])}
         )
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        result = execute_values(
-            cursor, sql, rows, template=template, page_size=len(rows), fetch=True
-        )
-    finally:
-        cursor.close()
-    return dict(result)
+    return answers
 
 
 def _trim_heartbeats(conn: sa.Connection, agent_id: int, keep: int) -> None:
@@ -317,3 +298,117 @@ def _trim_heartbeats(conn: sa.Connection, agent_id: int, keep: int) -> None:
             Heartbeat.agent_id == agent_id, Heartbeat.received_at < oldest_kept
         )
     )
+
+
+# PostgreSQL path: the whole batch is ONE statement on the writer's autocommit connection, so
+# one round trip does the update, the history insert, the trim, the job hand-out and the commit
+# (psycopg2 returns only after the implicit commit). One round trip also means the writer thread
+# waits for the GIL once per batch, not once per statement.
+# A field the heartbeat left out (NULL in v) keeps the agent's current value.
+_BATCH_PG = """
+WITH v (id, n, agent_version, borg_version, os, hostname, backup_interval_s,
+        heartbeat_interval_s, facts) AS (VALUES {agents}),
+hist (agent_id, agent_version, borg_version, os, facts) AS (VALUES {history}),
+upd AS (
+    UPDATE agents AS a SET
+        last_seen = {now},
+        heartbeat_count = a.heartbeat_count + v.n,
+        agent_version = COALESCE(v.agent_version, a.agent_version),
+        borg_version = COALESCE(v.borg_version, a.borg_version),
+        os = COALESCE(v.os, a.os),
+        hostname = COALESCE(v.hostname, a.hostname),
+        backup_interval_s = COALESCE(v.backup_interval_s, a.backup_interval_s),
+        heartbeat_interval_s = COALESCE(v.heartbeat_interval_s, a.heartbeat_interval_s),
+        facts = COALESCE(v.facts, a.facts)
+    FROM v WHERE a.id = v.id
+    RETURNING a.id, a.heartbeat_count, v.n
+),
+ins AS (
+    INSERT INTO heartbeats (agent_id, received_at, agent_version, borg_version, os, facts)
+    SELECT hist.agent_id, {now}, hist.agent_version, hist.borg_version, hist.os, hist.facts
+    FROM hist JOIN upd ON upd.id = hist.agent_id
+),
+trim AS (
+    DELETE FROM heartbeats AS old USING upd
+    WHERE old.agent_id = upd.id
+      AND upd.heartbeat_count / {every} <> (upd.heartbeat_count - upd.n) / {every}
+      AND old.received_at < (
+          SELECT received_at FROM heartbeats AS h WHERE h.agent_id = upd.id
+          ORDER BY received_at DESC LIMIT 1 OFFSET {skip})
+),
+handed AS (
+    UPDATE jobs SET state = 'running', started_at = {now}
+    WHERE agent_id IN (SELECT id FROM upd) AND state = 'queued'
+    RETURNING agent_id, id, kind, params
+)
+SELECT 'agent', id, heartbeat_count, NULL::text, NULL::json FROM upd
+UNION ALL
+SELECT 'job', agent_id, id, kind, params FROM handed
+"""
+_AGENT_ROW = (
+    "(%s::bigint, %s::int, %s::text, %s::text, %s::text, %s::text, %s::int, %s::int, %s::json)"
+)
+_HISTORY_ROW = "(%s::bigint, %s::text, %s::text, %s::text, %s::json)"
+_TEXT_FIELDS = ("agent_version", "borg_version", "os", "hostname")
+_INT_FIELDS = ("backup_interval_s", "heartbeat_interval_s")
+# Two workers updating the same agents can deadlock; PostgreSQL aborts one batch, which is
+# simply written again.
+_ATTEMPTS = 3
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _write_batch_pg(conn: sa.Connection, batch: list[_Beat], keep: int) -> list[Any]:
+    import psycopg2.errors
+
+    now = utcnow()
+    per_agent = _per_agent(batch)
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cur:
+        agents = b",".join(
+            cur.mogrify(
+                _AGENT_ROW,
+                (agent_id, n)
+                + tuple(changes.get(name) for name in _TEXT_FIELDS + _INT_FIELDS)
+                + (_json_or_none(changes.get("facts")),),
+            )
+            for agent_id, (n, changes) in sorted(per_agent.items())  # one lock order
+        )
+        history = b",".join(
+            cur.mogrify(
+                _HISTORY_ROW,
+                (
+                    beat.agent_id,
+                    beat.changes.get("agent_version"),
+                    beat.changes.get("borg_version"),
+                    beat.changes.get("os"),
+                    _json_or_none(beat.changes.get("facts")),
+                ),
+            )
+            for beat in batch
+        )
+        sql = _BATCH_PG.format(
+            agents=agents.decode(),
+            history=history.decode(),
+            now=cur.mogrify("%s::timestamptz", (now,)).decode(),
+            every=TRIM_EVERY,
+            skip=int(keep) - 1,
+        )
+        for attempt in range(_ATTEMPTS):
+            try:
+                cur.execute(sql)  # no parameters: everything above is already quoted
+                rows = cur.fetchall()
+                break
+            except psycopg2.errors.DeadlockDetected:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+    counts: dict[int, int] = {}
+    jobs: dict[int, list[dict[str, Any]]] = {}
+    for kind, first, second, job_kind, params in sorted(rows, key=lambda r: r[2]):
+        if kind == "agent":
+            counts[first] = second
+        else:
+            jobs.setdefault(first, []).append({"id": second, "kind": job_kind, "params": params})
+    return _answers(batch, now, counts, jobs)
