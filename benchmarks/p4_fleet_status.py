@@ -1,0 +1,297 @@
+"""P4 fleet status at scale: 10,000 agents and 1,000,000 snapshots (plus checks and drills) in
+PostgreSQL, loaded with COPY from a seeded generator.
+
+Timed in the same run, interleaved, each --repeat times (median quoted):
+  raw_sql    the hand-written LATERAL aggregate (the floor), psycopg2 in process, all rows fetched
+  raw_psql   the same query through `psql` (a process that connects, queries, prints: the
+             floor for a CLI)
+  api        GET /api/v1/fleet/status through HTTP, full body read
+  cli        `saveos status --json` (process start, HTTP, JSON out)
+
+    python benchmarks/p4_fleet_status.py [--agents 10000] [--snapshots 1000000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+from _common import REPO, Api, median, scratch_pg, write_result  # noqa: E402
+
+GOAL_S, GOAL_RATIO = 1.0, 2.0
+RAW_SQL = """
+SELECT a.id, a.name, a.created_at, a.backup_interval_s, a.backup_grace_s,
+       a.heartbeat_interval_s, a.last_seen,
+       ls.exit_status, gs.finished_at, gs.archive, gs.original_size, gs.deduplicated_size,
+       lc.finished_at, lc.result, ld.finished_at, ld.result
+FROM agents a
+LEFT JOIN LATERAL (SELECT exit_status FROM snapshots s WHERE s.agent_id = a.id
+    AND s.finished_at <= now() ORDER BY s.finished_at DESC, s.id DESC LIMIT 1) ls ON true
+LEFT JOIN LATERAL (SELECT finished_at, archive, original_size, deduplicated_size
+    FROM snapshots s WHERE s.agent_id = a.id AND s.finished_at <= now()
+    AND s.exit_status IN ('ok', 'warning')
+    ORDER BY s.finished_at DESC, s.id DESC LIMIT 1) gs ON true
+LEFT JOIN LATERAL (SELECT finished_at, result FROM check_results c WHERE c.agent_id = a.id
+    AND c.finished_at <= now() ORDER BY c.finished_at DESC, c.id DESC LIMIT 1) lc ON true
+LEFT JOIN LATERAL (SELECT finished_at, result FROM drill_results d WHERE d.agent_id = a.id
+    AND d.finished_at <= now() ORDER BY d.finished_at DESC, d.id DESC LIMIT 1) ld ON true
+WHERE a.decommissioned_at IS NULL OR a.decommissioned_at > now()
+ORDER BY a.name
+"""
+
+
+def _copy(cur, table: str, columns: str, rows) -> None:
+    buf = io.StringIO()
+    for count, row in enumerate(rows, 1):
+        buf.write("\t".join(r"\N" if v is None else str(v) for v in row) + "\n")
+        if count % 100_000 == 0:
+            buf.seek(0)
+            cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", buf)
+            buf = io.StringIO()
+    buf.seek(0)
+    cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", buf)
+
+
+def load(url: str, agents: int, snapshots: int, seed: int = 9) -> dict:
+    """Seeded fleet: most agents healthy, some late/overdue/failing/silent/never."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    per_agent = snapshots // agents
+    dsn = url.replace("postgresql+psycopg2://", "postgresql://")
+    start = time.perf_counter()
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        _copy(
+            cur,
+            "agents",
+            "id, name, labels, agent_version, borg_version, os, backup_interval_s, "
+            "backup_grace_s, heartbeat_interval_s, created_at, last_seen, heartbeat_count",
+            (
+                (
+                    i,
+                    f"host-{i:05d}",
+                    "{}",
+                    "0.1.0",
+                    "1.2.4",
+                    "Debian 12",
+                    86400,
+                    3600,
+                    60,
+                    now - timedelta(days=per_agent + 1),
+                    # 2% silent: no heartbeat for an hour
+                    now - timedelta(seconds=3600 if rng.random() < 0.02 else rng.randint(0, 90)),
+                    1000,
+                )
+                for i in range(1, agents + 1)
+            ),
+        )
+        cur.execute("SELECT setval('agents_id_seq', %s)", (agents,))
+
+        def snaps():
+            for agent in range(1, agents + 1):
+                lag = rng.choice([0] * 90 + [1] * 5 + [2] * 5)  # days behind: late / overdue
+                for day in range(per_agent):
+                    finished = now - timedelta(days=day + lag, seconds=rng.randint(0, 3000))
+                    status = "error" if rng.random() < 0.01 else "ok"
+                    size = rng.randint(10**8, 10**10)
+                    yield (
+                        agent,
+                        f"r{agent}d{day}",
+                        "/var/lib/saveos/repo",
+                        f"host-{agent:05d}-{finished:%Y-%m-%dT%H:%M:%S}",
+                        finished - timedelta(seconds=600),
+                        finished,
+                        600.0,
+                        rng.randint(10**4, 10**6),
+                        size,
+                        size // 2,
+                        size // 50,
+                        status,
+                        2 if status == "error" else 0,
+                        "[]",
+                        finished,
+                    )
+
+        _copy(
+            cur,
+            "snapshots",
+            "agent_id, report_id, repo, archive, started_at, finished_at, duration_s, nfiles, "
+            "original_size, compressed_size, deduplicated_size, exit_status, rc, warnings, "
+            "received_at",
+            snaps(),
+        )
+
+        def checks():
+            for agent in range(1, agents + 1):
+                for week in range(per_agent // 7):
+                    finished = now - timedelta(days=7 * week, seconds=rng.randint(0, 3000))
+                    result = "error" if rng.random() < 0.005 else "ok"
+                    yield (
+                        agent,
+                        f"c{agent}w{week}",
+                        "/var/lib/saveos/repo",
+                        finished,
+                        finished,
+                        "false",
+                        result,
+                        0 if result == "ok" else 1,
+                        finished,
+                    )
+
+        _copy(
+            cur,
+            "check_results",
+            "agent_id, report_id, repo, started_at, finished_at, verify_data, result, rc, "
+            "received_at",
+            checks(),
+        )
+
+        def drills():
+            for agent in range(1, agents + 1):
+                for month in range(per_agent // 30):
+                    finished = now - timedelta(days=30 * month, seconds=rng.randint(0, 3000))
+                    yield (
+                        agent,
+                        f"d{agent}m{month}",
+                        "a",
+                        finished,
+                        finished,
+                        100,
+                        100,
+                        0,
+                        "pass",
+                        finished,
+                    )
+
+        _copy(
+            cur,
+            "drill_results",
+            "agent_id, report_id, archive, started_at, finished_at, files_checked, "
+            "files_matched, files_mismatched, result, received_at",
+            drills(),
+        )
+        conn.commit()
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True  # VACUUM refuses to run in a transaction
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE")
+        counts = {}
+        for table in ("agents", "snapshots", "check_results", "drill_results"):
+            cur.execute(f"SELECT count(*) FROM {table}")
+            counts[table] = cur.fetchone()[0]
+    conn.close()
+    counts["load_s"] = time.perf_counter() - start
+    return counts
+
+
+def time_raw_sql(dsn: str) -> float:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        start = time.perf_counter()
+        cur.execute(RAW_SQL)
+        rows = cur.fetchall()
+        elapsed = time.perf_counter() - start
+    assert rows, "no rows"
+    return elapsed
+
+
+def time_psql(dsn: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        ["psql", "-X", "-q", "-A", "-d", dsn, "-c", RAW_SQL], check=True, stdout=subprocess.DEVNULL
+    )
+    return time.perf_counter() - start
+
+
+def time_api(api: Api) -> tuple[float, int]:
+    start = time.perf_counter()
+    resp = httpx.get(api.url + "/api/v1/fleet/status", headers=api.admin_headers, timeout=120)
+    elapsed = time.perf_counter() - start
+    resp.raise_for_status()
+    return elapsed, len(resp.json()["agents"])
+
+
+def time_cli(api: Api) -> float:
+    env = dict(os.environ, SAVEOS_API_URL=api.url, SAVEOS_ADMIN_TOKEN=api.admin_token)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "saveos_cli.app", "status", "--json"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in (0, 2):  # 2: some hosts need attention, which the data has
+        raise RuntimeError(f"saveos status failed ({proc.returncode}): {proc.stderr}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--snapshots", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--name", default="p4_fleet_status")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="saveos-p4-") as tmp, scratch_pg() as url:
+        from saveos_api import migrations
+
+        migrations.upgrade(url)
+        counts = load(url, args.agents, args.snapshots)
+        print(f"loaded {counts}", flush=True)
+        dsn = url.replace("postgresql+psycopg2://", "postgresql://")
+        times: dict[str, list[float]] = {"raw_sql": [], "raw_psql": [], "api": [], "cli": []}
+        with Api(url, Path(tmp) / "api") as api:
+            time_api(api)  # warm caches on both sides once
+            time_raw_sql(dsn)
+            for i in range(args.repeat):
+                times["raw_sql"].append(time_raw_sql(dsn))
+                api_s, n = time_api(api)
+                assert n == args.agents, n
+                times["api"].append(api_s)
+                times["raw_psql"].append(time_psql(dsn))
+                times["cli"].append(time_cli(api))
+                print(
+                    f"run {i + 1}: "
+                    + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items()),
+                    flush=True,
+                )
+    med = {k: median(v) for k, v in times.items()}
+    summary = {
+        **{f"{k}_s": v for k, v in med.items()},
+        "api_vs_raw_sql": med["api"] / med["raw_sql"],
+        "cli_vs_raw_psql": med["cli"] / med["raw_psql"],
+        "cli_vs_raw_sql": med["cli"] / med["raw_sql"],
+    }
+    summary["goal_met_api"] = med["api"] < GOAL_S and summary["api_vs_raw_sql"] <= GOAL_RATIO
+    summary["goal_met_cli"] = med["cli"] < GOAL_S and summary["cli_vs_raw_psql"] <= GOAL_RATIO
+    print(
+        f"median: raw SQL {med['raw_sql'] * 1000:.0f} ms, psql {med['raw_psql'] * 1000:.0f} ms, "
+        f"API {med['api'] * 1000:.0f} ms ({summary['api_vs_raw_sql']:.2f}x raw SQL), "
+        f"saveos status --json {med['cli'] * 1000:.0f} ms ({summary['cli_vs_raw_psql']:.2f}x psql, "
+        f"{summary['cli_vs_raw_sql']:.2f}x raw SQL); "
+        f"goal < {GOAL_S:.0f} s and <= {GOAL_RATIO:.0f}x: "
+        f"API {summary['goal_met_api']}, CLI {summary['goal_met_cli']}"
+    )
+    path = write_result(
+        args.name, {"params": vars(args), "data": counts, "summary": summary, "times": times}
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
