@@ -38,7 +38,79 @@ def _latest_id(model, at: datetime, successful_only: bool = False) -> sa.ScalarS
     )
 
 
-def fleet_query(at: datetime) -> sa.Select:
+def _latest_lateral(model, at: datetime, name: str, *columns: str, successful_only=False):
+    query = sa.select(*(getattr(model, c) for c in columns)).where(
+        model.agent_id == Agent.id, model.finished_at <= at
+    )
+    if successful_only:
+        query = query.where(model.exit_status.in_(SUCCESS))
+    return query.order_by(model.finished_at.desc(), model.id.desc()).limit(1).lateral(name)
+
+
+def fleet_query_lateral(at: datetime) -> sa.Select:
+    """PostgreSQL: LEFT JOIN LATERAL (... LIMIT 1) per kind of latest row.
+
+    The planner must run each lateral once per agent as a backward scan of the (agent_id,
+    finished_at, id) index; the portable form below lets it hash-join whole tables instead,
+    which at a million snapshots costs seconds.
+    """
+    last = _latest_lateral(Snapshot, at, "last_snap", "exit_status")
+    good = _latest_lateral(
+        Snapshot,
+        at,
+        "good_snap",
+        "finished_at",
+        "archive",
+        "original_size",
+        "deduplicated_size",
+        successful_only=True,
+    )
+    check = _latest_lateral(CheckResult, at, "last_check", "finished_at", "result")
+    drill = _latest_lateral(DrillResult, at, "last_drill", "finished_at", "result")
+    return (
+        sa.select(
+            Agent.id,
+            Agent.name,
+            Agent.created_at,
+            Agent.backup_interval_s,
+            Agent.backup_grace_s,
+            Agent.heartbeat_interval_s,
+            _last_heartbeat(at).label("last_heartbeat"),
+            last.c.exit_status.label("last_snapshot_status"),
+            sa.type_coerce(good.c.finished_at, UTCDateTime()).label("last_backup_at"),
+            good.c.archive.label("last_archive"),
+            good.c.original_size,
+            good.c.deduplicated_size,
+            sa.type_coerce(check.c.finished_at, UTCDateTime()).label("last_check_at"),
+            check.c.result.label("last_check_result"),
+            sa.type_coerce(drill.c.finished_at, UTCDateTime()).label("last_drill_at"),
+            drill.c.result.label("last_drill_result"),
+        )
+        .select_from(Agent)
+        .outerjoin(last, sa.true())
+        .outerjoin(good, sa.true())
+        .outerjoin(check, sa.true())
+        .outerjoin(drill, sa.true())
+        .where(sa.or_(Agent.decommissioned_at.is_(None), Agent.decommissioned_at > at))
+        .order_by(Agent.name)
+    )
+
+
+def _last_heartbeat(at: datetime):
+    hb_before_at = (
+        sa.select(sa.func.max(Heartbeat.received_at))
+        .where(Heartbeat.agent_id == Agent.id, Heartbeat.received_at <= at)
+        .correlate(Agent)
+        .scalar_subquery()
+    )
+    return sa.type_coerce(
+        sa.case((Agent.last_seen <= at, Agent.last_seen), else_=hb_before_at), UTCDateTime()
+    )
+
+
+def fleet_query(at: datetime, dialect: str = "sqlite") -> sa.Select:
+    if dialect == "postgresql":
+        return fleet_query_lateral(at)
     last = sa.orm.aliased(Snapshot, name="last_snap")
     good = sa.orm.aliased(Snapshot, name="good_snap")
     check = sa.orm.aliased(CheckResult, name="last_check")
@@ -85,7 +157,10 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
     agents: list[dict[str, Any]] = []
     by_status = dict.fromkeys(STATUSES, 0)
     original = deduplicated = 0
-    for row in conn.execute(fleet_query(at)).mappings():
+    dialect = (
+        conn.get_bind().dialect.name if isinstance(conn, sa.orm.Session) else conn.dialect.name
+    )
+    for row in conn.execute(fleet_query(at, dialect)).mappings():
         status = compute_status(
             StatusInput(
                 now=at,

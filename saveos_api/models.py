@@ -116,7 +116,7 @@ class Snapshot(Base):
     __tablename__ = "snapshots"
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "report_id", name="uq_snapshots_agent_report"),
-        sa.Index("ix_snapshots_agent_finished", "agent_id", "finished_at"),
+        sa.Index("ix_snapshots_agent_finished_id", "agent_id", "finished_at", "id"),
     )
 
     id: Mapped[int] = _bigint_pk()
@@ -143,7 +143,7 @@ class CheckResult(Base):
     __tablename__ = "check_results"
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "report_id", name="uq_check_results_agent_report"),
-        sa.Index("ix_check_results_agent_finished", "agent_id", "finished_at"),
+        sa.Index("ix_check_results_agent_finished_id", "agent_id", "finished_at", "id"),
     )
 
     id: Mapped[int] = _bigint_pk()
@@ -164,7 +164,7 @@ class DrillResult(Base):
     __tablename__ = "drill_results"
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "report_id", name="uq_drill_results_agent_report"),
-        sa.Index("ix_drill_results_agent_finished", "agent_id", "finished_at"),
+        sa.Index("ix_drill_results_agent_finished_id", "agent_id", "finished_at", "id"),
     )
 
     id: Mapped[int] = _bigint_pk()

@@ -63,15 +63,29 @@ def serve(
         application = _config_errors(create_app, settings, migrate=False)
         uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
     else:
-        # Each worker builds its own app (and pool) from the same environment.
+        # Each worker builds its own app (and pool, and heartbeat writer) from the same
+        # environment. uvloop + httptools (uvicorn[standard]) when installed: besides speed,
+        # stock asyncio workers leave TCP_NODELAY off on accepted sockets (uvicorn #3149), so
+        # every answer would wait for a delayed ACK.
         uvicorn.run(
             "saveos_api.main:app",
             host=host,
             port=port,
             workers=workers,
+            loop=_best("uvloop"),
+            http=_best("httptools"),
             log_level="info",
             access_log=False,
         )
+
+
+def _best(module: str) -> str:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return module
+    typer.echo(f"warning: {module} is not installed (pip install 'uvicorn[standard]')", err=True)
+    return "auto"
 
 
 @app.command()
