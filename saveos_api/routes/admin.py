@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from saveos_api import schemas
 from saveos_api.auth import hash_token, new_agent_token, require_admin
 from saveos_api.db import get_session
-from saveos_api.fleet import fleet_status
+from saveos_api.fleet import fleet_status_json
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
 ERRORS = {
@@ -219,4 +219,5 @@ def get_fleet_status(
         Query(description="Evaluate the status as of this instant (ISO 8601 with timezone)"),
     ] = None,
 ):
-    return fleet_status(session, at or utcnow())
+    # Already shaped like FleetStatusOut (schemathesis checks that); skip re-validating 10k rows.
+    return Response(fleet_status_json(session, at or utcnow()), media_type="application/json")
