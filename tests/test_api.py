@@ -548,3 +548,51 @@ def test_unique_name_prefix_is_not_a_wildcard(sqlite_api):
     assert api.client.get("/api/v1/agents/by-name/web_1", headers=api.admin).status_code == 200
     name = "n" + uuid.uuid4().hex
     assert api.client.get(f"/api/v1/agents/by-name/{name}", headers=api.admin).status_code == 404
+
+
+def test_concurrent_heartbeats_are_group_committed_correctly(api):
+    """Many beats at once share transactions, yet each gets its own answer and row, and a
+    queued job still goes out exactly once even when its agent beats twice concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    agents = [api.agent(f"host{i}") for i in range(12)]
+    revoked_id, revoked = api.agent("revoked")
+    api.client.post(f"/api/v1/agents/{revoked_id}/tokens/revoke", headers=api.admin)
+    job = api.client.post(
+        "/api/v1/jobs", json={"kind": "check", "agents": [agents[0][0]]}, headers=api.admin
+    ).json()["jobs"][0]
+    calls = [(headers, 200) for _, headers in agents for _ in range(3)]
+    calls += [(revoked, 401), (api.admin, 403)] * 3
+
+    def beat(call):
+        headers, _ = call
+        return api.client.post(
+            "/api/v1/agents/heartbeat", json={"agent_version": "0.2"}, headers=headers
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(beat, calls))
+    assert [r.status_code for r in responses] == [expected for _, expected in calls]
+    for (headers, expected), r in zip(calls, responses, strict=True):
+        if expected == 200:
+            owner = next(agent_id for agent_id, h in agents if h is headers)
+            assert r.json()["agent_id"] == owner
+    delivered = [j["id"] for r in responses if r.status_code == 200 for j in r.json()["jobs"]]
+    assert delivered == [job["id"]]
+    assert api.count("heartbeats") == 36
+    with api.app.state.db.engine.connect() as conn:
+        counts = (
+            conn.execute(sa.text("SELECT heartbeat_count FROM agents WHERE name LIKE 'host%'"))
+            .scalars()
+            .all()
+        )
+    assert counts == [3] * 12
+    agent = api.client.get(f"/api/v1/agents/{agents[5][0]}", headers=api.admin).json()
+    assert agent["agent_version"] == "0.2"
+    batches = {
+        s.name: s.value
+        for f in text_string_to_metric_families(api.client.get("/metrics").text)
+        for s in f.samples
+        if s.name.startswith("saveos_heartbeat_batch_size")
+    }
+    assert batches["saveos_heartbeat_batch_size_sum"] == len(calls)
