@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +32,7 @@ from saveos_api.schemas import HeartbeatIn
 
 log = logging.getLogger("saveos_api.heartbeats")
 MAX_BATCH = 512
+EXPIRY_EVERY = timedelta(seconds=60)
 # Trimming the bounded history on every Nth beat of an agent keeps the hot path to inserts.
 TRIM_EVERY = 32
 # Heartbeat fields that overwrite the agent row (the agent's own declaration wins).
@@ -57,6 +59,7 @@ class HeartbeatWriter:
         self.state = app_state
         self.queue: asyncio.Queue[_Beat] | None = None
         self.task: asyncio.Task | None = None
+        self.next_expiry: datetime | None = None
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -195,6 +198,10 @@ class HeartbeatWriter:
                 session.execute(
                     sa.update(AgentToken).where(AgentToken.id.in_(stale)).values(last_used_at=now)
                 )
+            if self.next_expiry is None or now >= self.next_expiry:
+                # Before handing out jobs, so a stale one is never started.
+                expire_jobs(session, now, state.settings.job_timeout_s)
+                self.next_expiry = now + EXPIRY_EVERY
             jobs = session.execute(
                 sa.update(Job)
                 .where(Job.agent_id.in_(agent_ids), Job.state == "queued")
@@ -217,6 +224,17 @@ class HeartbeatWriter:
                 "jobs": by_agent.pop(agent_id, []),
             }
         return results
+
+
+def expire_jobs(session, now, timeout_s: int, job_id: int | None = None) -> int:
+    """Mark jobs queued or running for longer than the timeout as expired (conditional UPDATE)."""
+    query = sa.update(Job).where(
+        Job.state.in_(("queued", "running")),
+        Job.created_at < now - timedelta(seconds=timeout_s),
+    )
+    if job_id is not None:
+        query = query.where(Job.id == job_id)
+    return session.execute(query.values(state="expired", finished_at=now)).rowcount
 
 
 def _trim(session, agent_id: int, keep: int) -> None:

@@ -596,3 +596,30 @@ def test_concurrent_heartbeats_are_group_committed_correctly(api):
         if s.name.startswith("saveos_heartbeat_batch_size")
     }
     assert batches["saveos_heartbeat_batch_size_sum"] == len(calls)
+
+
+def test_stale_jobs_expire_and_are_never_handed_out(sqlite_api):
+    api = sqlite_api
+    agent_id, headers = api.agent("lab1")
+    created = api.client.post(
+        "/api/v1/jobs", json={"kind": "backup", "agents": [agent_id, agent_id]}, headers=api.admin
+    ).json()["jobs"]
+    assert len(created) == 1  # the same agent named twice gets one job
+    old = created[0]["id"]
+    # Age the job past the timeout instead of waiting for it.
+    with api.app.state.db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE jobs SET created_at = :t WHERE id = :id"),
+            {"t": (datetime.now(UTC) - timedelta(days=2)).replace(tzinfo=None), "id": old},
+        )
+    fresh = api.client.post(
+        "/api/v1/jobs", json={"kind": "check", "agents": ["lab1"]}, headers=api.admin
+    ).json()["jobs"][0]["id"]
+    beat = api.client.post("/api/v1/agents/heartbeat", json={}, headers=headers).json()
+    assert [j["id"] for j in beat["jobs"]] == [fresh]
+    job = api.client.get(f"/api/v1/jobs/{old}", headers=api.admin).json()
+    assert job["state"] == "expired" and job["finished_at"]
+    late = {"report_id": report_id(), "state": "succeeded", "result": {}}
+    assert (
+        api.client.post(f"/api/v1/jobs/{old}/result", json=late, headers=headers).status_code == 409
+    )

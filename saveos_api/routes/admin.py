@@ -13,6 +13,7 @@ from saveos_api import schemas
 from saveos_api.auth import hash_token, new_agent_token, require_admin
 from saveos_api.db import get_session
 from saveos_api.fleet import fleet_status_json
+from saveos_api.heartbeats import expire_jobs
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
 ERRORS = {
@@ -204,7 +205,11 @@ def create_jobs(body: schemas.JobsIn, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND)
-def get_job(job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)], session: SessionDep):
+def get_job(
+    job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)], request: Request, session: SessionDep
+):
+    if expire_jobs(session, utcnow(), request.app.state.settings.job_timeout_s, job_id):
+        session.commit()
     job = session.get(Job, job_id)
     if job is None:
         raise HTTPException(404, detail=f"job {job_id} not found")
