@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saveos_api import migrations
@@ -86,7 +86,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError):
-        if exc.connection_invalidated or isinstance(exc.orig, OSError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
             return JSONResponse({"detail": "database unavailable"}, status_code=503)
         log.error("database error: %s", exc.orig)
         return JSONResponse({"detail": "database error"}, status_code=500)

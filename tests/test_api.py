@@ -22,6 +22,14 @@ AGENT_ENDPOINTS = [
 WRITTEN_TABLES = ("heartbeats", "snapshots", "check_results", "drill_results")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def db_url(request, tmp_path):
+    """conftest's db_url, with the PostgreSQL half marked `pg` so `-m "not pg"` skips it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'saveos.db'}"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
 def api(db_url, tmp_path):
     api = Api(db_url, tmp_path / "data")
@@ -528,11 +536,15 @@ def test_health_is_503_when_the_database_is_gone(pg_url, tmp_path):
 
     api = Api(pg_url, tmp_path / "data")
     try:
+        _, headers = api.agent("lab1")
         r = api.client.get("/health")
         assert r.status_code == 200 and r.json() == {"status": "ok", "database": "ok"}
         _pg_exec(f'DROP DATABASE "{pg_url.rsplit("/", 1)[1]}" WITH (FORCE)')
         r = api.client.get("/health")
         assert r.status_code == 503 and r.json()["database"] == "unreachable"
+        assert api.client.get("/api/v1/agents", headers=api.admin).status_code == 503
+        beat = api.client.post("/api/v1/agents/heartbeat", json={}, headers=headers)
+        assert beat.status_code == 503
         metrics = api.client.get("/metrics")
         assert metrics.status_code == 200 and "saveos_database_up 0.0" in metrics.text
     finally:
