@@ -73,8 +73,13 @@ class HeartbeatWriter:
         self.task = None
 
     async def submit(self, token: str, body: HeartbeatIn) -> dict[str, Any]:
-        if self.queue is None:
-            raise RuntimeError("heartbeat writer not started (app lifespan did not run)")
+        if (
+            self.task is None
+            or self.task.done()
+            or self.task.get_loop() is not asyncio.get_running_loop()
+        ):
+            # The lifespan did not run on this loop (e.g. a TestClient used without `with`).
+            await self.start()
         beat = _Beat(token, body, asyncio.get_running_loop().create_future())
         self.queue.put_nowait(beat)
         return await beat.future
