@@ -335,8 +335,8 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
 def test_playbooks_find_the_role_from_anywhere(tmp_path):
     """`ansible-playbook /path/playbooks/deploy.yml` parses from another cwd (playbooks/roles)."""
     result = subprocess.run(
-        ["ansible-playbook", "--syntax-check", "-i", "localhost,", str(REPO_ROOT / "playbooks/site.yml"),
-         str(REPO_ROOT / "playbooks/uninstall.yml")],
+        ["ansible-playbook", "--syntax-check", "-i", "localhost,",
+         str(REPO_ROOT / "playbooks/site.yml"), str(REPO_ROOT / "playbooks/uninstall.yml")],
         cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
