@@ -298,7 +298,7 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
     for host in hosts:
         left = host_sh(
             lab3, host, "ls /etc/saveos /opt/saveos /usr/local/bin/saveos-agent 2>&1; "
-            "pgrep -f 'saveos-agent.pyz' || echo no-daemon; ls /var/lib/saveos/repo/config",
+            "pgrep -f 'saveos-agent[.]pyz' || echo no-daemon; ls /var/lib/saveos/repo/config",
         )  # fmt: skip
         assert "no-daemon" in left.stdout
         assert left.stdout.count("No such file or directory") == 3, left.stdout
