@@ -256,6 +256,7 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
         on_host = host_sh(lab3, host, "cat /etc/saveos/passphrase").stdout.strip()
         assert on_host == passphrase
         secrets[f"{host} passphrase"] = passphrase
+        secrets[f"{host} key"] = (escrow / host / "key.export").read_text().splitlines()[1]
         token = host_sh(lab3, host, "cat /etc/saveos/token").stdout.strip()
         assert token.startswith("sos_")
         secrets[f"{host} token"] = token
@@ -284,6 +285,21 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
         ).json()["snapshots"]
         assert archives[agent["name"]] in {s["archive"] for s in snaps}
 
+    # A revoked token is noticed from the host and replaced; the other hosts are not touched.
+    lab1 = next(a for a in agents if a["name"] == "lab1")
+    revoke = httpx.post(
+        f"{api.url}/api/v1/agents/{lab1['id']}/tokens/revoke", headers=api.admin_headers()
+    )
+    assert revoke.status_code == 200 and revoke.json()["revoked"] >= 1
+    repaired = run("deploy.yml", inventory, "--limit", "lab1")
+    assert repaired.returncode == 0, explain(repaired)
+    assert recap(repaired)["lab1"]["changed"] > 0
+    new_token = host_sh(lab3, "lab1", "cat /etc/saveos/token").stdout.strip()
+    assert new_token != secrets["lab1 token"]
+    me = httpx.get(f"{api.url}/api/v1/agents/me", headers={"Authorization": f"Bearer {new_token}"})
+    assert me.status_code == 200 and me.json()["id"] == lab1["id"]
+    secrets["lab1 repaired token"] = new_token
+
     repo_ids = {}
     for host in hosts:
         info = host_sh(
@@ -306,6 +322,15 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
         assert (escrow / host / "passphrase").exists()
     listed = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"]
     assert all(a["decommissioned_at"] for a in listed), listed
+
+    # Provisioning with a wrong admin token fails with a clear message, and writes no token.
+    refused = playbook(
+        "deploy.yml", inventory, {**env, "SAVEOS_ADMIN_TOKEN": "adm_wrong"}, "--limit", "lab1"
+    )
+    outputs.append(refused.stdout + refused.stderr)
+    assert refused.returncode == 2, explain(refused)
+    assert "refused to provision lab1: HTTP 401" in refused.stdout, explain(refused)
+    assert host_sh(lab3, "lab1", "test -e /etc/saveos/token").returncode == 1
 
     # Deploy again: the old repository is reused (same id, its archive still there).
     again = run("deploy.yml", inventory)
