@@ -17,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
+# Lab fixtures (lab3) live in tests/lab_fixtures.py.
+pytest_plugins = ["lab_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("SAVEOS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "SAVEOS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _pg_exec(sql: str) -> None:
@@ -102,9 +107,20 @@ class ApiServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "saveos_cli.app", "server", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            [
+                sys.executable,
+                "-m",
+                "saveos_cli.app",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
         )
         try:
             wait_http(self.url + "/health")

@@ -1,0 +1,168 @@
+"""Prometheus metrics (requests via middleware, fleet gauges read at scrape time), body limit."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from saveos_api.db import Database
+from saveos_api.fleet import fleet_status
+from saveos_api.models import utcnow
+from saveos_api.status import STATUSES
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class FleetCollector(Collector):
+    """Reads the database on every scrape so the gauges are never stale and never leak agents."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauges = {
+            "last_heartbeat": GaugeMetricFamily(
+                "saveos_agent_last_heartbeat_timestamp_seconds",
+                "Unix time of the agent's last heartbeat",
+                labels=["agent"],
+            ),
+            "last_backup_at": GaugeMetricFamily(
+                "saveos_agent_last_backup_timestamp_seconds",
+                "Unix time the agent's last successful backup finished",
+                labels=["agent"],
+            ),
+            "last_check_at": GaugeMetricFamily(
+                "saveos_agent_last_check_timestamp_seconds",
+                "Unix time the agent's last repository check finished",
+                labels=["agent"],
+            ),
+            "last_drill_at": GaugeMetricFamily(
+                "saveos_agent_last_drill_timestamp_seconds",
+                "Unix time the agent's last restore drill finished",
+                labels=["agent"],
+            ),
+        }
+        by_status = GaugeMetricFamily(
+            "saveos_agents", "Agents by computed status", labels=["status"]
+        )
+        up = GaugeMetricFamily("saveos_database_up", "1 when the database answered this scrape")
+        try:
+            with self.db.engine.connect() as conn:
+                fleet = fleet_status(conn, utcnow())
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the DB is down
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for agent in fleet["agents"]:
+            for key, gauge in gauges.items():
+                if agent[key] is not None:
+                    gauge.add_metric([agent["name"]], agent[key].timestamp())
+        for status in STATUSES:
+            by_status.add_metric([status], fleet["totals"]["by_status"][status])
+        yield up
+        yield from gauges.values()
+        yield by_status
+
+
+class Metrics:
+    def __init__(self, db: Database):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "saveos_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "saveos_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(FleetCollector(db))
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead); labels by route template, not raw path."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(method, template, str(status[0])).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit with 413 before any handler parses them."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+        if length is not None:
+            if not length.isdigit():
+                return await _reply(send, 400, "invalid Content-Length header")
+            if int(length) > self.max_bytes:
+                return await _reply(send, 413, f"body larger than {self.max_bytes} bytes")
+            return await self.app(scope, receive, send)
+        # Chunked body of unknown length: buffer it up to the limit, then replay it.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await _reply(send, 413, f"body larger than {self.max_bytes} bytes")
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,182 @@
+"""SQLAlchemy 2 models. Alembic migrations in saveos_api/migrations own the real schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite too (which stores naive text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON(), list[str]: sa.JSON()}
+
+
+def _bigint_pk() -> Any:
+    return mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+
+
+def _agent_fk() -> Any:
+    return mapped_column(sa.ForeignKey("agents.id", ondelete="CASCADE"))
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = _bigint_pk()
+    name: Mapped[str] = mapped_column(sa.String(253), unique=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    agent_version: Mapped[str | None] = mapped_column(sa.String(64))
+    borg_version: Mapped[str | None] = mapped_column(sa.String(64))
+    os: Mapped[str | None] = mapped_column(sa.String(200))
+    hostname: Mapped[str | None] = mapped_column(sa.String(253))
+    facts: Mapped[dict[str, Any] | None] = mapped_column()
+    backup_interval_s: Mapped[int] = mapped_column(sa.Integer)
+    backup_grace_s: Mapped[int] = mapped_column(sa.Integer)
+    heartbeat_interval_s: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime | None] = mapped_column()
+    heartbeat_count: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    decommissioned_at: Mapped[datetime | None] = mapped_column()
+
+
+class AgentToken(Base):
+    __tablename__ = "agent_tokens"
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    )
+    # HMAC-SHA256 hex of the token: the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Heartbeat(Base):
+    __tablename__ = "heartbeats"
+    __table_args__ = (sa.Index("ix_heartbeats_agent_received", "agent_id", "received_at"),)
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    received_at: Mapped[datetime] = mapped_column()
+    agent_version: Mapped[str | None] = mapped_column(sa.String(64))
+    borg_version: Mapped[str | None] = mapped_column(sa.String(64))
+    os: Mapped[str | None] = mapped_column(sa.String(200))
+    facts: Mapped[dict[str, Any] | None] = mapped_column()
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_agent_state", "agent_id", "state"),)
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    state: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    requested_by: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    # The report that finished the job: a replay of it is a no-op, another one is a conflict.
+    result_report_id: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+    __table_args__ = (
+        sa.UniqueConstraint("agent_id", "report_id", name="uq_snapshots_agent_report"),
+        sa.Index("ix_snapshots_agent_finished", "agent_id", "finished_at"),
+    )
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    report_id: Mapped[str] = mapped_column(sa.String(64))
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    repo: Mapped[str] = mapped_column(sa.String(1024))
+    archive: Mapped[str] = mapped_column(sa.String(255))
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    nfiles: Mapped[int] = mapped_column(sa.BigInteger)
+    original_size: Mapped[int] = mapped_column(sa.BigInteger)
+    compressed_size: Mapped[int] = mapped_column(sa.BigInteger)
+    deduplicated_size: Mapped[int] = mapped_column(sa.BigInteger)
+    exit_status: Mapped[str] = mapped_column(sa.String(16))
+    rc: Mapped[int] = mapped_column(sa.Integer)
+    warnings: Mapped[list[str]] = mapped_column(default=list)
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CheckResult(Base):
+    __tablename__ = "check_results"
+    __table_args__ = (
+        sa.UniqueConstraint("agent_id", "report_id", name="uq_check_results_agent_report"),
+        sa.Index("ix_check_results_agent_finished", "agent_id", "finished_at"),
+    )
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    report_id: Mapped[str] = mapped_column(sa.String(64))
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    repo: Mapped[str] = mapped_column(sa.String(1024))
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    verify_data: Mapped[bool] = mapped_column(sa.Boolean)
+    result: Mapped[str] = mapped_column(sa.String(16))
+    rc: Mapped[int] = mapped_column(sa.Integer)
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DrillResult(Base):
+    __tablename__ = "drill_results"
+    __table_args__ = (
+        sa.UniqueConstraint("agent_id", "report_id", name="uq_drill_results_agent_report"),
+        sa.Index("ix_drill_results_agent_finished", "agent_id", "finished_at"),
+    )
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    report_id: Mapped[str] = mapped_column(sa.String(64))
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    archive: Mapped[str] = mapped_column(sa.String(255))
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    files_checked: Mapped[int] = mapped_column(sa.BigInteger)
+    files_matched: Mapped[int] = mapped_column(sa.BigInteger)
+    files_mismatched: Mapped[int] = mapped_column(sa.BigInteger)
+    result: Mapped[str] = mapped_column(sa.String(16))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

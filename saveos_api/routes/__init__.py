@@ -1,0 +1,1 @@
+"""HTTP routers: admin (admin token), agent (agent tokens), open (health, metrics)."""

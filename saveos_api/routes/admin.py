@@ -1,0 +1,222 @@
+"""Admin endpoints: provisioning, inventory, jobs, fleet status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from saveos_api import schemas
+from saveos_api.auth import hash_token, new_agent_token, require_admin
+from saveos_api.db import get_session
+from saveos_api.fleet import fleet_status
+from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
+
+ERRORS = {
+    401: {"description": "Missing, malformed or unknown token"},
+    403: {"description": "An agent token on an admin endpoint"},
+    422: {"description": "Invalid input; the detail names the field"},
+}
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], responses=ERRORS)
+SessionDep = Annotated[Session, Depends(get_session)]
+AgentId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
+NOT_FOUND = {404: {"description": "No such agent or job"}}
+
+
+def _issue_token(request: Request, session: Session, agent_id: int) -> str:
+    token = new_agent_token()
+    session.add(
+        AgentToken(agent_id=agent_id, token_hash=hash_token(request.app.state.secret_key, token))
+    )
+    return token
+
+
+def _revoke_tokens(session: Session, agent_id: int) -> int:
+    result = session.execute(
+        sa.update(AgentToken)
+        .where(AgentToken.agent_id == agent_id, AgentToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return result.rowcount
+
+
+def _get_agent(session: Session, agent_id: int) -> Agent:
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise HTTPException(404, detail=f"agent {agent_id} not found")
+    return agent
+
+
+@router.post(
+    "/agents/provision",
+    response_model=schemas.ProvisionOut,
+    status_code=201,
+    responses={200: {"model": schemas.ProvisionOut, "description": "Existing agent"}},
+)
+def provision(body: schemas.ProvisionIn, request: Request, response: Response, session: SessionDep):
+    """Idempotent by name; a token is returned only when one is created."""
+    settings = request.app.state.settings
+    for _attempt in range(2):
+        agent = session.scalars(sa.select(Agent).where(Agent.name == body.name)).first()
+        if agent is None:
+            agent = Agent(
+                name=body.name,
+                labels=body.labels or {},
+                backup_interval_s=body.backup_interval_s or settings.backup_interval_s,
+                backup_grace_s=body.backup_grace_s
+                if body.backup_grace_s is not None
+                else settings.backup_grace_s,
+                heartbeat_interval_s=body.heartbeat_interval_s or settings.heartbeat_interval_s,
+                heartbeat_count=0,
+            )
+            session.add(agent)
+            try:
+                session.flush()
+            except IntegrityError:  # a concurrent provision of the same name won
+                session.rollback()
+                continue
+            token = _issue_token(request, session, agent.id)
+            session.commit()
+            return schemas.ProvisionOut(id=agent.id, name=agent.name, created=True, token=token)
+        break
+    # Existing agent: converge the declared settings, and hand out a token only when asked to
+    # (or when a decommissioned agent comes back, since all its tokens were revoked).
+    if body.labels is not None:
+        agent.labels = body.labels
+    for field in ("backup_interval_s", "backup_grace_s", "heartbeat_interval_s"):
+        if getattr(body, field) is not None:
+            setattr(agent, field, getattr(body, field))
+    token = None
+    if body.rotate or agent.decommissioned_at is not None:
+        _revoke_tokens(session, agent.id)
+        agent.decommissioned_at = None
+        token = _issue_token(request, session, agent.id)
+    session.commit()
+    response.status_code = 200
+    return schemas.ProvisionOut(id=agent.id, name=agent.name, created=False, token=token)
+
+
+@router.get("/agents", response_model=schemas.AgentList)
+def list_agents(session: SessionDep):
+    agents = session.scalars(sa.select(Agent).order_by(Agent.name)).all()
+    return {"agents": agents}
+
+
+@router.get("/agents/by-name/{name}", response_model=schemas.AgentOut, responses=NOT_FOUND)
+def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], session: SessionDep):
+    agent = session.scalars(sa.select(Agent).where(Agent.name == name)).first()
+    if agent is None:
+        raise HTTPException(404, detail=f"agent {name!r} not found")
+    return agent
+
+
+@router.get("/agents/{agent_id}", response_model=schemas.AgentOut, responses=NOT_FOUND)
+def get_agent(agent_id: AgentId, session: SessionDep):
+    return _get_agent(session, agent_id)
+
+
+@router.get(
+    "/agents/{agent_id}/snapshots", response_model=schemas.SnapshotPage, responses=NOT_FOUND
+)
+def agent_snapshots(
+    agent_id: AgentId,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+):
+    _get_agent(session, agent_id)
+    rows = session.scalars(
+        sa.select(Snapshot)
+        .where(Snapshot.agent_id == agent_id)
+        .order_by(Snapshot.finished_at.desc(), Snapshot.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    total = session.scalar(
+        sa.select(sa.func.count()).select_from(Snapshot).where(Snapshot.agent_id == agent_id)
+    )
+    return {"snapshots": rows, "total": total}
+
+
+@router.post(
+    "/agents/{agent_id}/tokens/revoke", response_model=schemas.RevokeOut, responses=NOT_FOUND
+)
+def revoke_tokens(agent_id: AgentId, session: SessionDep):
+    _get_agent(session, agent_id)
+    revoked = _revoke_tokens(session, agent_id)
+    session.commit()
+    return {"revoked": revoked}
+
+
+@router.delete("/agents/{agent_id}", response_model=schemas.DecommissionOut, responses=NOT_FOUND)
+def decommission(agent_id: AgentId, session: SessionDep):
+    agent = _get_agent(session, agent_id)
+    if agent.decommissioned_at is None:
+        agent.decommissioned_at = utcnow()
+    _revoke_tokens(session, agent_id)
+    session.commit()
+    return {"id": agent.id, "decommissioned_at": agent.decommissioned_at}
+
+
+@router.post("/jobs", response_model=schemas.JobsOut, status_code=201)
+def create_jobs(body: schemas.JobsIn, session: SessionDep):
+    ids = [ref for ref in body.agents if isinstance(ref, int)]
+    names = [ref for ref in body.agents if isinstance(ref, str)]
+    found = session.execute(
+        sa.select(Agent.id, Agent.name, Agent.decommissioned_at).where(
+            sa.or_(Agent.id.in_(ids), Agent.name.in_(names))
+        )
+    ).all()
+    by_id = {row.id: row for row in found}
+    by_name = {row.name: row for row in found}
+    targets: list[int] = []
+    for index, ref in enumerate(body.agents):
+        row = by_id.get(ref) if isinstance(ref, int) else by_name.get(ref)
+        if row is None or row.decommissioned_at is not None:
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["body", "agents", index],
+                        "msg": f"unknown or decommissioned agent {ref!r}",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        if row.id not in targets:
+            targets.append(row.id)
+    jobs = [
+        Job(
+            agent_id=agent_id,
+            kind=body.kind,
+            state="queued",
+            params=body.params or {},
+            requested_by=body.requested_by,
+        )
+        for agent_id in targets
+    ]
+    session.add_all(jobs)
+    session.commit()
+    return {"jobs": jobs}
+
+
+@router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND)
+def get_job(job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)], session: SessionDep):
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, detail=f"job {job_id} not found")
+    return job
+
+
+@router.get("/fleet/status", response_model=schemas.FleetStatusOut)
+def get_fleet_status(
+    session: SessionDep,
+    at: Annotated[
+        schemas.Instant | None,
+        Query(description="Evaluate the status as of this instant (ISO 8601 with timezone)"),
+    ] = None,
+):
+    return fleet_status(session, at or utcnow())

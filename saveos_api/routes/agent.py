@@ -1,0 +1,228 @@
+"""Agent endpoints: heartbeat (hands out queued jobs) and idempotent reports.
+
+Each handler is one short transaction of Core statements; state changes are conditional
+UPDATEs (`... WHERE state = 'queued'`), so concurrent requests never need row locks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from saveos_api import schemas
+from saveos_api.auth import AgentPrincipal, forbidden, require_agent
+from saveos_api.db import get_session
+from saveos_api.models import Agent, CheckResult, DrillResult, Heartbeat, Job, Snapshot, utcnow
+
+ERRORS = {
+    401: {"description": "Missing, malformed, unknown or revoked token"},
+    403: {"description": "The admin token, or another agent's resource"},
+    422: {"description": "Invalid input; the detail names the field"},
+}
+router = APIRouter(prefix="/api/v1", responses=ERRORS)
+SessionDep = Annotated[Session, Depends(get_session)]
+AgentDep = Annotated[AgentPrincipal, Depends(require_agent)]
+REPORT_RESPONSES = {200: {"model": schemas.ReportAck, "description": "Replay: nothing written"}}
+# Trimming the bounded heartbeat history on every Nth beat keeps the hot path to plain inserts.
+TRIM_EVERY = 32
+# Heartbeat fields that overwrite the agent row (the agent's own declaration wins).
+AGENT_FIELDS = frozenset(
+    ("agent_version", "borg_version", "os", "hostname", "facts")
+    + ("backup_interval_s", "heartbeat_interval_s")
+)
+
+
+def _field_error(loc: list[Any], msg: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+@router.get("/agents/me", response_model=schemas.AgentOut)
+def me(principal: AgentDep, session: SessionDep):
+    return session.get(Agent, principal.agent_id)
+
+
+@router.post("/agents/heartbeat", response_model=schemas.HeartbeatOut)
+def heartbeat(
+    body: schemas.HeartbeatIn, principal: AgentDep, request: Request, session: SessionDep
+):
+    now = utcnow()
+    agent_id = principal.agent_id
+    changes: dict[str, Any] = {
+        field: value
+        for field, value in body.model_dump(exclude_none=True).items()
+        if field in AGENT_FIELDS
+    }
+    count = session.execute(
+        sa.update(Agent)
+        .where(Agent.id == agent_id)
+        .values(last_seen=now, heartbeat_count=Agent.heartbeat_count + 1, **changes)
+        .returning(Agent.heartbeat_count)
+    ).scalar_one()
+    session.execute(
+        sa.insert(Heartbeat).values(
+            agent_id=agent_id,
+            received_at=now,
+            agent_version=body.agent_version,
+            borg_version=body.borg_version,
+            os=body.os,
+            facts=body.facts,
+        )
+    )
+    if count % TRIM_EVERY == 0:
+        _trim_heartbeats(session, agent_id, request.app.state.settings.heartbeat_history)
+    jobs = session.execute(
+        sa.update(Job)
+        .where(Job.agent_id == agent_id, Job.state == "queued")
+        .values(state="running", started_at=now)
+        .returning(Job.id, Job.kind, Job.params)
+    ).all()
+    session.commit()
+    return {
+        "agent_id": agent_id,
+        "server_time": now,
+        "jobs": [{"id": j.id, "kind": j.kind, "params": j.params} for j in sorted(jobs)],
+    }
+
+
+def _trim_heartbeats(session: Session, agent_id: int, keep: int) -> None:
+    oldest_kept = (
+        sa.select(Heartbeat.received_at)
+        .where(Heartbeat.agent_id == agent_id)
+        .order_by(Heartbeat.received_at.desc())
+        .limit(1)
+        .offset(keep - 1)
+        .scalar_subquery()
+    )
+    session.execute(
+        sa.delete(Heartbeat).where(
+            Heartbeat.agent_id == agent_id, Heartbeat.received_at < oldest_kept
+        )
+    )
+
+
+def _check_job(session: Session, principal: AgentPrincipal, job_id: int | None) -> None:
+    if job_id is None:
+        return
+    owner = session.scalar(sa.select(Job.agent_id).where(Job.id == job_id))
+    if owner is None:
+        raise _field_error(["body", "job_id"], f"job {job_id} does not exist")
+    if owner != principal.agent_id:
+        raise forbidden(f"job {job_id} belongs to another agent")
+
+
+def _record_report(
+    session: Session, principal: AgentPrincipal, model, body: schemas.Input, response: Response
+) -> schemas.ReportAck:
+    """Insert once per (agent, report_id); a replay answers 200 with the first row's id."""
+    existing = session.scalar(
+        sa.select(model.id).where(
+            model.agent_id == principal.agent_id, model.report_id == body.report_id
+        )
+    )
+    if existing is None:
+        _check_job(session, principal, body.job_id)
+        values = body.model_dump()
+        values.update(agent_id=principal.agent_id, received_at=utcnow())
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        new_id = session.execute(
+            dialect.insert(model)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["agent_id", "report_id"])
+            .returning(model.id)
+        ).scalar()
+        session.commit()
+        if new_id is not None:
+            response.status_code = 201
+            return schemas.ReportAck(id=new_id, duplicate=False)
+        # Lost a race with a concurrent replay of the same report.
+        existing = session.scalar(
+            sa.select(model.id).where(
+                model.agent_id == principal.agent_id, model.report_id == body.report_id
+            )
+        )
+    response.status_code = 200
+    return schemas.ReportAck(id=existing, duplicate=True)
+
+
+@router.post(
+    "/reports/snapshots",
+    response_model=schemas.ReportAck,
+    status_code=201,
+    responses=REPORT_RESPONSES,
+)
+def report_snapshot(
+    body: schemas.SnapshotReport, principal: AgentDep, response: Response, session: SessionDep
+):
+    if body.warnings is None:
+        body.warnings = []
+    return _record_report(session, principal, Snapshot, body, response)
+
+
+@router.post(
+    "/reports/checks", response_model=schemas.ReportAck, status_code=201, responses=REPORT_RESPONSES
+)
+def report_check(
+    body: schemas.CheckReport, principal: AgentDep, response: Response, session: SessionDep
+):
+    return _record_report(session, principal, CheckResult, body, response)
+
+
+@router.post(
+    "/reports/drills", response_model=schemas.ReportAck, status_code=201, responses=REPORT_RESPONSES
+)
+def report_drill(
+    body: schemas.DrillReport, principal: AgentDep, response: Response, session: SessionDep
+):
+    return _record_report(session, principal, DrillResult, body, response)
+
+
+@router.post(
+    "/jobs/{job_id}/result",
+    response_model=schemas.ReportAck,
+    status_code=201,
+    responses={
+        **REPORT_RESPONSES,
+        404: {"description": "No such job"},
+        409: {"description": "Job already finished by another report"},
+    },
+)
+def job_result(
+    job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)],
+    body: schemas.JobResultIn,
+    principal: AgentDep,
+    response: Response,
+    session: SessionDep,
+):
+    finished = session.execute(
+        sa.update(Job)
+        .where(
+            Job.id == job_id,
+            Job.agent_id == principal.agent_id,
+            Job.state.in_(("queued", "running")),
+        )
+        .values(
+            state=body.state,
+            finished_at=utcnow(),
+            result=body.result,
+            result_report_id=body.report_id,
+        )
+    ).rowcount
+    session.commit()
+    if finished:
+        response.status_code = 201
+        return schemas.ReportAck(id=job_id, duplicate=False)
+    job = session.execute(
+        sa.select(Job.agent_id, Job.result_report_id).where(Job.id == job_id)
+    ).first()
+    if job is None:
+        raise HTTPException(404, detail=f"job {job_id} not found")
+    if job.agent_id != principal.agent_id:
+        raise forbidden(f"job {job_id} belongs to another agent")
+    if job.result_report_id == body.report_id:
+        response.status_code = 200
+        return schemas.ReportAck(id=job_id, duplicate=True)
+    raise HTTPException(409, detail=f"job {job_id} is already finished by another report")

@@ -1,0 +1,338 @@
+"""Request and response bodies (pydantic), kept apart from the ORM models.
+
+Inputs are strict: unknown fields are rejected, sizes are non-negative int64, strings are
+bounded and free of NUL / lone surrogates (PostgreSQL rejects both), free-form JSON is bounded
+in depth and size, timestamps carry a timezone and are not in the far future.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+MAX_FUTURE = timedelta(days=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
+REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+JSON_MAX_DEPTH = 8
+JSON_MAX_ITEMS = 2000
+JSON_MAX_STR = 8192
+
+
+def _clean_str(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def _check_timestamp(value: datetime) -> datetime:
+    try:
+        value = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("timestamp out of range") from None
+    if value < EPOCH:
+        raise ValueError("timestamp before 1970")
+    if value > datetime.now(UTC) + MAX_FUTURE:
+        raise ValueError("timestamp is more than a day in the future")
+    return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("timestamp out of range") from None
+
+
+def _check_json(value: Any) -> Any:
+    budget = [JSON_MAX_ITEMS]
+
+    def walk(node: Any, depth: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(f"too many items (max {JSON_MAX_ITEMS})")
+        if depth > JSON_MAX_DEPTH:
+            raise ValueError(f"nested deeper than {JSON_MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if len(key) > 200:
+                    raise ValueError("key longer than 200 characters")
+                _clean_str(key)
+                walk(item, depth + 1)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, depth + 1)
+        elif isinstance(node, str):
+            if len(node) > JSON_MAX_STR:
+                raise ValueError(f"string longer than {JSON_MAX_STR} characters")
+            _clean_str(node)
+        elif isinstance(node, bool) or node is None:
+            pass
+        elif isinstance(node, int):
+            if not -INT64_MAX - 1 <= node <= INT64_MAX:
+                raise ValueError("integer out of 64-bit range")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise ValueError("numbers must be finite")
+        else:
+            raise ValueError("unsupported value")
+
+    walk(value, 0)
+    return value
+
+
+def Text(max_length: int, min_length: int = 0) -> Any:  # noqa: N802 - reads like a type
+    return Annotated[
+        str, Field(min_length=min_length, max_length=max_length), AfterValidator(_clean_str)
+    ]
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(_check_timestamp)]
+Size = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
+ReportId = Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
+# Bounded so that date arithmetic never overflows.
+Interval = Annotated[int, Field(ge=1, le=366 * 86400)]
+Grace = Annotated[int, Field(ge=0, le=366 * 86400)]
+ReturnCode = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Labels = Annotated[
+    dict[Text(63, 1), Text(253)],  # type: ignore[valid-type]
+    Field(max_length=64),
+]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# ---- admin ----
+
+
+class ProvisionIn(Input):
+    name: AgentName
+    labels: Labels | None = None
+    backup_interval_s: Interval | None = None
+    backup_grace_s: Grace | None = None
+    heartbeat_interval_s: Interval | None = None
+    rotate: bool = False
+
+
+class ProvisionOut(Output):
+    id: int
+    name: str
+    created: bool
+    token: str | None
+
+
+class AgentOut(Output):
+    id: int
+    name: str
+    labels: dict[str, str]
+    agent_version: str | None
+    borg_version: str | None
+    os: str | None
+    backup_interval_s: int
+    backup_grace_s: int
+    heartbeat_interval_s: int
+    created_at: datetime
+    last_seen: datetime | None
+    decommissioned_at: datetime | None
+
+
+class AgentList(Output):
+    agents: list[AgentOut]
+
+
+class SnapshotOut(Output):
+    id: int
+    agent_id: int
+    report_id: str
+    job_id: int | None
+    repo: str
+    archive: str
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float | None
+    nfiles: int
+    original_size: int
+    compressed_size: int
+    deduplicated_size: int
+    exit_status: str
+    rc: int
+    warnings: list[str]
+    message: str | None
+
+
+class SnapshotPage(Output):
+    snapshots: list[SnapshotOut]
+    total: int
+
+
+class RevokeOut(Output):
+    revoked: int
+
+
+class DecommissionOut(Output):
+    id: int
+    decommissioned_at: datetime
+
+
+JobKind = Literal["backup", "check", "drill", "restore"]
+JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
+
+
+class JobsIn(Input):
+    kind: JobKind
+    agents: list[Id | AgentName] = Field(min_length=1, max_length=10000)
+    params: JsonObject | None = None
+    requested_by: Text(200) | None = None  # type: ignore[valid-type]
+
+
+class JobOut(Output):
+    id: int
+    agent_id: int
+    kind: str
+    state: str
+    params: dict[str, Any]
+    requested_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+
+
+class JobsOut(Output):
+    jobs: list[JobOut]
+
+
+class AgentStatusOut(Output):
+    id: int
+    name: str
+    status: Literal["ok", "late", "overdue", "failing", "silent", "never"]
+    last_heartbeat: datetime | None
+    last_backup_at: datetime | None
+    last_archive: str | None
+    original_size: int | None
+    deduplicated_size: int | None
+    last_snapshot_status: str | None
+    last_check_at: datetime | None
+    last_check_result: str | None
+    last_drill_at: datetime | None
+    last_drill_result: str | None
+    backup_interval_s: int
+    backup_grace_s: int
+    heartbeat_interval_s: int
+
+
+class FleetTotals(Output):
+    agents: int
+    by_status: dict[str, int]
+    original_size: int
+    deduplicated_size: int
+
+
+class FleetStatusOut(Output):
+    generated_at: datetime
+    agents: list[AgentStatusOut]
+    totals: FleetTotals
+
+
+# ---- agent ----
+
+
+class HeartbeatIn(Input):
+    agent_version: Text(64) | None = None  # type: ignore[valid-type]
+    borg_version: Text(64) | None = None  # type: ignore[valid-type]
+    os: Text(200) | None = None  # type: ignore[valid-type]
+    hostname: Text(253) | None = None  # type: ignore[valid-type]
+    backup_interval_s: Interval | None = None
+    heartbeat_interval_s: Interval | None = None
+    facts: JsonObject | None = None
+
+
+class HeartbeatJob(Output):
+    id: int
+    kind: str
+    params: dict[str, Any]
+
+
+class HeartbeatOut(Output):
+    agent_id: int
+    server_time: datetime
+    jobs: list[HeartbeatJob]
+
+
+class _Timed(Input):
+    report_id: ReportId
+    started_at: Timestamp
+    finished_at: Timestamp
+    job_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.finished_at < self.started_at:
+            raise ValueError("finished_at is before started_at")
+        return self
+
+
+class SnapshotReport(_Timed):
+    repo: Text(1024, 1)  # type: ignore[valid-type]
+    archive: Text(255)  # type: ignore[valid-type]
+    duration_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+    nfiles: Size
+    original_size: Size
+    compressed_size: Size
+    deduplicated_size: Size
+    exit_status: Literal["ok", "warning", "error"]
+    rc: ReturnCode
+    warnings: Annotated[list[Text(4096)], Field(max_length=200)] | None = None  # type: ignore[valid-type]
+    message: Text(65536) | None = None  # type: ignore[valid-type]
+
+
+class CheckReport(_Timed):
+    repo: Text(1024, 1)  # type: ignore[valid-type]
+    verify_data: bool
+    result: Literal["ok", "warning", "error"]
+    rc: ReturnCode
+    message: Text(65536) | None = None  # type: ignore[valid-type]
+
+
+class DrillReport(_Timed):
+    archive: Text(255)  # type: ignore[valid-type]
+    files_checked: Size
+    files_matched: Size
+    files_mismatched: Size
+    result: Literal["pass", "fail"]
+    message: Text(65536) | None = None  # type: ignore[valid-type]
+
+
+class JobResultIn(Input):
+    report_id: ReportId
+    state: Literal["succeeded", "failed"]
+    result: JsonObject = Field(default_factory=dict)
+
+
+class ReportAck(Output):
+    id: int
+    duplicate: bool
+
+
+class HealthOut(Output):
+    status: str
+    database: str

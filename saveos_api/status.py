@@ -1,0 +1,43 @@
+"""The status of one agent as a pure function of time and its last known facts.
+
+Precedence (API.md): silent > failing > never > overdue > late > ok. Boundaries are strict:
+exactly at a deadline is still on time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+STATUSES = ("ok", "late", "overdue", "failing", "silent", "never")
+SILENT_AFTER_INTERVALS = 3
+
+
+@dataclass(frozen=True)
+class StatusInput:
+    now: datetime
+    created_at: datetime
+    heartbeat_interval_s: int
+    backup_interval_s: int
+    backup_grace_s: int
+    last_heartbeat: datetime | None = None
+    last_snapshot_status: str | None = None  # "ok" | "warning" | "error"
+    last_success_at: datetime | None = None
+    last_check_result: str | None = None  # "ok" | "warning" | "error"
+
+
+def compute_status(s: StatusInput) -> str:
+    silent_after = timedelta(seconds=SILENT_AFTER_INTERVALS * s.heartbeat_interval_s)
+    seen_since = s.last_heartbeat if s.last_heartbeat is not None else s.created_at
+    if s.now - seen_since > silent_after:
+        return "silent"
+    if s.last_snapshot_status == "error" or s.last_check_result == "error":
+        return "failing"
+    if s.last_success_at is None:
+        return "never"
+    due = s.last_success_at + timedelta(seconds=s.backup_interval_s)
+    if s.now > due + timedelta(seconds=s.backup_grace_s):
+        return "overdue"
+    if s.now > due:
+        return "late"
+    return "ok"

@@ -1,0 +1,87 @@
+"""`saveos lab`: start, inspect and stop a lab of SSH hosts on this machine (see saveos_cli.lab)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from saveos_cli.errors import EXIT_FLEET
+from saveos_cli.lab import Lab
+
+app = typer.Typer(
+    help="A lab of real SSH hosts on loopback (namespaces + overlayfs); needs root.",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+def default_lab_dir() -> Path:
+    data_dir = os.environ.get("SAVEOS_DATA_DIR") or "~/.local/share/saveos"
+    return Path(data_dir).expanduser() / "lab"
+
+
+DIR_OPTION = typer.Option(
+    None, "--dir", help="Lab directory [default: $SAVEOS_DATA_DIR/lab].", show_default=False
+)
+
+
+@app.command()
+def up(
+    hosts: int = typer.Option(3, "--hosts", "-n", help="Number of hosts, lab1..labN (1-200)."),
+    directory: Path | None = DIR_OPTION,
+    net: str = typer.Option("127.0.0", "--net", help="Loopback /24 prefix; hosts get .11, .12…"),
+    port: int = typer.Option(22, "--port", help="SSH port every host listens on."),
+) -> None:
+    """Start lab1..labN (idempotent: a running lab is kept) and print the inventory path."""
+    lab = Lab(directory or default_lab_dir(), net=net, port=port)
+    inventory = lab.up(hosts)
+    for host in lab.hosts():
+        console.print(f"  {host.name}  {host.address}:{host.port}", highlight=False)
+    console.print(f"[green]lab up:[/] {len(lab.hosts())} hosts", highlight=False)
+    console.print(f"inventory: {inventory}", highlight=False, soft_wrap=True)
+    console.print(f"try: ansible -i {inventory} all -m ping", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def down(directory: Path | None = DIR_OPTION) -> None:
+    """Stop every host of the lab and remove its files; harmless when no lab runs."""
+    lab = Lab(directory or default_lab_dir())
+    if lab.down():
+        console.print(f"[green]lab down:[/] {lab.dir} cleaned up", highlight=False)
+    else:
+        console.print(f"no lab in {lab.dir}; nothing to do", highlight=False)
+
+
+@app.command()
+def status(
+    directory: Path | None = DIR_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the lab's hosts and whether they answer SSH; exit 2 when one does not."""
+    lab = Lab(directory or default_lab_dir())
+    rows = lab.status()
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    elif not rows:
+        console.print(f"no lab in {lab.dir}", highlight=False)
+    else:
+        table = Table(title=f"SaveOS lab {lab.dir}")
+        for column in ("host", "address", "pid", "sshd", "ssh"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r.name,
+                f"{r.address}:{r.port}",
+                str(r.pid),
+                "[green]running[/]" if r.running else "[red]gone[/]",
+                "[green]answers[/]" if r.answers else "[red]no answer[/]",
+            )
+        console.print(table)
+    if any(not r.answers for r in rows):
+        raise typer.Exit(EXIT_FLEET)

@@ -1,0 +1,111 @@
+"""Helpers for the API tests: an in-process app on a real database, plus report builders."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from saveos_api.main import create_app
+from saveos_api.settings import Settings
+
+
+class Api:
+    """A TestClient around create_app() with the admin token at hand."""
+
+    def __init__(self, database_url: str, data_dir: Path, **overrides):
+        self.admin_token = "adm_" + secrets.token_urlsafe(32)
+        self.settings = Settings(
+            data_dir=data_dir, database_url=database_url, admin_token=self.admin_token, **overrides
+        )
+        self.app = create_app(self.settings)
+        self.client = TestClient(self.app)
+        self.admin = {"Authorization": f"Bearer {self.admin_token}"}
+
+    def close(self) -> None:
+        self.client.close()
+        self.app.state.db.dispose()
+
+    def provision(self, name: str, **body) -> dict:
+        r = self.client.post(
+            "/api/v1/agents/provision", json={"name": name, **body}, headers=self.admin
+        )
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def agent(self, name: str, **body) -> tuple[int, dict[str, str]]:
+        """Provision a new agent; returns its id and the headers carrying its token."""
+        out = self.provision(name, **body)
+        assert out["token"], out
+        return out["id"], {"Authorization": f"Bearer {out['token']}"}
+
+    def count(self, table: str) -> int:
+        import sqlalchemy as sa
+
+        with self.app.state.db.engine.connect() as conn:
+            return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def report_id() -> str:
+    return uuid.uuid4().hex
+
+
+def snapshot_report(finished: datetime | None = None, status: str = "ok", **extra) -> dict:
+    finished = finished or datetime.now(UTC)
+    body = {
+        "report_id": report_id(),
+        "repo": "/var/lib/saveos/repo",
+        "archive": f"host-{finished:%Y%m%dT%H%M%S}",
+        "started_at": iso(finished - timedelta(seconds=30)),
+        "finished_at": iso(finished),
+        "duration_s": 30.0,
+        "nfiles": 10,
+        "original_size": 1000,
+        "compressed_size": 600,
+        "deduplicated_size": 100,
+        "exit_status": status,
+        "rc": {"ok": 0, "warning": 1, "error": 2}[status],
+    }
+    body.update(extra)
+    return body
+
+
+def check_report(finished: datetime | None = None, result: str = "ok", **extra) -> dict:
+    finished = finished or datetime.now(UTC)
+    body = {
+        "report_id": report_id(),
+        "repo": "/var/lib/saveos/repo",
+        "started_at": iso(finished - timedelta(seconds=5)),
+        "finished_at": iso(finished),
+        "verify_data": False,
+        "result": result,
+        "rc": 0 if result == "ok" else 2,
+    }
+    body.update(extra)
+    return body
+
+
+def drill_report(finished: datetime | None = None, result: str = "pass", **extra) -> dict:
+    finished = finished or datetime.now(UTC)
+    body = {
+        "report_id": report_id(),
+        "archive": "host-1",
+        "started_at": iso(finished - timedelta(seconds=5)),
+        "finished_at": iso(finished),
+        "files_checked": 5,
+        "files_matched": 5 if result == "pass" else 4,
+        "files_mismatched": 0 if result == "pass" else 1,
+        "result": result,
+    }
+    body.update(extra)
+    return body
