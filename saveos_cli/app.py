@@ -1,4 +1,4 @@
-"""The `saveos` command: wires the command groups together, turns domain errors into exit codes."""
+"""The `saveos` command: wires the command groups together; domain errors become exit codes."""
 
 from __future__ import annotations
 
@@ -6,21 +6,32 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from saveos_cli import __version__
+from saveos_cli import __version__, config
 from saveos_cli.errors import EXIT_ERROR, SaveOSError
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+HELP = (
+    "SaveOS: centralised BorgBackup for a fleet of Linux hosts, driven by Ansible.\n\n"
+    "The admin token comes from SAVEOS_ADMIN_TOKEN, a 0600 ~/.config/saveos/cli.json or"
+    ' /etc/saveos/cli.json ({"admin_token": ..., "api_url": ...}), or'
+    " $SAVEOS_DATA_DIR/admin.token; never from an option.\n\n"
+    "Exit codes: 0 all ok; 1 usage or internal error (API unreachable, bad token, missing"
+    " inventory, unknown host); 2 some hosts failed or were unreachable (deploy, backup, restore,"
+    " check, drill) or are overdue / failing / silent (status); 130 interrupted."
+)
 
 app = typer.Typer(
     name="saveos",
-    help="SaveOS: centralised BorgBackup for a fleet of Linux hosts, driven by Ansible.",
+    help=HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
-STATE = {"verbose": False}
+STATE: dict = {"verbose": False, "api_url": None}
 
 
 def _version(value: bool) -> None:
@@ -35,13 +46,24 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    api_url: str | None = typer.Option(
+        None,
+        "--api-url",
+        metavar="URL",
+        help="SaveOS API base URL (env SAVEOS_API_URL, default http://127.0.0.1:8000).",
+    ),
 ) -> None:
     STATE["verbose"] = verbose
+    STATE["api_url"] = api_url
+    config.OPTIONS["api_url"] = api_url
 
 
 def _register() -> None:
-    from saveos_cli.commands import lab, server
+    from saveos_cli.commands import agents, fleet, lab, server, status
 
+    fleet.register(app)
+    status.register(app)
+    app.add_typer(agents.app, name="agents")
     app.add_typer(lab.app, name="lab")
     app.add_typer(server.app, name="server")
 
@@ -51,13 +73,26 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=True)
+        # Not standalone: click would exit 2 on usage errors, and 2 means "hosts failed" here.
+        rc = app(args=argv, standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors (typer's vendored click)
+        show = getattr(exc, "show", None)
+        if show:
+            show()
+        else:
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        sys.exit(EXIT_ERROR)
+    except typer.Abort:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
     except SaveOSError as exc:
         if STATE["verbose"]:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+        )
         if exc.hint:
-            err_console.print(f"[dim]{exc.hint}[/]", highlight=False)
+            err_console.print(f"[dim]{escape(exc.hint)}[/]", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -65,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback unless -v
         if STATE["verbose"]:
             err_console.print_exception()
-        err_console.print(f"[bold red]internal error:[/] {exc}", highlight=False)
+        err_console.print(
+            f"[bold red]internal error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(EXIT_ERROR)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

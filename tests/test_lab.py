@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, free_port, lab_net, require_root
 
+from saveos_cli import lab as lab_module
 from saveos_cli.errors import SaveOSError
 from saveos_cli.lab import Lab
 
@@ -158,6 +159,16 @@ def test_address_in_use_is_reported(tmp_path):
 
 
 @pytest.mark.lab
+def test_missing_sshd_names_the_package(tmp_path, monkeypatch):
+    require_root()
+    monkeypatch.setattr(lab_module, "SSHD", tmp_path / "no-such-sshd")
+    with pytest.raises(SaveOSError) as err:
+        Lab(tmp_path / "lab", net=lab_net()).up(1)
+    assert "apt-get install openssh-server" in err.value.hint
+    assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.lab
 def test_cli_up_status_down_leaves_nothing_behind(tmp_path):
     """Through the CLI, on its own port so it can run next to lab3."""
     require_root()
@@ -193,6 +204,16 @@ def test_cli_up_status_down_leaves_nothing_behind(tmp_path):
     status = cli("lab", "status", "--dir", str(lab_dir))
     assert status.returncode == 2
     assert "no answer" in status.stdout
+    # `up` again restarts the dead host and keeps the live one.
+    again = cli(
+        "lab", "up", "--hosts", "2", "--dir", str(lab_dir), "--net", lab_net(), "--port", port
+    )
+    assert again.returncode == 0, again.stderr
+    restarted = Lab(lab_dir).hosts()
+    assert restarted[0] == hosts[0]
+    assert restarted[1].sshd_pid != hosts[1].sshd_pid
+    assert cli("lab", "status", "--dir", str(lab_dir)).returncode == 0
+    hosts = restarted
 
     down = cli("lab", "down", "--dir", str(lab_dir))
     assert down.returncode == 0, down.stderr

@@ -1,0 +1,144 @@
+"""Pure builders of borg argv tuples. Nothing here runs a process or reads a secret."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
+
+Argv = Tuple[str, ...]
+
+# Retention keys of the agent config and the borg prune flag each maps to.
+RETENTION_FLAGS = (
+    ("keep_within", "--keep-within"),
+    ("keep_hourly", "--keep-hourly"),
+    ("keep_daily", "--keep-daily"),
+    ("keep_weekly", "--keep-weekly"),
+    ("keep_monthly", "--keep-monthly"),
+    ("keep_yearly", "--keep-yearly"),
+)
+
+
+def _common(borg: str, command: Sequence[str], lock_wait: Optional[int]) -> Argv:
+    argv = (borg, *command, "--log-json")
+    if lock_wait is not None:
+        argv += ("--lock-wait", str(int(lock_wait)))
+    return argv
+
+
+def archive_ref(repository: str, archive: str) -> str:
+    return f"{repository}::{archive}"
+
+
+def version(borg: str = "borg") -> Argv:
+    return (borg, "--version")
+
+
+def init(repository: str, encryption: str = "repokey-blake2", borg: str = "borg") -> Argv:
+    return (*_common(borg, ["init"], None), "--encryption", encryption, repository)
+
+
+def create(
+    repository: str,
+    archive: str,
+    sources: Sequence[str],
+    *,
+    excludes: Iterable[str] = (),
+    compression: Optional[str] = None,
+    checkpoint_interval: Optional[int] = None,
+    lock_wait: Optional[int] = None,
+    borg: str = "borg",
+) -> Argv:
+    argv = _common(borg, ["create"], lock_wait) + ("--json",)
+    if compression:
+        argv += ("--compression", compression)
+    if checkpoint_interval is not None:
+        argv += ("--checkpoint-interval", str(int(checkpoint_interval)))
+    for pattern in excludes:
+        argv += ("--exclude", pattern)
+    return argv + (archive_ref(repository, archive), *sources)
+
+
+def prune(
+    repository: str,
+    retention: Mapping[str, object],
+    *,
+    glob_archives: Optional[str] = None,
+    lock_wait: Optional[int] = None,
+    borg: str = "borg",
+) -> Argv:
+    argv = _common(borg, ["prune"], lock_wait) + ("--list", "--stats")
+    for key, flag in RETENTION_FLAGS:
+        value = retention.get(key)
+        if value in (None, 0, ""):
+            continue
+        argv += (flag, str(value))
+    if glob_archives:
+        argv += ("--glob-archives", glob_archives)
+    return argv + (repository,)
+
+
+def compact(repository: str, *, lock_wait: Optional[int] = None, borg: str = "borg") -> Argv:
+    return _common(borg, ["compact"], lock_wait) + (repository,)
+
+
+def check(
+    repository: str,
+    *,
+    verify_data: bool = False,
+    lock_wait: Optional[int] = None,
+    borg: str = "borg",
+) -> Argv:
+    argv = _common(borg, ["check"], lock_wait)
+    if verify_data:
+        argv += ("--verify-data",)
+    return argv + (repository,)
+
+
+def list_archives(repository: str, *, lock_wait: Optional[int] = None, borg: str = "borg") -> Argv:
+    return _common(borg, ["list"], lock_wait) + ("--json", repository)
+
+
+def list_items(
+    repository: str, archive: str, *, lock_wait: Optional[int] = None, borg: str = "borg"
+) -> Argv:
+    return _common(borg, ["list"], lock_wait) + (
+        "--json-lines",
+        archive_ref(repository, archive),
+    )
+
+
+def info(
+    repository: str,
+    archive: Optional[str] = None,
+    *,
+    lock_wait: Optional[int] = None,
+    borg: str = "borg",
+) -> Argv:
+    target = archive_ref(repository, archive) if archive else repository
+    return _common(borg, ["info"], lock_wait) + ("--json", target)
+
+
+def extract(
+    repository: str,
+    archive: str,
+    paths: Sequence[str] = (),
+    *,
+    lock_wait: Optional[int] = None,
+    borg: str = "borg",
+) -> Argv:
+    # borg stores paths without the leading slash; callers may pass either form.
+    relative = tuple(p.lstrip("/") for p in paths)
+    return _common(borg, ["extract"], lock_wait) + (archive_ref(repository, archive), *relative)
+
+
+def key_export(repository: str, out_path: str, borg: str = "borg") -> Argv:
+    return (*_common(borg, ["key", "export"], None), repository, out_path)
+
+
+def break_lock(repository: str, borg: str = "borg") -> Argv:
+    return _common(borg, ["break-lock"], None) + (repository,)
+
+
+def with_lock(
+    repository: str, command: Sequence[str], *, lock_wait: Optional[int] = None, borg: str = "borg"
+) -> Argv:
+    return _common(borg, ["with-lock"], lock_wait) + (repository, *command)

@@ -1,0 +1,292 @@
+"""Load and validate the agent's JSON config; every problem is one error naming the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from saveos_agent.errors import AgentError
+
+SYSTEM_CONFIG = "/etc/saveos/agent.json"
+
+_KEEP_WITHIN = re.compile(r"^[1-9][0-9]*[Hdwmy]$")
+_COMPRESSION = re.compile(
+    r"^(none|lz4|zstd(,\d{1,2})?|zlib(,\d)?|lzma(,\d)?|auto,.+|obfuscate,.+)$"
+)
+_RETENTION_INTS = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+
+
+def user_config_path() -> str:
+    """The platform's per-user config location."""
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        return os.path.join(home, "Library", "Application Support", "SaveOS", "config.json")
+    if os.name == "nt":
+        base = os.environ.get("APPDATA") or os.path.join(home, "AppData", "Roaming")
+        return os.path.join(base, "SaveOS", "config.json")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return os.path.join(base, "saveos", "config.json")
+
+
+def _user_data_dir() -> str:
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        return os.path.join(home, "Library", "Application Support", "SaveOS")
+    if os.name == "nt":
+        return os.path.join(os.environ.get("LOCALAPPDATA") or home, "SaveOS")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+    return os.path.join(base, "saveos")
+
+
+def system_mode() -> bool:
+    return os.name == "posix" and os.geteuid() == 0
+
+
+def default_config_path() -> str:
+    return SYSTEM_CONFIG if system_mode() else user_config_path()
+
+
+@dataclass
+class Config:
+    path: str
+    repository: str
+    sources: List[str]
+    api_url: Optional[str] = None
+    agent_id: Optional[int] = None
+    token_file: Optional[str] = None
+    passphrase_file: Optional[str] = None
+    passcommand: Optional[str] = None
+    excludes: List[str] = field(default_factory=list)
+    retention: Dict[str, Any] = field(default_factory=dict)
+    backup_interval_s: int = 86400
+    heartbeat_interval_s: int = 60
+    lock_wait_s: int = 30
+    checkpoint_interval_s: int = 300
+    spool_dir: str = ""
+    spool_max_reports: int = 10000
+    compression: str = "zstd,3"
+    log_file: Optional[str] = None
+    state_dir: str = ""
+    borg_binary: str = "borg"
+    hostname: str = ""
+
+    @property
+    def local_repository(self) -> Optional[str]:
+        """The repo's filesystem path when it is local (lock files can be inspected)."""
+        repo = self.repository
+        if repo.startswith("file://"):
+            return repo[len("file://") :]
+        if "://" in repo or re.match(r"^[^/]+@[^/]+:", repo) or re.match(r"^[^/:]+:", repo):
+            return None
+        return repo
+
+    def summary(self) -> Dict[str, Any]:
+        return {
+            "config": self.path,
+            "api_url": self.api_url,
+            "agent_id": self.agent_id,
+            "repository": self.repository,
+            "sources": self.sources,
+            "excludes": self.excludes,
+            "retention": self.retention,
+            "schedule": {
+                "backup_interval_s": self.backup_interval_s,
+                "heartbeat_interval_s": self.heartbeat_interval_s,
+            },
+            "spool_dir": self.spool_dir,
+            "state_dir": self.state_dir,
+            "compression": self.compression,
+        }
+
+
+def check_private(path: str, key: str) -> None:
+    """Refuse a secret-bearing file that group or others can read (or write)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AgentError(f"{key}: {path} does not exist") from None
+    except OSError as exc:
+        raise AgentError(f"{key}: cannot stat {path}: {exc}") from None
+    if mode & 0o077:
+        raise AgentError(
+            f"{key}: {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+
+
+def _type_name(expected) -> str:
+    names = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "a bool"}
+    return names.get(expected, expected.__name__)
+
+
+def _expect(value: Any, expected, key: str, nullable: bool = False) -> Any:
+    if value is None and nullable:
+        return None
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if not ok:
+        got = "null" if value is None else type(value).__name__
+        raise AgentError(f"config key '{key}' must be {_type_name(expected)}, got {got}")
+    return value
+
+
+def _nonneg_int(value: Any, key: str, minimum: int = 0) -> int:
+    _expect(value, int, key)
+    if value < minimum:
+        raise AgentError(f"config key '{key}' must be >= {minimum}, got {value}")
+    return value
+
+
+_TOP_KEYS = {
+    "api_url",
+    "agent_id",
+    "token_file",
+    "repository",
+    "passphrase_file",
+    "passcommand",
+    "sources",
+    "excludes",
+    "retention",
+    "schedule",
+    "lock_wait_s",
+    "checkpoint_interval_s",
+    "spool_dir",
+    "spool_max_reports",
+    "compression",
+    "log_file",
+    "state_dir",
+    "borg_binary",
+    "hostname",
+}
+_RETENTION_KEYS = {"keep_within", *_RETENTION_INTS}
+_SCHEDULE_KEYS = {"backup_interval_s", "heartbeat_interval_s"}
+
+
+def _unknown(keys, allowed, prefix: str = "") -> None:
+    extra = sorted(set(keys) - allowed)
+    if extra:
+        raise AgentError(f"unknown config key '{prefix}{extra[0]}'")
+
+
+def _validate_retention(raw: Any) -> Dict[str, Any]:
+    _expect(raw, dict, "retention")
+    _unknown(raw, _RETENTION_KEYS, "retention.")
+    out: Dict[str, Any] = {}
+    within = raw.get("keep_within")
+    if within is not None:
+        _expect(within, str, "retention.keep_within")
+        if not _KEEP_WITHIN.match(within):
+            raise AgentError(
+                f"config key 'retention.keep_within' must look like 7d (units H d w m y), "
+                f"got {within!r}"
+            )
+        out["keep_within"] = within
+    for key in _RETENTION_INTS:
+        if key in raw:
+            out[key] = _nonneg_int(raw[key], f"retention.{key}")
+    if not out.get("keep_within") and not any(out.get(k) for k in _RETENTION_INTS):
+        raise AgentError(
+            "config key 'retention' keeps nothing: set keep_within or a keep_* count above 0"
+        )
+    return out
+
+
+def validate(data: Any, path: str, check_paths: bool = True) -> Config:
+    if not isinstance(data, dict):
+        raise AgentError(f"config {path}: top level must be a JSON object")
+    _unknown(data, _TOP_KEYS)
+    for key in ("repository", "sources"):
+        if key not in data:
+            raise AgentError(f"missing required config key '{key}'")
+    system = path == SYSTEM_CONFIG or system_mode()
+    data_dir = "/var/lib/saveos" if system else _user_data_dir()
+    cfg = Config(
+        path=path,
+        repository=_expect(data["repository"], str, "repository"),
+        sources=list(_expect(data["sources"], list, "sources")),
+        spool_dir=os.path.join(data_dir, "spool"),
+        state_dir=os.path.join(data_dir, "state"),
+    )
+    if not cfg.repository.strip():
+        raise AgentError("config key 'repository' must not be empty")
+    if not cfg.sources:
+        raise AgentError("config key 'sources' must list at least one path")
+    for i, src in enumerate(cfg.sources):
+        _expect(src, str, f"sources[{i}]")
+        if not os.path.isabs(src):
+            raise AgentError(f"config key 'sources[{i}]' must be an absolute path, got {src!r}")
+        if check_paths and not os.path.exists(src):
+            raise AgentError(f"config key 'sources[{i}]': {src} does not exist")
+
+    for key in ("api_url", "token_file", "passphrase_file", "passcommand", "log_file"):
+        setattr(cfg, key, _expect(data.get(key), str, key, nullable=True))
+    for key in ("spool_dir", "state_dir", "compression", "borg_binary", "hostname"):
+        if key in data:
+            setattr(cfg, key, _expect(data[key], str, key))
+    cfg.agent_id = _expect(data.get("agent_id"), int, "agent_id", nullable=True)
+    if cfg.api_url and not re.match(r"^https?://[^\s/]+", cfg.api_url):
+        raise AgentError(f"config key 'api_url' must be an http(s) URL, got {cfg.api_url!r}")
+    if cfg.api_url and not cfg.token_file:
+        raise AgentError("missing config key 'token_file' (required with 'api_url')")
+    if cfg.passphrase_file and cfg.passcommand:
+        raise AgentError("config keys 'passphrase_file' and 'passcommand' are exclusive")
+    if not cfg.passphrase_file and not cfg.passcommand:
+        raise AgentError("missing config key 'passphrase_file' (or 'passcommand')")
+    if not _COMPRESSION.match(cfg.compression):
+        raise AgentError(f"config key 'compression' is not a borg compression: {cfg.compression!r}")
+    cfg.excludes = list(_expect(data.get("excludes", []), list, "excludes"))
+    for i, pattern in enumerate(cfg.excludes):
+        _expect(pattern, str, f"excludes[{i}]")
+    cfg.retention = _validate_retention(
+        data.get("retention", {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6})
+    )
+    schedule = _expect(data.get("schedule", {}), dict, "schedule")
+    _unknown(schedule, _SCHEDULE_KEYS, "schedule.")
+    if "backup_interval_s" in schedule:
+        cfg.backup_interval_s = _nonneg_int(
+            schedule["backup_interval_s"], "schedule.backup_interval_s", 1
+        )
+    if "heartbeat_interval_s" in schedule:
+        cfg.heartbeat_interval_s = _nonneg_int(
+            schedule["heartbeat_interval_s"], "schedule.heartbeat_interval_s", 1
+        )
+    if "lock_wait_s" in data:
+        cfg.lock_wait_s = _nonneg_int(data["lock_wait_s"], "lock_wait_s")
+    if "checkpoint_interval_s" in data:
+        cfg.checkpoint_interval_s = _nonneg_int(
+            data["checkpoint_interval_s"], "checkpoint_interval_s", 1
+        )
+    if "spool_max_reports" in data:
+        cfg.spool_max_reports = _nonneg_int(data["spool_max_reports"], "spool_max_reports", 1)
+    for key in ("token_file", "passphrase_file"):
+        value = getattr(cfg, key)
+        if value and check_paths:
+            check_private(value, key)
+    if not cfg.hostname:
+        import socket
+
+        cfg.hostname = socket.gethostname().split(".")[0] or "host"
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cfg.hostname):
+        raise AgentError(f"config key 'hostname' has characters borg cannot use: {cfg.hostname!r}")
+    return cfg
+
+
+def load(path: Optional[str] = None) -> Config:
+    path = path or os.environ.get("SAVEOS_AGENT_CONFIG") or default_config_path()
+    if not os.path.exists(path):
+        raise AgentError(f"config file {path} does not exist (use --config PATH)")
+    check_private(path, "config")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except ValueError as exc:
+        raise AgentError(f"config {path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise AgentError(f"cannot read config {path}: {exc}") from None
+    return validate(data, path)

@@ -1,0 +1,154 @@
+"""Reports are written here first (atomic, fsynced), sent oldest first, removed only after 2xx."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any, Dict, List, Optional
+
+from saveos_agent.api_client import ApiClient, ApiUnavailable
+
+log = logging.getLogger("saveos_agent.spool")
+
+ENDPOINTS = {
+    "snapshot": "/api/v1/reports/snapshots",
+    "check": "/api/v1/reports/checks",
+    "drill": "/api/v1/reports/drills",
+}
+# answers that will never succeed on a replay: park the report instead of blocking the queue
+_PERMANENT = {400, 404, 409, 422}
+WARN_RATIO = 0.9
+
+
+def new_report_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(self, directory: str, max_reports: int = 10000):
+        self.directory = directory
+        self.rejected_dir = os.path.join(directory, "rejected")
+        self.max_reports = max_reports
+
+    def _ensure(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+
+    def pending(self) -> List[str]:
+        """Spooled report files, oldest first (names start with a zero-padded ns timestamp)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            os.path.join(self.directory, n)
+            for n in names
+            if n.endswith(".json") and not n.startswith(".")
+        )
+
+    def depth(self) -> int:
+        return len(self.pending())
+
+    def rejected(self) -> int:
+        try:
+            return len([n for n in os.listdir(self.rejected_dir) if n.endswith(".json")])
+        except FileNotFoundError:
+            return 0
+
+    def add(self, path: str, body: Dict[str, Any], kind: str = "report") -> str:
+        """Write one report atomically; returns the spool file path."""
+        self._ensure()
+        body = dict(body)
+        body.setdefault("report_id", new_report_id())
+        self._enforce_bound()
+        name = f"{time.time_ns():020d}-{body['report_id']}.json"
+        final = os.path.join(self.directory, name)
+        tmp = os.path.join(self.directory, "." + name + ".tmp")
+        record = {"kind": kind, "path": path, "body": body, "spooled_at": time.time()}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, json.dumps(record, sort_keys=True).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        return final
+
+    def _enforce_bound(self) -> None:
+        files = self.pending()
+        if len(files) >= int(self.max_reports * WARN_RATIO):
+            log.warning(
+                "spool %s holds %d of at most %d reports: is the API reachable?",
+                self.directory,
+                len(files),
+                self.max_reports,
+            )
+        # at the bound the oldest reports give way: the newest state matters most
+        while len(files) >= self.max_reports:
+            oldest = files.pop(0)
+            log.error("spool full (%d): dropping oldest report %s", self.max_reports, oldest)
+            os.unlink(oldest)
+
+    def flush(self, client: Optional[ApiClient]) -> Dict[str, Any]:
+        """Send every report oldest first; stop at the first outage so order is kept."""
+        sent = rejected = 0
+        error = None
+        responses: Dict[str, Any] = {}
+        if client is None:
+            return {"sent": 0, "rejected": 0, "remaining": self.depth(), "error": "no api_url"}
+        for file in self.pending():
+            try:
+                with open(file, encoding="utf-8") as fh:
+                    record = json.load(fh)
+                path, body = record["path"], record["body"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("unreadable spool file %s (%s): parked", file, exc)
+                self._park(file)
+                rejected += 1
+                continue
+            try:
+                status, answer = client.post(path, body)
+            except ApiUnavailable as exc:
+                error = str(exc)
+                break
+            if 200 <= status < 300:
+                os.unlink(file)
+                _fsync_dir(self.directory)
+                responses[body.get("report_id", "")] = answer
+                sent += 1
+            elif status in _PERMANENT:
+                log.error("API refused report %s (%d): %s; parked", file, status, answer)
+                self._park(file)
+                rejected += 1
+            else:  # 401/403/429...: keep it and retry later
+                error = f"API answered {status} for {path}: {answer}"
+                break
+        if error:
+            log.warning("spool flush stopped: %s", error)
+        return {
+            "sent": sent,
+            "rejected": rejected,
+            "remaining": self.depth(),
+            "error": error,
+            "responses": responses,
+        }
+
+    def _park(self, file: str) -> None:
+        os.makedirs(self.rejected_dir, mode=0o700, exist_ok=True)
+        os.replace(file, os.path.join(self.rejected_dir, os.path.basename(file)))

@@ -1,0 +1,150 @@
+"""What the command modules share: config from the root options, the API client, playbook runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from saveos_cli import config, progress, runner
+from saveos_cli.api_client import ApiClient
+from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+
+console = Console()
+err_console = Console(stderr=True)
+
+INVENTORY_OPTION = typer.Option(
+    ..., "--inventory", "-i", help="Ansible inventory (file or directory).", show_default=False
+)
+LIMIT_OPTION = typer.Option(None, "--limit", "-l", help="Ansible host pattern to run on.")
+
+
+def cli_config() -> config.CliConfig:
+    return config.load(config.OPTIONS.get("api_url"))
+
+
+@contextmanager
+def api():
+    cfg = cli_config()
+    client = ApiClient(cfg.api_url, cfg.admin_token)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def secret_env() -> dict[str, str]:
+    """What the playbooks need from the controller, passed through the run's environment only."""
+    cfg = cli_config()
+    env = {"SAVEOS_API_URL": cfg.api_url}
+    # Playbooks that need the token fail with their own clear message when there is none.
+    with suppress(SaveOSError):
+        env["SAVEOS_ADMIN_TOKEN"] = cfg.admin_token
+    return env
+
+
+def run_fleet_playbook(
+    playbook: str,
+    inventory: Path,
+    *,
+    title: str,
+    limit: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    forks: int | None = None,
+    extravars: dict | None = None,
+    also: Callable[[Mapping], None] | None = None,
+) -> tuple[int, progress.RunState]:
+    """Run a playbook with live progress and a recap; return (exit code, final state)."""
+    runner.check_inventory(inventory)
+    env = secret_env()
+    with progress.display_for(console, title) as display:
+
+        def on_event(event: Mapping) -> None:
+            display(event)
+            if also:
+                also(event)
+
+        result = runner.run_playbook(
+            playbook,
+            inventory,
+            on_event=on_event,
+            limit=limit,
+            check=check,
+            diff=diff,
+            forks=forks,
+            extravars=extravars,
+            secret_env=env,
+        )
+    state = display.state
+    progress.print_recap(console, state)
+    if result.canceled:
+        unfinished = sorted(
+            name
+            for name, host in state.hosts.items()
+            if host.outcome == "ok" and not (state.stats or {}).get("processed", {}).get(name)
+        )
+        where = f" during task {state.task!r}" if state.task else ""
+        raise SaveOSError(
+            f"interrupted{where}; unfinished: {', '.join(unfinished) or 'no host had started'}.",
+            exit_code=130,
+            hint="Run the same command again: every SaveOS playbook is safe to re-run.",
+        )
+    if not result.stats:
+        last = next((line for line in reversed(result.stdout_tail) if line.strip()), "")
+        raise SaveOSError(f"ansible-playbook failed before any host ran (rc {result.rc}): {last}")
+    if not result.stats.get("processed"):
+        target = f" matches --limit {limit!r}" if limit else " was targeted"
+        raise SaveOSError(f"no host in {inventory}{target}.")
+    bad = progress.failed_hosts(result.stats)
+    if bad:
+        err_console.print(
+            f"[bold red]{len(bad)} host(s) failed or unreachable:[/] {', '.join(bad)}"
+        )
+        return EXIT_FLEET, state
+    if result.status != "successful":
+        raise SaveOSError(f"ansible-playbook ended {result.status} (rc {result.rc}).")
+    return EXIT_OK, state
+
+
+def parse_when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SaveOSError(f"--at {value!r} is not an ISO 8601 timestamp.") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def age_seconds(value: str | None, now: datetime) -> float | None:
+    when = iso(value)
+    return None if when is None else round((now - when).total_seconds(), 1)
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 0:
+        return "in future"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return (
+                f"{seconds / size:.0f}{unit} ago" if unit != "d" else f"{seconds / size:.1f}d ago"
+            )
+    return f"{seconds:.0f}s ago"
+
+
+def mapping_get(data: Mapping, key: str, default=None):
+    value = data.get(key)
+    return default if value is None else value

@@ -1,0 +1,200 @@
+"""Commands that act on hosts through the playbooks: deploy, backup, restore, check, drill."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import typer
+from rich.filesize import decimal
+from rich.table import Table
+from rich.text import Text
+
+from saveos_cli.commands._common import (
+    INVENTORY_OPTION,
+    LIMIT_OPTION,
+    api,
+    console,
+    run_fleet_playbook,
+)
+from saveos_cli.errors import EXIT_OK, SaveOSError
+
+
+def deploy(
+    inventory: Path = INVENTORY_OPTION,
+    limit: str | None = LIMIT_OPTION,
+    check: bool = typer.Option(False, "--check", help="Dry run: report what would change."),
+    diff: bool = typer.Option(False, "--diff", help="Show file differences."),
+    forks: int | None = typer.Option(None, "--forks", min=1, help="Hosts handled in parallel."),
+) -> None:
+    """Install or update the SaveOS agent on the hosts (playbooks/deploy.yml).
+
+    Exit codes: 0 all hosts ok, 1 usage or internal error, 2 some hosts failed or unreachable.
+    """
+    code, _ = run_fleet_playbook(
+        "deploy.yml", inventory, title="deploy", limit=limit, check=check, diff=diff, forks=forks
+    )
+    raise typer.Exit(code)
+
+
+def backup(
+    inventory: Path | None = typer.Option(
+        None, "--inventory", "-i", help="Ansible inventory (not needed with --via-api)."
+    ),
+    limit: str | None = LIMIT_OPTION,
+    via_api: bool = typer.Option(
+        False,
+        "--via-api",
+        help="Queue backup jobs in the API instead; agents run them on their next heartbeat"
+        " (for hosts the controller cannot reach). --limit takes comma-separated agent names.",
+    ),
+) -> None:
+    """Back up now across the fleet (playbooks/backup.yml), or queue jobs with --via-api.
+
+    Exit codes: 0 all hosts ok (or all jobs queued), 1 usage or internal error, 2 some hosts
+    failed or unreachable.
+    """
+    if via_api:
+        _queue_jobs("backup", limit)
+        raise typer.Exit(EXIT_OK)
+    if inventory is None:
+        raise SaveOSError("backup needs --inventory PATH (or --via-api to queue jobs).")
+    results: dict[str, dict] = {}
+    code, _ = run_fleet_playbook(
+        "backup.yml",
+        inventory,
+        title="backup",
+        limit=limit,
+        also=lambda e: _collect_fact(e, "saveos_backup_result", results),
+    )
+    _print_backup_results(results)
+    raise typer.Exit(code)
+
+
+def _collect_fact(event: Mapping, fact: str, into: dict[str, dict]) -> None:
+    """backup.yml keeps each host's `saveos-agent backup --json` output as a fact."""
+    data = event.get("event_data") or {}
+    if event.get("event") == "runner_on_ok":
+        value = ((data.get("res") or {}).get("ansible_facts") or {}).get(fact)
+        if isinstance(value, Mapping):
+            into[data.get("host", "?")] = dict(value)
+
+
+def _print_backup_results(results: dict[str, dict]) -> None:
+    if not results:
+        return
+    table = Table(title="backups", title_justify="left")
+    for col in ("host", "status", "archive", "files", "original", "dedup", "reported"):
+        table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
+    for host in sorted(results):
+        r = results[host]
+        stats = r.get("stats") or {}
+        status = str(r.get("status", "?"))
+        table.add_row(
+            host,
+            Text(status, style={"ok": "green", "warning": "yellow"}.get(status, "red")),
+            r.get("archive") or "-",
+            str(stats.get("nfiles", "-")),
+            decimal(stats["original_size"]) if "original_size" in stats else "-",
+            decimal(stats["deduplicated_size"]) if "deduplicated_size" in stats else "-",
+            "yes" if r.get("reported") else "spooled",
+        )
+    console.print(table)
+
+
+def _queue_jobs(kind: str, limit: str | None) -> None:
+    with api() as client:
+        if limit:
+            names = [n.strip() for n in limit.split(",") if n.strip()]
+            for name in names:
+                client.agent_by_name(name)  # unknown host: one clear sentence
+        else:
+            names = [a["name"] for a in client.agents() if not a.get("decommissioned_at")]
+        if not names:
+            raise SaveOSError("no agents are registered, so no jobs were queued.")
+        jobs = client.create_jobs(kind, names)
+        by_id = {a["id"]: a["name"] for a in client.agents()}
+    table = Table(title=f"queued {kind} jobs", title_justify="left")
+    for col in ("job", "host", "state"):
+        table.add_column(col)
+    for job in jobs:
+        table.add_row(
+            str(job["id"]), by_id.get(job["agent_id"], str(job["agent_id"])), job["state"]
+        )
+    console.print(table)
+    console.print(f"{len(jobs)} job(s) queued; agents pick them up on their next heartbeat.")
+
+
+def restore(
+    host: str = typer.Argument(..., help="Inventory name of the host whose repository to use."),
+    inventory: Path = INVENTORY_OPTION,
+    archive: str = typer.Option("latest", "--archive", help="Archive name, or 'latest'."),
+    paths: list[str] = typer.Option(
+        ..., "--path", help="Path inside the archive to restore (repeatable)."
+    ),
+    target: str = typer.Option(..., "--target", help="Directory on the host to restore into."),
+) -> None:
+    """Restore paths from a host's archive into a target directory on that host.
+
+    Exit codes: 0 restored, 1 usage or internal error (unknown host, no archive), 2 the restore
+    failed on the host or the host was unreachable.
+    """
+    if not target.startswith("/"):
+        raise SaveOSError(f"--target {target!r} must be an absolute path on the host.")
+    if archive == "latest":
+        archive = _latest_archive(host)
+    # The names playbooks/restore.yml documents for plain ansible-playbook use.
+    extravars = {"archive": archive, "paths": [p.lstrip("/") for p in paths], "target": target}
+    code, _ = run_fleet_playbook(
+        "restore.yml",
+        inventory,
+        title=f"restore {archive} on {host}",
+        limit=host,
+        extravars=extravars,
+    )
+    if code == EXIT_OK:
+        console.print(f"restored {len(paths)} path(s) from {archive} into {host}:{target}")
+    raise typer.Exit(code)
+
+
+def _latest_archive(host: str) -> str:
+    with api() as client:
+        agent = client.agent_by_name(host)
+        snaps = client.snapshots(agent["id"], limit=50)["snapshots"]
+    for snap in snaps:  # newest first
+        if snap.get("archive") and snap.get("exit_status") in ("ok", "warning"):
+            return snap["archive"]
+    raise SaveOSError(f"host {host!r} has no successful backup to restore from.")
+
+
+def check(
+    inventory: Path = INVENTORY_OPTION,
+    limit: str | None = LIMIT_OPTION,
+    verify_data: bool = typer.Option(False, "--verify-data", help="Also read every chunk."),
+) -> None:
+    """Check the repositories' consistency on the hosts (playbooks/check.yml).
+
+    Exit codes: 0 all hosts ok, 1 usage or internal error, 2 some hosts failed or unreachable.
+    """
+    extravars = {"verify_data": True} if verify_data else None
+    code, _ = run_fleet_playbook(
+        "check.yml", inventory, title="check", limit=limit, extravars=extravars
+    )
+    raise typer.Exit(code)
+
+
+def drill(
+    inventory: Path = INVENTORY_OPTION,
+    limit: str | None = LIMIT_OPTION,
+) -> None:
+    """Restore drill: restore a sample of files on each host and compare (playbooks/drill.yml).
+
+    Exit codes: 0 all hosts ok, 1 usage or internal error, 2 some hosts failed or unreachable.
+    """
+    code, _ = run_fleet_playbook("drill.yml", inventory, title="drill", limit=limit)
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (deploy, backup, restore, check, drill):
+        app.command()(command)

@@ -1,0 +1,233 @@
+"""Fleet views from the API: `saveos status` and `saveos snapshots HOST`."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.filesize import decimal
+from rich.table import Table
+from rich.text import Text
+
+from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
+from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+
+STATUS_STYLE = {
+    "ok": "bold green",
+    "late": "yellow",
+    "overdue": "bold red",
+    "failing": "bold red",
+    "silent": "bold magenta",
+    "never": "cyan",
+}
+# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
+ALARM = ("overdue", "failing", "silent")
+
+# `status --json` keys per agent, in order; documented in README (CLI section). Only additions.
+AGENT_KEYS = (
+    "name",
+    "id",
+    "status",
+    "last_heartbeat",
+    "last_heartbeat_age_s",
+    "last_backup_at",
+    "last_backup_age_s",
+    "last_archive",
+    "last_snapshot_status",
+    "original_size",
+    "deduplicated_size",
+    "last_check_at",
+    "last_check_result",
+    "last_drill_at",
+    "last_drill_result",
+    "backup_interval_s",
+    "backup_grace_s",
+    "heartbeat_interval_s",
+)
+
+
+def status_report(raw: dict, at: datetime | None) -> dict:
+    """The stable `--json` document built from GET /api/v1/fleet/status."""
+    now = at or iso(raw["generated_at"])
+    agents = []
+    for a in sorted(raw["agents"], key=lambda a: a["name"]):
+        row = {key: a.get(key) for key in AGENT_KEYS}
+        row["last_heartbeat_age_s"] = age_seconds(a.get("last_heartbeat"), now)
+        row["last_backup_age_s"] = age_seconds(a.get("last_backup_at"), now)
+        agents.append(row)
+    totals = raw.get("totals") or {}
+    alarms = sorted(a["name"] for a in agents if a["status"] in ALARM)
+    return {
+        "generated_at": raw["generated_at"],
+        "at": at.isoformat() if at else None,
+        "exit_code": EXIT_FLEET if alarms else EXIT_OK,
+        "alarms": alarms,
+        "agents": agents,
+        "totals": {
+            "agents": totals.get("agents", len(agents)),
+            "by_status": dict(totals.get("by_status") or {}),
+            "original_size": totals.get("original_size", 0),
+            "deduplicated_size": totals.get("deduplicated_size", 0),
+        },
+    }
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else decimal(value)
+
+
+def _result(at: str | None, result: str | None, now: datetime) -> Text:
+    if not at:
+        return Text("never", style="dim")
+    style = (
+        "green" if result in ("ok", "pass") else "red" if result in ("error", "fail") else "yellow"
+    )
+    return Text.assemble((result or "?", style), f" {human_age(age_seconds(at, now))}")
+
+
+def render_status(out: Console, report: dict) -> None:
+    now = iso(report["at"] or report["generated_at"])
+    table = Table(title="SaveOS fleet", title_justify="left")
+    columns = (
+        "host",
+        "status",
+        "heartbeat",
+        "last backup",
+        "last archive",
+        "original",
+        "dedup",
+        "check",
+        "drill",
+    )
+    for col in columns:
+        table.add_column(
+            col,
+            justify="right" if col in ("original", "dedup") else "left",
+            no_wrap=col in ("host", "status"),  # the fields people grep for stay whole
+        )
+    for a in report["agents"]:
+        table.add_row(
+            a["name"],
+            Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
+            human_age(a["last_heartbeat_age_s"]),
+            human_age(a["last_backup_age_s"]),
+            a["last_archive"] or "-",
+            _size(a["original_size"]),
+            _size(a["deduplicated_size"]),
+            _result(a["last_check_at"], a["last_check_result"], now),
+            _result(a["last_drill_at"], a["last_drill_result"], now),
+        )
+    out.print(table)
+    totals = report["totals"]
+    counts = ", ".join(
+        f"[{STATUS_STYLE.get(s, '')}]{n} {s}[/]"
+        for s, n in sorted(totals["by_status"].items())
+        if n
+    )
+    out.print(
+        f"{totals['agents']} agent(s): {counts or 'none'} · original"
+        f" {decimal(totals['original_size'])} · deduplicated {decimal(totals['deduplicated_size'])}"
+    )
+    if report["alarms"]:
+        out.print(f"[bold red]needs attention:[/] {', '.join(report['alarms'])}")
+
+
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (stable keys)."),
+    svg: Path | None = typer.Option(None, "--svg", metavar="FILE", help="Also write it as SVG."),
+    html: Path | None = typer.Option(None, "--html", metavar="FILE", help="Also write it as HTML."),
+    at: str | None = typer.Option(
+        None, "--at", metavar="ISO", help="Evaluate the status as of this instant (what-if)."
+    ),
+) -> None:
+    """The fleet from the API: one row per agent, totals under it.
+
+    Exit codes: 0 no host overdue / failing / silent, 1 usage or internal error (API unreachable,
+    bad token), 2 some host is overdue, failing or silent.
+    """
+    when = parse_when(at)
+    with api() as client:
+        report = status_report(client.fleet_status(at=when), when)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    if svg or html or not as_json:
+        # Record what the terminal shows; when stdout carries JSON, render off-screen only.
+        out = console if not as_json else Console(file=io.StringIO(), width=140)
+        out.record = True
+        render_status(out, report)
+        for path, save in ((svg, out.save_svg), (html, out.save_html)):
+            if path:
+                try:
+                    save(
+                        str(path),
+                        clear=False,
+                        **({"title": "SaveOS fleet"} if save == out.save_svg else {}),
+                    )
+                except OSError as exc:
+                    raise SaveOSError(f"cannot write {path}: {exc.strerror}.") from exc
+    raise typer.Exit(report["exit_code"])
+
+
+SNAPSHOT_KEYS = (
+    "archive",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "exit_status",
+    "rc",
+    "nfiles",
+    "original_size",
+    "compressed_size",
+    "deduplicated_size",
+    "repo",
+    "message",
+)
+
+
+def snapshots(
+    host: str = typer.Argument(..., help="The host's inventory name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, newest first."),
+) -> None:
+    """List a host's snapshots (archives) as reported to the API, newest first.
+
+    Exit codes: 0 listed, 1 usage or internal error (unknown host, API unreachable).
+    """
+    with api() as client:
+        agent = client.agent_by_name(host)
+        page = client.snapshots(agent["id"], limit=limit)
+    if as_json:
+        doc = {
+            "host": agent["name"],
+            "agent_id": agent["id"],
+            "total": page["total"],
+            "snapshots": [{k: s.get(k) for k in SNAPSHOT_KEYS} for s in page["snapshots"]],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    table = Table(title=f"{agent['name']}: {page['total']} snapshot(s)", title_justify="left")
+    for col in ("archive", "finished", "status", "files", "original", "dedup", "duration"):
+        table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
+    for s in page["snapshots"]:
+        table.add_row(
+            s.get("archive") or "-",
+            s.get("finished_at") or "-",
+            Text(
+                s["exit_status"],
+                style={"ok": "green", "warning": "yellow"}.get(s["exit_status"], "red"),
+            ),
+            str(s.get("nfiles", 0)),
+            _size(s.get("original_size")),
+            _size(s.get("deduplicated_size")),
+            f"{s['duration_s']:.1f}s" if s.get("duration_s") is not None else "-",
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(snapshots)

@@ -1,0 +1,108 @@
+"""Where the CLI finds the API and the admin token.
+
+The token never comes from an option value (it would land in shell history and `ps`): it comes
+from SAVEOS_ADMIN_TOKEN, a 0600 config file, or the file `saveos server init` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from saveos_cli.errors import SaveOSError
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+# Global options from the root callback (app.py), read by the commands.
+OPTIONS: dict = {"api_url": None}
+
+
+def data_dir() -> Path:
+    env = os.environ.get("SAVEOS_DATA_DIR")
+    return Path(env) if env else Path.home() / ".local" / "share" / "saveos"
+
+
+def config_file_candidates() -> list[Path]:
+    return [Path.home() / ".config" / "saveos" / "cli.json", Path("/etc/saveos/cli.json")]
+
+
+def _read_private(path: Path) -> str:
+    """Read a secret-bearing file, refusing one that group or others can read."""
+    try:
+        st = path.stat()
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SaveOSError(
+                f"{path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
+                " refusing to read a token from it.",
+                hint=f"Run: chmod 600 {path}",
+            )
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SaveOSError(f"cannot read {path}: {exc.strerror}.") from exc
+
+
+def _config_file() -> tuple[Path, dict] | None:
+    for path in config_file_candidates():
+        if path.is_file():
+            text = _read_private(path)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise SaveOSError(
+                    f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}."
+                ) from exc
+            if not isinstance(data, dict):
+                raise SaveOSError(f"{path} must hold a JSON object.")
+            return path, data
+    return None
+
+
+@dataclass
+class CliConfig:
+    api_url: str
+    token_source: str | None = None
+    _token: str | None = None
+
+    @property
+    def admin_token(self) -> str:
+        if self._token is None:
+            self._token, self.token_source = find_admin_token()
+        return self._token
+
+
+def find_admin_token() -> tuple[str, str]:
+    """Return (token, where it came from); the first source that exists wins."""
+    token = os.environ.get("SAVEOS_ADMIN_TOKEN", "").strip()
+    if token:
+        return token, "SAVEOS_ADMIN_TOKEN"
+    token_file = os.environ.get("SAVEOS_ADMIN_TOKEN_FILE")
+    if token_file:
+        return _read_private(Path(token_file)).strip(), token_file
+    found = _config_file()
+    if found and str(found[1].get("admin_token", "")).strip():
+        return str(found[1]["admin_token"]).strip(), str(found[0])
+    path = data_dir() / "admin.token"
+    if path.is_file():
+        token = _read_private(path).strip()
+        if token:
+            return token, str(path)
+    raise SaveOSError(
+        "no admin token found.",
+        hint='Set SAVEOS_ADMIN_TOKEN, write {"admin_token": ...} to ~/.config/saveos/cli.json'
+        " (mode 0600), or run `saveos server init` which writes $SAVEOS_DATA_DIR/admin.token.",
+    )
+
+
+def load(api_url_option: str | None) -> CliConfig:
+    """Resolve the API URL: --api-url, then SAVEOS_API_URL, then the config file, then default."""
+    url = api_url_option or os.environ.get("SAVEOS_API_URL")
+    if not url:
+        found = _config_file()
+        url = (found[1].get("api_url") if found else None) or DEFAULT_API_URL
+    url = str(url).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise SaveOSError(f"API URL {url!r} must start with http:// or https://.")
+    return CliConfig(api_url=url)

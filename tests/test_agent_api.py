@@ -1,0 +1,241 @@
+"""The agent against the real API (uvicorn + SQLite): reports never lost, never duplicated; jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import httpx
+import pytest
+from agent_support import AgentHost, build_pyz, make_tree, write_private
+from conftest import ApiServer, free_port
+
+pytestmark = pytest.mark.borg
+
+
+@pytest.fixture(scope="session")
+def agent_pyz(tmp_path_factory):
+    return build_pyz(tmp_path_factory)
+
+
+def _provision(server: ApiServer, name: str) -> tuple[int, str]:
+    resp = httpx.post(
+        server.url + "/api/v1/agents/provision",
+        json={"name": name, "backup_interval_s": 3600, "heartbeat_interval_s": 60},
+        headers=server.admin_headers(),
+        timeout=10,
+    )
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    return body["id"], body["token"]
+
+
+def _snapshots(server: ApiServer, agent_id: int) -> dict:
+    resp = httpx.get(
+        f"{server.url}/api/v1/agents/{agent_id}/snapshots?limit=50",
+        headers=server.admin_headers(),
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def _host(tmp_path, pyz, server_url: str, agent_id: int, token: str) -> AgentHost:
+    token_file = write_private(tmp_path / "etc" / "token", token + "\n")
+    host = AgentHost(
+        tmp_path, pyz, api_url=server_url, agent_id=agent_id, token_file=str(token_file)
+    )
+    make_tree(host.src)
+    host.init()
+    return host
+
+
+def test_api_outage_three_backups_then_flush_gives_exactly_three_snapshots(tmp_path, agent_pyz):
+    db_url = f"sqlite:///{tmp_path / 'api.db'}"
+    port = free_port()
+    server = ApiServer(db_url, tmp_path / "api", port=port).start()
+    try:
+        agent_id, token = _provision(server, "spool-host")
+    finally:
+        server.stop()
+    host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
+
+    archives = []
+    for _ in range(3):
+        rc, result = host.json("backup")
+        assert rc == 0, result
+        assert result["reported"] is False
+        archives.append(result["archive"])
+    spool_dir = host.root / "spool"
+    spooled = sorted(spool_dir.glob("*.json"))
+    assert len(spooled) == 3
+    replay = tmp_path / "replay.json"
+    shutil.copy(spooled[0], replay)  # a report the agent will send a second time
+    rc, status = host.json("status")
+    assert status["spool_depth"] == 3
+    rc, flushed = host.json("spool", "flush")
+    assert rc == 1 and flushed["remaining"] == 3 and flushed["sent"] == 0
+    assert flushed["error"]
+
+    server = ApiServer(db_url, tmp_path / "api", port=port).start()  # same DB, same secret
+    try:
+        rc, flushed = host.json("spool", "flush")
+        assert rc == 0, flushed
+        assert flushed == {
+            "status": "ok",
+            "sent": 3,
+            "rejected": 0,
+            "remaining": 0,
+            "error": None,
+        }
+        snaps = _snapshots(server, agent_id)
+        assert snaps["total"] == 3
+        assert sorted(s["archive"] for s in snaps["snapshots"]) == sorted(archives)
+        assert all(s["exit_status"] == "ok" and s["nfiles"] == 24 for s in snaps["snapshots"])
+
+        # a replayed report (same report_id) is accepted as a duplicate and writes nothing
+        shutil.copy(replay, spool_dir / f"{time.time_ns():020d}-replay.json")
+        rc, flushed = host.json("spool", "flush")
+        assert rc == 0 and flushed["sent"] == 1 and flushed["remaining"] == 0
+        assert _snapshots(server, agent_id)["total"] == 3
+
+        # with the API up, a backup reports at once
+        rc, result = host.json("backup")
+        assert rc == 0 and result["reported"] is True
+        assert not list(spool_dir.glob("*.json"))
+        assert _snapshots(server, agent_id)["total"] == 4
+    finally:
+        server.stop()
+
+
+def test_heartbeat_runs_queued_jobs_and_posts_results(tmp_path, agent_pyz):
+    server = ApiServer(f"sqlite:///{tmp_path / 'api.db'}", tmp_path / "api").start()
+    try:
+        agent_id, token = _provision(server, "job-host")
+        host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
+        rc, beat = host.json("heartbeat")
+        assert rc == 0 and beat["agent_id"] == agent_id and beat["jobs"] == []
+        agent = httpx.get(
+            f"{server.url}/api/v1/agents/{agent_id}", headers=server.admin_headers(), timeout=10
+        ).json()
+        assert agent["borg_version"].startswith("1.") and agent["agent_version"]
+
+        resp = httpx.post(
+            server.url + "/api/v1/jobs",
+            json={"kind": "backup", "agents": ["job-host"], "requested_by": "test"},
+            headers=server.admin_headers(),
+            timeout=10,
+        )
+        assert resp.status_code == 201, resp.text
+        job_id = resp.json()["jobs"][0]["id"]
+        rc, beat = host.json("heartbeat")
+        assert rc == 0, beat
+        assert [(j["id"], j["kind"], j["state"]) for j in beat["jobs"]] == [
+            (job_id, "backup", "succeeded")
+        ]
+        job = httpx.get(
+            f"{server.url}/api/v1/jobs/{job_id}", headers=server.admin_headers(), timeout=10
+        ).json()
+        assert job["state"] == "succeeded"
+        assert job["result"]["archive"] == beat["jobs"][0]["result"]["archive"]
+        assert _snapshots(server, agent_id)["total"] == 1
+
+        resp = httpx.post(
+            server.url + "/api/v1/jobs",
+            json={"kind": "drill", "agents": [agent_id], "params": {"count": 3}},
+            headers=server.admin_headers(),
+            timeout=10,
+        )
+        drill_job = resp.json()["jobs"][0]["id"]
+        rc, beat = host.json("heartbeat")
+        assert beat["jobs"][0]["state"] == "succeeded"
+        assert beat["jobs"][0]["result"]["files_checked"] == 3
+        fleet = httpx.get(
+            server.url + "/api/v1/fleet/status", headers=server.admin_headers(), timeout=10
+        ).json()
+        mine = next(a for a in fleet["agents"] if a["id"] == agent_id)
+        assert mine["last_drill_result"] == "pass" and mine["status"] == "ok"
+        job = httpx.get(
+            f"{server.url}/api/v1/jobs/{drill_job}", headers=server.admin_headers(), timeout=10
+        ).json()
+        assert job["state"] == "succeeded"
+
+        # a revoked token: clear error, exit 2, and the token never printed
+        httpx.post(
+            f"{server.url}/api/v1/agents/{agent_id}/tokens/revoke",
+            headers=server.admin_headers(),
+            timeout=10,
+        )
+        proc = host.run("heartbeat")
+        assert proc.returncode == 2 and "401" in proc.stderr
+        assert token not in proc.stderr + proc.stdout
+        assert token not in host.log_file.read_text()
+    finally:
+        server.stop()
+
+
+def test_token_file_readable_by_others_is_refused(tmp_path, agent_pyz):
+    token_file = write_private(tmp_path / "token", "sos_" + "x" * 43)
+    os.chmod(token_file, 0o644)
+    host = AgentHost(tmp_path, agent_pyz, api_url="http://127.0.0.1:9", token_file=str(token_file))
+    proc = host.run("status")
+    assert proc.returncode == 2 and "token_file" in proc.stderr and "chmod 600" in proc.stderr
+    data = json.loads(host.run("status", "--json").stdout)
+    assert data["status"] == "error"
+
+
+def _wait(predicate, timeout: float = 90, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_daemon_survives_an_api_outage_then_delivers_and_runs_jobs(tmp_path, agent_pyz):
+    import signal
+
+    db_url = f"sqlite:///{tmp_path / 'api.db'}"
+    port = free_port()
+    server = ApiServer(db_url, tmp_path / "api", port=port).start()
+    try:
+        agent_id, token = _provision(server, "daemon-host")
+    finally:
+        server.stop()
+    host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
+    host.write_config(schedule={"backup_interval_s": 3600, "heartbeat_interval_s": 1})
+    spool_dir = host.root / "spool"
+    daemon = host.popen("daemon")
+    server = None
+    try:
+        _wait(lambda: len(list(spool_dir.glob("*.json"))) == 1, what="a spooled snapshot")
+        time.sleep(2)  # a few failed heartbeats later
+        assert daemon.poll() is None, "daemon died while the API was down"
+        server = ApiServer(db_url, tmp_path / "api", port=port).start()
+        _wait(lambda: not list(spool_dir.glob("*.json")), what="the spool to drain")
+        assert _snapshots(server, agent_id)["total"] == 1
+        resp = httpx.post(
+            server.url + "/api/v1/jobs",
+            json={"kind": "check", "agents": [agent_id]},
+            headers=server.admin_headers(),
+            timeout=10,
+        )
+        job_id = resp.json()["jobs"][0]["id"]
+
+        def job_state():
+            return httpx.get(
+                f"{server.url}/api/v1/jobs/{job_id}", headers=server.admin_headers(), timeout=10
+            ).json()["state"]
+
+        _wait(lambda: job_state() == "succeeded", what="the check job")
+        agent = httpx.get(
+            f"{server.url}/api/v1/agents/{agent_id}", headers=server.admin_headers(), timeout=10
+        ).json()
+        assert agent["last_seen"]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=60)
+        if server:
+            server.stop()
+    assert daemon.returncode == 0

@@ -1,0 +1,202 @@
+"""The event reducer on events recorded from a real ansible-runner run, and the runner live."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import free_port, lab_net
+from rich.console import Console
+
+from saveos_cli import progress
+from saveos_cli.progress import RunState, apply_event, reduce_events
+
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(DATA / "tiny"))
+from make_inventory import write_inventory  # noqa: E402
+
+RECORDED = json.loads((DATA / "runner_events.json").read_text())
+
+
+def _counts(state: RunState, host: str) -> dict:
+    h = state.hosts[host]
+    return {
+        "ok": h.ok,
+        "changed": h.changed,
+        "failed": h.failed,
+        "dark": h.unreachable,
+        "skipped": h.skipped,
+        "ignored": h.ignored,
+    }
+
+
+def _stats_counts(stats: dict, host: str) -> dict:
+    return {
+        "ok": stats["ok"].get(host, 0),
+        "changed": stats["changed"].get(host, 0),
+        "failed": stats["failures"].get(host, 0),
+        "dark": stats["dark"].get(host, 0),
+        "skipped": stats["skipped"].get(host, 0),
+        "ignored": stats["ignored"].get(host, 0),
+    }
+
+
+def test_reducer_counts_match_ansible_recap_on_recorded_events():
+    state = reduce_events(RECORDED["events"])
+    # Ansible's own recap (playbook_on_stats) is the oracle for every host and every counter.
+    for host in ("local1", "local2", "down1"):
+        assert _counts(state, host) == _stats_counts(RECORDED["stats"], host), host
+    assert state.stats == {k: RECORDED["stats"][k] for k in state.stats}
+    assert state.hosts["local1"].outcome == "failed"
+    assert state.hosts["local2"].outcome == "ok"
+    assert state.hosts["down1"].outcome == "unreachable"
+
+
+def test_reducer_tracks_current_task_and_elapsed():
+    events = RECORDED["events"]
+    cut = next(
+        i
+        for i, e in enumerate(events)
+        if e["event"] == "runner_on_start" and e["event_data"]["task"] == "Skipped task"
+    )
+    state = reduce_events(events[: cut + 1])
+    assert state.task == "Skipped task"
+    assert state.hosts["local1"].task == "Skipped task"
+    assert state.hosts["local2"].task == "Ok task" or state.hosts["local2"].task == "Changed task"
+    final = reduce_events(events)
+    assert final.hosts["local2"].task == "Last task"
+    assert final.hosts["local2"].elapsed > 0
+    assert final.hosts["local2"].elapsed >= final.hosts["down1"].elapsed
+
+
+def test_failures_carry_the_message_not_a_dump():
+    state = reduce_events(RECORDED["events"])
+    by_host = {f.host: f for f in state.failures}
+    assert set(by_host) == {"local1", "down1"}  # ignore_errors failures are not failures
+    assert by_host["local1"].msg == "tiny playbook fails here on purpose"
+    assert by_host["local1"].task == "Failing task"
+    assert by_host["down1"].unreachable and "Failed to connect" in by_host["down1"].msg
+    assert "\n" not in by_host["down1"].msg and len(by_host["down1"].msg) <= progress.MSG_LIMIT
+
+
+def test_reducer_is_pure():
+    events = RECORDED["events"]
+    state = reduce_events(events[:10])
+    snapshot = (dict(state.hosts), state.task, state.failures)
+    later = apply_event(state, events[10])
+    assert (dict(state.hosts), state.task, state.failures) == snapshot
+    assert later is not state
+    assert reduce_events(events) == reduce_events(events)
+    assert apply_event(state, {"event": "verbose", "stdout": "x"}) == state
+
+
+def test_plain_display_and_recap_name_hosts_and_messages():
+    console = Console(record=True, width=120, force_terminal=False)
+    display = progress.display_for(console, "tiny")
+    assert isinstance(display, progress.PlainDisplay)
+    with display:
+        for event in RECORDED["events"]:
+            display(event)
+    progress.print_recap(console, display.state)
+    out = console.export_text()
+    assert "TASK Failing task" in out
+    assert "local1: failed: tiny playbook fails here on purpose" in out
+    assert "down1: unreachable" in out
+    assert "local1: ignored" in out
+    assert "\x1b[" not in out
+    assert out.count("tiny playbook fails here on purpose") == 2  # live line + recap line
+
+
+def test_runner_live_on_tiny_playbook(tmp_path):
+    """The real runner: stats from ansible-runner, events in order, no secret left on disk."""
+    from saveos_cli.runner import run_playbook
+
+    inv = write_inventory(tmp_path / "inv.json", f"{lab_net()}.99", free_port())
+    secret = "tiny-" + "s3cr3t-" * 4
+    events: list[dict] = []
+    kept = tmp_path / "kept"
+    result = run_playbook(
+        DATA / "tiny" / "playbook.yml",
+        inv,
+        on_event=events.append,
+        secret_env={"SAVEOS_TINY_SECRET": secret},
+        keep_dir=kept,
+    )
+    assert result.status == "failed" and not result.canceled
+    assert result.stats["failures"] == {"local1": 1}
+    assert result.stats["dark"] == {"down1": 1}
+    assert result.stats["ok"]["local2"] == 5
+    state = reduce_events(events)
+    for host in ("local1", "local2", "down1"):
+        assert _counts(state, host) == _stats_counts(result.stats, host)
+    # The playbook saw the secret through the environment ...
+    last = [
+        e for e in events if e["event"] == "runner_on_ok" and e["event_data"]["task"] == "Last task"
+    ]
+    assert last[0]["event_data"]["res"]["msg"] == "secret seen: True"
+    # ... and no file of the run (env/, artifacts/, command, events) holds it.
+    files = [p for p in kept.rglob("*") if p.is_file()]
+    assert files, "keep_dir copied nothing"
+    assert not (kept / "env").exists()
+    for path in files:
+        assert secret not in path.read_text(errors="replace"), path
+
+
+def test_runner_refuses_missing_inventory(tmp_path):
+    from saveos_cli.errors import SaveOSError
+    from saveos_cli.runner import run_playbook
+
+    with pytest.raises(SaveOSError, match="does not exist"):
+        run_playbook(DATA / "tiny" / "playbook.yml", tmp_path / "nope.yml", on_event=print)
+
+
+def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
+    """SIGINT during a long task: exit 130, the unfinished hosts named, ansible-playbook gone."""
+    import json as _json
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO_ROOT
+
+    inv = tmp_path / "inv.json"
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inv.write_text(_json.dumps({"all": {"hosts": {"local1": local, "local2": local}}}))
+    code = (
+        "from saveos_cli.app import main, app\n"
+        "import typer\n"
+        "from saveos_cli.commands._common import run_fleet_playbook\n"
+        "@app.command('slow')\n"
+        "def slow():\n"
+        f"    raise typer.Exit(run_fleet_playbook({str(DATA / 'tiny' / 'slow.yml')!r},"
+        f" {str(inv)!r}, title='slow')[0])\n"
+        "main()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "slow"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, "SAVEOS_ADMIN_TOKEN": "x"},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until the long task runs
+        if subprocess.run(["pgrep", "-f", "sleep 137.25"], capture_output=True).stdout.strip():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the long task never started")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    assert "interrupted during task 'Long task'" in err
+    assert "unfinished: local1, local2" in err
+    assert "TASK Long task" in out  # plain lines: no TTY here
+    time.sleep(0.5)
+    leftover = subprocess.run(["pgrep", "-f", "sleep 137.25"], capture_output=True, text=True)
+    assert not leftover.stdout.strip(), "the interrupted task's command was left running"

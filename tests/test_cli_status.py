@@ -1,0 +1,223 @@
+"""`saveos status|snapshots|agents|backup --via-api` against a real API server (SQLite).
+
+The fleet is seeded through the real admin and agent endpoints; `--at` moves the clock. One
+server per module (starting one costs seconds); each test gets its own agents, decommissioned
+afterwards, which takes them out of the fleet status.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from conftest import ApiServer
+
+from saveos_cli.app import main
+from saveos_cli.commands.status import AGENT_KEYS
+
+NOW = datetime.now(UTC)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+class Fleet:
+    def __init__(self, server, prefix: str):
+        self.server = server
+        self.prefix = prefix
+        self.http = httpx.Client(base_url=server.url, timeout=10)
+        self.tokens: dict[str, str] = {}
+        self.ids: dict[str, int] = {}
+
+    def n(self, short: str) -> str:
+        return f"{self.prefix}-{short}"
+
+    def provision(self, short: str, **intervals) -> None:
+        name = self.n(short)
+        r = self.http.post(
+            "/api/v1/agents/provision",
+            json={"name": name, **intervals},
+            headers=self.server.admin_headers(),
+        )
+        assert r.status_code == 201, r.text
+        self.tokens[name] = r.json()["token"]
+        self.ids[name] = r.json()["id"]
+
+    def decommission_all(self) -> None:
+        for agent_id in self.ids.values():
+            r = self.http.delete(f"/api/v1/agents/{agent_id}", headers=self.server.admin_headers())
+            assert r.status_code == 200, r.text
+
+    def agent(self, name: str) -> dict:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+    def heartbeat(self, short: str) -> httpx.Response:
+        name = self.n(short)
+        return self.http.post(
+            "/api/v1/agents/heartbeat",
+            headers=self.agent(name),
+            json={"agent_version": "0.1.0", "borg_version": "1.2.4", "os": "debian"},
+        )
+
+    def snapshot(self, short: str, status: str = "ok", size: int = 1000, ago_s: int = 60) -> None:
+        name = self.n(short)
+        end = NOW - timedelta(seconds=ago_s)
+        body = {
+            "report_id": secrets.token_hex(8),
+            "repo": "/var/lib/saveos/repo",
+            "archive": f"{name}-{end:%Y-%m-%dT%H:%M:%S}" if status != "error" else "",
+            "started_at": _iso(end - timedelta(seconds=5)),
+            "finished_at": _iso(end),
+            "duration_s": 5.0,
+            "nfiles": 10,
+            "original_size": size,
+            "compressed_size": size // 2,
+            "deduplicated_size": size // 10,
+            "exit_status": status,
+            "rc": {"ok": 0, "warning": 1, "error": 2}[status],
+        }
+        r = self.http.post("/api/v1/reports/snapshots", json=body, headers=self.agent(name))
+        assert r.status_code == 201, r.text
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli-api")
+    srv = ApiServer(f"sqlite:///{tmp / 'api.db'}", tmp / "data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fleet(server, monkeypatch, tmp_path, request):
+    monkeypatch.delenv("SAVEOS_ADMIN_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("SAVEOS_API_URL", server.url)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SAVEOS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SAVEOS_ADMIN_TOKEN", server.admin_token)
+    f = Fleet(server, request.node.name.removeprefix("test_")[:40].replace("_", "-"))
+    # web1 heartbeats rarely (never silent here), web2 every minute: at +2h web1 is overdue,
+    # web2 silent.
+    f.provision("web1", backup_interval_s=3600, backup_grace_s=600, heartbeat_interval_s=86400)
+    f.provision("web2", backup_interval_s=3600, backup_grace_s=600, heartbeat_interval_s=60)
+    for name in ("web1", "web2"):
+        assert f.heartbeat(name).status_code == 200
+    f.snapshot("web1", size=5000)
+    f.snapshot("web2", size=3000)
+    yield f
+    f.decommission_all()
+    f.http.close()
+
+
+def saveos(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_status_json_keys_and_exit_0_when_all_ok(fleet, capsys):
+    code, out, err = saveos(capsys, "status", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"generated_at", "at", "exit_code", "alarms", "agents", "totals"}
+    assert doc["exit_code"] == 0 and doc["alarms"] == []
+    assert [a["name"] for a in doc["agents"]] == [fleet.n("web1"), fleet.n("web2")]
+    for a in doc["agents"]:
+        assert tuple(a) == AGENT_KEYS
+        assert a["status"] == "ok"
+        assert a["last_archive"].startswith(a["name"] + "-")
+        assert 0 <= a["last_heartbeat_age_s"] < 120
+        assert 50 <= a["last_backup_age_s"] < 180
+    assert doc["totals"]["agents"] == 2
+    assert doc["totals"]["by_status"].get("ok") == 2
+    assert doc["totals"]["original_size"] == 8000
+    assert doc["totals"]["deduplicated_size"] == 800
+
+
+def test_status_exit_2_when_time_passes(fleet, capsys):
+    later = _iso(NOW + timedelta(hours=2))
+    code, out, _ = saveos(capsys, "status", "--json", "--at", later)
+    assert code == 2
+    doc = json.loads(out)
+    status = {a["name"]: a["status"] for a in doc["agents"]}
+    assert status == {fleet.n("web1"): "overdue", fleet.n("web2"): "silent"}
+    assert doc["alarms"] == [fleet.n("web1"), fleet.n("web2")] and doc["exit_code"] == 2
+    web1 = next(a for a in doc["agents"] if a["name"] == fleet.n("web1"))
+    assert 7200 <= web1["last_backup_age_s"] < 7400  # ages follow --at
+    # late (past interval, within grace) is not an alarm
+    code, out, _ = saveos(capsys, "status", "--json", "--at", _iso(NOW + timedelta(seconds=3700)))
+    status = {a["name"]: a["status"] for a in json.loads(out)["agents"]}
+    assert status[fleet.n("web1")] == "late"
+
+
+def test_status_failing_snapshot_exits_2(fleet, capsys):
+    fleet.snapshot("web2", status="error", ago_s=10)
+    code, out, _ = saveos(capsys, "status", "--json")
+    assert code == 2
+    doc = json.loads(out)
+    assert {a["name"]: a["status"] for a in doc["agents"]} == {
+        fleet.n("web1"): "ok",
+        fleet.n("web2"): "failing",
+    }
+    assert doc["alarms"] == [fleet.n("web2")]
+
+
+def test_status_table_and_exports(fleet, capsys, tmp_path):
+    svg, html = tmp_path / "fleet.svg", tmp_path / "fleet.html"
+    code, out, _ = saveos(capsys, "status", "--svg", str(svg), "--html", str(html))
+    assert code == 0
+    for needle in (fleet.n("web1"), fleet.n("web2"), "ok", "2 agent(s)", "8.0 kB"):
+        assert needle in out
+    assert svg.read_text().startswith("<svg") and fleet.n("web1") in svg.read_text()
+    assert "<html" in html.read_text().lower() and fleet.n("web2") in html.read_text()
+    # JSON on stdout and an export together: stdout stays pure JSON
+    code, out, _ = saveos(capsys, "status", "--json", "--svg", str(svg))
+    assert json.loads(out)["exit_code"] == 0
+
+
+def test_snapshots_and_unknown_host(fleet, capsys):
+    fleet.snapshot("web1", size=7000, ago_s=30)
+    code, out, _ = saveos(capsys, "snapshots", fleet.n("web1"), "--json")
+    assert code is None or code == 0
+    doc = json.loads(out)
+    assert doc["host"] == fleet.n("web1") and doc["total"] == 2
+    assert [s["original_size"] for s in doc["snapshots"]] == [7000, 5000]  # newest first
+    code, out, err = saveos(capsys, "snapshots", "nosuchhost")
+    assert code == 1
+    assert "unknown host 'nosuchhost'" in err and "Traceback" not in err
+
+
+def test_bad_and_agent_tokens_are_refused(fleet, capsys, monkeypatch):
+    monkeypatch.setenv("SAVEOS_ADMIN_TOKEN", "adm_wrong_" + "x" * 30)
+    code, _, err = saveos(capsys, "status")
+    assert code == 1 and "rejected the admin token (401)" in err
+    monkeypatch.setenv("SAVEOS_ADMIN_TOKEN", fleet.tokens[fleet.n("web1")])
+    code, _, err = saveos(capsys, "agents", "list")
+    assert code == 1 and "(403)" in err
+    assert fleet.tokens[fleet.n("web1")] not in err
+
+
+def test_backup_via_api_queues_jobs_agents_receive(fleet, capsys):
+    code, out, _ = saveos(capsys, "backup", "--via-api", "--limit", fleet.n("web1"))
+    assert code == 0 and "1 job(s) queued" in out
+    jobs = fleet.heartbeat("web1").json()["jobs"]
+    assert [j["kind"] for j in jobs] == ["backup"]
+    assert fleet.heartbeat("web2").json()["jobs"] == []
+    code, _, err = saveos(capsys, "backup", "--via-api", "--limit", fleet.n("web1") + ",ghost")
+    assert code == 1 and "unknown host 'ghost'" in err
+
+
+def test_agents_list_and_revoke(fleet, capsys):
+    code, out, _ = saveos(capsys, "agents", "list", "--json")
+    assert code in (None, 0)
+    names = [a["name"] for a in json.loads(out)["agents"]]
+    assert [fleet.n("web1"), fleet.n("web2")] == [n for n in names if n.startswith(fleet.prefix)]
+    code, out, _ = saveos(capsys, "agents", "revoke", fleet.n("web2"))
+    assert code in (None, 0) and f"revoked 1 token(s) of {fleet.n('web2')}" in out
+    assert fleet.heartbeat("web2").status_code == 401
+    assert fleet.heartbeat("web1").status_code == 200
