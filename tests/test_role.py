@@ -202,6 +202,14 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
         outputs.append(result.stdout + result.stderr)
         return result
 
+    # Check mode on a host never deployed: no failure, nothing written there or in the escrow.
+    dry = run("deploy.yml", inventory, "--check", "--diff", "--limit", "lab1")
+    assert dry.returncode == 0, explain(dry)
+    assert recap(dry)["lab1"]["failed"] == 0
+    assert host_sh(lab3, "lab1", "test -e /etc/saveos || test -e /opt/saveos").returncode == 1
+    assert not escrow.exists()
+    assert httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"] == []
+
     # First deploy, at -vvv, with a 4th host that does not answer: the 3 others converge.
     first = run("deploy.yml", inventory4, "-vvv")
     rows = recap(first)
@@ -353,7 +361,7 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
 
     # No token, passphrase or admin token in anything ansible printed, -vvv included.
     everything = "\n".join(outputs)
-    assert "ESTABLISH SSH CONNECTION" in outputs[0]  # the first run really was -vvv
+    assert "ESTABLISH SSH CONNECTION" in outputs[1]  # the first deploy really was -vvv
     assert secrets_in(everything, secrets) == []
 
 
