@@ -12,7 +12,6 @@ from datetime import timedelta
 import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from saveos_api.db import get_session
 from saveos_api.models import Agent, AgentToken, utcnow
@@ -50,8 +49,8 @@ def bearer(request: Request) -> str:
     return token
 
 
-def _is_admin(request: Request, token: str) -> bool:
-    return hmac.compare_digest(token.encode(), request.app.state.admin_token.encode())
+def is_admin_token(app_state, token: str) -> bool:
+    return hmac.compare_digest(token.encode(), app_state.admin_token.encode())
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _lookup_agent_token(request: Request, session: Session, token: str) -> Agent
 
 def require_admin(request: Request, session: Session = Depends(get_session)) -> None:
     token = bearer(request)
-    if _is_admin(request, token):
+    if is_admin_token(request.app.state, token):
         return
     if _lookup_agent_token(request, session, token) is not None:
         raise forbidden("agent tokens cannot use admin endpoints")
@@ -99,32 +98,6 @@ def require_agent(request: Request, session: Session = Depends(get_session)) -> 
     principal = _lookup_agent_token(request, session, token)
     if principal is not None:
         return principal
-    if _is_admin(request, token):
-        raise forbidden("this endpoint takes an agent token, not the admin token")
-    raise unauthorized("invalid or revoked agent token")
-
-
-def _lookup_with_new_session(request: Request, token: str) -> AgentPrincipal | None:
-    with request.app.state.db.sessions() as session:
-        return _lookup_agent_token(request, session, token)
-
-
-async def require_agent_cached(request: Request) -> AgentPrincipal:
-    """require_agent for the hot path: answers from the worker's short-TTL token cache.
-
-    The cache maps the token's HMAC (never the token) to its owner; see ingest.TokenCache for
-    how long a revocation can take to reach other workers.
-    """
-    token = bearer(request)
-    cache = request.app.state.token_cache
-    digest = hash_token(request.app.state.secret_key, token)
-    principal = cache.get(digest)
-    if principal is not None:
-        return principal
-    principal = await run_in_threadpool(_lookup_with_new_session, request, token)
-    if principal is not None:
-        cache.put(digest, principal)
-        return principal
-    if _is_admin(request, token):
+    if is_admin_token(request.app.state, token):
         raise forbidden("this endpoint takes an agent token, not the admin token")
     raise unauthorized("invalid or revoked agent token")
