@@ -112,6 +112,19 @@ class Tool:
     def backup(self) -> None:
         raise NotImplementedError
 
+    def last_archive(self) -> dict:
+        """nfiles and original size of the newest archive: every tool must have saved the same."""
+        env = dict(self.env, BORG_PASSCOMMAND=f"cat {self.passfile}")
+        out = subprocess.run(
+            ["borg", "info", "--json", "--last", "1", str(self.repo)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        stats = json.loads(out)["archives"][0]["stats"]
+        return {"nfiles": stats["nfiles"], "original_size": stats["original_size"]}
+
 
 class RawBorg(Tool):
     name = "raw_borg"
@@ -215,6 +228,7 @@ def main() -> int:
         Borgmatic(ROOT / "run" / "borgmatic", passfile, args.borgmatic),
     ]
     times = {t.name: {"initial": [], "incremental": []} for t in tools}
+    saved: dict[str, set] = {"initial": set(), "incremental": set()}
     for rep in range(args.repeat):
         order = tools[rep % 3 :] + tools[: rep % 3]  # rotate: nobody always runs first
         for tool in order:
@@ -226,6 +240,7 @@ def main() -> int:
                 start = time.perf_counter()
                 tool.backup()
                 times[tool.name][phase].append(time.perf_counter() - start)
+                saved[phase].add(tuple(sorted(tool.last_archive().items())))
             shutil.rmtree(tool.work, ignore_errors=True)
         print(
             f"run {rep + 1}: "
@@ -236,13 +251,18 @@ def main() -> int:
             flush=True,
         )
     set_generation(0)
+    same = all(len(v) == 1 for v in saved.values())
+    print(
+        f"archives identical across tools and runs: {same} "
+        f"{ {phase: sorted(v) for phase, v in saved.items()} }"
+    )
     med = {name: {phase: median(v) for phase, v in t.items()} for name, t in times.items()}
-    summary = {"median_s": med}
+    summary = {"median_s": med, "same_content_saved": same}
     for phase in ("initial", "incremental"):
         agent = med["saveos_agent"][phase]
         summary[f"{phase}_agent_vs_raw"] = agent / med["raw_borg"][phase]
         summary[f"{phase}_agent_vs_borgmatic"] = agent / med["borgmatic"][phase]
-    summary["goal_met"] = all(
+    summary["goal_met"] = same and all(
         summary[f"{p}_agent_vs_raw"] <= GOAL_VS_RAW and summary[f"{p}_agent_vs_borgmatic"] <= 1.0
         for p in ("initial", "incremental")
     )
