@@ -140,7 +140,7 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
     # Inside the default window 01:00-03:59 at a minute fixed by sha1(inventory name).
     for host in fleet:
         minute = 60 + int(hashlib.sha1(host.encode()).hexdigest()[:8], 16) % 180
-        assert calendars[host] == f"*-*-* {minute // 60:02d}:{minute % 60:02d}:00", calendars
+        assert calendars[host] == f"*-*-* {minute // 60:02d}:{minute % 60:02d}:00 UTC", calendars
     assert len({calendars[h] for h in fleet}) == 3, calendars
 
     # The check can fail: a broken calendar expression is reported on stderr.
