@@ -16,7 +16,9 @@ from saveos_api.models import (
     Agent,
     CheckResult,
     DrillResult,
+    EscrowProof,
     Heartbeat,
+    OffsiteSync,
     Snapshot,
     UTCDateTime,
 )
@@ -25,11 +27,15 @@ from saveos_api.status import STATUSES, StatusInput, compute_status
 SUCCESS = ("ok", "warning")
 
 
-def _latest_id(model, at: datetime, successful_only: bool = False) -> sa.ScalarSelect:
+def _latest_id(
+    model, at: datetime, successful_only: bool = False, result: str | None = None
+) -> sa.ScalarSelect:
     inner = sa.orm.aliased(model)
     query = sa.select(inner.id).where(inner.agent_id == Agent.id, inner.finished_at <= at)
     if successful_only:
         query = query.where(inner.exit_status.in_(SUCCESS))
+    if result is not None:
+        query = query.where(inner.result == result)
     return (
         query.order_by(inner.finished_at.desc(), inner.id.desc())
         .limit(1)
@@ -43,6 +49,10 @@ def fleet_query(at: datetime) -> sa.Select:
     good = sa.orm.aliased(Snapshot, name="good_snap")
     check = sa.orm.aliased(CheckResult, name="last_check")
     drill = sa.orm.aliased(DrillResult, name="last_drill")
+    offsite = sa.orm.aliased(OffsiteSync, name="last_offsite")
+    offsite_ok = sa.orm.aliased(OffsiteSync, name="good_offsite")
+    escrow = sa.orm.aliased(EscrowProof, name="last_escrow")
+    escrow_ok = sa.orm.aliased(EscrowProof, name="good_escrow")
     hb_before_at = (
         sa.select(sa.func.max(Heartbeat.received_at))
         .where(Heartbeat.agent_id == Agent.id, Heartbeat.received_at <= at)
@@ -70,12 +80,21 @@ def fleet_query(at: datetime) -> sa.Select:
             check.result.label("last_check_result"),
             drill.finished_at.label("last_drill_at"),
             drill.result.label("last_drill_result"),
+            Agent.offsite_interval_s,
+            offsite_ok.finished_at.label("last_offsite_at"),
+            offsite.result.label("last_offsite_result"),
+            escrow_ok.finished_at.label("last_escrow_at"),
+            escrow.result.label("last_escrow_result"),
         )
         .select_from(Agent)
         .outerjoin(last, last.id == _latest_id(Snapshot, at))
         .outerjoin(good, good.id == _latest_id(Snapshot, at, successful_only=True))
         .outerjoin(check, check.id == _latest_id(CheckResult, at))
         .outerjoin(drill, drill.id == _latest_id(DrillResult, at))
+        .outerjoin(offsite, offsite.id == _latest_id(OffsiteSync, at))
+        .outerjoin(offsite_ok, offsite_ok.id == _latest_id(OffsiteSync, at, result="ok"))
+        .outerjoin(escrow, escrow.id == _latest_id(EscrowProof, at))
+        .outerjoin(escrow_ok, escrow_ok.id == _latest_id(EscrowProof, at, result="ok"))
         .where(sa.or_(Agent.decommissioned_at.is_(None), Agent.decommissioned_at > at))
         .order_by(Agent.name)
     )
@@ -97,6 +116,8 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
                 last_snapshot_status=row["last_snapshot_status"],
                 last_success_at=row["last_backup_at"],
                 last_check_result=row["last_check_result"],
+                offsite_interval_s=row["offsite_interval_s"],
+                last_offsite_at=row["last_offsite_at"],
             )
         )
         by_status[status] += 1

@@ -16,7 +16,16 @@ from sqlalchemy.orm import Session
 from saveos_api import schemas
 from saveos_api.auth import AgentPrincipal, forbidden, require_agent
 from saveos_api.db import get_session
-from saveos_api.models import Agent, CheckResult, DrillResult, Heartbeat, Job, Snapshot, utcnow
+from saveos_api.models import (
+    Agent,
+    CheckResult,
+    DrillResult,
+    Heartbeat,
+    Job,
+    OffsiteSync,
+    Snapshot,
+    utcnow,
+)
 
 ERRORS = {
     401: {"description": "Missing, malformed, unknown or revoked token"},
@@ -32,7 +41,7 @@ TRIM_EVERY = 32
 # Heartbeat fields that overwrite the agent row (the agent's own declaration wins).
 AGENT_FIELDS = frozenset(
     ("agent_version", "borg_version", "os", "hostname", "facts")
-    + ("backup_interval_s", "heartbeat_interval_s")
+    + ("backup_interval_s", "heartbeat_interval_s", "offsite_interval_s")
 )
 
 
@@ -178,6 +187,18 @@ def report_drill(
     body: schemas.DrillReport, principal: AgentDep, response: Response, session: SessionDep
 ):
     return _record_report(session, principal, DrillResult, body, response)
+
+
+@router.post(
+    "/reports/offsite",
+    response_model=schemas.ReportAck,
+    status_code=201,
+    responses=REPORT_RESPONSES,
+)
+def report_offsite(
+    body: schemas.OffsiteReport, principal: AgentDep, response: Response, session: SessionDep
+):
+    return _record_report(session, principal, OffsiteSync, body, response)
 
 
 @router.post(
