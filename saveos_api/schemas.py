@@ -97,6 +97,14 @@ def Text(max_length: int, min_length: int = 0) -> Any:  # noqa: N802 - reads lik
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Version = Text(64)
+ShortText = Text(200)
+HostText = Text(253)
+RepoPath = Text(1024, 1)
+ArchiveName = Text(255)
+Message = Text(65536)
+WarningText = Text(4096)
+LabelKey = Text(63, 1)
 Timestamp = Annotated[AwareDatetime, AfterValidator(_check_timestamp)]
 Size = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
@@ -108,7 +116,7 @@ Interval = Annotated[int, Field(ge=1, le=366 * 86400)]
 Grace = Annotated[int, Field(ge=0, le=366 * 86400)]
 ReturnCode = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
-    dict[Text(63, 1), Text(253)],  # type: ignore[valid-type]
+    dict[LabelKey, HostText],
     Field(max_length=64),
 ]
 
@@ -202,7 +210,7 @@ class JobsIn(Input):
     kind: JobKind
     agents: list[Id | AgentName] = Field(min_length=1, max_length=10000)
     params: JsonObject | None = None
-    requested_by: Text(200) | None = None  # type: ignore[valid-type]
+    requested_by: ShortText | None = None
 
 
 class JobOut(Output):
@@ -263,10 +271,10 @@ class FleetStatusOut(Output):
 
 
 class HeartbeatIn(Input):
-    agent_version: Text(64) | None = None  # type: ignore[valid-type]
-    borg_version: Text(64) | None = None  # type: ignore[valid-type]
-    os: Text(200) | None = None  # type: ignore[valid-type]
-    hostname: Text(253) | None = None  # type: ignore[valid-type]
+    agent_version: Version | None = None
+    borg_version: Version | None = None
+    os: ShortText | None = None
+    hostname: HostText | None = None
     backup_interval_s: Interval | None = None
     heartbeat_interval_s: Interval | None = None
     offsite_interval_s: Interval | None = None
@@ -299,8 +307,8 @@ class _Timed(Input):
 
 
 class SnapshotReport(_Timed):
-    repo: Text(1024, 1)  # type: ignore[valid-type]
-    archive: Text(255)  # type: ignore[valid-type]
+    repo: RepoPath
+    archive: ArchiveName
     duration_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
     nfiles: Size
     original_size: Size
@@ -308,25 +316,25 @@ class SnapshotReport(_Timed):
     deduplicated_size: Size
     exit_status: Literal["ok", "warning", "error"]
     rc: ReturnCode
-    warnings: Annotated[list[Text(4096)], Field(max_length=200)] | None = None  # type: ignore[valid-type]
-    message: Text(65536) | None = None  # type: ignore[valid-type]
+    warnings: Annotated[list[WarningText], Field(max_length=200)] | None = None
+    message: Message | None = None
 
 
 class CheckReport(_Timed):
-    repo: Text(1024, 1)  # type: ignore[valid-type]
+    repo: RepoPath
     verify_data: bool
     result: Literal["ok", "warning", "error"]
     rc: ReturnCode
-    message: Text(65536) | None = None  # type: ignore[valid-type]
+    message: Message | None = None
 
 
 class DrillReport(_Timed):
-    archive: Text(255)  # type: ignore[valid-type]
+    archive: ArchiveName
     files_checked: Size
     files_matched: Size
     files_mismatched: Size
     result: Literal["pass", "fail"]
-    message: Text(65536) | None = None  # type: ignore[valid-type]
+    message: Message | None = None
 
 
 class OffsiteReport(_Timed):
