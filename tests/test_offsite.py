@@ -3,6 +3,7 @@ S3 server on loopback; reports go through the spool to a real API."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -226,12 +227,10 @@ def test_credentials_never_in_argv_or_logs(tmp_path, agent_pyz, s3):
         while not stop.is_set():
             for pid in os.listdir("/proc"):
                 if pid.isdigit():
-                    try:
+                    with contextlib.suppress(OSError):
                         seen.append(
                             Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
                         )
-                    except OSError:
-                        pass
 
     watcher = threading.Thread(target=watch_cmdlines, daemon=True)
     watcher.start()
