@@ -89,6 +89,7 @@ def sync(cfg: Config, job_id: Optional[int] = None) -> Dict[str, Any]:
     from saveos_agent import actions  # actions imports this module for after_backup
 
     started = actions.iso(actions.utcnow())
+    actions.save_state(cfg, last_offsite_attempt_at=started)
     result = run_program(cfg, "sync")
     finished = actions.iso(actions.utcnow())
     body: Dict[str, Any] = {"report_id": new_report_id()}
