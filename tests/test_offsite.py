@@ -99,11 +99,7 @@ def test_first_sync_all_then_only_changed_then_nothing(tmp_path, agent_pyz, s3):
     assert rc == 0 and third["objects_uploaded"] == 0 and third["bytes_uploaded"] == 0
     assert s3.objects(PREFIX) == after
 
-
-def test_remote_object_deleted_by_hand_is_restored(tmp_path, agent_pyz, s3):
-    host = _host(tmp_path, agent_pyz, s3)
-    _backup(host)
-    assert _sync(host)[0] == 0
+    # a remote object deleted by hand is restored by the next sync
     victim = PREFIX + "config"
     s3.client().delete_object(Bucket=s3.bucket, Key=victim)
     rc, result = _sync(host)
@@ -111,25 +107,32 @@ def test_remote_object_deleted_by_hand_is_restored(tmp_path, agent_pyz, s3):
     assert result["objects_uploaded"] == 1 and result["objects_restored"] == 1
     assert s3.sha256(victim) == local_repo_files(host.repo)["config"]
 
-
-def test_deletes_wait_for_the_delay_since_first_seen_missing(tmp_path, agent_pyz, s3):
-    host = _host(tmp_path, agent_pyz, s3, delete_delay_s=3600)
-    _backup(host)
-    assert _sync(host)[0] == 0
-    stray = PREFIX + "data/0/999999"
-    s3.client().put_object(Bucket=s3.bucket, Key=stray, Body=b"old segment")
+    # never while a borg lock is held: skipped, nothing touched
+    s3.client().delete_object(Bucket=s3.bucket, Key=victim)
+    lock = host.repo / "lock.exclusive"
+    lock.mkdir()
+    holder = lock / f"otherhost@1234.{os.getpid()}-0"
+    holder.touch()
     rc, result = _sync(host)
-    assert rc == 0 and result["pending_delete"] == 1 and result["objects_deleted"] == 0
-    assert stray in s3.objects(PREFIX)
-    # the first-seen-missing time is kept across runs: age it past the delay
+    assert rc == 1 and result["result"] == "skipped"
+    assert "repo locked" in result["message"] and "otherhost" in result["message"]
+    assert victim not in s3.objects(PREFIX)
+    holder.unlink()
+    lock.rmdir()
+
+    # vanished files are deleted once the delay since first seen missing has passed
+    rc, result = _sync(host)
+    assert rc == 0 and result["objects_uploaded"] == 1 and victim in s3.objects(PREFIX)
+    assert result["pending_delete"] == len(vanished) > 0
     manifest_path = next((host.root / "state").glob("offsite-*.json"))
     manifest = json.loads(manifest_path.read_text())
-    assert set(manifest["missing"]) == {stray}
-    manifest["missing"][stray] -= 3601
+    assert set(manifest["missing"]) == {PREFIX + rel for rel in vanished}
+    for key in manifest["missing"]:
+        manifest["missing"][key] -= 3601  # the config's delete_delay_s is 3600
     manifest_path.write_text(json.dumps(manifest))
     rc, result = _sync(host)
-    assert rc == 0 and result["objects_deleted"] == 1 and result["pending_delete"] == 0
-    assert stray not in s3.objects(PREFIX)
+    assert rc == 0 and result["objects_deleted"] == len(vanished) and result["pending_delete"] == 0
+    assert set(s3.objects(PREFIX)) == {PREFIX + rel for rel in local_repo_files(host.repo)}
 
 
 def test_large_segment_goes_multipart(tmp_path, agent_pyz, s3):
@@ -144,21 +147,6 @@ def test_large_segment_goes_multipart(tmp_path, agent_pyz, s3):
     # S3 gives multipart uploads an ETag of md5-of-md5s with a part count suffix
     assert all("-" in s3.objects(PREFIX)[k]["etag"] for k in big)
     _remote_matches_local(s3, host)
-
-
-def test_never_while_a_borg_lock_is_held(tmp_path, agent_pyz, s3):
-    host = _host(tmp_path, agent_pyz, s3)
-    _backup(host)
-    lock = host.repo / "lock.exclusive"
-    lock.mkdir()
-    (lock / f"otherhost@1234.{os.getpid()}-0").touch()
-    rc, result = _sync(host)
-    assert rc == 1 and result["result"] == "skipped"
-    assert "repo locked" in result["message"] and "otherhost" in result["message"]
-    assert s3.objects(PREFIX) == {}
-    (lock / f"otherhost@1234.{os.getpid()}-0").unlink()
-    lock.rmdir()
-    assert _sync(host)[0] == 0
 
 
 def test_world_readable_credentials_refused(tmp_path, agent_pyz, s3):
