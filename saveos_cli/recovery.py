@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from saveos_cli import config
-from saveos_cli.errors import SaveOSError
+from saveos_cli.errors import EXIT_FLEET, SaveOSError
 
 REPOSITORY = "/var/lib/saveos/repo"
 OFFSITE_PYTHON = "/opt/saveos/offsite-venv/bin/python"
@@ -303,7 +303,8 @@ def recover(
         proc = new_host.ssh(command, stdin=stdin)
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise SaveOSError(f"{onto}: {what} failed: {err[-1] if err else proc.returncode}")
+            reason = err[-1] if err else proc.returncode
+            raise SaveOSError(f"{onto}: {what} failed: {reason}", exit_code=EXIT_FLEET)
         return proc.stdout.decode("utf-8", "replace")
 
     settings = offsite_settings(src_host)
@@ -327,9 +328,13 @@ def recover(
             fetched = json.loads(lines[-1])
         except (IndexError, ValueError):
             err = proc.stderr.decode("utf-8", "replace").strip()
-            raise SaveOSError(f"{onto}: offsite fetch gave no result: {err[-300:]}") from None
+            raise SaveOSError(
+                f"{onto}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
+            ) from None
         if fetched.get("status") != "ok":
-            raise SaveOSError(f"{onto}: offsite fetch failed: {fetched.get('message')}")
+            raise SaveOSError(
+                f"{onto}: offsite fetch failed: {fetched.get('message')}", exit_code=EXIT_FLEET
+            )
         step(
             "copying the escrowed key", f"umask 077 && cat > {q(key_path)}", key_export.read_bytes()
         )
@@ -338,7 +343,7 @@ def recover(
         listing = json.loads(step("listing archives", f"{borg} list --json {q(repo)}", passphrase))
         names = [a["name"] for a in listing.get("archives", [])]
         if not names:
-            raise SaveOSError(f"{source}'s offsite copy holds no archive.")
+            raise SaveOSError(f"{source}'s offsite copy holds no archive.", exit_code=EXIT_FLEET)
         if archive == "latest":
             archive = names[-1]
         elif archive not in names:

@@ -121,3 +121,38 @@ def test_upload_order_segments_first_config_last():
     assert ordered[:3] == ["data/0/9", "data/0/10", "data/1/600"]
     assert set(ordered[3:5]) == {"hints.12", "index.12"}
     assert ordered[-2:] == ["README", "config"]
+
+
+def _cli(tmp_path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    from agent_support import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAVEOS_")}
+    env.update(SAVEOS_ESCROW_DIR=str(tmp_path / "escrow"), SAVEOS_DATA_DIR=str(tmp_path / "d"))
+    return subprocess.run(
+        [sys.executable, "-m", "saveos_cli.app", *args],
+        cwd=REPO_ROOT, env=env | {"COLUMNS": "200"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_recover_and_escrow_bad_input_is_one_clear_line(tmp_path):
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text("all:\n  hosts:\n    web1: {ansible_host: 127.0.0.1}\n")
+    cases = [
+        (["--from", "web1", "--onto", "web1", "--target", "rel/dir"], "must be an absolute path"),
+        (["--from", "nope", "--onto", "web1", "--target", "/srv/r"], "'nope' is not in"),
+        (["--from", "web1", "--onto", "web1", "--target", "/srv/r"], "no escrowed passphrase"),
+    ]
+    for args, message in cases:
+        proc = _cli(tmp_path, "recover", "-i", str(inventory), *args)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = _cli(tmp_path, "escrow", "verify", "-i", str(inventory), "--no-report", "--json")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (res,) = json.loads(proc.stdout)["results"]
+    assert res["result"] == "fail" and "no escrowed passphrase" in res["message"]
+    proc = _cli(tmp_path, "escrow", "verify", "-i", str(inventory), "--method", "magic")
+    assert proc.returncode == 1 and "choose auto, live or offsite" in proc.stderr

@@ -40,23 +40,12 @@ def escrow_verify(
         recovery.verify_escrow(host, method) for host in recovery.load_hosts(inventory, limit)
     ]
     if report:
-        with api() as client:
-            for res in results:
-                try:
-                    agent = client.agent_by_name(res["host"])
-                except SaveOSError as exc:
-                    res["reported"] = False
-                    res["report_error"] = exc.message
-                    continue
-                client.record_escrow_proof(
-                    agent["id"],
-                    {
-                        k: res[k]
-                        for k in ("started_at", "finished_at", "method", "result", "message")
-                    }
-                    | ({"archives": res["archives"]} if res["archives"] is not None else {}),
-                )
-                res["reported"] = True
+        try:
+            _report_proofs(results)
+        except SaveOSError as exc:  # the proofs stand; say they were not recorded
+            err_console.print(
+                f"[yellow]escrow results not recorded in the API:[/] {escape(exc.message)}"
+            )
     failed = [r["host"] for r in results if r["result"] != "ok"]
     if as_json:
         console.print_json(json.dumps({"results": results, "failed": failed}))
@@ -80,6 +69,23 @@ def escrow_verify(
     raise typer.Exit(EXIT_FLEET if failed else EXIT_OK)
 
 
+def _report_proofs(results: list[dict]) -> None:
+    with api() as client:
+        for res in results:
+            res["reported"] = False
+            try:
+                agent = client.agent_by_name(res["host"])
+            except SaveOSError as exc:
+                res["report_error"] = exc.message
+                continue
+            proof = {k: res[k] for k in ("started_at", "finished_at", "method", "result")}
+            proof["message"] = res["message"][:60000]
+            if res["archives"] is not None:
+                proof["archives"] = res["archives"]
+            client.record_escrow_proof(agent["id"], proof)
+            res["reported"] = True
+
+
 def recover(
     inventory: Path = INVENTORY_OPTION,
     source: str = typer.Option(..., "--from", help="The lost host (inventory name)."),
@@ -100,13 +106,11 @@ def recover(
     Exit codes: 0 recovered and verified, 1 usage or internal error, 2 recovery failed.
     """
     say = (lambda _m: None) if as_json else (lambda m: console.print(escape(m)))
-    try:
-        result = recovery.recover(
-            inventory, source, onto, target, archive=archive, paths=paths, keep_repo=keep_repo,
-            log=say,
-        )  # fmt: skip
-    except SaveOSError as exc:
-        raise SaveOSError(exc.message, exit_code=EXIT_FLEET, hint=exc.hint) from exc
+    # bad input exits 1 before anything runs; a failure on the hosts exits 2
+    result = recovery.recover(
+        inventory, source, onto, target, archive=archive, paths=paths, keep_repo=keep_repo,
+        log=say,
+    )  # fmt: skip
     if as_json:
         console.print_json(json.dumps(result))
     elif result["status"] == "ok":
