@@ -78,6 +78,8 @@ class Config:
     excludes: List[str] = field(default_factory=list)
     retention: Dict[str, Any] = field(default_factory=dict)
     backup_interval_s: int = 86400
+    # Backups fall on slots k * interval + offset (epoch seconds, UTC); None: whenever due.
+    backup_offset_s: Optional[int] = None
     heartbeat_interval_s: int = 60
     lock_wait_s: int = 30
     checkpoint_interval_s: int = 300
@@ -111,6 +113,7 @@ class Config:
             "retention": self.retention,
             "schedule": {
                 "backup_interval_s": self.backup_interval_s,
+                "backup_offset_s": self.backup_offset_s,
                 "heartbeat_interval_s": self.heartbeat_interval_s,
             },
             "spool_dir": self.spool_dir,
@@ -182,7 +185,7 @@ _TOP_KEYS = {
 }
 _OFFSITE_KEYS = {"config", "python", "interval_s", "after_backup", "timeout_s"}
 _RETENTION_KEYS = {"keep_within", *_RETENTION_INTS}
-_SCHEDULE_KEYS = {"backup_interval_s", "heartbeat_interval_s"}
+_SCHEDULE_KEYS = {"backup_interval_s", "backup_offset_s", "heartbeat_interval_s"}
 
 
 def _unknown(keys, allowed, prefix: str = "") -> None:
@@ -291,6 +294,13 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         cfg.backup_interval_s = _nonneg_int(
             schedule["backup_interval_s"], "schedule.backup_interval_s", 1
         )
+    if schedule.get("backup_offset_s") is not None:
+        cfg.backup_offset_s = _nonneg_int(schedule["backup_offset_s"], "schedule.backup_offset_s")
+        if cfg.backup_offset_s >= cfg.backup_interval_s:
+            raise AgentError(
+                "config key 'schedule.backup_offset_s' must be less than"
+                " 'schedule.backup_interval_s'"
+            )
     if "heartbeat_interval_s" in schedule:
         cfg.heartbeat_interval_s = _nonneg_int(
             schedule["heartbeat_interval_s"], "schedule.heartbeat_interval_s", 1

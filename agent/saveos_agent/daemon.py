@@ -29,11 +29,22 @@ def _parse(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def backup_due(cfg: Config, now: float) -> bool:
+def next_slot(after: float, interval: int, offset: int) -> float:
+    """The first backup slot (k * interval + offset) strictly after `after`."""
+    return ((after - offset) // interval + 1) * interval + offset
+
+
+def backup_due(cfg: Config, now: float, started_at: Optional[float] = None) -> bool:
+    """Is a scheduled backup due? With a slot offset (what the systemd timer does elsewhere), the
+    first backup waits for the host's slot instead of starting the moment the daemon starts."""
     state = actions.load_state(cfg)
     last_ok = _parse(state.get("last_backup_at"))
     last_try = _parse(state.get("last_attempt_at"))
-    if last_ok is not None and now < last_ok + cfg.backup_interval_s:
+    if cfg.backup_offset_s is not None:
+        base = last_ok if last_ok is not None else (started_at if started_at is not None else now)
+        if now < next_slot(base, cfg.backup_interval_s, cfg.backup_offset_s):
+            return False
+    elif last_ok is not None and now < last_ok + cfg.backup_interval_s:
         return False
     if last_try is not None and (last_ok is None or last_try > last_ok):
         return now >= last_try + min(cfg.backup_interval_s, RETRY_AFTER_S)
@@ -99,6 +110,7 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
     signal.signal(signal.SIGINT, on_signal)
     with Pidfile(pidfile):
         log.info("daemon started (pid %d)", os.getpid())
+        started_at = time.time()
         next_heartbeat = 0.0
         loops = 0
         while not stop.is_set():
@@ -111,7 +123,7 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                         log.warning("heartbeat: %s", outcome.get("message"))
                 except AgentError as exc:
                     log.error("heartbeat: %s", exc.message)
-            if not stop.is_set() and backup_due(cfg, time.time()):
+            if not stop.is_set() and backup_due(cfg, time.time(), started_at):
                 try:
                     outcome = actions.backup(cfg)
                     log.info("backup %s: %s", outcome["status"], outcome["message"])
