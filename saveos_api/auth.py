@@ -49,8 +49,8 @@ def bearer(request: Request) -> str:
     return token
 
 
-def _is_admin(request: Request, token: str) -> bool:
-    return hmac.compare_digest(token.encode(), request.app.state.admin_token.encode())
+def is_admin_token(app_state, token: str) -> bool:
+    return hmac.compare_digest(token.encode(), app_state.admin_token.encode())
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _lookup_agent_token(request: Request, session: Session, token: str) -> Agent
 
 def require_admin(request: Request, session: Session = Depends(get_session)) -> None:
     token = bearer(request)
-    if _is_admin(request, token):
+    if is_admin_token(request.app.state, token):
         return
     if _lookup_agent_token(request, session, token) is not None:
         raise forbidden("agent tokens cannot use admin endpoints")
@@ -98,6 +98,6 @@ def require_agent(request: Request, session: Session = Depends(get_session)) -> 
     principal = _lookup_agent_token(request, session, token)
     if principal is not None:
         return principal
-    if _is_admin(request, token):
+    if is_admin_token(request.app.state, token):
         raise forbidden("this endpoint takes an agent token, not the admin token")
     raise unauthorized("invalid or revoked agent token")

@@ -9,11 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saveos_api import migrations
 from saveos_api.db import Database
+from saveos_api.heartbeats import HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from saveos_api.routes import admin, agent, open
 from saveos_api.settings import Settings
@@ -29,8 +30,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         migrations.upgrade(db.url)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(app: FastAPI):
+        await app.state.heartbeats.start()
         yield
+        await app.state.heartbeats.stop()
         db.dispose()
 
     app = FastAPI(
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.admin_token = settings.admin_token_value
     app.state.secret_key = settings.secret_key_bytes
     app.state.metrics = Metrics(db)
+    app.state.heartbeats = HeartbeatWriter(app.state)
     # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.
     app.include_router(agent.router)
     app.include_router(admin.router)
@@ -82,7 +86,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError):
-        if exc.connection_invalidated or isinstance(exc.orig, OSError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
             return JSONResponse({"detail": "database unavailable"}, status_code=503)
         log.error("database error: %s", exc.orig)
         return JSONResponse({"detail": "database error"}, status_code=500)

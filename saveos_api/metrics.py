@@ -86,6 +86,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.heartbeat_batch = Histogram(
+            "saveos_heartbeat_batch_size",
+            "Heartbeats written per group-commit transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
         self.registry.register(FleetCollector(db))
 
 

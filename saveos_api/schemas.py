@@ -120,6 +120,14 @@ def _iso_only(value: Any) -> Any:
 
 
 Instant = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
+Version = Text(64)
+ShortText = Text(200)
+HostText = Text(253)
+RepoPath = Text(1024, 1)
+ArchiveName = Text(255)
+Message = Text(65536)
+WarningText = Text(4096)
+LabelKey = Text(63, 1)
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_check_timestamp)]
 # Strict: JSON `true`, "5" or 5.5 are not integers (the spec says integer; lax mode took them).
 Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
@@ -132,7 +140,7 @@ Interval = Annotated[StrictInt, Field(ge=1, le=366 * 86400)]
 Grace = Annotated[StrictInt, Field(ge=0, le=366 * 86400)]
 ReturnCode = Annotated[StrictInt, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
-    dict[Text(63, 1), Text(253)],  # type: ignore[valid-type]
+    dict[LabelKey, HostText],
     Field(max_length=64),
 ]
 
@@ -225,7 +233,7 @@ class JobsIn(Input):
     kind: JobKind
     agents: list[Id | AgentName] = Field(min_length=1, max_length=10000)
     params: JsonObject | None = None
-    requested_by: Text(200) | None = None  # type: ignore[valid-type]
+    requested_by: ShortText | None = None
 
 
 class JobOut(Output):
@@ -281,10 +289,10 @@ class FleetStatusOut(Output):
 
 
 class HeartbeatIn(Input):
-    agent_version: Text(64) | None = None  # type: ignore[valid-type]
-    borg_version: Text(64) | None = None  # type: ignore[valid-type]
-    os: Text(200) | None = None  # type: ignore[valid-type]
-    hostname: Text(253) | None = None  # type: ignore[valid-type]
+    agent_version: Version | None = None
+    borg_version: Version | None = None
+    os: ShortText | None = None
+    hostname: HostText | None = None
     backup_interval_s: Interval | None = None
     heartbeat_interval_s: Interval | None = None
     facts: JsonObject | None = None
@@ -316,8 +324,8 @@ class _Timed(Input):
 
 
 class SnapshotReport(_Timed):
-    repo: Text(1024, 1)  # type: ignore[valid-type]
-    archive: Text(255)  # type: ignore[valid-type]
+    repo: RepoPath
+    archive: ArchiveName
     duration_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
     nfiles: Size
     original_size: Size
@@ -325,25 +333,25 @@ class SnapshotReport(_Timed):
     deduplicated_size: Size
     exit_status: Literal["ok", "warning", "error"]
     rc: ReturnCode
-    warnings: Annotated[list[Text(4096)], Field(max_length=200)] | None = None  # type: ignore[valid-type]
-    message: Text(65536) | None = None  # type: ignore[valid-type]
+    warnings: Annotated[list[WarningText], Field(max_length=200)] | None = None
+    message: Message | None = None
 
 
 class CheckReport(_Timed):
-    repo: Text(1024, 1)  # type: ignore[valid-type]
+    repo: RepoPath
     verify_data: StrictBool
     result: Literal["ok", "warning", "error"]
     rc: ReturnCode
-    message: Text(65536) | None = None  # type: ignore[valid-type]
+    message: Message | None = None
 
 
 class DrillReport(_Timed):
-    archive: Text(255)  # type: ignore[valid-type]
+    archive: ArchiveName
     files_checked: Size
     files_matched: Size
     files_mismatched: Size
     result: Literal["pass", "fail"]
-    message: Text(65536) | None = None  # type: ignore[valid-type]
+    message: Message | None = None
 
 
 class JobResultIn(Input):

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     backup_grace_s: int = Field(3600, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     heartbeat_history: int = Field(100, ge=1)
+    # A job not finished this long after it was queued is marked expired (never handed out later).
+    job_timeout_s: int = Field(86400, ge=1)
     db_pool_size: int = Field(8, ge=1)
 
     @property

@@ -25,11 +25,12 @@ class Api:
             data_dir=data_dir, database_url=database_url, admin_token=self.admin_token, **overrides
         )
         self.app = create_app(self.settings)
-        self.client = TestClient(self.app)
+        # Entered so the lifespan runs (it starts the heartbeat writer).
+        self.client = TestClient(self.app).__enter__()
         self.admin = {"Authorization": f"Bearer {self.admin_token}"}
 
     def close(self) -> None:
-        self.client.close()
+        self.client.__exit__(None, None, None)
         self.app.state.db.dispose()
 
     def provision(self, name: str, **body) -> dict:

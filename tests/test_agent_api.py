@@ -184,3 +184,58 @@ def test_token_file_readable_by_others_is_refused(tmp_path, agent_pyz):
     assert proc.returncode == 2 and "token_file" in proc.stderr and "chmod 600" in proc.stderr
     data = json.loads(host.run("status", "--json").stdout)
     assert data["status"] == "error"
+
+
+def _wait(predicate, timeout: float = 90, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_daemon_survives_an_api_outage_then_delivers_and_runs_jobs(tmp_path, agent_pyz):
+    import signal
+
+    db_url = f"sqlite:///{tmp_path / 'api.db'}"
+    port = free_port()
+    server = ApiServer(db_url, tmp_path / "api", port=port).start()
+    try:
+        agent_id, token = _provision(server, "daemon-host")
+    finally:
+        server.stop()
+    host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
+    host.write_config(schedule={"backup_interval_s": 3600, "heartbeat_interval_s": 1})
+    spool_dir = host.root / "spool"
+    daemon = host.popen("daemon")
+    server = None
+    try:
+        _wait(lambda: len(list(spool_dir.glob("*.json"))) == 1, what="a spooled snapshot")
+        time.sleep(2)  # a few failed heartbeats later
+        assert daemon.poll() is None, "daemon died while the API was down"
+        server = ApiServer(db_url, tmp_path / "api", port=port).start()
+        _wait(lambda: not list(spool_dir.glob("*.json")), what="the spool to drain")
+        assert _snapshots(server, agent_id)["total"] == 1
+        resp = httpx.post(
+            server.url + "/api/v1/jobs",
+            json={"kind": "check", "agents": [agent_id]},
+            headers=server.admin_headers(),
+            timeout=10,
+        )
+        job_id = resp.json()["jobs"][0]["id"]
+
+        def job_state():
+            return httpx.get(
+                f"{server.url}/api/v1/jobs/{job_id}", headers=server.admin_headers(), timeout=10
+            ).json()["state"]
+
+        _wait(lambda: job_state() == "succeeded", what="the check job")
+        agent = httpx.get(
+            f"{server.url}/api/v1/agents/{agent_id}", headers=server.admin_headers(), timeout=10
+        ).json()
+        assert agent["last_seen"]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=60)
+        if server:
+            server.stop()
+    assert daemon.returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -339,3 +340,11 @@ def test_passcommand_mode_backs_up_without_a_passphrase_file(tmp_path, agent_pyz
     assert rc == 0, result
     assert h.archives() == [result["archive"]]
     assert h.passphrase.encode() not in h.log_file.read_bytes()
+    key = tmp_path / "escrow" / "key.export"
+    key.parent.mkdir()
+    rc, out = h.json("key-export", "--out", str(key))
+    assert rc == 0 and out["path"] == str(key)
+    assert key.read_text().startswith("BORG_KEY ")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    rc, again = h.json("init")  # idempotent: an existing repo is never re-created
+    assert rc == 0 and again["created"] is False

@@ -334,3 +334,18 @@ def test_user_mode_config_path_follows_the_platform(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     assert config_mod.user_config_path() == str(tmp_path / ".config" / "saveos" / "config.json")
+
+
+def test_second_agent_action_waits_then_refuses_while_one_runs(tmp_path, agent_pyz):
+    import fcntl
+
+    from agent_support import AgentHost
+
+    host = AgentHost(tmp_path, agent_pyz, lock_wait_s=1)
+    (tmp_path / "state").mkdir(mode=0o700)
+    with open(tmp_path / "state" / "agent.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running backup holds
+        proc = host.run("backup")
+    assert proc.returncode == 2
+    assert "another saveos-agent action is running" in proc.stderr
+    assert not (tmp_path / "repo").exists()  # borg never started

@@ -22,6 +22,14 @@ AGENT_ENDPOINTS = [
 WRITTEN_TABLES = ("heartbeats", "snapshots", "check_results", "drill_results")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def db_url(request, tmp_path):
+    """conftest's db_url, with the PostgreSQL half marked `pg` so `-m "not pg"` skips it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'saveos.db'}"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
 def api(db_url, tmp_path):
     api = Api(db_url, tmp_path / "data")
@@ -528,11 +536,15 @@ def test_health_is_503_when_the_database_is_gone(pg_url, tmp_path):
 
     api = Api(pg_url, tmp_path / "data")
     try:
+        _, headers = api.agent("lab1")
         r = api.client.get("/health")
         assert r.status_code == 200 and r.json() == {"status": "ok", "database": "ok"}
         _pg_exec(f'DROP DATABASE "{pg_url.rsplit("/", 1)[1]}" WITH (FORCE)')
         r = api.client.get("/health")
         assert r.status_code == 503 and r.json()["database"] == "unreachable"
+        assert api.client.get("/api/v1/agents", headers=api.admin).status_code == 503
+        beat = api.client.post("/api/v1/agents/heartbeat", json={}, headers=headers)
+        assert beat.status_code == 503
         metrics = api.client.get("/metrics")
         assert metrics.status_code == 200 and "saveos_database_up 0.0" in metrics.text
     finally:
@@ -548,3 +560,78 @@ def test_unique_name_prefix_is_not_a_wildcard(sqlite_api):
     assert api.client.get("/api/v1/agents/by-name/web_1", headers=api.admin).status_code == 200
     name = "n" + uuid.uuid4().hex
     assert api.client.get(f"/api/v1/agents/by-name/{name}", headers=api.admin).status_code == 404
+
+
+def test_concurrent_heartbeats_are_group_committed_correctly(api):
+    """Many beats at once share transactions, yet each gets its own answer and row, and a
+    queued job still goes out exactly once even when its agent beats twice concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    agents = [api.agent(f"host{i}") for i in range(12)]
+    revoked_id, revoked = api.agent("revoked")
+    api.client.post(f"/api/v1/agents/{revoked_id}/tokens/revoke", headers=api.admin)
+    job = api.client.post(
+        "/api/v1/jobs", json={"kind": "check", "agents": [agents[0][0]]}, headers=api.admin
+    ).json()["jobs"][0]
+    calls = [(headers, 200) for _, headers in agents for _ in range(3)]
+    calls += [(revoked, 401), (api.admin, 403)] * 3
+
+    def beat(call):
+        headers, _ = call
+        return api.client.post(
+            "/api/v1/agents/heartbeat", json={"agent_version": "0.2"}, headers=headers
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(beat, calls))
+    assert [r.status_code for r in responses] == [expected for _, expected in calls]
+    for (headers, expected), r in zip(calls, responses, strict=True):
+        if expected == 200:
+            owner = next(agent_id for agent_id, h in agents if h is headers)
+            assert r.json()["agent_id"] == owner
+    delivered = [j["id"] for r in responses if r.status_code == 200 for j in r.json()["jobs"]]
+    assert delivered == [job["id"]]
+    assert api.count("heartbeats") == 36
+    with api.app.state.db.engine.connect() as conn:
+        counts = (
+            conn.execute(sa.text("SELECT heartbeat_count FROM agents WHERE name LIKE 'host%'"))
+            .scalars()
+            .all()
+        )
+    assert counts == [3] * 12
+    agent = api.client.get(f"/api/v1/agents/{agents[5][0]}", headers=api.admin).json()
+    assert agent["agent_version"] == "0.2"
+    batches = {
+        s.name: s.value
+        for f in text_string_to_metric_families(api.client.get("/metrics").text)
+        for s in f.samples
+        if s.name.startswith("saveos_heartbeat_batch_size")
+    }
+    assert batches["saveos_heartbeat_batch_size_sum"] == len(calls)
+
+
+def test_stale_jobs_expire_and_are_never_handed_out(sqlite_api):
+    api = sqlite_api
+    agent_id, headers = api.agent("lab1")
+    created = api.client.post(
+        "/api/v1/jobs", json={"kind": "backup", "agents": [agent_id, agent_id]}, headers=api.admin
+    ).json()["jobs"]
+    assert len(created) == 1  # the same agent named twice gets one job
+    old = created[0]["id"]
+    # Age the job past the timeout instead of waiting for it.
+    with api.app.state.db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE jobs SET created_at = :t WHERE id = :id"),
+            {"t": (datetime.now(UTC) - timedelta(days=2)).replace(tzinfo=None), "id": old},
+        )
+    fresh = api.client.post(
+        "/api/v1/jobs", json={"kind": "check", "agents": ["lab1"]}, headers=api.admin
+    ).json()["jobs"][0]["id"]
+    beat = api.client.post("/api/v1/agents/heartbeat", json={}, headers=headers).json()
+    assert [j["id"] for j in beat["jobs"]] == [fresh]
+    job = api.client.get(f"/api/v1/jobs/{old}", headers=api.admin).json()
+    assert job["state"] == "expired" and job["finished_at"]
+    late = {"report_id": report_id(), "state": "succeeded", "result": {}}
+    assert (
+        api.client.post(f"/api/v1/jobs/{old}/result", json=late, headers=headers).status_code == 409
+    )

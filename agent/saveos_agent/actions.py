@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -12,7 +13,8 @@ import random
 import shutil
 import socket
 import tempfile
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, Iterator, List, Optional
 
 from saveos_agent import __version__, execute, locks
 from saveos_agent import borg_commands as bc
@@ -109,6 +111,35 @@ def report(cfg: Config, kind: str, body: Dict[str, Any]) -> Dict[str, Any]:
 # ---- locks ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def agent_guard(cfg: Config) -> Iterator[None]:
+    """One borg-writing agent action per host at a time, so a lock we judge stale is never one
+    that a sibling agent process (timer backup vs daemon job) is just taking."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: borg's own lock is all there is
+        yield
+        return
+    os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(cfg.state_dir, "agent.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + cfg.lock_wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise AgentError(
+                        f"another saveos-agent action is running on this host "
+                        f"(waited lock_wait_s={cfg.lock_wait_s})"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
 def handle_stale_lock(cfg: Config) -> Optional[str]:
     """Break the repo lock when every holder is a dead process of this host; say what was done."""
     repo = cfg.local_repository
@@ -173,6 +204,11 @@ def key_export(cfg: Config, out_path: str) -> Dict[str, Any]:
 
 
 def backup(cfg: Config, job_id: Optional[int] = None) -> Dict[str, Any]:
+    with agent_guard(cfg):
+        return _backup(cfg, job_id)
+
+
+def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     started = utcnow()
     save_state(cfg, last_attempt_at=iso(started))
     warnings: List[str] = []
@@ -291,6 +327,11 @@ def info(cfg: Config, archive: Optional[str] = None) -> Dict[str, Any]:
 
 
 def check(cfg: Config, verify_data: bool = False, job_id: Optional[int] = None) -> Dict[str, Any]:
+    with agent_guard(cfg):
+        return _check(cfg, verify_data, job_id)
+
+
+def _check(cfg: Config, verify_data: bool, job_id: Optional[int]) -> Dict[str, Any]:
     started = utcnow()
     handle_stale_lock(cfg)
     result = execute.run(

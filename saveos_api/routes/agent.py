@@ -14,9 +14,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from saveos_api import schemas
-from saveos_api.auth import AgentPrincipal, forbidden, require_agent
+from saveos_api.auth import AgentPrincipal, bearer, forbidden, require_agent
 from saveos_api.db import get_session
-from saveos_api.models import Agent, CheckResult, DrillResult, Heartbeat, Job, Snapshot, utcnow
+from saveos_api.models import Agent, CheckResult, DrillResult, Job, Snapshot, utcnow
 
 ERRORS = {
     401: {"description": "Missing, malformed, unknown or revoked token"},
@@ -27,13 +27,6 @@ router = APIRouter(prefix="/api/v1", responses=ERRORS)
 SessionDep = Annotated[Session, Depends(get_session)]
 AgentDep = Annotated[AgentPrincipal, Depends(require_agent)]
 REPORT_RESPONSES = {200: {"model": schemas.ReportAck, "description": "Replay: nothing written"}}
-# Trimming the bounded heartbeat history on every Nth beat keeps the hot path to plain inserts.
-TRIM_EVERY = 32
-# Heartbeat fields that overwrite the agent row (the agent's own declaration wins).
-AGENT_FIELDS = frozenset(
-    ("agent_version", "borg_version", "os", "hostname", "facts")
-    + ("backup_interval_s", "heartbeat_interval_s")
-)
 
 
 def _field_error(loc: list[Any], msg: str) -> HTTPException:
@@ -46,62 +39,11 @@ def me(principal: AgentDep, session: SessionDep):
 
 
 @router.post("/agents/heartbeat", response_model=schemas.HeartbeatOut)
-def heartbeat(
-    body: schemas.HeartbeatIn, principal: AgentDep, request: Request, session: SessionDep
+async def heartbeat(
+    body: schemas.HeartbeatIn, request: Request, token: Annotated[str, Depends(bearer)]
 ):
-    now = utcnow()
-    agent_id = principal.agent_id
-    changes: dict[str, Any] = {
-        field: value
-        for field, value in body.model_dump(exclude_none=True).items()
-        if field in AGENT_FIELDS
-    }
-    count = session.execute(
-        sa.update(Agent)
-        .where(Agent.id == agent_id)
-        .values(last_seen=now, heartbeat_count=Agent.heartbeat_count + 1, **changes)
-        .returning(Agent.heartbeat_count)
-    ).scalar_one()
-    session.execute(
-        sa.insert(Heartbeat).values(
-            agent_id=agent_id,
-            received_at=now,
-            agent_version=body.agent_version,
-            borg_version=body.borg_version,
-            os=body.os,
-            facts=body.facts,
-        )
-    )
-    if count % TRIM_EVERY == 0:
-        _trim_heartbeats(session, agent_id, request.app.state.settings.heartbeat_history)
-    jobs = session.execute(
-        sa.update(Job)
-        .where(Job.agent_id == agent_id, Job.state == "queued")
-        .values(state="running", started_at=now)
-        .returning(Job.id, Job.kind, Job.params)
-    ).all()
-    session.commit()
-    return {
-        "agent_id": agent_id,
-        "server_time": now,
-        "jobs": [{"id": j.id, "kind": j.kind, "params": j.params} for j in sorted(jobs)],
-    }
-
-
-def _trim_heartbeats(session: Session, agent_id: int, keep: int) -> None:
-    oldest_kept = (
-        sa.select(Heartbeat.received_at)
-        .where(Heartbeat.agent_id == agent_id)
-        .order_by(Heartbeat.received_at.desc())
-        .limit(1)
-        .offset(keep - 1)
-        .scalar_subquery()
-    )
-    session.execute(
-        sa.delete(Heartbeat).where(
-            Heartbeat.agent_id == agent_id, Heartbeat.received_at < oldest_kept
-        )
-    )
+    """Authenticated and written by the group-commit writer (saveos_api/heartbeats.py)."""
+    return await request.app.state.heartbeats.submit(token, body)
 
 
 def _check_job(session: Session, principal: AgentPrincipal, job_id: int | None) -> None:

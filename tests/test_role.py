@@ -1,0 +1,378 @@
+"""The saveos_agent role and the fleet playbooks, run with plain ansible-playbook.
+
+The unit-file test renders the role's systemd templates and runs `systemd-analyze verify` on them.
+The lab test deploys to three real SSH lab hosts against the API on PostgreSQL and walks the
+lifecycle: first deploy (plus an unreachable 4th host), idempotent re-deploy, check mode,
+backup, uninstall and re-deploy onto the old repository, with no secret in any -vvv output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import REPO_ROOT, free_port, lab_net
+
+ROLE = REPO_ROOT / "roles" / "saveos_agent"
+VENV_BIN = Path("/work/venv/bin")
+RECAP = re.compile(
+    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
+)
+UNITS = ["saveos-agent.service", "saveos-agent-backup.service", "saveos-agent-backup.timer"]
+
+
+def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(VENV_BIN) if VENV_BIN.is_dir() else str(Path(shutil.which("python3")).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def playbook(
+    name: str, inventory: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), f"playbooks/{name}", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    rows = {}
+    for host, ok, changed, unreachable, failed in RECAP.findall(result.stdout):
+        rows[host] = {
+            "ok": int(ok), "changed": int(changed),
+            "unreachable": int(unreachable), "failed": int(failed),
+        }  # fmt: skip
+    assert rows, "no PLAY RECAP in the output:\n" + result.stdout[-3000:] + result.stderr[-3000:]
+    return rows
+
+
+def explain(result: subprocess.CompletedProcess) -> str:
+    return f"rc={result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+
+
+# -- systemd units -------------------------------------------------------------------------------
+
+RENDER_PLAY = """\
+- hosts: all
+  gather_facts: false
+  vars_files:
+    - {role}/vars/main.yml
+  tasks:
+    - ansible.builtin.template:
+        src: "{role}/templates/{{{{ item }}}}.j2"
+        dest: "{{{{ out }}}}/{{{{ inventory_hostname }}}}/{{{{ item }}}}"
+        mode: "0644"
+      loop: "{{{{ saveos_agent_systemd_units }}}}"
+"""
+
+
+def render_units(tmp_path: Path, hosts: dict[str, dict]) -> Path:
+    """Render the unit templates for each host; the role defaults sit at inventory precedence."""
+    out = tmp_path / "out"
+    for host in hosts:
+        (out / host).mkdir(parents=True, exist_ok=True)
+    local = {"ansible_connection": "local", "ansible_python_interpreter": shutil.which("python3")}
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {"all": {"vars": {**defaults, **local}, "hosts": hosts}}, default_flow_style=False
+        )
+    )
+    play = tmp_path / "render.yml"
+    play.write_text(RENDER_PLAY.format(role=ROLE))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(play), "-e", f"out={out}"],
+        cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    return out
+
+
+def systemd_verify(tmp_path: Path, unit_dir: Path) -> subprocess.CompletedProcess:
+    """`systemd-analyze verify` in a scratch root that has the system's units and the wrapper."""
+    root = tmp_path / f"root-{unit_dir.name}"
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    wrapper = root / "usr/local/bin/saveos-agent"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text("#!/bin/sh\n")
+    wrapper.chmod(0o755)
+    target = root / "etc/systemd/system"
+    target.mkdir(parents=True)
+    for unit in UNITS:
+        shutil.copy(unit_dir / unit, target / unit)
+    return subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", *(str(target / u) for u in UNITS)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
+    fleet = ["web1", "web2", "db1"]
+    out = render_units(
+        tmp_path,
+        {**dict.fromkeys(fleet, {}), "broken": {"saveos_agent_backup_on_calendar": "nope"}},
+    )
+    for host in fleet:
+        result = systemd_verify(tmp_path, out / host)
+        # verify exits 0 on some warnings: any stderr output counts as a failure.
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+
+    calendars = {
+        host: re.search(r"^OnCalendar=(.+)$", (out / host / UNITS[2]).read_text(), re.M).group(1)
+        for host in [*fleet, "broken"]
+    }
+    # Inside the default window 01:00-03:59 at a minute fixed by sha1(inventory name).
+    for host in fleet:
+        minute = 60 + int(hashlib.sha1(host.encode()).hexdigest()[:8], 16) % 180
+        assert calendars[host] == f"*-*-* {minute // 60:02d}:{minute % 60:02d}:00", calendars
+    assert len({calendars[h] for h in fleet}) == 3, calendars
+
+    # The check can fail: a broken calendar expression is reported on stderr.
+    assert calendars["broken"] == "nope"
+    assert systemd_verify(tmp_path, out / "broken").stderr != ""
+
+
+# -- the fleet in the lab ------------------------------------------------------------------------
+
+
+def host_sh(lab, host: str, command: str) -> subprocess.CompletedProcess:
+    return lab.ssh(host, command, timeout=120)
+
+
+def fleet_inventory(lab, tmp_path: Path, dead_host: bool) -> Path:
+    """The lab's inventory plus test group vars, and optionally a 4th host nobody listens on."""
+    inventory = yaml.safe_load(lab.inventory_path.read_text())
+    group = inventory["all"]["children"]["lab"]
+    group["vars"] = {
+        "saveos_agent_sources": ["/etc/os-release", "/etc/debian_version"],
+        "saveos_agent_excludes": ["*.tmp"],
+        "saveos_agent_heartbeat_interval_s": 10,
+        "saveos_agent_labels": {"env": "lab"},
+    }
+    if dead_host:
+        template = next(iter(group["hosts"].values()))
+        group["hosts"]["lab4"] = dict(
+            template, ansible_host=f"{lab_net()}.250", ansible_port=free_port()
+        )
+    path = tmp_path / ("inventory-4.yml" if dead_host else "inventory.yml")
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def secrets_in(text: str, secrets: dict[str, str]) -> list[str]:
+    return [name for name, value in secrets.items() if value and value in text]
+
+
+@pytest.mark.lab
+@pytest.mark.pg
+@pytest.mark.borg
+def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
+    api = api_server_pg
+    hosts = ["lab1", "lab2", "lab3"]
+    escrow = tmp_path / "escrow"
+    env = ansible_env(
+        {
+            "SAVEOS_API_URL": api.url,
+            "SAVEOS_ADMIN_TOKEN": api.admin_token,
+            "SAVEOS_ESCROW_DIR": str(escrow),
+        }
+    )
+    inventory = fleet_inventory(lab3, tmp_path, dead_host=False)
+    inventory4 = fleet_inventory(lab3, tmp_path, dead_host=True)
+    outputs: list[str] = []
+
+    def run(name: str, inv: Path, *args: str) -> subprocess.CompletedProcess:
+        result = playbook(name, inv, env, *args)
+        outputs.append(result.stdout + result.stderr)
+        return result
+
+    # First deploy, at -vvv, with a 4th host that does not answer: the 3 others converge.
+    first = run("deploy.yml", inventory4, "-vvv")
+    rows = recap(first)
+    assert first.returncode == 4, explain(first)  # 4: some host unreachable
+    assert rows["lab4"]["unreachable"] == 1
+    for host in hosts:
+        assert rows[host]["failed"] == 0 and rows[host]["unreachable"] == 0, explain(first)
+        assert rows[host]["changed"] > 0
+
+    # On each host: files private, daemon alive, repository initialised and encrypted.
+    for host in hosts:
+        modes = host_sh(
+            lab3, host, "stat -c '%n %a %U' /etc/saveos /etc/saveos/agent.json "
+            "/etc/saveos/token /etc/saveos/passphrase /var/lib/saveos/repo/config",
+        )  # fmt: skip
+        assert modes.returncode == 0, modes.stderr
+        perms = dict(line.split(" ", 1) for line in modes.stdout.splitlines())
+        assert perms["/etc/saveos"] == "700 root"
+        for name in ("agent.json", "token", "passphrase"):
+            assert perms[f"/etc/saveos/{name}"] == "600 root", perms
+        assert host_sh(lab3, host, "/opt/saveos/supervise status").stdout.strip() == "alive"
+        no_pass = host_sh(
+            lab3, host, "env -u BORG_PASSPHRASE -u BORG_PASSCOMMAND BORG_PASSPHRASE_FD= "
+            "timeout 60 borg info /var/lib/saveos/repo < /dev/null",
+        )  # fmt: skip
+        assert no_pass.returncode != 0, no_pass.stdout
+        with_pass = host_sh(
+            lab3, host, "BORG_PASSCOMMAND='cat /etc/saveos/passphrase' "
+            "borg info --json /var/lib/saveos/repo",
+        )  # fmt: skip
+        assert with_pass.returncode == 0, with_pass.stderr
+        assert '"mode": "repokey-blake2"' in with_pass.stdout
+        config = host_sh(lab3, host, "cat /etc/saveos/agent.json")
+        assert '"/etc/debian_version"' in config.stdout
+
+    # The API knows the 3 agents (not the dead one) and has heard from each.
+    agents = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"]
+    assert sorted(a["name"] for a in agents) == hosts
+    assert all(a["last_seen"] for a in agents), agents
+
+    # Escrow: 3 passphrases and 3 key exports, private, matching the hosts.
+    secrets: dict[str, str] = {"admin token": api.admin_token}
+    assert escrow.stat().st_mode & 0o777 == 0o700
+    for host in hosts:
+        for name in ("passphrase", "key.export"):
+            path = escrow / host / name
+            assert path.stat().st_mode & 0o777 == 0o600, path
+        assert (escrow / host).stat().st_mode & 0o777 == 0o700
+        assert "BORG_KEY" in (escrow / host / "key.export").read_text()
+        passphrase = (escrow / host / "passphrase").read_text().strip()
+        assert len(passphrase) >= 32
+        on_host = host_sh(lab3, host, "cat /etc/saveos/passphrase").stdout.strip()
+        assert on_host == passphrase
+        secrets[f"{host} passphrase"] = passphrase
+        secrets[f"{host} key"] = (escrow / host / "key.export").read_text().splitlines()[1]
+        token = host_sh(lab3, host, "cat /etc/saveos/token").stdout.strip()
+        assert token.startswith("sos_")
+        secrets[f"{host} token"] = token
+    assert len({v for k, v in secrets.items() if "passphrase" in k}) == 3
+
+    # Second deploy (also -vvv): nothing to change anywhere.
+    second = run("deploy.yml", inventory, "-vvv")
+    assert second.returncode == 0, explain(second)
+    for host, row in recap(second).items():
+        assert row["changed"] == 0 and row["failed"] == 0, (host, explain(second))
+
+    # Check mode with diff on the deployed fleet: no change, no failure.
+    checked = run("deploy.yml", inventory, "--check", "--diff")
+    assert checked.returncode == 0, explain(checked)
+    for host, row in recap(checked).items():
+        assert row["changed"] == 0 and row["failed"] == 0, (host, explain(checked))
+
+    # Backup now: each host reports a snapshot the API knows by the archive name.
+    backup = run("backup.yml", inventory)
+    assert backup.returncode == 0, explain(backup)
+    archives = dict(re.findall(r"ok: \[(lab\d)\] =>\s*\n\s*msg: ok archive=(\S+)", backup.stdout))
+    assert sorted(archives) == hosts, explain(backup)
+    for agent in agents:
+        snaps = httpx.get(
+            f"{api.url}/api/v1/agents/{agent['id']}/snapshots", headers=api.admin_headers()
+        ).json()["snapshots"]
+        assert archives[agent["name"]] in {s["archive"] for s in snaps}
+
+    # A revoked token is noticed from the host and replaced; the other hosts are not touched.
+    lab1 = next(a for a in agents if a["name"] == "lab1")
+    revoke = httpx.post(
+        f"{api.url}/api/v1/agents/{lab1['id']}/tokens/revoke", headers=api.admin_headers()
+    )
+    assert revoke.status_code == 200 and revoke.json()["revoked"] >= 1
+    repaired = run("deploy.yml", inventory, "--limit", "lab1")
+    assert repaired.returncode == 0, explain(repaired)
+    assert recap(repaired)["lab1"]["changed"] > 0
+    new_token = host_sh(lab3, "lab1", "cat /etc/saveos/token").stdout.strip()
+    assert new_token != secrets["lab1 token"]
+    me = httpx.get(f"{api.url}/api/v1/agents/me", headers={"Authorization": f"Bearer {new_token}"})
+    assert me.status_code == 200 and me.json()["id"] == lab1["id"]
+    secrets["lab1 repaired token"] = new_token
+
+    repo_ids = {}
+    for host in hosts:
+        info = host_sh(
+            lab3, host, "BORG_PASSCOMMAND='cat /etc/saveos/passphrase' "
+            "borg info --json /var/lib/saveos/repo",
+        )  # fmt: skip
+        repo_ids[host] = re.search(r'"id": "([0-9a-f]{64})"', info.stdout).group(1)
+
+    # Uninstall: agent, schedule and config gone; repository and escrow kept.
+    removed = run("uninstall.yml", inventory)
+    assert removed.returncode == 0, explain(removed)
+    for host in hosts:
+        left = host_sh(
+            lab3, host, "ls /etc/saveos /opt/saveos /usr/local/bin/saveos-agent 2>&1; "
+            "pgrep -f 'saveos-agent[.]pyz' || echo no-daemon; ls /var/lib/saveos/repo/config",
+        )  # fmt: skip
+        assert "no-daemon" in left.stdout
+        assert left.stdout.count("No such file or directory") == 3, left.stdout
+        assert "/var/lib/saveos/repo/config" in left.stdout
+        assert (escrow / host / "passphrase").exists()
+    listed = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"]
+    assert all(a["decommissioned_at"] for a in listed), listed
+
+    # Provisioning with a wrong admin token fails with a clear message, and writes no token.
+    refused = playbook(
+        "deploy.yml", inventory, {**env, "SAVEOS_ADMIN_TOKEN": "adm_wrong"}, "--limit", "lab1"
+    )
+    outputs.append(refused.stdout + refused.stderr)
+    assert refused.returncode == 2, explain(refused)
+    assert "refused to provision lab1: HTTP 401" in refused.stdout, explain(refused)
+    assert host_sh(lab3, "lab1", "test -e /etc/saveos/token").returncode == 1
+
+    # Deploy again: the old repository is reused (same id, its archive still there).
+    again = run("deploy.yml", inventory)
+    assert again.returncode == 0, explain(again)
+    for host in hosts:
+        listing = host_sh(
+            lab3, host, "BORG_PASSCOMMAND='cat /etc/saveos/passphrase' "
+            "borg info --json /var/lib/saveos/repo && "
+            "BORG_PASSCOMMAND='cat /etc/saveos/passphrase' borg list --short /var/lib/saveos/repo",
+        )  # fmt: skip
+        assert listing.returncode == 0, listing.stderr
+        assert repo_ids[host] in listing.stdout
+        assert archives[host] in listing.stdout
+        assert host_sh(lab3, host, "/opt/saveos/supervise status").stdout.strip() == "alive"
+    revived = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"]
+    assert sorted(a["name"] for a in revived) == hosts  # the same 3 agents, revived
+    assert not any(a["decommissioned_at"] for a in revived), revived
+    for host in hosts:
+        secrets[f"{host} new token"] = host_sh(lab3, host, "cat /etc/saveos/token").stdout.strip()
+
+    # No token, passphrase or admin token in anything ansible printed, -vvv included.
+    everything = "\n".join(outputs)
+    assert "ESTABLISH SSH CONNECTION" in outputs[0]  # the first run really was -vvv
+    assert secrets_in(everything, secrets) == []
+
+
+def test_playbooks_find_the_role_from_anywhere(tmp_path):
+    """`ansible-playbook /path/playbooks/deploy.yml` parses from another cwd (playbooks/roles)."""
+    result = subprocess.run(
+        ["ansible-playbook", "--syntax-check", "-i", "localhost,",
+         str(REPO_ROOT / "playbooks/site.yml"), str(REPO_ROOT / "playbooks/uninstall.yml")],
+        cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    bad = textwrap.dedent("""\
+        - hosts: all
+          gather_facts: false
+          roles: [saveos_agent_missing]
+        """)
+    (tmp_path / "bad.yml").write_text(bad)
+    result = subprocess.run(
+        ["ansible-playbook", "--syntax-check", "-i", "localhost,", str(tmp_path / "bad.yml")],
+        cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
