@@ -16,6 +16,11 @@ pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 TREE = Path(__file__).parent / "scripts" / "tree.py"
 SEED = f"{SOURCES}/r1"
 TARGET = "/srv/restore-r1"
+FLIPPED = "level0/level1/plain-0.bin"  # 100 bytes
+FLIP = (
+    'import sys; p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[50] ^= 1; '
+    'open(p, "wb").write(b)'
+)
 
 
 def manifest(fleet, host: str, root: str) -> dict:
@@ -81,11 +86,11 @@ def test_r1_negative_damage_in_the_restore_is_detected(fleet, round_trip, damage
     host = fleet.hosts[0]
     copy = "/srv/restore-r1-damaged"
     command = {
-        "flip a byte": "printf 'X' | dd of=level2/level0/plain-0.bin bs=1 seek=0 conv=notrunc",
+        "flip a byte": f"python3 -c '{FLIP}' {FLIPPED}",
         "chmod 644": "chmod 644 secret-0600",
         "retarget symlink": "ln -sfn plain-1.bin link-to-file",
     }[damage]
-    path = {"flip a byte": "level2/level0/plain-0.bin"}.get(damage)
+    path = {"flip a byte": FLIPPED}.get(damage)
     setup = f"rm -rf {copy} && cp -a {TARGET}{SEED} {copy} && cd {copy} && {command}"
     assert fleet.sh(host, setup).returncode == 0
     found = differences(seeded[host], manifest(fleet, host, copy))

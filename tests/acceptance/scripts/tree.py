@@ -33,10 +33,10 @@ def seed(root):
     with open(os.path.join(root, "script-0755.sh"), "w") as f:
         f.write("#!/bin/sh\necho hi\n")
     os.chmod(os.path.join(root, "script-0755.sh"), 0o755)
-    os.chmod(os.path.join(root, "level1"), 0o750)
+    os.chmod(os.path.join(root, "level0"), 0o750)
     os.makedirs(os.path.join(root, "empty-dir"), exist_ok=True)
     os.symlink("plain-0.bin", os.path.join(root, "link-to-file"))
-    os.symlink("level1/level2", os.path.join(root, "link-to-dir"))
+    os.symlink("level0/level1", os.path.join(root, "link-to-dir"))
     os.symlink("/nonexistent/target", os.path.join(root, "link-dangling"))
     os.symlink("ünïcødé-Ωμέγα-2.bin", os.path.join(root, "link-ünïcødé"))
 
