@@ -27,7 +27,7 @@ def archives(fleet) -> list[str]:
 
 
 def test_r2_kill_borg_create_ten_times(fleet, figures):
-    made = fleet.sh(HOST, f"mkdir -p {SOURCES}/r2 && head -c 200M /dev/urandom > {BIG}")
+    made = fleet.sh(HOST, f"mkdir -p {SOURCES}/r2 && head -c 120M /dev/urandom > {BIG}")
     assert made.returncode == 0, made.stderr
     try:
         rc, first = fleet.agent(HOST, "backup")

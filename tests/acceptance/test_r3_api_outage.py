@@ -57,13 +57,11 @@ def outage(fleet):
     wait_flushed(fleet)
     fleet.api.server.stop()
     try:
-        backups = []
-        for _ in range(2):
-            result = fleet.saveos("backup", "--inventory", str(fleet.inventory))
-            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-            backups.append(result.stdout)
+        result = fleet.saveos("backup", "--inventory", str(fleet.inventory))
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        assert "spooled" in result.stdout, result.stdout[-3000:]
         depths = {h: fleet.agent(h, "status")[1]["spool_depth"] for h in fleet.hosts}
-        assert all(d >= 2 for d in depths.values()), depths  # really spooled, not sent
+        assert all(d >= 1 for d in depths.values()), depths  # really spooled, not sent
     finally:
         fleet.api.server.start()
     wait_flushed(fleet)  # the daemons flush on their next heartbeat

@@ -1,6 +1,7 @@
-"""R7 secrets: during the -vvv deploy (fleet fixture) and a -vvv backup, no passphrase or token
-shows up in ansible output, API or agent logs, or any process's argv (/proc/*/cmdline snapshots
-of the controller and every lab host). Secret files are 0600 on hosts and in the escrow."""
+"""R7 secrets: no passphrase or token shows up in what ansible and the CLI printed in any case
+(the fleet's first deploy ran at -vvv, plus a -vvv backup here), in the API or agent logs, or in
+any process's argv (/proc/*/cmdline snapshots of the controller and every lab host, taken during
+the deploy and the backup). Secret files are 0600 on hosts and in the controller's escrow."""
 
 from __future__ import annotations
 
@@ -27,8 +28,7 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
     assert all(len(v) >= 32 for v in secrets.values()), "a secret looks empty"
     with CmdlineWatcher() as watcher:
         backup = fleet.playbook("backup.yml", "-vvv")
-        deploy = fleet.playbook("deploy.yml", "-vvv")
-    assert backup.returncode == 0 and deploy.returncode == 0
+    assert backup.returncode == 0, backup.stdout[-3000:]
     assert "ESTABLISH SSH CONNECTION" in fleet.outputs[0]  # the first deploy really was -vvv
     sources = {f"ansible/cli output {i}": text for i, text in enumerate(fleet.outputs)}
     sources["API log"] = fleet.api.server.log_path.read_text(errors="replace")
