@@ -1,6 +1,6 @@
-"""R2 interrupted backup: 10 times kill -9 the `borg create` of a running backup on lab1, then
-back up again. Every retry succeeds without anyone breaking a lock, the killed run commits no
-archive, and every archive of the repository still lists and extracts."""
+"""R2 interrupted backup: 10 times kill -9 the `borg create` of a running backup on lab1 while it
+holds the repository lock, then back up again. Every retry succeeds without anyone breaking a
+lock, the killed run commits no archive, and every archive still lists and extracts."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_r2_kill_borg_create_ten_times(fleet, figures):
         results = []
         for i in range(ROUNDS):
             before = archives(fleet)
-            r = fleet.sh(HOST, f"sh {KILL} {0.3 + 0.1 * i} {BIG}", timeout=600)
+            r = fleet.sh(HOST, f"sh {KILL} {0.05 * (i % 5)} {BIG} {REPO}", timeout=600)
             lines = r.stdout.splitlines()
             killed = "killed=1" in lines
             killed_rc = int(next(ln for ln in lines if ln.startswith("killed_rc=")).split("=")[1])
