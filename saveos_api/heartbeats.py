@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import HTTPException
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from saveos_api.auth import (
@@ -44,6 +45,7 @@ AGENT_FIELDS = (
     "facts",
     "backup_interval_s",
     "heartbeat_interval_s",
+    "offsite_interval_s",
 )
 
 
@@ -92,7 +94,12 @@ class HeartbeatWriter:
                 batch.append(self.queue.get_nowait())
             self.state.metrics.heartbeat_batch.observe(len(batch))
             try:
-                results = await run_in_threadpool(self._write, batch)
+                try:
+                    results = await run_in_threadpool(self._write, batch)
+                except OperationalError:
+                    # E.g. a deadlock with another worker's batch on the same agents: the
+                    # transaction was rolled back as a whole, so running it again is safe.
+                    results = await run_in_threadpool(self._write, batch)
             except Exception as exc:  # noqa: BLE001 - answer every waiter, keep the writer alive
                 log.error("heartbeat batch of %d failed: %s", len(batch), exc)
                 results = [HTTPException(503, detail="database unavailable")] * len(batch)

@@ -185,6 +185,7 @@ class AgentOut(Output):
     created_at: datetime
     last_seen: datetime | None
     decommissioned_at: datetime | None
+    offsite_interval_s: int | None = None
 
 
 class AgentList(Output):
@@ -270,6 +271,11 @@ class AgentStatusOut(Output):
     backup_interval_s: int
     backup_grace_s: int
     heartbeat_interval_s: int
+    last_offsite_at: datetime | None = None
+    last_offsite_result: str | None = None
+    offsite_interval_s: int | None = None
+    last_escrow_at: datetime | None = None
+    last_escrow_result: str | None = None
 
 
 class FleetTotals(Output):
@@ -295,6 +301,7 @@ class HeartbeatIn(Input):
     hostname: HostText | None = None
     backup_interval_s: Interval | None = None
     heartbeat_interval_s: Interval | None = None
+    offsite_interval_s: Interval | None = None
     facts: JsonObject | None = None
 
 
@@ -352,6 +359,44 @@ class DrillReport(_Timed):
     files_mismatched: Size
     result: Literal["pass", "fail"]
     message: Message | None = None
+
+
+class OffsiteReport(_Timed):
+    target: Text(1024) | None = None  # type: ignore[valid-type]
+    duration_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+    objects: Size = 0
+    objects_uploaded: Size = 0
+    bytes_uploaded: Size = 0
+    objects_deleted: Size = 0
+    result: Literal["ok", "error", "skipped"]
+    message: Text(65536) | None = None  # type: ignore[valid-type]
+
+
+class EscrowProofIn(Input):
+    started_at: Timestamp
+    finished_at: Timestamp
+    method: Literal["live", "offsite"]
+    result: Literal["ok", "fail"]
+    archives: Size | None = None
+    message: Text(65536) | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.finished_at < self.started_at:
+            raise ValueError("finished_at is before started_at")
+        return self
+
+
+class EscrowProofOut(Output):
+    id: int
+    agent_id: int
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float | None
+    method: str
+    result: str
+    archives: int | None
+    message: str | None
 
 
 class JobResultIn(Input):

@@ -349,3 +349,31 @@ def test_second_agent_action_waits_then_refuses_while_one_runs(tmp_path, agent_p
     assert proc.returncode == 2
     assert "another saveos-agent action is running" in proc.stderr
     assert not (tmp_path / "repo").exists()  # borg never started
+
+
+def test_backup_slots_follow_the_offset_like_the_systemd_timer(tmp_path):
+    """With schedule.backup_offset_s the daemon's first backup waits for the host's slot."""
+    import datetime as dt
+
+    from saveos_agent import actions, daemon
+    from saveos_agent.config import Config
+
+    day = 86400
+    cfg = Config(path=str(tmp_path / "agent.json"), repository="/r", sources=["/s"])
+    cfg.state_dir = str(tmp_path / "state")
+    cfg.backup_interval_s, cfg.backup_offset_s = day, 3600 + 23 * 60  # 01:23 UTC
+    midnight = dt.datetime(2026, 11, 25, tzinfo=dt.UTC).timestamp()
+    assert daemon.next_slot(midnight + 10, day, cfg.backup_offset_s) == midnight + 4_980
+    started = midnight + 14 * 3600  # deployed at 14:00: nothing until tomorrow 01:23
+    assert not daemon.backup_due(cfg, started + 60, started)
+    assert not daemon.backup_due(cfg, midnight + day + 4_979, started)
+    assert daemon.backup_due(cfg, midnight + day + 4_980, started)
+    # after a success at 01:24 the next one is the following day's slot
+    done = dt.datetime.fromtimestamp(midnight + day + 5_040, dt.UTC).isoformat()
+    actions.save_state(cfg, last_backup_at=done)
+    assert not daemon.backup_due(cfg, midnight + 2 * day + 4_979, started)
+    assert daemon.backup_due(cfg, midnight + 2 * day + 4_980, started)
+    # without an offset: due a whole interval after the last success, at once when never
+    cfg.backup_offset_s = None
+    assert not daemon.backup_due(cfg, midnight + 2 * day + 4_980, started)
+    assert daemon.backup_due(cfg, midnight + 2 * day + 5_040, started)

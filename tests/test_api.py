@@ -635,3 +635,18 @@ def test_stale_jobs_expire_and_are_never_handed_out(sqlite_api):
     assert (
         api.client.post(f"/api/v1/jobs/{old}/result", json=late, headers=headers).status_code == 409
     )
+
+
+def test_concurrent_provisioning_creates_each_agent_once(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def provision(i):
+        body = {"name": f"race{i % 4}"}
+        return api.client.post("/api/v1/agents/provision", json=body, headers=api.admin)
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(provision, range(48)))
+    assert {r.status_code for r in responses} <= {200, 201}
+    assert sum(r.status_code == 201 for r in responses) == 4
+    assert sum(r.json()["token"] is not None for r in responses) == 4
+    assert api.count("agents") == 4 and api.count("agent_tokens") == 4

@@ -18,8 +18,6 @@ from conftest import ApiServer
 from saveos_cli.app import main
 from saveos_cli.commands.status import AGENT_KEYS
 
-NOW = datetime.now(UTC)
-
 
 def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
@@ -32,6 +30,8 @@ class Fleet:
         self.http = httpx.Client(base_url=server.url, timeout=10)
         self.tokens: dict[str, str] = {}
         self.ids: dict[str, int] = {}
+        # The fleet's own clock: ages are measured from when this test seeded it.
+        self.now = datetime.now(UTC)
 
     def n(self, short: str) -> str:
         return f"{self.prefix}-{short}"
@@ -65,7 +65,7 @@ class Fleet:
 
     def snapshot(self, short: str, status: str = "ok", size: int = 1000, ago_s: int = 60) -> None:
         name = self.n(short)
-        end = NOW - timedelta(seconds=ago_s)
+        end = self.now - timedelta(seconds=ago_s)
         body = {
             "report_id": secrets.token_hex(8),
             "repo": "/var/lib/saveos/repo",
@@ -140,7 +140,7 @@ def test_status_json_keys_and_exit_0_when_all_ok(fleet, capsys):
 
 
 def test_status_exit_2_when_time_passes(fleet, capsys):
-    later = _iso(NOW + timedelta(hours=2))
+    later = _iso(fleet.now + timedelta(hours=2))
     code, out, _ = saveos(capsys, "status", "--json", "--at", later)
     assert code == 2
     doc = json.loads(out)
@@ -150,7 +150,9 @@ def test_status_exit_2_when_time_passes(fleet, capsys):
     web1 = next(a for a in doc["agents"] if a["name"] == fleet.n("web1"))
     assert 7200 <= web1["last_backup_age_s"] < 7400  # ages follow --at
     # late (past interval, within grace) is not an alarm
-    code, out, _ = saveos(capsys, "status", "--json", "--at", _iso(NOW + timedelta(seconds=3700)))
+    code, out, _ = saveos(
+        capsys, "status", "--json", "--at", _iso(fleet.now + timedelta(seconds=3700))
+    )
     status = {a["name"]: a["status"] for a in json.loads(out)["agents"]}
     assert status[fleet.n("web1")] == "late"
 

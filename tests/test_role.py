@@ -140,7 +140,7 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
     # Inside the default window 01:00-03:59 at a minute fixed by sha1(inventory name).
     for host in fleet:
         minute = 60 + int(hashlib.sha1(host.encode()).hexdigest()[:8], 16) % 180
-        assert calendars[host] == f"*-*-* {minute // 60:02d}:{minute % 60:02d}:00", calendars
+        assert calendars[host] == f"*-*-* {minute // 60:02d}:{minute % 60:02d}:00 UTC", calendars
     assert len({calendars[h] for h in fleet}) == 3, calendars
 
     # The check can fail: a broken calendar expression is reported on stderr.
@@ -201,6 +201,14 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
         result = playbook(name, inv, env, *args)
         outputs.append(result.stdout + result.stderr)
         return result
+
+    # Check mode on a host never deployed: no failure, nothing written there or in the escrow.
+    dry = run("deploy.yml", inventory, "--check", "--diff", "--limit", "lab1")
+    assert dry.returncode == 0, explain(dry)
+    assert recap(dry)["lab1"]["failed"] == 0
+    assert host_sh(lab3, "lab1", "test -e /etc/saveos || test -e /opt/saveos").returncode == 1
+    assert not escrow.exists()
+    assert httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"] == []
 
     # First deploy, at -vvv, with a 4th host that does not answer: the 3 others converge.
     first = run("deploy.yml", inventory4, "-vvv")
@@ -353,7 +361,7 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
 
     # No token, passphrase or admin token in anything ansible printed, -vvv included.
     everything = "\n".join(outputs)
-    assert "ESTABLISH SSH CONNECTION" in outputs[0]  # the first run really was -vvv
+    assert "ESTABLISH SSH CONNECTION" in outputs[1]  # the first deploy really was -vvv
     assert secrets_in(everything, secrets) == []
 
 

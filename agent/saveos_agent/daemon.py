@@ -29,14 +29,39 @@ def _parse(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def backup_due(cfg: Config, now: float) -> bool:
+def next_slot(after: float, interval: int, offset: int) -> float:
+    """The first backup slot (k * interval + offset) strictly after `after`."""
+    return ((after - offset) // interval + 1) * interval + offset
+
+
+def backup_due(cfg: Config, now: float, started_at: Optional[float] = None) -> bool:
+    """Is a scheduled backup due? With a slot offset (what the systemd timer does elsewhere), the
+    first backup waits for the host's slot instead of starting the moment the daemon starts."""
     state = actions.load_state(cfg)
     last_ok = _parse(state.get("last_backup_at"))
     last_try = _parse(state.get("last_attempt_at"))
-    if last_ok is not None and now < last_ok + cfg.backup_interval_s:
+    if cfg.backup_offset_s is not None:
+        base = last_ok if last_ok is not None else (started_at if started_at is not None else now)
+        if now < next_slot(base, cfg.backup_interval_s, cfg.backup_offset_s):
+            return False
+    elif last_ok is not None and now < last_ok + cfg.backup_interval_s:
         return False
     if last_try is not None and (last_ok is None or last_try > last_ok):
         return now >= last_try + min(cfg.backup_interval_s, RETRY_AFTER_S)
+    return True
+
+
+def offsite_due(cfg: Config, now: float) -> bool:
+    """The offsite copy's own timer: after_backup syncs usually keep it from ever firing."""
+    if cfg.offsite is None:
+        return False
+    state = actions.load_state(cfg)
+    last_ok = _parse(state.get("last_offsite_at"))
+    last_try = _parse(state.get("last_offsite_attempt_at"))
+    if last_ok is not None and now < last_ok + cfg.offsite.interval_s:
+        return False
+    if last_try is not None and (last_ok is None or last_try > last_ok):
+        return now >= last_try + min(cfg.offsite.interval_s, RETRY_AFTER_S)
     return True
 
 
@@ -85,6 +110,7 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
     signal.signal(signal.SIGINT, on_signal)
     with Pidfile(pidfile):
         log.info("daemon started (pid %d)", os.getpid())
+        started_at = time.time()
         next_heartbeat = 0.0
         loops = 0
         while not stop.is_set():
@@ -97,12 +123,20 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                         log.warning("heartbeat: %s", outcome.get("message"))
                 except AgentError as exc:
                     log.error("heartbeat: %s", exc.message)
-            if not stop.is_set() and backup_due(cfg, time.time()):
+            if not stop.is_set() and backup_due(cfg, time.time(), started_at):
                 try:
                     outcome = actions.backup(cfg)
                     log.info("backup %s: %s", outcome["status"], outcome["message"])
                 except AgentError as exc:
                     log.error("backup: %s", exc.message)
+            if not stop.is_set() and offsite_due(cfg, time.time()):
+                from saveos_agent import offsite
+
+                try:
+                    outcome = offsite.sync(cfg)
+                    log.info("offsite sync %s: %s", outcome["status"], outcome.get("message"))
+                except AgentError as exc:
+                    log.error("offsite sync: %s", exc.message)
             loops += 1
             if max_loops is not None and loops >= max_loops:
                 break

@@ -55,7 +55,10 @@ def _get_agent(session: Session, agent_id: int) -> Agent:
     "/agents/provision",
     response_model=schemas.ProvisionOut,
     status_code=201,
-    responses={200: {"model": schemas.ProvisionOut, "description": "Existing agent"}},
+    responses={
+        200: {"model": schemas.ProvisionOut, "description": "Existing agent"},
+        409: {"description": "Concurrent provisioning of the same name; retry"},
+    },
 )
 def provision(body: schemas.ProvisionIn, request: Request, response: Response, session: SessionDep):
     """Idempotent by name; a token is returned only when one is created."""
@@ -83,6 +86,8 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
             session.commit()
             return schemas.ProvisionOut(id=agent.id, name=agent.name, created=True, token=token)
         break
+    else:
+        raise HTTPException(409, detail=f"agent {body.name!r} is being provisioned concurrently")
     # Existing agent: converge the declared settings, and hand out a token only when asked to
     # (or when a decommissioned agent comes back, since all its tokens were revoked).
     if body.labels is not None:
