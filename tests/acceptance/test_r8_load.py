@@ -125,7 +125,8 @@ def test_r8_thousand_agents_lose_nothing(api_pg, figures):
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
     reports = sum(stats.acked_reports.values())
     figures.append(
-        f"R8 load: {AGENTS:,} agents x {elapsed:.0f} s, {requests:,} requests "
+        f"R8 load: {AGENTS:,} agents for {SECONDS:.0f} s ({elapsed:.0f} s with the last requests), "
+        f"{requests:,} requests "
         f"({requests / elapsed:,.0f} req/s), p50 {p50:,.0f} ms, p99 {p99:,.0f} ms, 0 errors, "
         f"{reports:,}/{reports:,} reports and {sum(beats.values()):,} heartbeats in the database"
     )
