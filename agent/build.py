@@ -13,18 +13,20 @@ import sys
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PACKAGE = os.path.join(HERE, "saveos_agent")
+# saveos_offsite rides along: the offsite virtualenv runs it with the zipapp on PYTHONPATH
+PACKAGES = [os.path.join(HERE, "saveos_agent"), os.path.join(HERE, "saveos_offsite")]
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 MAIN = "import sys\nfrom saveos_agent.cli import main\nsys.exit(main())\n"
 
 
 def _entries():
-    for root, dirs, files in os.walk(PACKAGE):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".py"):
-                full = os.path.join(root, name)
-                yield os.path.relpath(full, HERE).replace(os.sep, "/"), full
+    for package in PACKAGES:
+        for root, dirs, files in os.walk(package):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    full = os.path.join(root, name)
+                    yield os.path.relpath(full, HERE).replace(os.sep, "/"), full
 
 
 def build(out: str) -> str:

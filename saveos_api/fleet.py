@@ -17,7 +17,9 @@ from saveos_api.models import (
     Agent,
     CheckResult,
     DrillResult,
+    EscrowProof,
     Heartbeat,
+    OffsiteSync,
     Snapshot,
     UTCDateTime,
 )
@@ -60,6 +62,10 @@ def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
     )
     check = _latest(CheckResult, "last_check", at, ("finished_at", "result"), lateral)
     drill = _latest(DrillResult, "last_drill", at, ("finished_at", "result"), lateral)
+    offsite = _latest(OffsiteSync, "last_offsite", at, ("result",), lateral)
+    offsite_ok = _latest(OffsiteSync, "good_offsite", at, ("finished_at",), lateral, result=["ok"])
+    escrow = _latest(EscrowProof, "last_escrow", at, ("result",), lateral)
+    escrow_ok = _latest(EscrowProof, "good_escrow", at, ("finished_at",), lateral, result=["ok"])
     hb_before_at = (
         sa.select(sa.func.max(Heartbeat.received_at))
         .where(Heartbeat.agent_id == Agent.id, Heartbeat.received_at <= at)
@@ -86,8 +92,13 @@ def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
         check[2]["result"].label("last_check_result"),
         drill[2]["finished_at"].label("last_drill_at"),
         drill[2]["result"].label("last_drill_result"),
+        Agent.offsite_interval_s,
+        offsite_ok[2]["finished_at"].label("last_offsite_at"),
+        offsite[2]["result"].label("last_offsite_result"),
+        escrow_ok[2]["finished_at"].label("last_escrow_at"),
+        escrow[2]["result"].label("last_escrow_result"),
     ).select_from(Agent)
-    for target, on, _columns in (last, good, check, drill):
+    for target, on, _columns in (last, good, check, drill, offsite, offsite_ok, escrow, escrow_ok):
         query = query.outerjoin(target, on)
     return query.where(
         sa.or_(Agent.decommissioned_at.is_(None), Agent.decommissioned_at > at)
@@ -115,6 +126,8 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
                 last_snapshot_status=row["last_snapshot_status"],
                 last_success_at=row["last_backup_at"],
                 last_check_result=row["last_check_result"],
+                offsite_interval_s=row["offsite_interval_s"],
+                last_offsite_at=row["last_offsite_at"],
             )
         )
         by_status[status] += 1

@@ -45,6 +45,7 @@ AGENT_FIELDS = (
     "facts",
     "backup_interval_s",
     "heartbeat_interval_s",
+    "offsite_interval_s",
 )
 
 

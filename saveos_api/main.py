@@ -16,7 +16,7 @@ from saveos_api import migrations
 from saveos_api.db import Database
 from saveos_api.heartbeats import HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from saveos_api.routes import admin, agent, open
+from saveos_api.routes import admin, agent, escrow, open
 from saveos_api.settings import Settings
 
 log = logging.getLogger("saveos_api")
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.
     app.include_router(agent.router)
     app.include_router(admin.router)
+    app.include_router(escrow.router)
     app.include_router(open.router)
     _install_error_handlers(app)
     # Outermost first: metrics see 413s too.

@@ -46,6 +46,16 @@ class FleetCollector(Collector):
                 "Unix time the agent's last restore drill finished",
                 labels=["agent"],
             ),
+            "last_offsite_at": GaugeMetricFamily(
+                "saveos_agent_last_offsite_sync_timestamp_seconds",
+                "Unix time the agent's last successful offsite sync finished",
+                labels=["agent"],
+            ),
+            "last_escrow_at": GaugeMetricFamily(
+                "saveos_agent_last_escrow_proof_timestamp_seconds",
+                "Unix time the escrowed passphrase and key last opened the agent's repository",
+                labels=["agent"],
+            ),
         }
         by_status = GaugeMetricFamily(
             "saveos_agents", "Agents by computed status", labels=["status"]

@@ -65,6 +65,8 @@ class Agent(Base):
     last_seen: Mapped[datetime | None] = mapped_column()
     heartbeat_count: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     decommissioned_at: Mapped[datetime | None] = mapped_column()
+    # Declared by an agent that keeps an offsite copy; null: no offsite copy expected.
+    offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 class AgentToken(Base):
@@ -178,5 +180,47 @@ class DrillResult(Base):
     files_matched: Mapped[int] = mapped_column(sa.BigInteger)
     files_mismatched: Mapped[int] = mapped_column(sa.BigInteger)
     result: Mapped[str] = mapped_column(sa.String(16))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OffsiteSync(Base):
+    __tablename__ = "offsite_syncs"
+    __table_args__ = (
+        sa.UniqueConstraint("agent_id", "report_id", name="uq_offsite_syncs_agent_report"),
+        sa.Index("ix_offsite_syncs_agent_finished", "agent_id", "finished_at"),
+    )
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    report_id: Mapped[str] = mapped_column(sa.String(64))
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    target: Mapped[str | None] = mapped_column(sa.String(1024))
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    objects: Mapped[int] = mapped_column(sa.BigInteger)
+    objects_uploaded: Mapped[int] = mapped_column(sa.BigInteger)
+    bytes_uploaded: Mapped[int] = mapped_column(sa.BigInteger)
+    objects_deleted: Mapped[int] = mapped_column(sa.BigInteger)
+    result: Mapped[str] = mapped_column(sa.String(16))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EscrowProof(Base):
+    """The controller opened the host's repository with the escrowed passphrase and key."""
+
+    __tablename__ = "escrow_proofs"
+    __table_args__ = (sa.Index("ix_escrow_proofs_agent_finished", "agent_id", "finished_at"),)
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    method: Mapped[str] = mapped_column(sa.String(16))
+    result: Mapped[str] = mapped_column(sa.String(16))
+    archives: Mapped[int | None] = mapped_column(sa.BigInteger)
     message: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,7 +11,17 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -96,7 +106,20 @@ def Text(max_length: int, min_length: int = 0) -> Any:  # noqa: N802 - reads lik
     ]
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+def _iso_only(value: Any) -> Any:
+    """The spec says ISO 8601 date-time; pydantic would also read numbers as Unix times."""
+    if isinstance(value, bool | int | float):
+        raise ValueError("must be an ISO 8601 date-time string, not a number")
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("must be an ISO 8601 date-time string, not a number")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
 Version = Text(64)
 ShortText = Text(200)
 HostText = Text(253)
@@ -105,16 +128,17 @@ ArchiveName = Text(255)
 Message = Text(65536)
 WarningText = Text(4096)
 LabelKey = Text(63, 1)
-Timestamp = Annotated[AwareDatetime, AfterValidator(_check_timestamp)]
-Size = Annotated[int, Field(ge=0, le=INT64_MAX)]
-Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_check_timestamp)]
+# Strict: JSON `true`, "5" or 5.5 are not integers (the spec says integer; lax mode took them).
+Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 ReportId = Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
 # Bounded so that date arithmetic never overflows.
-Interval = Annotated[int, Field(ge=1, le=366 * 86400)]
-Grace = Annotated[int, Field(ge=0, le=366 * 86400)]
-ReturnCode = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Interval = Annotated[StrictInt, Field(ge=1, le=366 * 86400)]
+Grace = Annotated[StrictInt, Field(ge=0, le=366 * 86400)]
+ReturnCode = Annotated[StrictInt, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
     dict[LabelKey, HostText],
     Field(max_length=64),
@@ -138,7 +162,7 @@ class ProvisionIn(Input):
     backup_interval_s: Interval | None = None
     backup_grace_s: Grace | None = None
     heartbeat_interval_s: Interval | None = None
-    rotate: bool = False
+    rotate: StrictBool = False
 
 
 class ProvisionOut(Output):
@@ -161,6 +185,7 @@ class AgentOut(Output):
     created_at: datetime
     last_seen: datetime | None
     decommissioned_at: datetime | None
+    offsite_interval_s: int | None = None
 
 
 class AgentList(Output):
@@ -246,6 +271,11 @@ class AgentStatusOut(Output):
     backup_interval_s: int
     backup_grace_s: int
     heartbeat_interval_s: int
+    last_offsite_at: datetime | None = None
+    last_offsite_result: str | None = None
+    offsite_interval_s: int | None = None
+    last_escrow_at: datetime | None = None
+    last_escrow_result: str | None = None
 
 
 class FleetTotals(Output):
@@ -271,6 +301,7 @@ class HeartbeatIn(Input):
     hostname: HostText | None = None
     backup_interval_s: Interval | None = None
     heartbeat_interval_s: Interval | None = None
+    offsite_interval_s: Interval | None = None
     facts: JsonObject | None = None
 
 
@@ -315,7 +346,7 @@ class SnapshotReport(_Timed):
 
 class CheckReport(_Timed):
     repo: RepoPath
-    verify_data: bool
+    verify_data: StrictBool
     result: Literal["ok", "warning", "error"]
     rc: ReturnCode
     message: Message | None = None
@@ -328,6 +359,44 @@ class DrillReport(_Timed):
     files_mismatched: Size
     result: Literal["pass", "fail"]
     message: Message | None = None
+
+
+class OffsiteReport(_Timed):
+    target: Text(1024) | None = None  # type: ignore[valid-type]
+    duration_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+    objects: Size = 0
+    objects_uploaded: Size = 0
+    bytes_uploaded: Size = 0
+    objects_deleted: Size = 0
+    result: Literal["ok", "error", "skipped"]
+    message: Text(65536) | None = None  # type: ignore[valid-type]
+
+
+class EscrowProofIn(Input):
+    started_at: Timestamp
+    finished_at: Timestamp
+    method: Literal["live", "offsite"]
+    result: Literal["ok", "fail"]
+    archives: Size | None = None
+    message: Text(65536) | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.finished_at < self.started_at:
+            raise ValueError("finished_at is before started_at")
+        return self
+
+
+class EscrowProofOut(Output):
+    id: int
+    agent_id: int
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float | None
+    method: str
+    result: str
+    archives: int | None
+    message: str | None
 
 
 class JobResultIn(Input):

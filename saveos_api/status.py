@@ -24,6 +24,9 @@ class StatusInput:
     last_snapshot_status: str | None = None  # "ok" | "warning" | "error"
     last_success_at: datetime | None = None
     last_check_result: str | None = None  # "ok" | "warning" | "error"
+    # An agent that declares an offsite copy is late/overdue when that copy falls behind too.
+    offsite_interval_s: int | None = None
+    last_offsite_at: datetime | None = None  # last successful offsite sync
 
 
 def compute_status(s: StatusInput) -> str:
@@ -35,9 +38,22 @@ def compute_status(s: StatusInput) -> str:
         return "failing"
     if s.last_success_at is None:
         return "never"
-    due = s.last_success_at + timedelta(seconds=s.backup_interval_s)
-    if s.now > due + timedelta(seconds=s.backup_grace_s):
+    status = _behind(s.now, s.last_success_at, s.backup_interval_s, s.backup_grace_s)
+    if s.offsite_interval_s:
+        # never synced: measured from the agent's creation, like a first backup
+        since = s.last_offsite_at or s.created_at
+        offsite = _behind(s.now, since, s.offsite_interval_s, s.backup_grace_s)
+        status = max(status, offsite, key=_BEHIND.index)
+    return status
+
+
+_BEHIND = ("ok", "late", "overdue")
+
+
+def _behind(now: datetime, last: datetime, interval_s: int, grace_s: int) -> str:
+    due = last + timedelta(seconds=interval_s)
+    if now > due + timedelta(seconds=grace_s):
         return "overdue"
-    if s.now > due:
+    if now > due:
         return "late"
     return "ok"

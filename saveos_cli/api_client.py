@@ -81,6 +81,9 @@ class ApiClient:
             "GET", f"/api/v1/agents/{agent_id}/snapshots", params={"limit": limit, "offset": offset}
         )
 
+    def record_escrow_proof(self, agent_id: int, proof: dict) -> dict:
+        return self._request("POST", f"/api/v1/agents/{agent_id}/escrow", json=proof)
+
     def revoke_tokens(self, agent_id: int) -> int:
         return self._request("POST", f"/api/v1/agents/{agent_id}/tokens/revoke")["revoked"]
 

@@ -7,6 +7,7 @@ on events recorded from a real run (tests/data/runner_events.json).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,6 +75,21 @@ def _when(event: Mapping) -> datetime | None:
         return None
 
 
+def _command_detail(res: Mapping) -> str:
+    stdout = str(res.get("stdout") or "").strip()
+    try:
+        parsed = json.loads(stdout) if stdout.startswith("{") else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, Mapping) and parsed.get("message"):
+        return str(parsed["message"])
+    for text in (res.get("stderr"), stdout):
+        lines = [line for line in str(text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return ""
+
+
 def failure_message(res: Mapping | None) -> str:
     """The one line an operator needs from a failed result: its msg, not the whole dump."""
     res = res or {}
@@ -88,6 +104,10 @@ def failure_message(res: Mapping | None) -> str:
         msg = res.get("stderr") or res.get("stdout") or res.get("censored") or "failed"
         lines = [line for line in str(msg).splitlines() if line.strip()]
         msg = lines[-1] if lines else "failed"
+    elif msg == "non-zero return code":
+        # A command's own words beat ansible's summary (e.g. saveos-agent --json's "message").
+        detail = _command_detail(res)
+        msg = f"{msg} ({res.get('rc')}): {detail}" if detail else msg
     text = " ".join(str(msg).split())
     return text if len(text) <= MSG_LIMIT else text[: MSG_LIMIT - 1] + "…"
 

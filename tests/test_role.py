@@ -26,7 +26,12 @@ VENV_BIN = Path("/work/venv/bin")
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
 )
-UNITS = ["saveos-agent.service", "saveos-agent-backup.service", "saveos-agent-backup.timer"]
+UNITS = [
+    "saveos-agent-heartbeat.service",
+    "saveos-agent-heartbeat.timer",
+    "saveos-agent-backup.service",
+    "saveos-agent-backup.timer",
+]
 
 
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -134,7 +139,9 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
         assert result.returncode == 0 and result.stderr == "", result.stderr
 
     calendars = {
-        host: re.search(r"^OnCalendar=(.+)$", (out / host / UNITS[2]).read_text(), re.M).group(1)
+        host: re.search(
+            r"^OnCalendar=(.+)$", (out / host / "saveos-agent-backup.timer").read_text(), re.M
+        ).group(1)
         for host in [*fleet, "broken"]
     }
     # Inside the default window 01:00-03:59 at a minute fixed by sha1(inventory name).

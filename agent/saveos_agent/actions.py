@@ -289,7 +289,7 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         save_state(cfg, last_backup_at=iso(finished), last_archive=archive_out)
     save_state(cfg, last_backup_status=status)
     sent = report(cfg, "snapshot", body)
-    return {
+    out = {
         "status": status,
         "rc": rc,
         "archive": archive_out,
@@ -299,6 +299,12 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         "message": message,
         "warnings": warnings,
     }
+    if cfg.offsite and cfg.offsite.after_backup and status != "error":
+        from saveos_agent import offsite
+
+        # its own report; a failed offsite copy does not make the backup fail
+        out["offsite"] = offsite.sync(cfg)
+    return out
 
 
 def list_archives(cfg: Config) -> Dict[str, Any]:
@@ -566,6 +572,8 @@ def status(cfg: Config) -> Dict[str, Any]:
         "last_backup_status": state.get("last_backup_status"),
         "last_archive": state.get("last_archive"),
         "last_attempt_at": state.get("last_attempt_at"),
+        "last_offsite_at": state.get("last_offsite_at"),
+        "last_offsite_result": state.get("last_offsite_result"),
         "config": cfg.summary(),
     }
 
@@ -582,6 +590,7 @@ def heartbeat_body(cfg: Config) -> Dict[str, Any]:
         "backup_interval_s": cfg.backup_interval_s,
         "heartbeat_interval_s": cfg.heartbeat_interval_s,
         "facts": {"python": platform.python_version(), "spool_depth": spool_of(cfg).depth()},
+        **({"offsite_interval_s": cfg.offsite.interval_s} if cfg.offsite else {}),
     }
 
 

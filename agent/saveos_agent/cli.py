@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", "config summary, spool depth, last backup, borg version")
     init = add("init", "create the repository (no-op when it exists)")
     init.add_argument("--encryption", default="repokey-blake2")
+    offsite = add("offsite", "the offsite copy of the repository (S3)")
+    offsite_sub = offsite.add_subparsers(
+        dest="offsite_command", metavar="ACTION", parser_class=_Parser
+    )
+    offsite_sub.required = True
+    offsite_sub.add_parser("sync", help="upload what changed, report the result", parents=[common])
     key = add("key-export", "export the repository key to a 0600 file")
     key.add_argument("--out", required=True)
     return parser
@@ -87,6 +93,9 @@ def _text(result: Dict[str, Any], command: str) -> str:
             parts.append(f"{key}={result[key]}")
     if command == "drill":
         parts.append(f"checked={result['files_checked']} mismatched={result['files_mismatched']}")
+    if command == "offsite":
+        for key in ("objects_uploaded", "bytes_uploaded"):
+            parts.append(f"{key}={result.get(key, 0)}")
     if command == "spool":
         parts.append(f"sent={result['sent']} remaining={result['remaining']}")
     return " ".join(str(p) for p in parts)
@@ -118,6 +127,10 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
         return actions.flush(cfg)
     if command == "status":
         return actions.status(cfg)
+    if command == "offsite":
+        from saveos_agent import offsite
+
+        return offsite.sync(cfg)
     if command == "init":
         return actions.init(cfg, args.encryption)
     if command == "key-export":

@@ -51,6 +51,20 @@ def default_config_path() -> str:
     return SYSTEM_CONFIG if system_mode() else user_config_path()
 
 
+OFFSITE_PYTHON = "/opt/saveos/offsite-venv/bin/python"
+
+
+@dataclass
+class Offsite:
+    """Where the offsite sync program and its own config live, and when it runs."""
+
+    config: str
+    python: str = OFFSITE_PYTHON
+    interval_s: int = 86400
+    after_backup: bool = False
+    timeout_s: int = 6 * 3600
+
+
 @dataclass
 class Config:
     path: str
@@ -76,6 +90,7 @@ class Config:
     state_dir: str = ""
     borg_binary: str = "borg"
     hostname: str = ""
+    offsite: Optional["Offsite"] = None
 
     @property
     def local_repository(self) -> Optional[str]:
@@ -166,7 +181,9 @@ _TOP_KEYS = {
     "state_dir",
     "borg_binary",
     "hostname",
+    "offsite",
 }
+_OFFSITE_KEYS = {"config", "python", "interval_s", "after_backup", "timeout_s"}
 _RETENTION_KEYS = {"keep_within", *_RETENTION_INTS}
 _SCHEDULE_KEYS = {"backup_interval_s", "backup_offset_s", "heartbeat_interval_s"}
 
@@ -197,6 +214,28 @@ def _validate_retention(raw: Any) -> Dict[str, Any]:
         raise AgentError(
             "config key 'retention' keeps nothing: set keep_within or a keep_* count above 0"
         )
+    return out
+
+
+def _validate_offsite(raw: Any, check_paths: bool) -> Offsite:
+    _expect(raw, dict, "offsite")
+    _unknown(raw, _OFFSITE_KEYS, "offsite.")
+    if "config" not in raw:
+        raise AgentError("missing config key 'offsite.config' (path of offsite.json)")
+    out = Offsite(config=_expect(raw["config"], str, "offsite.config"))
+    if "python" in raw:
+        out.python = _expect(raw["python"], str, "offsite.python")
+    for key in ("interval_s", "timeout_s"):
+        if key in raw:
+            setattr(out, key, _nonneg_int(raw[key], f"offsite.{key}", 1))
+    if "after_backup" in raw:
+        out.after_backup = _expect(raw["after_backup"], bool, "offsite.after_backup")
+    for key in ("config", "python"):
+        if not os.path.isabs(getattr(out, key)):
+            raise AgentError(f"config key 'offsite.{key}' must be an absolute path")
+    if check_paths:
+        # offsite.json names the credentials file: private like every secret-bearing file
+        check_private(out.config, "offsite.config")
     return out
 
 
@@ -278,6 +317,8 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         value = getattr(cfg, key)
         if value and check_paths:
             check_private(value, key)
+    if data.get("offsite") is not None:
+        cfg.offsite = _validate_offsite(data["offsite"], check_paths)
     if not cfg.hostname:
         import socket
 

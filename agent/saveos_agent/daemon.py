@@ -51,6 +51,20 @@ def backup_due(cfg: Config, now: float, started_at: Optional[float] = None) -> b
     return True
 
 
+def offsite_due(cfg: Config, now: float) -> bool:
+    """The offsite copy's own timer: after_backup syncs usually keep it from ever firing."""
+    if cfg.offsite is None:
+        return False
+    state = actions.load_state(cfg)
+    last_ok = _parse(state.get("last_offsite_at"))
+    last_try = _parse(state.get("last_offsite_attempt_at"))
+    if last_ok is not None and now < last_ok + cfg.offsite.interval_s:
+        return False
+    if last_try is not None and (last_ok is None or last_try > last_ok):
+        return now >= last_try + min(cfg.offsite.interval_s, RETRY_AFTER_S)
+    return True
+
+
 class Pidfile:
     def __init__(self, path: Optional[str]):
         self.path = path
@@ -115,6 +129,14 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                     log.info("backup %s: %s", outcome["status"], outcome["message"])
                 except AgentError as exc:
                     log.error("backup: %s", exc.message)
+            if not stop.is_set() and offsite_due(cfg, time.time()):
+                from saveos_agent import offsite
+
+                try:
+                    outcome = offsite.sync(cfg)
+                    log.info("offsite sync %s: %s", outcome["status"], outcome.get("message"))
+                except AgentError as exc:
+                    log.error("offsite sync: %s", exc.message)
             loops += 1
             if max_loops is not None and loops >= max_loops:
                 break

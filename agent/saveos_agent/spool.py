@@ -17,6 +17,7 @@ ENDPOINTS = {
     "snapshot": "/api/v1/reports/snapshots",
     "check": "/api/v1/reports/checks",
     "drill": "/api/v1/reports/drills",
+    "offsite": "/api/v1/reports/offsite",
 }
 # answers that will never succeed on a replay: park the report instead of blocking the queue
 _PERMANENT = {400, 404, 409, 422}

@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session
 from saveos_api import schemas
 from saveos_api.auth import AgentPrincipal, bearer, forbidden, require_agent
 from saveos_api.db import get_session
-from saveos_api.models import Agent, CheckResult, DrillResult, Job, Snapshot, utcnow
+from saveos_api.models import (
+    Agent,
+    CheckResult,
+    DrillResult,
+    Job,
+    OffsiteSync,
+    Snapshot,
+    utcnow,
+)
 
 ERRORS = {
     401: {"description": "Missing, malformed, unknown or revoked token"},
@@ -120,6 +128,18 @@ def report_drill(
     body: schemas.DrillReport, principal: AgentDep, response: Response, session: SessionDep
 ):
     return _record_report(session, principal, DrillResult, body, response)
+
+
+@router.post(
+    "/reports/offsite",
+    response_model=schemas.ReportAck,
+    status_code=201,
+    responses=REPORT_RESPONSES,
+)
+def report_offsite(
+    body: schemas.OffsiteReport, principal: AgentDep, response: Response, session: SessionDep
+):
+    return _record_report(session, principal, OffsiteSync, body, response)
 
 
 @router.post(

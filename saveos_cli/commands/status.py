@@ -47,6 +47,12 @@ AGENT_KEYS = (
     "backup_interval_s",
     "backup_grace_s",
     "heartbeat_interval_s",
+    "offsite_interval_s",
+    "last_offsite_at",
+    "last_offsite_age_s",
+    "last_offsite_result",
+    "last_escrow_at",
+    "last_escrow_result",
 )
 
 
@@ -58,6 +64,7 @@ def status_report(raw: dict, at: datetime | None) -> dict:
         row = {key: a.get(key) for key in AGENT_KEYS}
         row["last_heartbeat_age_s"] = age_seconds(a.get("last_heartbeat"), now)
         row["last_backup_age_s"] = age_seconds(a.get("last_backup_at"), now)
+        row["last_offsite_age_s"] = age_seconds(a.get("last_offsite_at"), now)
         agents.append(row)
     totals = raw.get("totals") or {}
     alarms = sorted(a["name"] for a in agents if a["status"] in ALARM)
@@ -89,6 +96,28 @@ def _result(at: str | None, result: str | None, now: datetime) -> Text:
     return Text.assemble((result or "?", style), f" {human_age(age_seconds(at, now))}")
 
 
+def _offsite(a: dict) -> Text:
+    """Age of the last good offsite copy; '-' when the host keeps none."""
+    if not a.get("offsite_interval_s") and not a.get("last_offsite_at"):
+        return Text("-", style="dim")
+    if not a.get("last_offsite_at"):
+        return Text("never", style="red")
+    bad = a.get("last_offsite_result") not in (None, "ok")
+    text = human_age(a.get("last_offsite_age_s"))
+    return Text(text + (f" ({a['last_offsite_result']})" if bad else ""), "yellow" if bad else "")
+
+
+def _escrow(a: dict, now: datetime) -> Text:
+    """When the escrowed passphrase + key last opened the repo; never proven is flagged."""
+    if not a.get("last_escrow_at"):
+        failed = a.get("last_escrow_result") == "fail"
+        return Text("FAILED" if failed else "never proven", style="bold red")
+    text = human_age(age_seconds(a["last_escrow_at"], now))
+    if a.get("last_escrow_result") == "fail":
+        return Text(f"FAILED (ok {text})", style="bold red")
+    return Text(text, style="green")
+
+
 def render_status(out: Console, report: dict) -> None:
     now = iso(report["at"] or report["generated_at"])
     table = Table(title="SaveOS fleet", title_justify="left")
@@ -102,6 +131,8 @@ def render_status(out: Console, report: dict) -> None:
         "dedup",
         "check",
         "drill",
+        "offsite",
+        "escrow",
     )
     for col in columns:
         table.add_column(
@@ -120,6 +151,8 @@ def render_status(out: Console, report: dict) -> None:
             _size(a["deduplicated_size"]),
             _result(a["last_check_at"], a["last_check_result"], now),
             _result(a["last_drill_at"], a["last_drill_result"], now),
+            _offsite(a),
+            _escrow(a, now),
         )
     out.print(table)
     totals = report["totals"]

@@ -1,0 +1,5 @@
+import sys
+
+from saveos_offsite.cli import main
+
+sys.exit(main())

@@ -1,0 +1,364 @@
+"""Sync the local borg repository to S3 (only what changed) and fetch it back onto a new host.
+
+Change detection: a local manifest (state_dir) keeps, per file, size + mtime + inode + sha256 and
+the ETag S3 gave the upload, so an unchanged segment is neither re-read nor re-uploaded. The remote
+listing is compared too, so an object deleted (or altered) by hand is uploaded again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from saveos_agent import locks
+
+from saveos_offsite.settings import OffsiteError, Settings, read_credentials
+
+log = logging.getLogger("saveos_offsite")
+
+# borg's own lock files are never copied (a restored repo must not look locked)
+_SKIP = ("lock.exclusive", "lock.roster")
+_CHUNK = 1024 * 1024
+MANIFEST_VERSION = 1
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload_order(rel: str) -> Tuple[int, int, str]:
+    """Segments first, then index/hints/integrity, then config: a copy read mid-sync still has
+    every segment the newer index names."""
+    if rel.startswith("data/"):
+        digits = re.findall(r"\d+", rel)
+        return (0, int(digits[-1]) if digits else 0, rel)
+    if rel.split(".")[0] in ("index", "hints", "integrity"):
+        return (1, 0, rel)
+    return (2, 0, rel)
+
+
+def local_files(repo: str) -> Iterator[Tuple[str, os.stat_result]]:
+    for root, dirs, files in os.walk(repo):
+        if root == repo:
+            dirs[:] = [d for d in dirs if d not in _SKIP]
+        dirs.sort()
+        for name in sorted(files):
+            if root == repo and name in _SKIP:
+                continue
+            full = os.path.join(root, name)
+            st = os.lstat(full)
+            if not os.path.isfile(full) or os.path.islink(full):
+                continue
+            yield os.path.relpath(full, repo).replace(os.sep, "/"), st
+
+
+def lock_holders(repo: str) -> List[str]:
+    return [h.describe() for h in locks.holders(repo)]
+
+
+# ---- manifest --------------------------------------------------------------------------------
+
+
+def manifest_path(settings: Settings) -> str:
+    name = hashlib.sha256(settings.target.encode()).hexdigest()[:16]
+    return os.path.join(settings.state_dir, f"offsite-{name}.json")
+
+
+def load_manifest(settings: Settings) -> Dict[str, Any]:
+    empty = {"version": MANIFEST_VERSION, "target": settings.target, "files": {}, "missing": {}}
+    try:
+        with open(manifest_path(settings), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return empty
+    if not isinstance(data, dict) or data.get("target") != settings.target:
+        return empty
+    data.setdefault("files", {})
+    data.setdefault("missing", {})
+    return data
+
+
+def save_manifest(settings: Settings, manifest: Dict[str, Any]) -> None:
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    path = manifest_path(settings)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# ---- S3 --------------------------------------------------------------------------------------
+
+
+def s3_client(settings: Settings):
+    try:
+        import boto3
+        from botocore.config import Config as BotoConfig
+    except ImportError:
+        raise OffsiteError(
+            "boto3 is not installed in this Python (the offsite virtualenv is missing?)"
+        ) from None
+    creds = read_credentials(settings) or {}
+    config = BotoConfig(
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=120,
+        retries={"max_attempts": 3, "mode": "standard"},
+        # MinIO, Ceph and friends serve buckets by path, not by virtual host
+        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+    )
+    session = boto3.session.Session(region_name=settings.region, **creds)
+    return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+
+def transfer_config(settings: Settings):
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=settings.multipart_threshold,
+        multipart_chunksize=settings.multipart_chunksize,
+        max_concurrency=settings.max_concurrency,
+    )
+
+
+def remote_objects(client, settings: Settings) -> Dict[str, Dict[str, Any]]:
+    out = {}
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=settings.bucket, Prefix=settings.key_prefix):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = {"size": obj["Size"], "etag": obj["ETag"].strip('"')}
+    return out
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for a boto/botocore failure; these never carry the secret key."""
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError:  # pragma: no cover - boto3 is there when this runs
+        ClientError = ()  # type: ignore[assignment]  # noqa: N806
+    if ClientError and isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"S3 error {err.get('Code', '?')}: {err.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---- sync ------------------------------------------------------------------------------------
+
+
+def _result(settings: Settings, started: dt.datetime, **fields: Any) -> Dict[str, Any]:
+    finished = utcnow()
+    out = {
+        "status": "ok",
+        "result": "ok",
+        "target": settings.target,
+        "objects": 0,
+        "objects_uploaded": 0,
+        "bytes_uploaded": 0,
+        "objects_deleted": 0,
+        "pending_delete": 0,
+        "started_at": iso(started),
+        "finished_at": iso(finished),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "message": "",
+    }
+    out.update(fields)
+    return out
+
+
+def sync(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
+    started = utcnow()
+    repo = settings.repository
+    if not os.path.isfile(os.path.join(repo, "config")):
+        raise OffsiteError(f"{repo} is not a borg repository (no config file)")
+    holders = lock_holders(repo)
+    if holders:
+        return _result(
+            settings,
+            started,
+            status="warning",
+            result="skipped",
+            message="repo locked by " + ", ".join(holders) + ": sync skipped",
+        )
+    manifest = load_manifest(settings)
+    files: Dict[str, Any] = manifest["files"]
+    try:
+        client = s3_client(settings)
+        remote = remote_objects(client, settings)
+        local: Dict[str, Dict[str, Any]] = {}
+        for rel, st in local_files(repo):
+            known = files.get(rel) or {}
+            same = (
+                known.get("size") == st.st_size
+                and known.get("mtime_ns") == st.st_mtime_ns
+                and known.get("ino") == st.st_ino
+            )
+            digest = known["sha256"] if same and known.get("sha256") else None
+            if digest is None:
+                digest = sha256_file(os.path.join(repo, rel))
+            entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+            entry["sha256"] = digest
+            if known.get("sha256") == digest:
+                entry["etag"] = known.get("etag")
+            local[rel] = entry
+
+        uploaded = restored = 0
+        sent_bytes = 0
+        config = transfer_config(settings)
+        for rel in sorted(local, key=upload_order):
+            entry = local[rel]
+            key = settings.key_prefix + rel
+            there = remote.get(key)
+            if there and there["size"] == entry["size"] and there["etag"] == entry.get("etag"):
+                continue
+            if there is None and entry.get("etag"):
+                restored += 1  # we uploaded it before: someone removed it
+            client.upload_file(
+                os.path.join(repo, rel),
+                settings.bucket,
+                key,
+                ExtraArgs={"Metadata": {"sha256": entry["sha256"]}},
+                Config=config,
+            )
+            head = client.head_object(Bucket=settings.bucket, Key=key)
+            entry["etag"] = head["ETag"].strip('"')
+            uploaded += 1
+            sent_bytes += entry["size"]
+            log.info("uploaded %s (%d bytes)", rel, entry["size"])
+            files[rel] = entry  # progress survives an interruption
+        manifest["files"] = local
+
+        # a lock taken while we uploaded means borg may have rewritten what we read: say so,
+        # and delete nothing this time
+        holders = lock_holders(repo)
+        if holders:
+            save_manifest(settings, manifest)
+            return _result(
+                settings,
+                started,
+                status="error",
+                result="error",
+                objects=len(local),
+                objects_uploaded=uploaded,
+                bytes_uploaded=sent_bytes,
+                message="repo locked during the sync by "
+                + ", ".join(holders)
+                + "; the next sync completes the copy",
+            )
+
+        now = time.time() if now is None else now
+        missing: Dict[str, float] = {}
+        doomed = []
+        local_keys = {settings.key_prefix + rel for rel in local}
+        for key in sorted(remote):
+            if key in local_keys:
+                continue
+            first = float(manifest["missing"].get(key, now))
+            if now - first >= settings.delete_delay_s:
+                doomed.append(key)
+            else:
+                missing[key] = first
+        for i in range(0, len(doomed), 1000):
+            client.delete_objects(
+                Bucket=settings.bucket,
+                Delete={"Objects": [{"Key": k} for k in doomed[i : i + 1000]], "Quiet": True},
+            )
+        manifest["missing"] = missing
+    except OffsiteError:
+        raise
+    except Exception as exc:  # boto, network, disk: one clear line, the manifest keeps progress
+        save_manifest(settings, manifest)
+        log.debug("sync failed", exc_info=True)
+        return _result(
+            settings, started, status="error", result="error", message=describe_error(exc)
+        )
+    save_manifest(settings, manifest)
+    message = f"{uploaded} of {len(local)} objects uploaded"
+    if restored:
+        message += f" ({restored} missing remotely, restored)"
+    if doomed:
+        message += f"; {len(doomed)} deleted remotely"
+    return _result(
+        settings,
+        started,
+        objects=len(local),
+        objects_uploaded=uploaded,
+        bytes_uploaded=sent_bytes,
+        objects_restored=restored,
+        objects_deleted=len(doomed),
+        pending_delete=len(missing),
+        message=message,
+    )
+
+
+# ---- fetch -----------------------------------------------------------------------------------
+
+
+def fetch(settings: Settings, dest: str) -> Dict[str, Any]:
+    """Download the offsite copy into an empty dest and verify every object's sha256."""
+    started = utcnow()
+    if os.path.exists(dest) and os.listdir(dest):
+        raise OffsiteError(f"--dest {dest} is not empty: refusing to mix repositories")
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    try:
+        client = s3_client(settings)
+        remote = remote_objects(client, settings)
+        if not remote:
+            raise OffsiteError(f"no offsite copy at {settings.target}")
+        config = transfer_config(settings)
+        fetched = size = 0
+        bad = []
+        for key in sorted(remote):
+            rel = key[len(settings.key_prefix) :]
+            if not rel or rel.startswith("/") or ".." in rel.split("/"):
+                raise OffsiteError(f"refusing unsafe object key {key!r}")
+            path = os.path.join(dest, *rel.split("/"))
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            client.download_file(settings.bucket, key, path, Config=config)
+            os.chmod(path, 0o600)
+            expected = client.head_object(Bucket=settings.bucket, Key=key)["Metadata"].get("sha256")
+            if expected is None or sha256_file(path) != expected:
+                bad.append(rel)
+            fetched += 1
+            size += remote[key]["size"]
+    except OffsiteError:
+        raise
+    except Exception as exc:
+        log.debug("fetch failed", exc_info=True)
+        return _result(
+            settings, started, status="error", result="error", message=describe_error(exc)
+        )
+    status = "error" if bad else "ok"
+    message = f"{fetched} objects fetched into {dest}"
+    if bad:
+        message += f"; sha256 mismatch or missing for {len(bad)}: " + ", ".join(bad[:10])
+    return _result(
+        settings,
+        started,
+        status=status,
+        result=status,
+        objects=fetched,
+        bytes_downloaded=size,
+        mismatched=bad,
+        dest=dest,
+        message=message,
+    )

@@ -1,0 +1,387 @@
+"""Escrow proofs and disaster recovery, run from the controller.
+
+Hosts come from the Ansible inventory (connection vars + `saveos_agent_offsite_*` vars); the
+controller talks to them with plain `ssh` using those vars. Secrets stay off every command line:
+borg reads the escrowed passphrase through BORG_PASSCOMMAND (a file path) on the controller, or
+through BORG_PASSPHRASE_FD=0 fed over the SSH session's stdin on a host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from saveos_cli import config
+from saveos_cli.errors import EXIT_FLEET, SaveOSError
+
+REPOSITORY = "/var/lib/saveos/repo"
+OFFSITE_PYTHON = "/opt/saveos/offsite-venv/bin/python"
+AGENT_PYZ = "/opt/saveos/saveos-agent.pyz"
+OFFSITE_CONFIG = "/etc/saveos/offsite.json"
+# Borg may meet a repository it never saw (a fresh BORG_BASE_DIR, a copy in a new place).
+BORG_QUIET_ENV = {
+    "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+    "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
+    "BORG_EXIT_CODES": "legacy",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# ---- inventory -------------------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_file: str | None = None
+    ssh_args: list[str] = field(default_factory=list)
+    vars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def repository(self) -> str:
+        return str(self.vars.get("saveos_agent_repository") or REPOSITORY)
+
+    def ssh_base(self) -> list[str]:
+        argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if self.key_file:
+            argv += ["-i", self.key_file]
+        return argv + self.ssh_args
+
+    def ssh(
+        self, command: str, stdin: bytes | None = None, timeout: float = 3600
+    ) -> subprocess.CompletedProcess:
+        argv = [*self.ssh_base(), f"{self.user}@{self.address}", command]
+        try:
+            return subprocess.run(argv, input=stdin or b"", capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise SaveOSError(f"{self.name}: ssh command timed out after {timeout:.0f}s.") from exc
+
+
+def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
+    """The inventory's hosts (restricted by an Ansible pattern) with their merged vars."""
+    if not inventory.exists():
+        raise SaveOSError(f"inventory {inventory} does not exist.")
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(inventory)])
+    if limit:
+        manager.subset(limit)
+    variables = VariableManager(loader=loader, inventory=manager)
+    hosts = []
+    for item in manager.get_hosts("all"):
+        hv = variables.get_vars(host=item)
+        common = str(hv.get("ansible_ssh_common_args") or "")
+        hosts.append(
+            Host(
+                name=item.name,
+                address=str(hv.get("ansible_host") or item.name),
+                port=int(hv.get("ansible_port") or 22),
+                user=str(hv.get("ansible_user") or "root"),
+                key_file=hv.get("ansible_ssh_private_key_file"),
+                ssh_args=shlex.split(common),
+                vars={k: v for k, v in hv.items() if k.startswith("saveos_")},
+            )
+        )
+    if not hosts:
+        target = f" matches --limit {limit!r}" if limit else ""
+        raise SaveOSError(f"no host in {inventory}{target}.")
+    return hosts
+
+
+def find_host(inventory: Path, name: str) -> Host:
+    for host in load_hosts(inventory):
+        if host.name == name:
+            return host
+    raise SaveOSError(f"host {name!r} is not in {inventory}.")
+
+
+# ---- escrow ----------------------------------------------------------------------------------
+
+
+def escrow_root() -> Path:
+    env = os.environ.get("SAVEOS_ESCROW_DIR")
+    return Path(env) if env else config.data_dir() / "escrow"
+
+
+def escrow_files(name: str) -> tuple[Path, Path]:
+    """(passphrase, key.export) of a host; both must exist and be private."""
+    folder = escrow_root() / name
+    out = []
+    for leaf in ("passphrase", "key.export"):
+        path = folder / leaf
+        if not path.is_file():
+            raise SaveOSError(f"{name}: no escrowed {leaf} at {path} (was the host deployed?).")
+        if path.stat().st_mode & 0o077:
+            raise SaveOSError(f"{name}: {path} is readable by group/others; run chmod 600 {path}.")
+        out.append(path)
+    return out[0], out[1]
+
+
+def _offsite_package() -> None:
+    """saveos_offsite lives next to the agent (agent/); a source checkout has it off sys.path."""
+    try:
+        import saveos_offsite  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
+
+
+def offsite_settings(host: Host):
+    """saveos_offsite Settings for a host's copy, from its inventory vars; None when unset."""
+    v = host.vars
+    if not v.get("saveos_agent_offsite_bucket"):
+        return None
+    _offsite_package()
+    from saveos_offsite.settings import Settings
+
+    return Settings(
+        path="<inventory>",
+        bucket=str(v["saveos_agent_offsite_bucket"]),
+        repository=host.repository,
+        host=host.name,
+        prefix=str(v.get("saveos_agent_offsite_prefix", "saveos")),
+        endpoint_url=v.get("saveos_agent_offsite_endpoint_url") or None,
+        region=v.get("saveos_agent_offsite_region") or None,
+        credentials_file=v.get("saveos_agent_offsite_credentials_file") or None,
+    )
+
+
+def _borg_env(base_dir: Path, passphrase_file: Path, rsh: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+    env.update(BORG_QUIET_ENV)
+    env["BORG_BASE_DIR"] = str(base_dir)
+    # the path goes into the environment, the passphrase itself only into borg's pipe
+    env["BORG_PASSCOMMAND"] = "cat " + shlex.quote(str(passphrase_file))
+    if rsh:
+        env["BORG_RSH"] = rsh
+    return env
+
+
+def _borg_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"borg exited {proc.returncode}"
+
+
+def _list_archives(repo: str, env: dict[str, str]) -> tuple[bool, int, str]:
+    proc = subprocess.run(
+        ["borg", "list", "--json", repo], env=env, capture_output=True, text=True, timeout=3600
+    )
+    if proc.returncode != 0:
+        return False, 0, _borg_error(proc)
+    return True, len(json.loads(proc.stdout).get("archives", [])), ""
+
+
+def verify_escrow(host: Host, method: str = "auto") -> dict[str, Any]:
+    """Open the host's repository with only the escrowed passphrase and key (read-only).
+
+    offsite: download the S3 copy to a temp dir, `borg key import` the escrowed key into it (a
+    wrong key export fails there), list archives with the escrowed passphrase.
+    live: `borg list` over SSH with the escrowed passphrase (the key is the one in the repo).
+    """
+    started = utcnow()
+    result: dict[str, Any] = {"host": host.name, "method": method, "archives": None}
+    try:
+        passphrase, key_export = escrow_files(host.name)
+        settings = offsite_settings(host)
+        if method == "auto":
+            method = "offsite" if settings else "live"
+        result["method"] = method
+        with tempfile.TemporaryDirectory(prefix="saveos-escrow-") as tmp:
+            base = Path(tmp) / "borg"
+            if method == "offsite":
+                if settings is None:
+                    raise SaveOSError(f"{host.name}: no saveos_agent_offsite_bucket in inventory.")
+                from saveos_offsite import replicate
+
+                repo = str(Path(tmp) / "repo")
+                fetched = replicate.fetch(settings, repo)
+                if fetched["status"] != "ok":
+                    raise SaveOSError(f"fetching {settings.target} failed: {fetched['message']}")
+                env = _borg_env(base, passphrase)
+                imported = subprocess.run(
+                    ["borg", "key", "import", repo, str(key_export)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                if imported.returncode != 0:
+                    raise SaveOSError(f"escrowed key.export refused: {_borg_error(imported)}")
+            else:
+                repo = f"ssh://{host.user}@{host.address}:{host.port}{host.repository}"
+                rsh = shlex.join(host.ssh_base())
+                env = _borg_env(base, passphrase, rsh=rsh)
+            ok, archives, error = _list_archives(repo, env)
+        result.update(result="ok" if ok else "fail", archives=archives if ok else None)
+        result["message"] = (
+            f"escrowed passphrase and key opened the repository ({archives} archives)"
+            if ok
+            else f"escrowed secrets did not open the repository: {error}"
+        )
+    except SaveOSError as exc:
+        result.update(result="fail", message=exc.message)
+    finished = utcnow()
+    result.update(
+        started_at=iso(started),
+        finished_at=iso(finished),
+        duration_s=round((finished - started).total_seconds(), 3),
+    )
+    return result
+
+
+# ---- recover ---------------------------------------------------------------------------------
+
+_HASH_SCRIPT = r"""
+import hashlib, json, os, sys
+root = sys.argv[1]
+out = {}
+for d, dirs, files in os.walk(root):
+    for n in files:
+        p = os.path.join(d, n)
+        if os.path.islink(p) or not os.path.isfile(p):
+            continue
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for b in iter(lambda: fh.read(1 << 20), b""):
+                h.update(b)
+        out[os.path.relpath(p, root)] = h.hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _remote_borg(repo: str, base: str) -> str:
+    env = " ".join(f"{k}={v}" for k, v in BORG_QUIET_ENV.items())
+    return f"BORG_BASE_DIR={shlex.quote(base)} BORG_PASSPHRASE_FD=0 {env} borg"
+
+
+def recover(
+    inventory: Path,
+    source: str,
+    onto: str,
+    target: str,
+    archive: str = "latest",
+    paths: list[str] | None = None,
+    keep_repo: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """Fetch SOURCE's offsite copy onto ONTO, open it with the escrow, extract, verify sha256."""
+    t0 = time.monotonic()
+    started = utcnow()
+    if not target.startswith("/"):
+        raise SaveOSError(f"--target {target!r} must be an absolute path on {onto}.")
+    paths = [p.lstrip("/") for p in (paths or [])]
+    src_host = find_host(inventory, source)
+    new_host = find_host(inventory, onto)
+    passphrase_file, key_export = escrow_files(source)
+    passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
+    stamp = started.strftime("%Y%m%dT%H%M%S")
+    work = f"/var/lib/saveos/recover/{source}-{stamp}"
+    repo, base, key_path = f"{work}/repo", f"{work}/borg", f"{work}/key.export"
+    q = shlex.quote
+
+    def step(what: str, command: str, stdin: bytes | None = None) -> str:
+        proc = new_host.ssh(command, stdin=stdin)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = err[-1] if err else proc.returncode
+            raise SaveOSError(f"{onto}: {what} failed: {reason}", exit_code=EXIT_FLEET)
+        return proc.stdout.decode("utf-8", "replace")
+
+    settings = offsite_settings(src_host)
+    if settings is None:
+        raise SaveOSError(f"{source}: no saveos_agent_offsite_bucket in the inventory.")
+    step(
+        "checking the target",
+        f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
+        f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
+    )
+    step("preparing", f"umask 077 && mkdir -p {q(work)} {q(base)} && mkdir -p {q(target)}")
+    try:
+        log(f"fetching {settings.target} onto {onto} ...")
+        fetch_cmd = (
+            f"PYTHONPATH={q(AGENT_PYZ)} {q(OFFSITE_PYTHON)} -m saveos_offsite fetch "
+            f"--config {q(OFFSITE_CONFIG)} --host {q(source)} --dest {q(repo)}"
+        )
+        proc = new_host.ssh(fetch_cmd)
+        lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+        try:
+            fetched = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            raise SaveOSError(
+                f"{onto}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
+            ) from None
+        if fetched.get("status") != "ok":
+            raise SaveOSError(
+                f"{onto}: offsite fetch failed: {fetched.get('message')}", exit_code=EXIT_FLEET
+            )
+        step(
+            "copying the escrowed key", f"umask 077 && cat > {q(key_path)}", key_export.read_bytes()
+        )
+        borg = _remote_borg(repo, base)
+        step("importing the escrowed key", f"{borg} key import {q(repo)} {q(key_path)}", passphrase)
+        listing = json.loads(step("listing archives", f"{borg} list --json {q(repo)}", passphrase))
+        names = [a["name"] for a in listing.get("archives", [])]
+        if not names:
+            raise SaveOSError(f"{source}'s offsite copy holds no archive.", exit_code=EXIT_FLEET)
+        if archive == "latest":
+            archive = names[-1]
+        elif archive not in names:
+            raise SaveOSError(f"archive {archive!r} is not in {source}'s offsite copy.")
+        ref = q(f"{repo}::{archive}")
+        quoted_paths = " ".join(q(p) for p in paths)
+        log(f"extracting {archive} into {onto}:{target} ...")
+        step("extracting", f"cd {q(target)} && {borg} extract {ref} {quoted_paths}", passphrase)
+        items = step(
+            "reading the archive's sha256",
+            f"{borg} list --json-lines --format '{{sha256}}' {ref} {quoted_paths}",
+            passphrase,
+        )
+        expected = {}
+        for line in items.splitlines():
+            item = json.loads(line)
+            if item.get("type") == "-":
+                expected[item["path"]] = item["sha256"]
+        actual = json.loads(
+            step("hashing the restored files", f"python3 -c {q(_HASH_SCRIPT)} {q(target)}")
+        )
+        mismatched = sorted(p for p, h in expected.items() if actual.get(p) != h)
+    finally:
+        cleanup = f"rm -f {q(key_path)}; rm -rf {q(base)}"
+        if not keep_repo:
+            cleanup = f"rm -rf {q(work)}"
+        new_host.ssh(cleanup)
+    rto = round(time.monotonic() - t0, 2)
+    return {
+        "status": "ok" if not mismatched and expected else "error",
+        "from": source,
+        "onto": onto,
+        "archive": archive,
+        "target": target,
+        "files_verified": len(expected) - len(mismatched),
+        "files_mismatched": mismatched,
+        "bytes_fetched": fetched.get("bytes_downloaded", 0),
+        "repository": repo if keep_repo else None,
+        "rto_s": rto,
+        "started_at": iso(started),
+    }

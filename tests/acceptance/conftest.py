@@ -1,0 +1,266 @@
+"""Fixtures for the fleet acceptance suite (issue 7), plus the figure lines each case prints.
+
+Every case appends one line to `figures`; they are printed after the run (even under pytest's
+output capture) so CI logs show e.g. `R1 restore round trip: 3/3 hosts identical, 1,204 files`.
+The API always runs as a real uvicorn process (`saveos server`) on a fresh PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import yaml
+from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
+
+from saveos_cli.lab import Lab
+
+FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("SaveOS acceptance figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def figures() -> list[str]:
+    """Append one human-readable figure line per case."""
+    return FIGURES
+
+
+class Rows:
+    """Row counts straight from PostgreSQL, to prove what a request did or did not write."""
+
+    TABLES = (
+        "agents",
+        "agent_tokens",
+        "heartbeats",
+        "jobs",
+        "snapshots",
+        "check_results",
+        "drill_results",
+    )
+
+    def __init__(self, url: str):
+        self.engine = sa.create_engine(url, pool_size=2)
+
+    def count(self, table: str, where: str = "") -> int:
+        with self.engine.connect() as conn:
+            sql = f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else "")
+            return conn.execute(sa.text(sql)).scalar_one()
+
+    def fingerprint(self) -> dict[str, object]:
+        """Row counts of every table plus the mutable agent, token and job columns (one
+        connection); any write by a request changes it. Tokens' advisory last_used_at is left out.
+        """
+        counts = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in self.TABLES)
+        with self.engine.connect() as conn:
+            out: dict[str, object] = dict(conn.execute(sa.text(counts)).all())
+            out["agents_rows"] = conn.execute(
+                sa.text(
+                    "SELECT id, name, last_seen, heartbeat_count, agent_version, hostname, "
+                    "decommissioned_at FROM agents ORDER BY id"
+                )
+            ).all()
+            out["tokens"] = conn.execute(
+                sa.text("SELECT id, revoked_at FROM agent_tokens ORDER BY id")
+            ).all()
+            out["jobs_rows"] = conn.execute(
+                sa.text("SELECT id, state, finished_at FROM jobs ORDER BY id")
+            ).all()
+        return out
+
+
+class ApiOnPg:
+    """A real API server on its own fresh PostgreSQL database, and that database's row counts."""
+
+    def __init__(self, data_dir: Path):
+        self.db_name = f"saveos_accept_{uuid.uuid4().hex[:12]}"
+        _pg_exec(f'CREATE DATABASE "{self.db_name}"')
+        self.db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
+        self.server = ApiServer(self.db_url, data_dir)
+        self.rows = Rows(self.db_url)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.server.admin_headers()
+
+    def close(self) -> None:
+        self.server.stop()
+        self.rows.engine.dispose()
+        _pg_exec(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def api_pg(tmp_path_factory) -> ApiOnPg:
+    """A running API on a PostgreSQL database of its own, for one test module."""
+    api = ApiOnPg(tmp_path_factory.mktemp("accept-api"))
+    try:
+        api.server.start()
+        yield api
+    finally:
+        api.close()
+
+
+# -- the fleet: 3 lab hosts deployed once with the role, API on PostgreSQL ------------------------
+
+LAB_PORT = int(os.environ.get("SAVEOS_ACCEPT_LAB_PORT", "18822"))
+SOURCES = "/srv/accept"
+VENV_BIN = Path(sys.executable).parent
+
+
+class CmdlineWatcher:
+    """Snapshots every process's /proc/PID/cmdline (lab hosts' included) while it runs."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.seen: set[str] = set()
+        self.snapshots = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                            raw = f.read()
+                    except OSError:
+                        continue
+                    self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace"))
+            self.snapshots += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CmdlineWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Fleet:
+    """Three lab hosts with the agent deployed by the role, and the API on PostgreSQL."""
+
+    hosts = ("lab1", "lab2", "lab3")
+
+    def __init__(self, lab: Lab, api: ApiOnPg, work: Path):
+        self.lab, self.api, self.work = lab, api, work
+        self.escrow = work / "escrow"
+        self.inventory = work / "inventory.yml"
+        self.outputs: list[str] = []  # everything ansible and the CLI printed
+        self.deploy_cmdlines: set[str] = set()  # every argv seen during the first deploy
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            SAVEOS_API_URL=self.api.url,
+            SAVEOS_ADMIN_TOKEN=self.api.server.admin_token,
+            SAVEOS_DATA_DIR=str(self.work / "data"),
+            SAVEOS_ESCROW_DIR=str(self.escrow),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            NO_COLOR="1",
+            COLUMNS="200",
+        )
+        return env
+
+    def write_inventory(self, path: Path | None = None, extra_host: dict | None = None) -> Path:
+        inventory = yaml.safe_load(self.lab.inventory_path.read_text())
+        group = inventory["all"]["children"]["lab"]
+        group["vars"] = {
+            "saveos_agent_sources": [SOURCES],
+            "saveos_agent_heartbeat_interval_s": 5,
+            "saveos_agent_lock_wait_s": 60,
+        }
+        group["hosts"].update(extra_host or {})
+        path = path or self.inventory
+        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        return path
+
+    def playbook(self, name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["ansible-playbook", "-i", str(self.inventory), f"playbooks/{name}", *args],
+            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def saveos(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "saveos_cli.app", *args],
+            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def sh(self, host: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return self.lab.ssh(host, command, timeout=timeout)
+
+    def agent(self, host: str, *args: str, timeout: float = 600) -> tuple[int, dict]:
+        """`saveos-agent --json ARGS` on a host: (exit code, parsed output)."""
+        r = self.sh(host, "/usr/local/bin/saveos-agent --json " + " ".join(args), timeout)
+        try:
+            return r.returncode, json.loads(r.stdout)
+        except json.JSONDecodeError:
+            raise AssertionError(f"{host}: {args}: rc={r.returncode}\n{r.stdout}\n{r.stderr}")
+
+    def agent_ids(self) -> dict[str, int]:
+        with httpx.Client(base_url=self.api.url, timeout=10) as http:
+            agents = http.get("/api/v1/agents", headers=self.api.admin).json()["agents"]
+        return {a["name"]: a["id"] for a in agents}
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret of the fleet: admin token, per host token and passphrase."""
+        found = {"admin token": self.api.server.admin_token}
+        for host in self.hosts:
+            found[f"{host} passphrase"] = (self.escrow / host / "passphrase").read_text().strip()
+            found[f"{host} token"] = self.sh(host, "cat /etc/saveos/token").stdout.strip()
+        return found
+
+
+@pytest.fixture(scope="package")
+def fleet(tmp_path_factory) -> Fleet:
+    """Lab up (3 hosts), API on PostgreSQL, role deployed at -vvv while /proc is watched."""
+    require_root()
+    work = tmp_path_factory.mktemp("fleet")
+    work.chmod(0o700)
+    lab = Lab(work / "lab", net=lab_net(), port=LAB_PORT)
+    api = ApiOnPg(work / "api")
+    fleet = Fleet(lab, api, work)
+    try:
+        lab.up(len(Fleet.hosts))
+        api.server.start()
+        fleet.write_inventory()
+        for host in Fleet.hosts:
+            assert (
+                fleet.sh(host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host").returncode
+                == 0
+            )
+        with CmdlineWatcher() as watcher:
+            deployed = fleet.playbook("deploy.yml", "-vvv")
+        fleet.deploy_cmdlines = watcher.seen
+        assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
+        yield fleet
+    finally:
+        api.close()
+        lab.down()

@@ -1,0 +1,193 @@
+"""R5 auth matrix: every agent endpoint refuses every bad credential and writes nothing.
+
+Credentials tried on each agent endpoint: none, malformed, wrong (well-formed but unknown),
+revoked, another agent's (on a resource of agent A), and the admin token. The database is
+fingerprinted (row counts of every table plus the mutable agent, token and job columns) before
+and after each request. Admin endpoints must refuse agent tokens (403) and unknown ones (401).
+A valid token on the same requests gets 2xx and does write: the matrix is not vacuous.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from api_support import check_report, drill_report, report_id, snapshot_report
+
+pytestmark = pytest.mark.pg
+
+BAD_CREDENTIALS = ("none", "malformed", "wrong", "revoked", "another_agent", "admin")
+MALFORMED = ("Basic c29zOnNvcw==", "Bearer", "Bearer sos_short", "sos_" + "a" * 43, "Token abc")
+
+
+@pytest.fixture(scope="module")
+def world(api_pg):
+    """Agents A (victim), B (the other agent) and R (revoked), with a running job for A."""
+    with httpx.Client(base_url=api_pg.url, timeout=10) as http:
+
+        def provision(name: str) -> dict:
+            r = http.post("/api/v1/agents/provision", json={"name": name}, headers=api_pg.admin)
+            assert r.status_code == 201, r.text
+            return r.json()
+
+        a, b, revoked = provision("r5-a"), provision("r5-b"), provision("r5-revoked")
+        r = http.post(f"/api/v1/agents/{revoked['id']}/tokens/revoke", headers=api_pg.admin)
+        assert r.json() == {"revoked": 1}
+        jobs = http.post(
+            "/api/v1/jobs", json={"kind": "backup", "agents": ["r5-a"]}, headers=api_pg.admin
+        ).json()["jobs"]
+        # A picks its job up, so the job result endpoint has a running job to finish.
+        beat = http.post(
+            "/api/v1/agents/heartbeat", json={}, headers={"Authorization": f"Bearer {a['token']}"}
+        )
+        assert [j["id"] for j in beat.json()["jobs"]] == [jobs[0]["id"]]
+    return {"a": a, "b": b, "revoked": revoked, "job_id": jobs[0]["id"]}
+
+
+def agent_requests(job_id: int) -> list[tuple[str, str, dict | None]]:
+    """(method, path, body) for every agent endpoint; bodies are valid and point at A's job."""
+    now = datetime.now(UTC)
+    return [
+        ("GET", "/api/v1/agents/me", None),
+        ("POST", "/api/v1/agents/heartbeat", {"agent_version": "evil", "hostname": "x"}),
+        ("POST", "/api/v1/reports/snapshots", snapshot_report(now, job_id=job_id)),
+        ("POST", "/api/v1/reports/checks", check_report(now, job_id=job_id)),
+        ("POST", "/api/v1/reports/drills", drill_report(now, job_id=job_id)),
+        (
+            "POST",
+            f"/api/v1/jobs/{job_id}/result",
+            {"report_id": report_id(), "state": "failed", "result": {"by": "attacker"}},
+        ),
+    ]
+
+
+def admin_requests(agent_id: int, job_id: int) -> list[tuple[str, str, dict | None]]:
+    return [
+        ("POST", "/api/v1/agents/provision", {"name": "r5-intruder"}),
+        ("GET", "/api/v1/agents", None),
+        ("GET", f"/api/v1/agents/{agent_id}", None),
+        ("GET", "/api/v1/agents/by-name/r5-a", None),
+        ("GET", f"/api/v1/agents/{agent_id}/snapshots", None),
+        ("POST", f"/api/v1/agents/{agent_id}/tokens/revoke", None),
+        ("DELETE", f"/api/v1/agents/{agent_id}", None),
+        ("POST", "/api/v1/jobs", {"kind": "restore", "agents": [agent_id]}),
+        ("GET", f"/api/v1/jobs/{job_id}", None),
+        ("GET", "/api/v1/fleet/status", None),
+    ]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def headers_for(kind: str, world: dict, admin: dict) -> list[dict[str, str]]:
+    return {
+        "none": [{}],
+        "malformed": [{"Authorization": value} for value in MALFORMED],
+        "wrong": [bearer("sos_" + secrets.token_urlsafe(32)), bearer("adm_" + "x" * 40)],
+        "revoked": [bearer(world["revoked"]["token"])],
+        "another_agent": [bearer(world["b"]["token"])],
+        "admin": [admin],
+    }[kind]
+
+
+def expected(kind: str, method: str, path: str) -> set[int]:
+    if kind in ("none", "malformed", "wrong", "revoked"):
+        return {401}
+    return {403}
+
+
+def test_r5_agent_endpoints_refuse_bad_credentials_and_write_nothing(api_pg, world, figures):
+    tried = refused = 0
+    problems = []
+    with httpx.Client(base_url=api_pg.url, timeout=10) as http:
+        for kind in BAD_CREDENTIALS:
+            for headers in headers_for(kind, world, api_pg.admin):
+                for method, path, body in agent_requests(world["job_id"]):
+                    if kind == "another_agent" and path in (
+                        "/api/v1/agents/me",
+                        "/api/v1/agents/heartbeat",
+                    ):
+                        # B's token on these only ever reaches B itself; checked separately.
+                        continue
+                    before = api_pg.rows.fingerprint()
+                    r = http.request(method, path, json=body, headers=headers)
+                    after = api_pg.rows.fingerprint()
+                    tried += 1
+                    want = expected(kind, method, path)
+                    if r.status_code in want and before == after:
+                        refused += 1
+                    else:
+                        problems.append(
+                            (
+                                kind,
+                                headers,
+                                method,
+                                path,
+                                r.status_code,
+                                r.text[:200],
+                                before == after,
+                            )
+                        )
+        # Admin endpoints: an agent token is forbidden, an unknown token unauthorised.
+        a_id = world["a"]["id"]
+        for kind, want in (
+            ("another_agent", {403}),
+            ("revoked", {401}),
+            ("wrong", {401}),
+            ("none", {401}),
+        ):
+            for headers in headers_for(kind, world, api_pg.admin):
+                for method, path, body in admin_requests(a_id, world["job_id"]):
+                    before = api_pg.rows.fingerprint()
+                    r = http.request(method, path, json=body, headers=headers)
+                    after = api_pg.rows.fingerprint()
+                    tried += 1
+                    if r.status_code in want and before == after:
+                        refused += 1
+                    else:
+                        problems.append(
+                            (
+                                kind,
+                                headers,
+                                method,
+                                path,
+                                r.status_code,
+                                r.text[:200],
+                                before == after,
+                            )
+                        )
+
+        # B's own token on me/heartbeat must not touch A.
+        def a_row():
+            return [row for row in api_pg.rows.fingerprint()["agents_rows"] if row[0] == a_id]
+
+        before = a_row()
+        me = http.get("/api/v1/agents/me", headers=headers_for("another_agent", world, {})[0])
+        http.post(
+            "/api/v1/agents/heartbeat",
+            json={"agent_version": "b"},
+            headers=headers_for("another_agent", world, {})[0],
+        )
+        assert me.json()["name"] == "r5-b" and a_row() == before
+    assert not problems, "\n".join(map(str, problems))
+    figures.append(
+        f"R5 auth matrix: {refused}/{tried} bad-credential requests refused (401/403), "
+        "0 rows written"
+    )
+
+
+def test_r5_negative_valid_token_is_accepted_and_writes(api_pg, world):
+    """The control: A's own token passes the same requests, and the fingerprint sees it."""
+    token = {"Authorization": f"Bearer {world['a']['token']}"}
+    written = 0
+    with httpx.Client(base_url=api_pg.url, timeout=10) as http:
+        for method, path, body in agent_requests(world["job_id"]):
+            before = api_pg.rows.fingerprint()
+            r = http.request(method, path, json=body, headers=token)
+            assert r.is_success, (path, r.status_code, r.text)
+            written += before != api_pg.rows.fingerprint()
+    # Everything but GET /agents/me writes something the fingerprint can see.
+    assert written == len(agent_requests(world["job_id"])) - 1

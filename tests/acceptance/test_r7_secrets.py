@@ -1,0 +1,75 @@
+"""R7 secrets: no passphrase or token shows up in what ansible and the CLI printed in any case
+(the fleet's first deploy ran at -vvv, plus a -vvv backup here), in the API or agent logs, or in
+any process's argv (/proc/*/cmdline snapshots of the controller and every lab host, taken during
+the deploy and the backup). Secret files are 0600 on hosts and in the controller's escrow."""
+
+from __future__ import annotations
+
+import pytest
+
+from acceptance.conftest import CmdlineWatcher
+
+pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
+PRIVATE_ON_HOST = ("/etc/saveos/agent.json", "/etc/saveos/token", "/etc/saveos/passphrase")
+
+
+def leaks(sources: dict[str, str], secrets: dict[str, str]) -> list[str]:
+    return [
+        f"{secret} in {where}"
+        for where, text in sources.items()
+        for secret, value in secrets.items()
+        if value and value in text
+    ]
+
+
+def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
+    secrets = fleet.secrets()
+    assert len(secrets) == 1 + 2 * len(fleet.hosts)
+    assert all(len(v) >= 32 for v in secrets.values()), "a secret looks empty"
+    with CmdlineWatcher() as watcher:
+        backup = fleet.playbook("backup.yml", "-vvv")
+    assert backup.returncode == 0, backup.stdout[-3000:]
+    assert "ESTABLISH SSH CONNECTION" in fleet.outputs[0]  # the first deploy really was -vvv
+    sources = {f"ansible/cli output {i}": text for i, text in enumerate(fleet.outputs)}
+    sources["API log"] = fleet.api.server.log_path.read_text(errors="replace")
+    for host in fleet.hosts:
+        logs = fleet.sh(host, "find /var/log/saveos -type f -exec cat {} +")
+        assert logs.returncode == 0 and logs.stdout, f"{host}: no agent log"
+        sources[f"{host} agent logs"] = logs.stdout
+    cmdlines = fleet.deploy_cmdlines | watcher.seen
+    sources["/proc/*/cmdline"] = "\n".join(cmdlines)
+    assert any("borg create" in c for c in watcher.seen), "the watcher missed the backup"
+    assert leaks(sources, secrets) == []
+
+    bad_modes = []
+    for host in fleet.hosts:
+        out = fleet.sh(host, "stat -c '%n %a %U' /etc/saveos " + " ".join(PRIVATE_ON_HOST))
+        modes = {}
+        for line in out.stdout.splitlines():
+            name, mode, user = line.rsplit(" ", 2)
+            modes[name] = f"{mode} {user}"
+        expected = {"/etc/saveos": "700 root", **dict.fromkeys(PRIVATE_ON_HOST, "600 root")}
+        bad_modes += [f"{host}:{p} {modes.get(p)}" for p in expected if modes.get(p) != expected[p]]
+        loose = fleet.sh(host, "find /etc/saveos /var/lib/saveos/spool -perm /077 -type f")
+        bad_modes += [f"{host}:{p} group/world access" for p in loose.stdout.split()]
+    for path in fleet.escrow.rglob("*"):
+        want = 0o700 if path.is_dir() else 0o600
+        if path.stat().st_mode & 0o777 != want:
+            bad_modes.append(f"escrow {path} {oct(path.stat().st_mode & 0o777)}")
+    escrowed = sum(1 for p in fleet.escrow.rglob("*") if p.is_file())
+    assert escrowed >= 2 * len(fleet.hosts)
+    assert bad_modes == []
+    figures.append(
+        f"R7 secrets: {len(secrets)} secrets absent from {len(sources)} sources "
+        f"({sum(map(len, sources.values())):,} chars of -vvv output and logs, "
+        f"{len(cmdlines):,} distinct argv from /proc); {3 * len(fleet.hosts)} host files 0600, "
+        f"{escrowed} escrow files 0600"
+    )
+
+
+def test_r7_negative_a_secret_in_a_host_argv_is_caught(fleet):
+    """The /proc snapshots reach into the lab hosts: a passphrase in argv there is found."""
+    secret = fleet.secrets()["lab2 passphrase"]
+    with CmdlineWatcher() as watcher:
+        fleet.sh("lab2", 'P=$(cat /etc/saveos/passphrase); sh -c "sleep 1; : $P"')
+    assert leaks({"/proc": "\n".join(watcher.seen)}, {"lab2 passphrase": secret})

@@ -1,0 +1,158 @@
+"""Fast checks of the offsite config (agent side and program side), its timer and upload order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+from agent_support import write_private
+from saveos_agent import actions, daemon
+from saveos_agent import config as config_mod
+from saveos_agent.errors import AgentError
+from saveos_offsite import replicate
+from saveos_offsite import settings as offsite_settings
+from saveos_offsite.settings import OffsiteError
+
+
+def _agent_config(tmp_path, offsite) -> config_mod.Config:
+    passphrase = write_private(tmp_path / "passphrase", "pp\n")
+    data = {
+        "repository": str(tmp_path / "repo"),
+        "sources": [str(tmp_path)],
+        "passphrase_file": str(passphrase),
+        "state_dir": str(tmp_path / "state"),
+        "offsite": offsite,
+    }
+    return config_mod.validate(data, str(tmp_path / "agent.json"))
+
+
+def test_agent_offsite_section(tmp_path):
+    offsite_json = write_private(tmp_path / "offsite.json", "{}")
+    cfg = _agent_config(tmp_path, {"config": str(offsite_json), "after_backup": True})
+    assert cfg.offsite.python == config_mod.OFFSITE_PYTHON and cfg.offsite.after_backup
+    assert actions.heartbeat_body(cfg)["offsite_interval_s"] == 86400
+    for bad, message in (
+        ({}, "offsite.config"),
+        ({"config": "rel/offsite.json"}, "absolute"),
+        ({"config": str(offsite_json), "interval_s": 0}, "offsite.interval_s"),
+        ({"config": str(offsite_json), "after_backup": "yes"}, "offsite.after_backup"),
+        ({"config": str(offsite_json), "bucket": "x"}, "offsite.bucket"),
+    ):
+        with pytest.raises(AgentError, match=message):
+            _agent_config(tmp_path, bad)
+    offsite_json.chmod(0o644)
+    with pytest.raises(AgentError, match="chmod 600"):
+        _agent_config(tmp_path, {"config": str(offsite_json)})
+
+
+def test_missing_virtualenv_is_one_clear_error(tmp_path):
+    from saveos_agent import offsite
+
+    offsite_json = write_private(tmp_path / "offsite.json", "{}")
+    cfg = _agent_config(tmp_path, {"config": str(offsite_json), "python": "/nonexistent/python"})
+    with pytest.raises(AgentError, match="offsite virtualenv"):
+        offsite.sync(cfg)
+
+
+def test_offsite_timer_due_and_retry(tmp_path):
+    offsite_json = write_private(tmp_path / "offsite.json", "{}")
+    cfg = _agent_config(tmp_path, {"config": str(offsite_json), "interval_s": 3600})
+    now = time.time()
+    assert daemon.offsite_due(cfg, now)  # never synced
+    actions.save_state(cfg, last_offsite_at=actions.iso(actions.utcnow()))
+    assert not daemon.offsite_due(cfg, now + 60)
+    assert daemon.offsite_due(cfg, now + 3601)
+    # a failed attempt after the last success retries after 600 s, not in a tight loop
+    later = actions.utcnow().timestamp() + 4000
+    attempt = dt.datetime.fromtimestamp(later, dt.UTC)
+    actions.save_state(cfg, last_offsite_attempt_at=actions.iso(attempt))
+    assert not daemon.offsite_due(cfg, later + 60)
+    assert daemon.offsite_due(cfg, later + 601)
+    assert not daemon.offsite_due(_agent_config(tmp_path, None), now)
+
+
+def _settings(tmp_path, **extra):
+    data = {"bucket": "saveos-test", "repository": "/var/lib/saveos/repo", "host": "web1"}
+    data.update(extra)
+    path = write_private(tmp_path / "offsite.json", json.dumps(data))
+    return offsite_settings.load(str(path))
+
+
+def test_offsite_program_settings(tmp_path):
+    s = _settings(tmp_path, prefix="fleet/")
+    assert s.target == "s3://saveos-test/fleet/web1/"
+    assert _settings(tmp_path, prefix="").key_prefix == "web1/"
+    for bad, message in (
+        ({"bucket": "Bad_Bucket"}, "bucket"),
+        ({"repository": "relative"}, "repository"),
+        ({"delete_delay_s": -1}, "delete_delay_s"),
+        ({"multipart_chunksize": 1024}, "multipart_chunksize"),
+        ({"endpoint_url": "ftp://x"}, "endpoint_url"),
+        ({"surprise": 1}, "surprise"),
+    ):
+        with pytest.raises(OffsiteError, match=message):
+            _settings(tmp_path, **bad)
+
+
+def test_credentials_file_private_and_well_formed(tmp_path):
+    creds = write_private(
+        tmp_path / "creds", "[default]\naws_access_key_id = AK\naws_secret_access_key = s3cr3t!\n"
+    )
+    s = _settings(tmp_path, credentials_file=str(creds))
+    assert offsite_settings.read_credentials(s) == {
+        "aws_access_key_id": "AK",
+        "aws_secret_access_key": "s3cr3t!",
+    }
+    write_private(creds, "aws_secret_access_key = s3cr3t!\n")  # no section header
+    with pytest.raises(OffsiteError) as err:
+        offsite_settings.read_credentials(s)
+    assert "s3cr3t" not in err.value.message
+    creds.chmod(0o640)
+    with pytest.raises(OffsiteError, match="chmod 600"):
+        _settings(tmp_path, credentials_file=str(creds))
+    assert offsite_settings.read_credentials(_settings(tmp_path)) is None  # instance role
+
+
+def test_upload_order_segments_first_config_last():
+    names = ["config", "index.12", "data/1/600", "data/0/9", "hints.12", "README", "data/0/10"]
+    ordered = sorted(names, key=replicate.upload_order)
+    assert ordered[:3] == ["data/0/9", "data/0/10", "data/1/600"]
+    assert set(ordered[3:5]) == {"hints.12", "index.12"}
+    assert ordered[-2:] == ["README", "config"]
+
+
+def _cli(tmp_path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    from agent_support import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAVEOS_")}
+    env.update(SAVEOS_ESCROW_DIR=str(tmp_path / "escrow"), SAVEOS_DATA_DIR=str(tmp_path / "d"))
+    return subprocess.run(
+        [sys.executable, "-m", "saveos_cli.app", *args],
+        cwd=REPO_ROOT, env=env | {"COLUMNS": "200"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_recover_and_escrow_bad_input_is_one_clear_line(tmp_path):
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text("all:\n  hosts:\n    web1: {ansible_host: 127.0.0.1}\n")
+    cases = [
+        (["--from", "web1", "--onto", "web1", "--target", "rel/dir"], "must be an absolute path"),
+        (["--from", "nope", "--onto", "web1", "--target", "/srv/r"], "'nope' is not in"),
+        (["--from", "web1", "--onto", "web1", "--target", "/srv/r"], "no escrowed passphrase"),
+    ]
+    for args, message in cases:
+        proc = _cli(tmp_path, "recover", "-i", str(inventory), *args)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = _cli(tmp_path, "escrow", "verify", "-i", str(inventory), "--no-report", "--json")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (res,) = json.loads(proc.stdout)["results"]
+    assert res["result"] == "fail" and "no escrowed passphrase" in res["message"]
+    proc = _cli(tmp_path, "escrow", "verify", "-i", str(inventory), "--method", "magic")
+    assert proc.returncode == 1 and "choose auto, live or offsite" in proc.stderr
