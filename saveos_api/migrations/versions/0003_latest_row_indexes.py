@@ -4,8 +4,8 @@ The fleet status asks, per agent, for the row with the greatest (finished_at, id
 the index a backward index scan returns that row first, without sorting an agent's rows that
 share a finished_at; the old (agent_id, finished_at) indexes are a prefix of the new ones.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002_offsite
 Create Date: 2026-11-25 16:20:00
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002_offsite"
 branch_labels = None
 depends_on = None
 
