@@ -112,6 +112,16 @@ def failure_message(res: Mapping | None) -> str:
     return text if len(text) <= MSG_LIMIT else text[: MSG_LIMIT - 1] + "…"
 
 
+_STATS_FIELDS = (
+    ("ok", "ok"),
+    ("changed", "changed"),
+    ("failures", "failed"),
+    ("dark", "unreachable"),
+    ("skipped", "skipped"),
+    ("ignored", "ignored"),
+)
+
+
 def _bump(state: RunState, host: str, when: datetime | None, **changes) -> RunState:
     prev = state.hosts.get(host) or HostProgress(name=host, started=when)
     updates = {}
@@ -143,7 +153,15 @@ def apply_event(state: RunState, event: Mapping) -> RunState:
         return dataclasses.replace(state, task=task)
     if kind == "playbook_on_stats":
         keys = ("ok", "changed", "failures", "dark", "skipped", "ignored", "rescued", "processed")
-        return dataclasses.replace(state, stats={k: dict(data.get(k) or {}) for k in keys})
+        stats = {k: dict(data.get(k) or {}) for k in keys}
+        # The stats are the truth: a no_log task's event is censored down to {"censored": …}
+        # and loses its `changed` flag, so the running counts settle on Ansible's own at the end.
+        hosts = dict(state.hosts)
+        for name, prev in state.hosts.items():
+            hosts[name] = dataclasses.replace(
+                prev, **{field: stats[key].get(name, 0) for key, field in _STATS_FIELDS}
+            )
+        return dataclasses.replace(state, stats=stats, hosts=hosts)
     if not host:
         return state
     if kind == "runner_on_start":

@@ -44,14 +44,35 @@ def _stats_counts(stats: dict, host: str) -> dict:
 
 
 def test_reducer_counts_match_ansible_recap_on_recorded_events():
+    # Counted from the per-host events alone (the stats event would overwrite them), Ansible's
+    # own recap is the oracle for every host and every counter.
+    running = reduce_events([e for e in RECORDED["events"] if e["event"] != "playbook_on_stats"])
+    for host in ("local1", "local2", "down1"):
+        assert _counts(running, host) == _stats_counts(RECORDED["stats"], host), host
     state = reduce_events(RECORDED["events"])
-    # Ansible's own recap (playbook_on_stats) is the oracle for every host and every counter.
     for host in ("local1", "local2", "down1"):
         assert _counts(state, host) == _stats_counts(RECORDED["stats"], host), host
     assert state.stats == {k: RECORDED["stats"][k] for k in state.stats}
     assert state.hosts["local1"].outcome == "failed"
     assert state.hosts["local2"].outcome == "ok"
     assert state.hosts["down1"].outcome == "unreachable"
+
+
+def test_censored_no_log_changes_settle_on_the_stats():
+    """A no_log task's event carries only {"censored": …}: its change shows up with the stats."""
+    ok_censored = {
+        "event": "runner_on_ok",
+        "event_data": {"host": "web1", "task": "Write the token", "res": {"censored": "hidden"}},
+    }
+    state = reduce_events([ok_censored])
+    assert (state.hosts["web1"].ok, state.hosts["web1"].changed) == (1, 0)
+    stats = {
+        "event": "playbook_on_stats",
+        "event_data": {"ok": {"web1": 1}, "changed": {"web1": 1}},
+    }
+    state = apply_event(state, stats)
+    assert (state.hosts["web1"].ok, state.hosts["web1"].changed) == (1, 1)
+    assert state.hosts["web1"].failed == state.hosts["web1"].unreachable == 0
 
 
 def test_reducer_tracks_current_task_and_elapsed():
