@@ -49,19 +49,28 @@ def project_version() -> str:
         return tomllib.load(fh)["project"]["version"]
 
 
-def galaxy_meta(version: str) -> dict:
-    return {
-        "namespace": NAMESPACE,
-        "name": NAME,
-        "version": version,
-        "readme": "README.md",
-        "authors": ["SaveOS"],
-        "description": "Centralised BorgBackup for a Linux fleet: agent role and playbooks",
-        "license": ["Apache-2.0"],
-        "tags": ["backup", "borg", "borgbackup"],
-        "dependencies": {},
-        "build_ignore": ["dist", "*.pyz"],
-    }
+def galaxy_yml(version: str) -> str:
+    return f"""\
+---
+namespace: {NAMESPACE}
+name: {NAME}
+version: {version}
+readme: README.md
+authors:
+  - SaveOS
+description: Centralised BorgBackup for a Linux fleet, agent role and playbooks
+license:
+  - Apache-2.0
+tags:
+  - backup
+  - borg
+  - storage
+  - linux
+dependencies: {{}}
+build_ignore:
+  - dist
+  - "*.pyz"
+"""
 
 
 def unqualified_roles(playbook: list) -> list[str]:
@@ -103,7 +112,7 @@ def assemble(root: Path, version: str) -> Path:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    (root / "galaxy.yml").write_text(yaml.safe_dump(galaxy_meta(version), sort_keys=False))
+    (root / "galaxy.yml").write_text(galaxy_yml(version))
     (root / "README.md").write_text(README)
     (root / "meta").mkdir()
     (root / "meta" / "runtime.yml").write_text('---\nrequires_ansible: ">=2.15.0"\n')

@@ -6,6 +6,7 @@ installed collection, and builds the agent zipapp from the collection's own copy
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
+BUILD = REPO_ROOT / "collections" / "build.py"
 VENV_BIN = Path("/work/venv/bin")
 BIN = VENV_BIN if VENV_BIN.is_dir() else Path(sys.executable).parent
 USES_FQCN = """\
@@ -44,7 +46,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(work dir, collections dir) with saveos.fleet built from this checkout and installed."""
     work = tmp_path_factory.mktemp("collection")
     built = run(
-        [str(BIN / "python"), str(REPO_ROOT / "collections" / "build.py"),
+        [str(BIN / "python"), str(BUILD),
          "--work", str(work / "assemble"), "--out", str(work / "dist")],
         cwd=work, collections=None,
     )  # fmt: skip
@@ -123,3 +125,18 @@ def test_the_installed_role_builds_the_agent_from_the_collection(installed):
         ["/usr/bin/python3", str(pyz), "--version"], capture_output=True, text=True, timeout=30
     )
     assert version.returncode == 0 and version.stdout.startswith("saveos-agent "), version
+
+
+def test_the_build_refuses_a_role_reference_it_cannot_rewrite(tmp_path):
+    """A new playbook that names the role in another form must not ship unqualified."""
+    spec = importlib.util.spec_from_file_location("collection_build", BUILD)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    src = tmp_path / "playbooks"
+    src.mkdir()
+    (src / "flow.yml").write_text("- hosts: all\n  roles: [saveos_agent]\n")
+    with pytest.raises(SystemExit, match=r"flow\.yml.*saveos_agent"):
+        build.copy_playbooks(src, tmp_path / "out")
+    (src / "flow.yml").write_text("- hosts: all\n  roles:\n    - name: saveos_agent\n")
+    build.copy_playbooks(src, tmp_path / "ok")
+    assert "name: saveos.fleet.saveos_agent\n" in (tmp_path / "ok" / "flow.yml").read_text()
