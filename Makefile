@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := openssh-server borgbackup python3 python3-venv iproute2 util-linux sqlite3
 
-.PHONY: system-deps venv demo demo-down test test-fast lint
+.PHONY: system-deps venv demo demo-down test test-fast lint collection
 
 system-deps:
 	@command -v sshd >/dev/null && command -v borg >/dev/null && command -v unshare >/dev/null \
@@ -36,3 +36,8 @@ test: system-deps venv lint
 # The fast subset for iteration: no lab hosts.
 test-fast: venv
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/pytest -m "not lab"
+
+# The saveos.fleet Ansible collection (AWX / Automation Platform), built from roles/, playbooks/
+# and agent/ into build/saveos-fleet-<version>.tar.gz.
+collection: venv
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) collections/build.py
