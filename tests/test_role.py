@@ -366,6 +366,18 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
     for host in hosts:
         secrets[f"{host} new token"] = host_sh(lab3, host, "cat /etc/saveos/token").stdout.strip()
 
+    # An empty escrow store never leads to a new passphrase over the host's: the deploy stops,
+    # names the host, and the host's passphrase is untouched.
+    shutil.move(escrow / "lab2", tmp_path / "lab2-escrow")
+    lost = run("deploy.yml", inventory, "--limit", "lab2")
+    assert lost.returncode == 2, explain(lost)
+    assert "lab2 already has a repository passphrase" in lost.stdout, explain(lost)
+    on_host = host_sh(lab3, "lab2", "cat /etc/saveos/passphrase").stdout.strip()
+    assert on_host == secrets["lab2 passphrase"]
+    assert not (escrow / "lab2" / "passphrase").exists()
+    shutil.rmtree(escrow / "lab2", ignore_errors=True)
+    shutil.move(tmp_path / "lab2-escrow", escrow / "lab2")
+
     # No token, passphrase or admin token in anything ansible printed, -vvv included.
     everything = "\n".join(outputs)
     assert "ESTABLISH SSH CONNECTION" in outputs[1]  # the first deploy really was -vvv
