@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -14,7 +15,16 @@ from saveos_cli import config, progress, runner
 from saveos_cli.api_client import ApiClient
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 
-console = Console()
+
+def _report_console() -> Console:
+    # Piped to a file or a cron mail, Rich would squeeze the fleet table into 80 columns.
+    probe = Console()
+    if probe.is_terminal or os.environ.get("COLUMNS"):
+        return probe
+    return Console(width=160)
+
+
+console = _report_console()
 err_console = Console(stderr=True)
 
 INVENTORY_OPTION = typer.Option(
