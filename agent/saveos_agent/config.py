@@ -122,21 +122,37 @@ class Config:
         }
 
 
-def check_private(path: str, key: str) -> None:
-    """Refuse a secret-bearing file that group or others can read (or write)."""
+def check_private(path: str, key: str, error: type = AgentError) -> None:
+    """Refuse a secret-bearing file that group or others can read (or write).
+
+    `error` lets the offsite program (same zipapp) raise its own exception type."""
     if os.name != "posix":
         return
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise AgentError(f"{key}: {path} does not exist") from None
+        raise error(f"{key}: {path} does not exist") from None
     except OSError as exc:
-        raise AgentError(f"{key}: cannot stat {path}: {exc}") from None
+        raise error(f"{key}: cannot stat {path}: {exc.strerror}") from None
     if mode & 0o077:
-        raise AgentError(
+        raise error(
             f"{key}: {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
             f"run: chmod 600 {path}"
         )
+
+
+def read_private_json(path: str, error: type = AgentError) -> Any:
+    """The parsed JSON of a private (0600) config file, or `error` with a one-line reason."""
+    if not os.path.exists(path):
+        raise error(f"config file {path} does not exist (use --config PATH)")
+    check_private(path, "config", error)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except ValueError as exc:
+        raise error(f"config {path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise error(f"cannot read config {path}: {exc.strerror}") from None
 
 
 def _type_name(expected) -> str:
@@ -330,14 +346,4 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
 
 def load(path: Optional[str] = None) -> Config:
     path = path or os.environ.get("SAVEOS_AGENT_CONFIG") or default_config_path()
-    if not os.path.exists(path):
-        raise AgentError(f"config file {path} does not exist (use --config PATH)")
-    check_private(path, "config")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except ValueError as exc:
-        raise AgentError(f"config {path} is not valid JSON: {exc}") from None
-    except OSError as exc:
-        raise AgentError(f"cannot read config {path}: {exc}") from None
-    return validate(data, path)
+    return validate(read_private_json(path), path)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import configparser
-import json
 import os
 import re
 import socket
-import stat
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
+
+from saveos_agent import config as agent_config
 
 DEFAULT_CONFIG = "/etc/saveos/offsite.json"
 MIB = 1024 * 1024
@@ -81,15 +81,7 @@ _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 def check_private(path: str, key: str) -> None:
     """Refuse a secret-bearing file that group or others could read."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise OffsiteError(f"{key}: cannot stat {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise OffsiteError(
-            f"{key}: {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
+    agent_config.check_private(path, key, OffsiteError)
 
 
 def _str(data: Dict[str, Any], key: str, required: bool = False) -> Optional[str]:
@@ -140,17 +132,7 @@ def validate(data: Any, path: str) -> Settings:
 
 def load(path: Optional[str]) -> Settings:
     path = path or DEFAULT_CONFIG
-    if not os.path.exists(path):
-        raise OffsiteError(f"config file {path} does not exist (use --config PATH)")
-    check_private(path, "config")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except ValueError as exc:
-        raise OffsiteError(f"config {path} is not valid JSON: {exc}") from None
-    except OSError as exc:
-        raise OffsiteError(f"cannot read config {path}: {exc.strerror}") from None
-    return validate(data, path)
+    return validate(agent_config.read_private_json(path, OffsiteError), path)
 
 
 def read_credentials(settings: Settings) -> Optional[Dict[str, str]]:
