@@ -23,9 +23,10 @@ from saveos_api.models import (
     Snapshot,
     UTCDateTime,
 )
-from saveos_api.status import STATUSES, StatusInput, compute_status
+from saveos_api.status import STATUSES, status_at
 
 SUCCESS = ("ok", "warning")
+_PLAIN = sa.DateTime(timezone=True)
 
 
 def _latest(model, name: str, at: datetime, columns: tuple[str, ...], lateral: bool, **where):
@@ -50,7 +51,10 @@ def _latest(model, name: str, at: datetime, columns: tuple[str, ...], lateral: b
     return outer, outer.id == latest_id, {c: getattr(outer, c) for c in columns}
 
 
-def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
+def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = False) -> sa.Select:
+    """plain_instants: read instants as the driver returns them (PostgreSQL with the session in
+    UTC), without UTCDateTime's per-value conversion."""
+    inst = (lambda c: sa.type_coerce(c, _PLAIN)) if plain_instants else (lambda c: c)
     last = _latest(Snapshot, "last_snap", at, ("exit_status",), lateral)
     good = _latest(
         Snapshot,
@@ -78,24 +82,24 @@ def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
     query = sa.select(
         Agent.id,
         Agent.name,
-        Agent.created_at,
+        inst(Agent.created_at).label("created_at"),
         Agent.backup_interval_s,
         Agent.backup_grace_s,
         Agent.heartbeat_interval_s,
-        last_heartbeat.label("last_heartbeat"),
+        inst(last_heartbeat).label("last_heartbeat"),
         last[2]["exit_status"].label("last_snapshot_status"),
-        good[2]["finished_at"].label("last_backup_at"),
+        inst(good[2]["finished_at"]).label("last_backup_at"),
         good[2]["archive"].label("last_archive"),
         good[2]["original_size"].label("original_size"),
         good[2]["deduplicated_size"].label("deduplicated_size"),
-        check[2]["finished_at"].label("last_check_at"),
+        inst(check[2]["finished_at"]).label("last_check_at"),
         check[2]["result"].label("last_check_result"),
-        drill[2]["finished_at"].label("last_drill_at"),
+        inst(drill[2]["finished_at"]).label("last_drill_at"),
         drill[2]["result"].label("last_drill_result"),
         Agent.offsite_interval_s,
-        offsite_ok[2]["finished_at"].label("last_offsite_at"),
+        inst(offsite_ok[2]["finished_at"]).label("last_offsite_at"),
         offsite[2]["result"].label("last_offsite_result"),
-        escrow_ok[2]["finished_at"].label("last_escrow_at"),
+        inst(escrow_ok[2]["finished_at"]).label("last_escrow_at"),
         escrow[2]["result"].label("last_escrow_result"),
     ).select_from(Agent)
     for target, on, _columns in (last, good, check, drill, offsite, offsite_ok, escrow, escrow_ok):
@@ -105,38 +109,71 @@ def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
     ).order_by(Agent.name)
 
 
-def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str, Any]:
-    agents: list[dict[str, Any]] = []
+# The instants among fleet_query()'s output columns (created_at is read, not returned).
+_INSTANTS = (
+    "last_heartbeat",
+    "last_backup_at",
+    "last_check_at",
+    "last_drill_at",
+    "last_offsite_at",
+    "last_escrow_at",
+)
+
+
+def _fleet(conn: sa.Connection | sa.orm.Session, at: datetime, as_text: bool) -> dict[str, Any]:
+    """One pass over the rows: status, totals, and (as_text) instants already as ISO strings.
+
+    10,000 agents make this a hot loop, so it reads plain tuples by position and calls the
+    positional status function rather than building a StatusInput per agent.
+    """
+    bind = conn if isinstance(conn, sa.Connection) else conn.get_bind()
+    postgresql = bind.dialect.name == "postgresql"
+    if postgresql:
+        # The per-agent probes cost the planner past jit_above_cost, and compiling the plan
+        # took longer (0.2 s) than running it. Times come back in UTC, as on SQLite.
+        conn.execute(sa.text("SET LOCAL jit = off"))
+        conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
+    result = conn.execute(fleet_query(at, lateral=postgresql, plain_instants=postgresql))
+    columns = list(result.keys())
+    created = columns.index("created_at")
+    keys = [k for k in columns if k != "created_at"] + ["status"]
+    instants = [keys.index(k) for k in _INSTANTS]
+    ix = {k: i for i, k in enumerate(keys)}
+    hb_i, hb_last = ix["heartbeat_interval_s"], ix["last_heartbeat"]
+    b_int, b_grace, b_last = ix["backup_interval_s"], ix["backup_grace_s"], ix["last_backup_at"]
+    snap, check = ix["last_snapshot_status"], ix["last_check_result"]
+    o_int, o_last = ix["offsite_interval_s"], ix["last_offsite_at"]
+    orig, dedup = ix["original_size"], ix["deduplicated_size"]
     by_status = dict.fromkeys(STATUSES, 0)
     original = deduplicated = 0
-    bind = conn if isinstance(conn, sa.Connection) else conn.get_bind()
-    lateral = bind.dialect.name == "postgresql"
-    result = conn.execute(fleet_query(at, lateral))
-    keys = list(result.keys())
-    for values in result.all():
-        row = dict(zip(keys, values, strict=True))
-        status = compute_status(
-            StatusInput(
-                now=at,
-                created_at=row.pop("created_at"),
-                heartbeat_interval_s=row["heartbeat_interval_s"],
-                backup_interval_s=row["backup_interval_s"],
-                backup_grace_s=row["backup_grace_s"],
-                last_heartbeat=row["last_heartbeat"],
-                last_snapshot_status=row["last_snapshot_status"],
-                last_success_at=row["last_backup_at"],
-                last_check_result=row["last_check_result"],
-                offsite_interval_s=row["offsite_interval_s"],
-                last_offsite_at=row["last_offsite_at"],
-            )
+    agents: list[dict[str, Any]] = []
+    for values in result.tuples().all():
+        row = list(values)
+        created_at = row.pop(created)
+        status = status_at(
+            at,
+            created_at,
+            row[hb_i],
+            row[b_int],
+            row[b_grace],
+            row[hb_last],
+            row[snap],
+            row[b_last],
+            row[check],
+            row[o_int],
+            row[o_last],
         )
         by_status[status] += 1
-        original += row["original_size"] or 0
-        deduplicated += row["deduplicated_size"] or 0
-        row["status"] = status
-        agents.append(row)
+        original += row[orig] or 0
+        deduplicated += row[dedup] or 0
+        if as_text:
+            for i in instants:
+                if row[i] is not None:
+                    row[i] = row[i].isoformat().replace("+00:00", "Z")
+        row.append(status)
+        agents.append(dict(zip(keys, row, strict=True)))
     return {
-        "generated_at": at,
+        "generated_at": at.isoformat().replace("+00:00", "Z") if as_text else at,
         "agents": agents,
         "totals": {
             "agents": len(agents),
@@ -147,13 +184,13 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
     }
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(f"cannot encode {type(value).__name__}")
+def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str, Any]:
+    """The fleet status with aware UTC datetimes (the metrics collector reads these)."""
+    return _fleet(conn, at, as_text=False)
 
 
 def fleet_status_json(conn: sa.Connection | sa.orm.Session, at: datetime) -> bytes:
-    """The fleet status as JSON; the stdlib encoder is several times faster on 10k agents than
-    validating the same data through the response model again."""
-    return json.dumps(fleet_status(conn, at), default=_json_default, separators=(",", ":")).encode()
+    """The fleet status as JSON, shaped like FleetStatusOut (schemathesis checks that): the C
+    encoder on ready-made strings is several times faster on 10k agents than validating the
+    same data through the response model again, or than a `default=` callback per instant."""
+    return json.dumps(_fleet(conn, at, as_text=True), separators=(",", ":")).encode()
