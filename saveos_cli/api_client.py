@@ -10,6 +10,8 @@ from datetime import datetime
 from http.client import HTTPException
 from typing import Any
 
+import orjson
+
 from saveos_cli.errors import SaveOSError
 
 SERVER_HINT = (
@@ -86,7 +88,7 @@ class ApiClient:
         *,
         what: str = "",
         params: dict | None = None,
-        json: Any = None,  # noqa: A002 - the name httpx used; callers pass json=
+        json: Any = None,  # shadows the module here; callers pass json= as with httpx
     ) -> Any:
         status, body, reason = self._send(method, path, params, json)
         if status == 401:
@@ -106,7 +108,7 @@ class ApiClient:
                 f"the API refused {method} {path} ({status}): {_detail(body, reason)}."
             )
         try:
-            return _loads(body)
+            return orjson.loads(body)
         except ValueError as exc:
             raise SaveOSError(f"the API answered {method} {path} with something not JSON.") from exc
 
@@ -144,12 +146,9 @@ class ApiClient:
         return self._request("POST", "/api/v1/jobs", json=body)["jobs"]
 
 
-_loads = json.loads  # _request's `json` argument shadows the module there
-
-
 def _detail(body: bytes, reason: str) -> str:
     try:
-        detail = _loads(body).get("detail")
+        detail = orjson.loads(body).get("detail")
     except (ValueError, AttributeError):
         detail = None
     if detail is None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 import typer
 
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
@@ -89,33 +90,16 @@ def status_report(raw: dict, at: datetime | None) -> dict:
 
 
 def report_json(report: dict) -> str:
-    """json.dumps(report, indent=2), the same text, several times faster on a large fleet.
+    """json.dumps(report, indent=2), the same text, over ten times faster on a large fleet.
 
-    With indent, the stdlib encodes in Python (0.4 s for 10,000 agents here); without, in C. The
-    two lists are encoded in C with the newline and indent as the separator: their items are
-    scalars or flat objects of scalars, and a JSON string never holds a raw newline, so the
-    only `},\n` + indent + `{` in the text are the boundaries between agents.
+    With indent the stdlib encodes in Python (0.4 s for 10,000 agents here); orjson writes the
+    same text unless it holds non-ASCII, which the stdlib escapes and orjson does not.
     """
-    fields = []
-    for key, value in report.items():
-        if key in ("alarms", "agents"):
-            text = _indented_list(value)
-        else:
-            text = json.dumps(value, indent=2).replace("\n", "\n  ")
-        fields.append(f"  {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(fields) + "\n}"
-
-
-def _indented_list(items: list) -> str:
-    """A list of scalars or of non-empty flat objects, as the second level of the document."""
-    if not items:
-        return "[]"
-    item, inner = "\n    ", "\n      "
-    if not isinstance(items[0], dict):
-        return "[" + item + json.dumps(items, separators=("," + item, ": "))[1:-1] + "\n  ]"
-    text = json.dumps(items, separators=("," + inner, ": "))[2:-2]
-    text = text.replace("}," + inner + "{", item + "}," + item + "{" + inner)
-    return "[" + item + "{" + inner + text + item + "}\n  ]"
+    try:
+        text = orjson.dumps(report, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: only the stdlib takes it
+        text = b"\x80"
+    return text.decode() if text.isascii() else json.dumps(report, indent=2)
 
 
 def _size(value: int | None) -> str:
