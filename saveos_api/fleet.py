@@ -173,7 +173,7 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
     by_status = dict.fromkeys(STATUSES, 0)
     original = deduplicated = 0
     agents: list[dict[str, Any]] = []
-    for values in result.tuples().all():
+    for values in result.all():
         row = list(values)
         created_at = row.pop(created)
         status = status_at(
