@@ -3,10 +3,18 @@ PostgreSQL, loaded with COPY from a seeded generator.
 
 Timed in the same run, interleaved, each --repeat times (median quoted):
   raw_sql    the hand-written LATERAL aggregate (the floor), psycopg2 in process, all rows fetched
+             (server defaults, so PostgreSQL JIT-compiles it: its cost estimate passes
+             jit_above_cost)
+  raw_sql_nojit  the same with `SET jit = off`, as the API runs its query: the lower floor
   raw_psql   the same query through `psql` (a process that connects, queries, prints: the
              floor for a CLI)
   api        GET /api/v1/fleet/status through HTTP, full body read
   cli        `saveos status --json` (process start, HTTP, JSON out)
+
+Besides wall time, each run records CPU seconds from /proc (user+system) of every process that
+worked for the answer: client + PostgreSQL backend for raw_sql; API process + its backends for
+api; the CLI process + API + backends for cli. On a shared machine wall time swings with the
+load; CPU per request much less.
 
     python benchmarks/p4_fleet_status.py [--agents 10000] [--snapshots 1000000] [--repeat 5]
 """
@@ -18,6 +26,7 @@ import io
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,7 +40,17 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from _common import PG_ADMIN, REPO, Api, _pg_exec, median, scratch_pg, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    PG_ADMIN,
+    REPO,
+    Api,
+    _pg_exec,
+    cpu_seconds,
+    median,
+    pg_backend_pids,
+    scratch_pg,
+    write_result,
+)
 
 GOAL_S, GOAL_RATIO = 1.0, 2.0
 RAW_SQL = """
@@ -238,14 +257,21 @@ def fleet_db(args):
     yield url, counts
 
 
-def time_raw_sql(dsn: str) -> float:
+def time_raw_sql(dsn: str, jit: bool = True) -> tuple[float, float]:
+    """(wall, CPU of this process + its backend) for the raw query."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        if not jit:
+            cur.execute("SET jit = off")
+        cur.execute("SELECT pg_backend_pid()")
+        backend = [cur.fetchone()[0]]
+        cpu0, own0 = cpu_seconds(backend), time.process_time()
         start = time.perf_counter()
         cur.execute(RAW_SQL)
         rows = cur.fetchall()
         elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(backend) - cpu0 + time.process_time() - own0
     assert rows, "no rows"
-    return elapsed
+    return elapsed, cpu
 
 
 def time_psql(dsn: str) -> float:
@@ -256,16 +282,30 @@ def time_psql(dsn: str) -> float:
     return time.perf_counter() - start
 
 
-def time_api(api: Api) -> tuple[float, int]:
+def server_pids(api: Api, url: str) -> list[int]:
+    """The API process and the backends serving the benchmark database (only it uses it)."""
+    return [api.proc.pid, *pg_backend_pids(url)]
+
+
+def time_api(api: Api, pids: list[int]) -> tuple[float, int, float]:
+    cpu0 = cpu_seconds(pids)
     start = time.perf_counter()
     resp = httpx.get(api.url + "/api/v1/fleet/status", headers=api.admin_headers, timeout=120)
     elapsed = time.perf_counter() - start
+    cpu = cpu_seconds(pids) - cpu0
     resp.raise_for_status()
-    return elapsed, len(resp.json()["agents"])
+    return elapsed, len(resp.json()["agents"]), cpu
 
 
-def time_cli(api: Api) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_cli(api: Api, pids: list[int]) -> tuple[float, float, float]:
+    """(wall, CPU of the CLI process, CPU of CLI + API + backends)."""
     env = dict(os.environ, SAVEOS_API_URL=api.url, SAVEOS_ADMIN_TOKEN=api.admin_token)
+    server0, child0 = cpu_seconds(pids), _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "saveos_cli.app", "status", "--json"],
@@ -276,10 +316,12 @@ def time_cli(api: Api) -> float:
         text=True,
     )
     elapsed = time.perf_counter() - start
+    own = _children_cpu() - child0
+    total = own + cpu_seconds(pids) - server0
     if proc.returncode not in (0, 2):  # 2: some hosts need attention, which the data has
         print(f"saveos status failed ({proc.returncode}): {proc.stderr.strip()}", flush=True)
-        return float("inf")
-    return elapsed
+        return float("inf"), own, total
+    return elapsed, own, total
 
 
 def main() -> int:
@@ -293,28 +335,63 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="saveos-p4-") as tmp, fleet_db(args) as (url, counts):
         print(f"data: {counts}", flush=True)
         dsn = url.replace("postgresql+psycopg2://", "postgresql://")
-        times: dict[str, list[float]] = {"raw_sql": [], "raw_psql": [], "api": [], "cli": []}
+        times: dict[str, list[float]] = {
+            "raw_sql": [],
+            "raw_sql_nojit": [],
+            "raw_psql": [],
+            "api": [],
+            "cli": [],
+        }
+        cpu: dict[str, list[float]] = {"raw_sql": [], "raw_sql_nojit": [], "api": [], "cli": []}
+        cpu["cli_process"] = []
+        loadavg = []
         with Api(url, Path(tmp) / "api") as api:
-            time_api(api)  # warm caches on both sides once
+            pids = server_pids(api, url)
+            time_api(api, pids)  # warm caches on both sides once
             time_raw_sql(dsn)
             for i in range(args.repeat):
-                times["raw_sql"].append(time_raw_sql(dsn))
-                api_s, n = time_api(api)
+                loadavg.append(os.getloadavg()[0])
+                for key, jit in (("raw_sql", True), ("raw_sql_nojit", False)):
+                    wall, used = time_raw_sql(dsn, jit=jit)
+                    times[key].append(wall)
+                    cpu[key].append(used)
+                pids = server_pids(api, url)
+                api_s, n, used = time_api(api, pids)
                 assert n == args.agents, n
                 times["api"].append(api_s)
+                cpu["api"].append(used)
                 times["raw_psql"].append(time_psql(dsn))
-                times["cli"].append(time_cli(api))
+                wall, own, used = time_cli(api, pids)
+                times["cli"].append(wall)
+                cpu["cli_process"].append(own)
+                cpu["cli"].append(used)
                 print(
-                    f"run {i + 1}: "
-                    + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items()),
+                    f"run {i + 1} (load {loadavg[-1]:.1f}): "
+                    + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items())
+                    + f" | API/raw {times['api'][-1] / times['raw_sql'][-1]:.2f}x"
+                    + f", CLI/psql {times['cli'][-1] / times['raw_psql'][-1]:.2f}x"
+                    + " | CPU "
+                    + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in cpu.items()),
                     flush=True,
                 )
     med = {k: median(v) for k, v in times.items()}
+    med_cpu = {k: median(v) for k, v in cpu.items()}
     summary = {
         **{f"{k}_s": v for k, v in med.items()},
         "api_vs_raw_sql": med["api"] / med["raw_sql"],
+        "api_vs_raw_sql_nojit": med["api"] / med["raw_sql_nojit"],
         "cli_vs_raw_psql": med["cli"] / med["raw_psql"],
         "cli_vs_raw_sql": med["cli"] / med["raw_sql"],
+        "per_run_api_vs_raw_sql": [
+            a / r for a, r in zip(times["api"], times["raw_sql"], strict=True)
+        ],
+        "per_run_cli_vs_raw_psql": [
+            c / p for c, p in zip(times["cli"], times["raw_psql"], strict=True)
+        ],
+        **{f"cpu_{k}_s": v for k, v in med_cpu.items()},
+        "cpu_api_vs_raw_sql": med_cpu["api"] / med_cpu["raw_sql"],
+        "cpu_api_vs_raw_sql_nojit": med_cpu["api"] / med_cpu["raw_sql_nojit"],
+        "loadavg_1min": loadavg,
     }
     summary["goal_met_api"] = med["api"] < GOAL_S and summary["api_vs_raw_sql"] <= GOAL_RATIO
     summary["goal_met_cli"] = med["cli"] < GOAL_S and summary["cli_vs_raw_psql"] <= GOAL_RATIO
@@ -323,11 +400,16 @@ def main() -> int:
         f"API {med['api'] * 1000:.0f} ms ({summary['api_vs_raw_sql']:.2f}x raw SQL), "
         f"saveos status --json {med['cli'] * 1000:.0f} ms ({summary['cli_vs_raw_psql']:.2f}x psql, "
         f"{summary['cli_vs_raw_sql']:.2f}x raw SQL); "
+        f"CPU: raw SQL {med_cpu['raw_sql'] * 1000:.0f} ms (no JIT "
+        f"{med_cpu['raw_sql_nojit'] * 1000:.0f} ms), API {med_cpu['api'] * 1000:.0f} ms, "
+        f"CLI {med_cpu['cli'] * 1000:.0f} ms of which its own process "
+        f"{med_cpu['cli_process'] * 1000:.0f} ms; "
         f"goal < {GOAL_S:.0f} s and <= {GOAL_RATIO:.0f}x: "
         f"API {summary['goal_met_api']}, CLI {summary['goal_met_cli']}"
     )
     path = write_result(
-        args.name, {"params": vars(args), "data": counts, "summary": summary, "times": times}
+        args.name,
+        {"params": vars(args), "data": counts, "summary": summary, "times": times, "cpu": cpu},
     )
     print(f"wrote {path}")
     return 0

@@ -7,10 +7,10 @@ of agents, not with the history kept.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from saveos_api.models import (
@@ -23,12 +23,15 @@ from saveos_api.models import (
     Snapshot,
     UTCDateTime,
 )
-from saveos_api.status import STATUSES, StatusInput, compute_status
+from saveos_api.status import STATUSES, status_at
 
 SUCCESS = ("ok", "warning")
+_PLAIN = sa.DateTime(timezone=True)
 
 
-def _latest(model, name: str, at: datetime, columns: tuple[str, ...], lateral: bool, **where):
+def _latest(
+    model, name: str, at: datetime, columns: tuple[str, ...], lateral: bool, unless=None, **where
+):
     """The agent's latest row of `model` finished by `at`: (join target, ON clause, columns).
 
     PostgreSQL gets a LATERAL subquery (one index probe per agent; a plain join on a correlated
@@ -41,6 +44,8 @@ def _latest(model, name: str, at: datetime, columns: tuple[str, ...], lateral: b
         inner.finished_at <= at,
         *(getattr(inner, k).in_(v) for k, v in where.items()),
     )
+    if unless is not None:
+        query = query.where(sa.not_(unless))
     query = query.order_by(inner.finished_at.desc(), inner.id.desc()).limit(1)
     if lateral:
         sub = query.lateral(name)
@@ -50,22 +55,59 @@ def _latest(model, name: str, at: datetime, columns: tuple[str, ...], lateral: b
     return outer, outer.id == latest_id, {c: getattr(outer, c) for c in columns}
 
 
-def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
-    last = _latest(Snapshot, "last_snap", at, ("exit_status",), lateral)
-    good = _latest(
+def _latest_and_good(
+    model,
+    name: str,
+    at: datetime,
+    lateral: bool,
+    last_columns,
+    good_columns,
+    field: str,
+    good: tuple[str, ...],
+):
+    """The latest row (last_columns) and the latest whose `field` is in `good` (good_columns):
+    (join targets, last columns, good columns).
+
+    On PostgreSQL the second probe runs only when the latest row is not a good one: its
+    condition only names the first LATERAL's columns, so the planner makes it a one-time
+    filter. Most agents' latest backup succeeded, and a probe is what the query costs.
+    """
+    if not lateral:
+        last = _latest(model, f"last_{name}", at, last_columns, lateral)
+        best = _latest(model, f"good_{name}", at, good_columns, lateral, **{field: good})
+        return [last, best], last[2], best[2]
+    both = tuple(dict.fromkeys((field, *last_columns, *good_columns)))
+    last = _latest(model, f"last_{name}", at, both, lateral)
+    is_good = last[2][field].in_(good)
+    best = _latest(
+        model, f"good_{name}", at, good_columns, lateral, unless=is_good, **{field: good}
+    )
+    picked = {c: sa.case((is_good, last[2][c]), else_=best[2][c]) for c in good_columns}
+    return [last, best], last[2], picked
+
+
+def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = False) -> sa.Select:
+    """plain_instants: read instants as the driver returns them (PostgreSQL with the session in
+    UTC), without UTCDateTime's per-value conversion."""
+    inst = (lambda c: sa.type_coerce(c, _PLAIN)) if plain_instants else (lambda c: c)
+    snaps, last, good = _latest_and_good(
         Snapshot,
-        "good_snap",
+        "snap",
         at,
-        ("finished_at", "archive", "original_size", "deduplicated_size"),
         lateral,
-        exit_status=SUCCESS,
+        ("exit_status",),
+        ("finished_at", "archive", "original_size", "deduplicated_size"),
+        "exit_status",
+        SUCCESS,
     )
     check = _latest(CheckResult, "last_check", at, ("finished_at", "result"), lateral)
     drill = _latest(DrillResult, "last_drill", at, ("finished_at", "result"), lateral)
-    offsite = _latest(OffsiteSync, "last_offsite", at, ("result",), lateral)
-    offsite_ok = _latest(OffsiteSync, "good_offsite", at, ("finished_at",), lateral, result=["ok"])
-    escrow = _latest(EscrowProof, "last_escrow", at, ("result",), lateral)
-    escrow_ok = _latest(EscrowProof, "good_escrow", at, ("finished_at",), lateral, result=["ok"])
+    offsites, offsite, offsite_ok = _latest_and_good(
+        OffsiteSync, "offsite", at, lateral, ("result",), ("finished_at",), "result", ("ok",)
+    )
+    escrows, escrow, escrow_ok = _latest_and_good(
+        EscrowProof, "escrow", at, lateral, ("result",), ("finished_at",), "result", ("ok",)
+    )
     hb_before_at = (
         sa.select(sa.func.max(Heartbeat.received_at))
         .where(Heartbeat.agent_id == Agent.id, Heartbeat.received_at <= at)
@@ -78,27 +120,27 @@ def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
     query = sa.select(
         Agent.id,
         Agent.name,
-        Agent.created_at,
+        inst(Agent.created_at).label("created_at"),
         Agent.backup_interval_s,
         Agent.backup_grace_s,
         Agent.heartbeat_interval_s,
-        last_heartbeat.label("last_heartbeat"),
-        last[2]["exit_status"].label("last_snapshot_status"),
-        good[2]["finished_at"].label("last_backup_at"),
-        good[2]["archive"].label("last_archive"),
-        good[2]["original_size"].label("original_size"),
-        good[2]["deduplicated_size"].label("deduplicated_size"),
-        check[2]["finished_at"].label("last_check_at"),
+        inst(last_heartbeat).label("last_heartbeat"),
+        last["exit_status"].label("last_snapshot_status"),
+        inst(good["finished_at"]).label("last_backup_at"),
+        good["archive"].label("last_archive"),
+        good["original_size"].label("original_size"),
+        good["deduplicated_size"].label("deduplicated_size"),
+        inst(check[2]["finished_at"]).label("last_check_at"),
         check[2]["result"].label("last_check_result"),
-        drill[2]["finished_at"].label("last_drill_at"),
+        inst(drill[2]["finished_at"]).label("last_drill_at"),
         drill[2]["result"].label("last_drill_result"),
         Agent.offsite_interval_s,
-        offsite_ok[2]["finished_at"].label("last_offsite_at"),
-        offsite[2]["result"].label("last_offsite_result"),
-        escrow_ok[2]["finished_at"].label("last_escrow_at"),
-        escrow[2]["result"].label("last_escrow_result"),
+        inst(offsite_ok["finished_at"]).label("last_offsite_at"),
+        offsite["result"].label("last_offsite_result"),
+        inst(escrow_ok["finished_at"]).label("last_escrow_at"),
+        escrow["result"].label("last_escrow_result"),
     ).select_from(Agent)
-    for target, on, _columns in (last, good, check, drill, offsite, offsite_ok, escrow, escrow_ok):
+    for target, on, _columns in (*snaps, check, drill, *offsites, *escrows):
         query = query.outerjoin(target, on)
     return query.where(
         sa.or_(Agent.decommissioned_at.is_(None), Agent.decommissioned_at > at)
@@ -106,35 +148,52 @@ def fleet_query(at: datetime, lateral: bool = False) -> sa.Select:
 
 
 def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str, Any]:
-    agents: list[dict[str, Any]] = []
+    """Every agent's row and status, and the totals; instants as aware UTC datetimes.
+
+    10,000 agents make this a hot loop, so it reads plain tuples by position and calls the
+    positional status function rather than building a StatusInput per agent.
+    """
+    bind = conn if isinstance(conn, sa.Connection) else conn.get_bind()
+    postgresql = bind.dialect.name == "postgresql"
+    if postgresql:
+        # The per-agent probes cost the planner past jit_above_cost, and compiling the plan
+        # took longer (0.2 s) than running it. Times come back in UTC, as on SQLite.
+        conn.execute(sa.text("SET LOCAL jit = off"))
+        conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
+    result = conn.execute(fleet_query(at, lateral=postgresql, plain_instants=postgresql))
+    columns = list(result.keys())
+    created = columns.index("created_at")
+    keys = [k for k in columns if k != "created_at"] + ["status"]
+    ix = {k: i for i, k in enumerate(keys)}
+    hb_i, hb_last = ix["heartbeat_interval_s"], ix["last_heartbeat"]
+    b_int, b_grace, b_last = ix["backup_interval_s"], ix["backup_grace_s"], ix["last_backup_at"]
+    snap, check = ix["last_snapshot_status"], ix["last_check_result"]
+    o_int, o_last = ix["offsite_interval_s"], ix["last_offsite_at"]
+    orig, dedup = ix["original_size"], ix["deduplicated_size"]
     by_status = dict.fromkeys(STATUSES, 0)
     original = deduplicated = 0
-    bind = conn if isinstance(conn, sa.Connection) else conn.get_bind()
-    lateral = bind.dialect.name == "postgresql"
-    result = conn.execute(fleet_query(at, lateral))
-    keys = list(result.keys())
+    agents: list[dict[str, Any]] = []
     for values in result.all():
-        row = dict(zip(keys, values, strict=True))
-        status = compute_status(
-            StatusInput(
-                now=at,
-                created_at=row.pop("created_at"),
-                heartbeat_interval_s=row["heartbeat_interval_s"],
-                backup_interval_s=row["backup_interval_s"],
-                backup_grace_s=row["backup_grace_s"],
-                last_heartbeat=row["last_heartbeat"],
-                last_snapshot_status=row["last_snapshot_status"],
-                last_success_at=row["last_backup_at"],
-                last_check_result=row["last_check_result"],
-                offsite_interval_s=row["offsite_interval_s"],
-                last_offsite_at=row["last_offsite_at"],
-            )
+        row = list(values)
+        created_at = row.pop(created)
+        status = status_at(
+            at,
+            created_at,
+            row[hb_i],
+            row[b_int],
+            row[b_grace],
+            row[hb_last],
+            row[snap],
+            row[b_last],
+            row[check],
+            row[o_int],
+            row[o_last],
         )
         by_status[status] += 1
-        original += row["original_size"] or 0
-        deduplicated += row["deduplicated_size"] or 0
-        row["status"] = status
-        agents.append(row)
+        original += row[orig] or 0
+        deduplicated += row[dedup] or 0
+        row.append(status)
+        agents.append(dict(zip(keys, row, strict=True)))
     return {
         "generated_at": at,
         "agents": agents,
@@ -147,13 +206,11 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
     }
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
 def fleet_status_json(conn: sa.Connection | sa.orm.Session, at: datetime) -> bytes:
-    """The fleet status as JSON; the stdlib encoder is several times faster on 10k agents than
-    validating the same data through the response model again."""
-    return json.dumps(fleet_status(conn, at), default=_json_default, separators=(",", ":")).encode()
+    """The fleet status as JSON, shaped like FleetStatusOut (schemathesis checks that).
+
+    orjson writes the datetimes itself (RFC 3339, `Z` for UTC, microseconds only when there are
+    some: what datetime.isoformat() gives), about ten times faster on 10,000 agents than the
+    stdlib with a default= callback, and far faster than validating it through the model again.
+    """
+    return orjson.dumps(fleet_status(conn, at), option=orjson.OPT_UTC_Z)

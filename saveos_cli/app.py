@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from saveos_cli import __version__, config
 from saveos_cli.errors import EXIT_ERROR, SaveOSError
 
-err_console = Console(stderr=True, soft_wrap=True)
+
+@functools.cache
+def err_console():
+    """Rich for error output, loaded only when there is an error to print."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
 
 HELP = (
     "SaveOS: centralised BorgBackup for a fleet of Linux hosts, driven by Ansible.\n\n"
@@ -81,27 +93,27 @@ def main(argv: list[str] | None = None) -> None:
         if show:
             show()
         else:
-            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+            err_console().print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
         sys.exit(EXIT_ERROR)
     except typer.Abort:
-        err_console.print("[yellow]interrupted[/]")
+        err_console().print("[yellow]interrupted[/]")
         sys.exit(130)
     except SaveOSError as exc:
         if STATE["verbose"]:
-            err_console.print_exception()
-        err_console.print(
+            err_console().print_exception()
+        err_console().print(
             f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
         )
         if exc.hint:
-            err_console.print(f"[dim]{escape(exc.hint)}[/]", highlight=False, soft_wrap=True)
+            err_console().print(f"[dim]{escape(exc.hint)}[/]", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+        err_console().print("[yellow]interrupted[/]")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback unless -v
         if STATE["verbose"]:
-            err_console.print_exception()
-        err_console.print(
+            err_console().print_exception()
+        err_console().print(
             f"[bold red]internal error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         sys.exit(EXIT_ERROR)

@@ -60,7 +60,7 @@ def test_verbose_shows_the_traceback(tmp_path):
         "-v", "--api-url", url, "status", env={"SAVEOS_ADMIN_TOKEN": TOKEN}, home=tmp_path
     )
     assert proc.returncode == 1
-    assert "Traceback" in proc.stderr and "ConnectError" in proc.stderr
+    assert "Traceback" in proc.stderr and "ConnectionRefusedError" in proc.stderr
 
 
 def test_no_token_anywhere(tmp_path):

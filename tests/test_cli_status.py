@@ -223,3 +223,27 @@ def test_agents_list_and_revoke(fleet, capsys):
     assert code in (None, 0) and f"revoked 1 token(s) of {fleet.n('web2')}" in out
     assert fleet.heartbeat("web2").status_code == 401
     assert fleet.heartbeat("web1").status_code == 200
+
+
+def test_status_json_text_is_the_stdlib_indent_2_text():
+    """report_json() takes a faster road to json.dumps(report, indent=2), never other text."""
+    from saveos_cli.commands.status import report_json
+
+    agent = dict.fromkeys(AGENT_KEYS)
+    agent.update(name="web-01", id=7, status="silent", original_size=2**62, last_backup_age_s=0.1)
+    report = {
+        "generated_at": "2026-01-01T00:00:00Z",
+        "at": None,
+        "exit_code": 2,
+        "alarms": ["web-01"],
+        "agents": [agent, dict(agent, name="db-01", last_backup_age_s=86400.5, id=8)],
+        "totals": {"agents": 2, "by_status": {"silent": 2}, "original_size": 2**63, "dedup": 0},
+    }
+    for case in (
+        report,
+        dict(report, agents=[], alarms=[], totals={"by_status": {}}),
+        dict(report, alarms=["hôte-é"], agents=[dict(agent, last_archive='a"\n},{')]),
+        dict(report, totals={"original_size": 2**70}),  # beyond 64 bits
+        {**report, "agents": [dict(agent, last_backup_age_s=-12345678.9)]},
+    ):
+        assert report_json(case) == json.dumps(case, indent=2)

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
-from saveos_cli import config, progress, runner
+from saveos_cli import config
 from saveos_cli.api_client import ApiClient
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 
+if TYPE_CHECKING:
+    from rich.console import Console
 
-def _report_console() -> Console:
+    from saveos_cli import progress
+
+# Rich (and what pulls it in: progress) is imported on first use, not at start: commands that
+# print JSON, such as `saveos status --json` on a 10,000-host fleet, never load it.
+
+
+@functools.cache
+def console() -> Console:
+    """The console reports print to."""
+    from rich.console import Console
+
     # Piped to a file or a cron mail, Rich would squeeze the fleet table into 80 columns.
     probe = Console()
     if probe.is_terminal or os.environ.get("COLUMNS"):
@@ -24,8 +37,12 @@ def _report_console() -> Console:
     return Console(width=160)
 
 
-console = _report_console()
-err_console = Console(stderr=True)
+@functools.cache
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 INVENTORY_OPTION = typer.Option(
     ..., "--inventory", "-i", help="Ansible inventory (file or directory).", show_default=False
@@ -70,9 +87,11 @@ def run_fleet_playbook(
     also: Callable[[Mapping], None] | None = None,
 ) -> tuple[int, progress.RunState]:
     """Run a playbook with live progress and a recap; return (exit code, final state)."""
+    from saveos_cli import progress, runner
+
     runner.check_inventory(inventory)
     env = secret_env()
-    with progress.display_for(console, title) as display:
+    with progress.display_for(console(), title) as display:
 
         def on_event(event: Mapping) -> None:
             display(event)
@@ -91,7 +110,7 @@ def run_fleet_playbook(
             secret_env=env,
         )
     state = display.state
-    progress.print_recap(console, state)
+    progress.print_recap(console(), state)
     if result.canceled:
         unfinished = sorted(
             name
@@ -112,7 +131,7 @@ def run_fleet_playbook(
         raise SaveOSError(f"no host in {inventory}{target}.")
     bad = progress.failed_hosts(result.stats)
     if bad:
-        err_console.print(
+        err_console().print(
             f"[bold red]{len(bad)} host(s) failed or unreachable:[/] {', '.join(bad)}"
         )
         return EXIT_FLEET, state

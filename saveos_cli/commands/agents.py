@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from saveos_cli.commands._common import INVENTORY_OPTION, api, console, run_fleet_playbook
 from saveos_cli.errors import EXIT_OK
@@ -40,6 +39,8 @@ def list_agents(
         doc = {"agents": [{k: a.get(k) for k in AGENT_KEYS} for a in agents]}
         typer.echo(json.dumps(doc, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"{len(agents)} agent(s)", title_justify="left")
     for col in ("id", "name", "agent", "borg", "os", "last seen", "decommissioned"):
         table.add_column(col)
@@ -53,7 +54,7 @@ def list_agents(
             a.get("last_seen") or "never",
             a.get("decommissioned_at") or "",
         )
-    console.print(table)
+    console().print(table)
 
 
 @app.command()
@@ -62,7 +63,7 @@ def revoke(host: str = typer.Argument(..., help="The agent's inventory name.")) 
     with api() as client:
         agent = client.agent_by_name(host)
         count = client.revoke_tokens(agent["id"])
-    console.print(f"revoked {count} token(s) of {agent['name']}.")
+    console().print(f"revoked {count} token(s) of {agent['name']}.")
 
 
 @app.command()
@@ -81,8 +82,8 @@ def rotate(
     with api() as client:
         agent = client.agent_by_name(host)
         count = client.revoke_tokens(agent["id"])
-    console.print(f"revoked {count} token(s) of {agent['name']}; deploying a new one.")
+    console().print(f"revoked {count} token(s) of {agent['name']}; deploying a new one.")
     code, _ = run_fleet_playbook("deploy.yml", inventory, title=f"rotate {host}", limit=host)
     if code == EXIT_OK:
-        console.print(f"{host} has a new token.")
+        console().print(f"{host} has a new token.")
     raise typer.Exit(code)

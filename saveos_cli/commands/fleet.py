@@ -6,9 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import typer
-from rich.filesize import decimal
-from rich.table import Table
-from rich.text import Text
 
 from saveos_cli.commands._common import (
     INVENTORY_OPTION,
@@ -83,6 +80,10 @@ def _collect_fact(event: Mapping, fact: str, into: dict[str, dict]) -> None:
 def _print_backup_results(results: dict[str, dict]) -> None:
     if not results:
         return
+    from rich.filesize import decimal
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="backups", title_justify="left")
     for col in ("host", "status", "archive", "files", "original", "dedup", "reported"):
         table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
@@ -99,7 +100,7 @@ def _print_backup_results(results: dict[str, dict]) -> None:
             decimal(stats["deduplicated_size"]) if "deduplicated_size" in stats else "-",
             "yes" if r.get("reported") else "spooled",
         )
-    console.print(table)
+    console().print(table)
 
 
 def _queue_jobs(kind: str, limit: str | None) -> None:
@@ -114,6 +115,8 @@ def _queue_jobs(kind: str, limit: str | None) -> None:
             raise SaveOSError("no agents are registered, so no jobs were queued.")
         jobs = client.create_jobs(kind, names)
         by_id = {a["id"]: a["name"] for a in client.agents()}
+    from rich.table import Table
+
     table = Table(title=f"queued {kind} jobs", title_justify="left")
     for col in ("job", "host", "state"):
         table.add_column(col)
@@ -121,8 +124,8 @@ def _queue_jobs(kind: str, limit: str | None) -> None:
         table.add_row(
             str(job["id"]), by_id.get(job["agent_id"], str(job["agent_id"])), job["state"]
         )
-    console.print(table)
-    console.print(f"{len(jobs)} job(s) queued; agents pick them up on their next heartbeat.")
+    console().print(table)
+    console().print(f"{len(jobs)} job(s) queued; agents pick them up on their next heartbeat.")
 
 
 def restore(
@@ -153,7 +156,7 @@ def restore(
         extravars=extravars,
     )
     if code == EXIT_OK:
-        console.print(f"restored {len(paths)} path(s) from {archive} into {host}:{target}")
+        console().print(f"restored {len(paths)} path(s) from {archive} into {host}:{target}")
     raise typer.Exit(code)
 
 

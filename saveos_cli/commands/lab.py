@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from saveos_cli.errors import EXIT_FLEET
-from saveos_cli.lab import Lab
+
+if TYPE_CHECKING:
+    from saveos_cli.lab import Lab
 
 app = typer.Typer(
     help="A lab of real SSH hosts on loopback (namespaces + overlayfs); needs root.",
     no_args_is_help=True,
 )
-console = Console()
+
+
+# The lab (and YAML) and Rich load when a lab command runs, not with every `saveos` command.
+@functools.cache
+def console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _lab(directory: Path | None, **kwargs) -> Lab:
+    from saveos_cli.lab import Lab
+
+    return Lab(directory or default_lab_dir(), **kwargs)
 
 
 def default_lab_dir() -> Path:
@@ -39,23 +54,23 @@ def up(
     port: int = typer.Option(22, "--port", help="SSH port every host listens on."),
 ) -> None:
     """Start lab1..labN (idempotent: a running lab is kept) and print the inventory path."""
-    lab = Lab(directory or default_lab_dir(), net=net, port=port)
+    lab = _lab(directory, net=net, port=port)
     inventory = lab.up(hosts)
     for host in lab.hosts():
-        console.print(f"  {host.name}  {host.address}:{host.port}", highlight=False)
-    console.print(f"[green]lab up:[/] {len(lab.hosts())} hosts", highlight=False)
-    console.print(f"inventory: {inventory}", highlight=False, soft_wrap=True)
-    console.print(f"try: ansible -i {inventory} all -m ping", highlight=False, soft_wrap=True)
+        console().print(f"  {host.name}  {host.address}:{host.port}", highlight=False)
+    console().print(f"[green]lab up:[/] {len(lab.hosts())} hosts", highlight=False)
+    console().print(f"inventory: {inventory}", highlight=False, soft_wrap=True)
+    console().print(f"try: ansible -i {inventory} all -m ping", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def down(directory: Path | None = DIR_OPTION) -> None:
     """Stop every host of the lab and remove its files; harmless when no lab runs."""
-    lab = Lab(directory or default_lab_dir())
+    lab = _lab(directory)
     if lab.down():
-        console.print(f"[green]lab down:[/] {lab.dir} cleaned up", highlight=False)
+        console().print(f"[green]lab down:[/] {lab.dir} cleaned up", highlight=False)
     else:
-        console.print(f"no lab in {lab.dir}; nothing to do", highlight=False)
+        console().print(f"no lab in {lab.dir}; nothing to do", highlight=False)
 
 
 @app.command()
@@ -64,13 +79,15 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the lab's hosts and whether they answer SSH; exit 2 when one does not."""
-    lab = Lab(directory or default_lab_dir())
+    lab = _lab(directory)
     rows = lab.status()
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
     elif not rows:
-        console.print(f"no lab in {lab.dir}", highlight=False)
+        console().print(f"no lab in {lab.dir}", highlight=False)
     else:
+        from rich.table import Table
+
         table = Table(title=f"SaveOS lab {lab.dir}")
         for column in ("host", "address", "pid", "sshd", "ssh"):
             table.add_column(column)
@@ -82,6 +99,6 @@ def status(
                 "[green]running[/]" if r.running else "[red]gone[/]",
                 "[green]answers[/]" if r.answers else "[red]no answer[/]",
             )
-        console.print(table)
+        console().print(table)
     if any(not r.answers for r in rows):
         raise typer.Exit(EXIT_FLEET)

