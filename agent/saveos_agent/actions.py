@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
-import platform
-import random
-import shutil
-import socket
-import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -286,8 +280,11 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     if job_id is not None:
         body["job_id"] = job_id
     if status != "error":
-        save_state(cfg, last_backup_at=iso(finished), last_archive=archive_out)
-    save_state(cfg, last_backup_status=status)
+        save_state(
+            cfg, last_backup_at=iso(finished), last_archive=archive_out, last_backup_status=status
+        )
+    else:
+        save_state(cfg, last_backup_status=status)
     sent = report(cfg, "snapshot", body)
     out = {
         "status": status,
@@ -421,6 +418,8 @@ def restore(
 
 
 def _sha256(path: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -463,6 +462,10 @@ def drill(
     job_id: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Restore a sample into a temp dir and compare sha256 with the unchanged live files."""
+    import random
+    import shutil
+    import tempfile
+
     started = utcnow()
     archive = latest_archive(cfg)
     listing = execute.run(
@@ -582,6 +585,9 @@ def status(cfg: Config) -> Dict[str, Any]:
 
 
 def heartbeat_body(cfg: Config) -> Dict[str, Any]:
+    import platform
+    import socket
+
     return {
         "agent_version": __version__,
         "borg_version": execute.borg_version(cfg.borg_binary),
