@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -403,18 +404,28 @@ def test_user_mode_config_path_follows_the_platform(monkeypatch, tmp_path):
     assert config_mod.user_config_path() == str(tmp_path / ".config" / "saveos" / "config.json")
 
 
-def test_second_agent_action_waits_then_refuses_while_one_runs(tmp_path, agent_pyz):
+def test_second_agent_action_waits_then_reports_busy_while_one_runs(tmp_path, agent_pyz):
     import fcntl
 
     from agent_support import AgentHost
 
-    host = AgentHost(tmp_path, agent_pyz, lock_wait_s=1)
+    host = AgentHost(tmp_path, agent_pyz, lock_wait_s=1, busy_wait_s=1)
     (tmp_path / "state").mkdir(mode=0o700)
+    holder = {"pid": 4242, "action": "backup", "trigger": "daemon schedule", "started_at": "T0"}
     with open(tmp_path / "state" / "agent.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # what a running backup holds
+        held.write(json.dumps(holder))
+        held.flush()
+        started = time.monotonic()
         proc = host.run("backup")
-    assert proc.returncode == 2
-    assert "another saveos-agent action is running" in proc.stderr
+        waited = time.monotonic() - started
+        quick = host.run("check", "--wait", "0", "--json")
+    assert proc.returncode == 75 and waited >= 1, proc.stderr
+    assert "saveos-agent: busy: another saveos-agent action is running" in proc.stderr
+    assert "daemon schedule), pid 4242, started at T0" in proc.stderr
+    assert quick.returncode == 75
+    out = json.loads(quick.stdout)
+    assert out["status"] == "error" and out["result"] == "busy" and out["holder"] == holder
     assert not (tmp_path / "repo").exists()  # borg never started
 
 
