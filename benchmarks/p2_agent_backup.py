@@ -2,12 +2,21 @@
 `borg compact` sequence and against borgmatic, on the same seeded dataset and repo settings.
 
 Dataset: ~10,000 files / ~500 MB (half incompressible, half text), seeded, generated once into
-/var/tmp/saveos-bench-p2/data and reused. Per repetition and per tool (the order rotates): a
-fresh repokey-blake2 repo and borg cache, the initial backup, then 1% of the files rewritten
-(same files, same bytes for every tool) and the incremental backup. Same compression (zstd,3),
-excludes (*.tmp), retention (daily 7 / weekly 4 / monthly 6) and passphrase delivery for all.
+/var/tmp/saveos-bench-p2/data and reused. Same compression (zstd,3), excludes (*.tmp), retention
+(daily 7 / weekly 4 / monthly 6) for all three tools; each has its own repokey-blake2 repo and
+borg cache (BORG_BASE_DIR), kept from its initial backup to its incrementals.
 
-    python benchmarks/p2_agent_backup.py [--repeat 3] [--borgmatic PATH-TO-borgmatic]
+Per repetition: every tool gets a fresh repo and backs up the base dataset (initial, the tool
+order rotating); then, `--incrementals` times, 1% of the files are rewritten (the same files and
+bytes for every tool) and every tool backs up that state (incremental, order rotating again).
+The three tools' incrementals of one data state run back to back, so a load spike from other
+work on the machine hits all of them alike; each one is timed (wall) and its CPU is measured
+(user+system of the whole process tree, from getrusage). After every backup the newest archive
+of every tool is compared (file count and size) so that all saved the same thing.
+
+    python benchmarks/p2_agent_backup.py [--repeat 5] [--incrementals 3] [--borgmatic PATH]
+
+borgmatic comes from PyPI in its own venv (created at --borgmatic's venv when missing).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,6 +43,7 @@ COMPRESSION = "zstd,3"
 EXCLUDES = ["*.tmp"]
 RETENTION = {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6}
 GOAL_VS_RAW = 1.05
+BORGMATIC_VERSION = "2.1.10"
 WORDS = [b"backup", b"borg", b"fleet", b"saveos", b"archive", b"chunk", b"repo", b"host"]
 
 
@@ -78,7 +89,7 @@ def changed_files() -> list[int]:
 
 
 def set_generation(generation: int) -> None:
-    """Generation 0 is the base dataset; 1 rewrites the 1% of files with new bytes."""
+    """Generation 0 is the base dataset; 1..9 rewrite the same 1% of files with new bytes."""
     sizes = _sizes()
     for i in changed_files():
         _write(i, sizes[i], generation)
@@ -203,9 +214,56 @@ class Borgmatic(Tool):
         run([self.borgmatic, "--config", str(self.config), "create", "prune", "compact"], self.env)
 
 
+def ensure_borgmatic(path: str) -> str:
+    """borgmatic from PyPI in a venv of its own (`<venv>/bin/borgmatic`), created when missing."""
+    if os.path.exists(path):
+        return path
+    venv = Path(path).parent.parent
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"borgmatic=={BORGMATIC_VERSION}"], check=True)
+    return path
+
+
+def timed(tool: Tool) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user+system of every process the backup ran)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    tool.backup()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
+
+
+def rotated(tools: list, k: int) -> list:
+    return tools[k % len(tools) :] + tools[: k % len(tools)]
+
+
+def summarize(times: dict, pairs: dict, same: bool) -> dict:
+    med = {name: {phase: median(v) for phase, v in t.items()} for name, t in times["wall"].items()}
+    cpu = {name: {phase: median(v) for phase, v in t.items()} for name, t in times["cpu"].items()}
+    summary = {"median_s": med, "median_cpu_s": cpu, "same_content_saved": same}
+    for phase in ("initial", "incremental"):
+        agent = med["saveos_agent"][phase]
+        summary[f"{phase}_agent_vs_raw"] = agent / med["raw_borg"][phase]
+        summary[f"{phase}_agent_vs_borgmatic"] = agent / med["borgmatic"][phase]
+        summary[f"{phase}_agent_vs_raw_paired_median"] = median(pairs[phase])
+        summary[f"{phase}_agent_vs_raw_cpu"] = cpu["saveos_agent"][phase] / cpu["raw_borg"][phase]
+        summary[f"{phase}_agent_vs_borgmatic_cpu"] = (
+            cpu["saveos_agent"][phase] / cpu["borgmatic"][phase]
+        )
+    summary["goal_met"] = same and all(
+        summary[f"{p}_agent_vs_raw"] <= GOAL_VS_RAW and summary[f"{p}_agent_vs_borgmatic"] <= 1.0
+        for p in ("initial", "incremental")
+    )
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--incrementals", type=int, default=3, choices=range(1, 10))
     parser.add_argument("--borgmatic", default="/var/tmp/borgmatic-venv/bin/borgmatic")
     parser.add_argument("--name", default="p2_agent_backup")
     args = parser.parse_args()
@@ -217,63 +275,76 @@ def main() -> int:
     passfile.chmod(0o600)
     pyz = ROOT / "saveos-agent.pyz"
     subprocess.run(
-        [sys.executable, str(REPO / "agent" / "build.py"), "--out", str(pyz)],
+        ["/usr/bin/python3", str(REPO / "agent" / "build.py"), "--out", str(pyz)],
         check=True,
         capture_output=True,
     )
+    borgmatic = ensure_borgmatic(args.borgmatic)
     borgmatic_version = subprocess.run(
-        [args.borgmatic, "--version"], capture_output=True, text=True, check=True
+        [borgmatic, "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    borg_version = subprocess.run(
+        ["borg", "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
     tools = [
         RawBorg(ROOT / "run" / "raw", passfile),
         Agent(ROOT / "run" / "agent", passfile, pyz),
-        Borgmatic(ROOT / "run" / "borgmatic", passfile, args.borgmatic),
+        Borgmatic(ROOT / "run" / "borgmatic", passfile, borgmatic),
     ]
-    times = {t.name: {"initial": [], "incremental": []} for t in tools}
-    saved: dict[str, set] = {"initial": set(), "incremental": set()}
+    names = [t.name for t in tools]
+    times = {
+        kind: {name: {"initial": [], "incremental": []} for name in names}
+        for kind in ("wall", "cpu")
+    }
+    pairs: dict[str, list[float]] = {"initial": [], "incremental": []}
+    saved: dict[tuple, set] = {}
+    loads = []
+    step = 0
     for rep in range(args.repeat):
-        order = tools[rep % 3 :] + tools[: rep % 3]  # rotate: nobody always runs first
-        for tool in order:
-            set_generation(0)
+        set_generation(0)
+        for tool in tools:
             tool.reset()
-            for phase in ("initial", "incremental"):
-                if phase == "incremental":
-                    set_generation(1)
-                start = time.perf_counter()
-                tool.backup()
-                times[tool.name][phase].append(time.perf_counter() - start)
-                saved[phase].add((tool.name, *sorted(tool.last_archive().items())))
+        for generation in range(args.incrementals + 1):
+            phase = "initial" if generation == 0 else "incremental"
+            if generation:
+                set_generation(generation)
+            loads.append(os.getloadavg()[0])
+            wall = {}
+            for tool in rotated(tools, step):  # nobody always runs first
+                wall[tool.name], cpu = timed(tool)
+                times["wall"][tool.name][phase].append(wall[tool.name])
+                times["cpu"][tool.name][phase].append(cpu)
+                key = (rep, generation)
+                saved.setdefault(key, set()).add(tuple(sorted(tool.last_archive().items())))
+            step += 1
+            pairs[phase].append(wall["saveos_agent"] / wall["raw_borg"])
+            print(
+                f"run {rep + 1} {phase} {generation}: "
+                + "; ".join(
+                    f"{name} {wall[name]:.2f} s ({times['cpu'][name][phase][-1]:.2f} s CPU)"
+                    for name in names
+                )
+                + f"; load {loads[-1]:.1f}",
+                flush=True,
+            )
+        for tool in tools:
             shutil.rmtree(tool.work, ignore_errors=True)
-        print(
-            f"run {rep + 1}: "
-            + "; ".join(
-                f"{name} initial {t['initial'][-1]:.1f} s incremental {t['incremental'][-1]:.2f} s"
-                for name, t in times.items()
-            ),
-            flush=True,
-        )
     set_generation(0)
-    same = all(len({entry[1:] for entry in v}) == 1 for v in saved.values())
+    same = all(len(v) == 1 for v in saved.values())
     print(
-        f"archives identical across tools and runs: {same} "
-        f"{ {phase: sorted(v) for phase, v in saved.items()} }"
+        f"archives identical across tools: {same} {sorted({e for v in saved.values() for e in v})}"
     )
-    med = {name: {phase: median(v) for phase, v in t.items()} for name, t in times.items()}
-    summary = {"median_s": med, "same_content_saved": same}
+    summary = summarize(times, pairs, same)
+    med, cpu = summary["median_s"], summary["median_cpu_s"]
     for phase in ("initial", "incremental"):
-        agent = med["saveos_agent"][phase]
-        summary[f"{phase}_agent_vs_raw"] = agent / med["raw_borg"][phase]
-        summary[f"{phase}_agent_vs_borgmatic"] = agent / med["borgmatic"][phase]
-    summary["goal_met"] = same and all(
-        summary[f"{p}_agent_vs_raw"] <= GOAL_VS_RAW and summary[f"{p}_agent_vs_borgmatic"] <= 1.0
-        for p in ("initial", "incremental")
-    )
-    for phase in ("initial", "incremental"):
+        per_tool = ", ".join(
+            f"{name} {med[name][phase]:.2f} s ({cpu[name][phase]:.2f} s CPU)" for name in names
+        )
         print(
-            f"median {phase}: raw borg {med['raw_borg'][phase]:.2f} s, saveos-agent "
-            f"{med['saveos_agent'][phase]:.2f} s ({summary[f'{phase}_agent_vs_raw']:.3f}x raw), "
-            f"borgmatic {med['borgmatic'][phase]:.2f} s "
-            f"(agent/borgmatic {summary[f'{phase}_agent_vs_borgmatic']:.3f})"
+            f"median {phase}: {per_tool}; agent/raw {summary[f'{phase}_agent_vs_raw']:.3f} "
+            f"(paired {summary[f'{phase}_agent_vs_raw_paired_median']:.3f}, "
+            f"CPU {summary[f'{phase}_agent_vs_raw_cpu']:.3f}), agent/borgmatic "
+            f"{summary[f'{phase}_agent_vs_borgmatic']:.3f}"
         )
     print(f"goal (<= {GOAL_VS_RAW}x raw borg, <= borgmatic): {summary['goal_met']}")
     path = write_result(
@@ -281,9 +352,12 @@ def main() -> int:
         {
             "params": vars(args),
             "dataset": {**dataset, "changed_files": len(changed_files())},
+            "borg_version": borg_version,
             "borgmatic_version": borgmatic_version,
+            "load_1min": {"min": min(loads), "median": median(loads), "max": max(loads)},
             "summary": summary,
             "times": times,
+            "agent_vs_raw_pairs": pairs,
         },
     )
     print(f"wrote {path}")

@@ -348,3 +348,96 @@ def test_passcommand_mode_backs_up_without_a_passphrase_file(tmp_path, agent_pyz
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     rc, again = h.json("init")  # idempotent: an existing repo is never re-created
     assert rc == 0 and again["created"] is False
+
+
+def _gated_borg(host: AgentHost, subcommand: str = "create") -> tuple[Path, Path]:
+    """A borg_binary that holds `borg <subcommand>` at a gate until the test opens it, then
+    execs the real borg: the action that reaches it keeps running (and holds the agent's flock)
+    for as long as the test wants. Returns (gate, waiting-marker)."""
+    gate, waiting = host.root / "gate", host.root / "at-gate"
+    script = host.root / "gated-borg"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = {subcommand} ] && [ ! -e {gate} ]; then\n'
+        f"  touch {waiting}\n"
+        f"  while [ ! -e {gate} ]; do sleep 0.05; done\n"
+        "fi\n"
+        'exec borg "$@"\n'
+    )
+    script.chmod(0o755)
+    host.write_config(borg_binary=str(script))
+    return gate, waiting
+
+
+def test_manual_backup_waits_for_the_daemons_scheduled_backup_then_runs(host):
+    """R6 once failed: an operator's backup gave up after lock_wait_s (30 s) because the
+    daemon's scheduled backup held the host's agent lock. It must wait for it, then back up."""
+    host.write_config(lock_wait_s=1)  # the old limit of the wait, made short
+    gate, waiting = _gated_borg(host)
+    daemon = host.popen("daemon")
+    try:
+        _wait(waiting.exists, what="the daemon's scheduled backup at borg create")
+        manual = host.popen("backup", "--json")
+        time.sleep(3)  # well past lock_wait_s
+        assert manual.poll() is None, manual.communicate()
+        gate.touch()
+        out, err = manual.communicate(timeout=120)
+    finally:
+        gate.touch()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=60)
+    assert manual.returncode == 0, err
+    result = json.loads(out)
+    assert result["status"] == "ok" and result["waited_s"] >= 3
+    assert result["waited_for"]["pid"] == daemon.pid
+    assert result["waited_for"]["trigger"] == "daemon schedule"
+    assert "waiting up to 3600 s" in err  # said once, on stderr, while it waited
+    archives = host.archives()
+    assert len(archives) == 2 and archives[-1] == result["archive"]  # the daemon's, then ours
+
+
+def test_backup_that_cannot_wait_long_enough_reports_busy_naming_the_running_one(host):
+    gate, waiting = _gated_borg(host)
+    first = host.popen("backup", "--json")
+    try:
+        _wait(waiting.exists, what="the first backup at borg create")
+        busy = host.run("backup", "--json", "--wait", "1")
+    finally:
+        gate.touch()
+        first_out, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert busy.returncode == 75, busy.stderr
+    result = json.loads(busy.stdout)
+    assert result["status"] == "error" and result["result"] == "busy"
+    assert result["holder"]["pid"] == first.pid
+    assert result["holder"]["trigger"] == "command line"
+    assert f"pid {first.pid}, started at " in result["message"]
+    assert "saveos-agent: busy: " in busy.stderr
+    assert host.archives() == [json.loads(first_out)["archive"]]  # nothing else was done
+
+
+def test_daemon_does_not_stall_behind_a_manual_check_and_stops_on_sigterm(host):
+    """The daemon's scheduled backup does not wait busy_wait_s behind an action started by hand
+    (that would stall its heartbeats): it skips, looks again on its next loop, and SIGTERM
+    stops it at once."""
+    gate, waiting = _gated_borg(host, "check")
+    manual = host.popen("check", "--json")
+    daemon = None
+    try:
+        _wait(waiting.exists, what="the manual check at borg check")
+        daemon = host.popen("daemon")
+        _wait(
+            lambda: "scheduled backup not started" in host.log_file.read_text(),
+            what="the daemon to skip its scheduled backup",
+        )
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=15)  # not stuck behind busy_wait_s (3600 s)
+        assert daemon.returncode == 0
+    finally:
+        gate.touch()
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+        manual.communicate(timeout=120)
+    assert manual.returncode == 0
+    assert "(command line), pid" in host.log_file.read_text()
+    assert host.archives() == []

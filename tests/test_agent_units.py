@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -330,24 +331,101 @@ def test_zipapp_is_deterministic_and_runs_under_system_python(tmp_path, agent_py
     assert proc.returncode == 0
 
 
+def test_zipapp_carries_bytecode_and_falls_back_to_source_for_other_pythons(tmp_path, agent_pyz):
+    """The .pyc entries spare each start the compile of every module; an interpreter whose
+    bytecode magic differs must ignore them and still run from the .py sources."""
+    import zipfile
+
+    probe = "import sys, saveos_agent.actions as a; print(a.__file__)"
+
+    def loaded_from(pyz: Path) -> str:
+        env = dict(os.environ, PYTHONPATH=str(pyz))
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, env=env, check=True
+        )
+        return proc.stdout.strip()
+
+    assert loaded_from(agent_pyz).endswith("saveos_agent/actions.pyc")
+    foreign = tmp_path / "foreign.pyz"
+    with zipfile.ZipFile(agent_pyz) as src, zipfile.ZipFile(foreign, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".pyc"):
+                data = b"\x00\x00\r\n" + data[4:]  # another Python's magic number
+            dst.writestr(info, data)
+    assert loaded_from(foreign).endswith("saveos_agent/actions.py")
+    proc = subprocess.run([SYSTEM_PYTHON, str(foreign), "--version"], capture_output=True)
+    assert proc.returncode == 0
+
+
+def test_report_ids_are_random_uuid4_hex():
+    import uuid
+
+    from saveos_agent.spool import new_report_id
+
+    ids = {new_report_id() for _ in range(200)}
+    assert len(ids) == 200
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_backup_without_an_api_never_imports_the_http_stack(tmp_path, agent_pyz):
+    """urllib.request drags in http.client and ssl: more CPU than the rest of the agent's
+    start-up, paid by every backup run from the timer even when no API is configured."""
+    from agent_support import AgentHost
+
+    host = AgentHost(tmp_path, agent_pyz)
+    host.init()
+    (host.src / "file").write_text("data\n")
+    probe = (
+        "import sys, runpy; sys.argv = sys.argv[1:]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    loaded = sorted(m for m in ('ssl', 'http.client', 'urllib.request', 'uuid')"
+        " if m in sys.modules)\n"
+        "    print('LOADED', loaded, file=sys.stderr); raise\n"
+    )
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, "-c", probe, *host.argv("backup", "--json")[1:]],
+        env=host.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["archive"].startswith("testhost-")
+    assert "LOADED []" in proc.stderr
+
+
 def test_user_mode_config_path_follows_the_platform(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     assert config_mod.user_config_path() == str(tmp_path / ".config" / "saveos" / "config.json")
 
 
-def test_second_agent_action_waits_then_refuses_while_one_runs(tmp_path, agent_pyz):
+def test_second_agent_action_waits_then_reports_busy_while_one_runs(tmp_path, agent_pyz):
     import fcntl
 
     from agent_support import AgentHost
 
-    host = AgentHost(tmp_path, agent_pyz, lock_wait_s=1)
+    host = AgentHost(tmp_path, agent_pyz, lock_wait_s=1, busy_wait_s=1)
     (tmp_path / "state").mkdir(mode=0o700)
+    holder = {"pid": 4242, "action": "backup", "trigger": "daemon schedule", "started_at": "T0"}
     with open(tmp_path / "state" / "agent.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # what a running backup holds
+        held.write(json.dumps(holder))
+        held.flush()
+        started = time.monotonic()
         proc = host.run("backup")
-    assert proc.returncode == 2
-    assert "another saveos-agent action is running" in proc.stderr
+        waited = time.monotonic() - started
+        quick = host.run("check", "--wait", "0", "--json")
+    assert proc.returncode == 75 and waited >= 1, proc.stderr
+    assert "saveos-agent: busy: another saveos-agent action is running" in proc.stderr
+    assert "daemon schedule), pid 4242, started at T0" in proc.stderr
+    assert quick.returncode == 75
+    out = json.loads(quick.stdout)
+    assert out["status"] == "error" and out["result"] == "busy" and out["holder"] == holder
     assert not (tmp_path / "repo").exists()  # borg never started
 
 

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
-import platform
-import random
-import shutil
-import socket
-import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -20,7 +14,7 @@ from saveos_agent import __version__, execute, locks
 from saveos_agent import borg_commands as bc
 from saveos_agent.api_client import ApiClient, ApiUnavailable
 from saveos_agent.config import Config
-from saveos_agent.errors import AgentError
+from saveos_agent.errors import AgentBusy, AgentError
 from saveos_agent.spool import ENDPOINTS, Spool, new_report_id
 
 log = logging.getLogger("saveos_agent.actions")
@@ -111,31 +105,76 @@ def report(cfg: Config, kind: str, body: Dict[str, Any]) -> Dict[str, Any]:
 # ---- locks ---------------------------------------------------------------------------------
 
 
+def _guard_holder(fd: int) -> Dict[str, Any]:
+    """What the running action wrote into the guard file: pid, action, trigger, started_at."""
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def describe_holder(holder: Dict[str, Any]) -> str:
+    if not holder.get("pid"):
+        return "another saveos-agent action is running on this host"
+    return (
+        f"another saveos-agent action is running on this host: a {holder.get('action', 'backup')} "
+        f"({holder.get('trigger', 'unknown trigger')}), pid {holder['pid']}, "
+        f"started at {holder.get('started_at', '?')}"
+    )
+
+
 @contextlib.contextmanager
-def agent_guard(cfg: Config) -> Iterator[None]:
+def agent_guard(
+    cfg: Config, action: str = "backup", trigger: str = "command line", wait_s: Optional[int] = None
+) -> Iterator[Dict[str, Any]]:
     """One borg-writing agent action per host at a time, so a lock we judge stale is never one
-    that a sibling agent process (timer backup vs daemon job) is just taking."""
+    that a sibling agent process (timer backup vs daemon job) is just taking. A second action
+    waits for the running one (up to `wait_s`, default busy_wait_s), then runs; past the wait it
+    raises AgentBusy naming the running action. Yields how long it waited and for whom."""
     try:
         import fcntl
     except ImportError:  # not POSIX: borg's own lock is all there is
-        yield
+        yield {"waited_s": 0.0}
         return
+    wait_s = cfg.busy_wait_s if wait_s is None else wait_s
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(cfg.state_dir, "agent.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + cfg.lock_wait_s
+        started = time.monotonic()
+        holder: Dict[str, Any] = {}
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                current = _guard_holder(fd)
+                if execute.interrupted():
                     raise AgentError(
-                        f"another saveos-agent action is running on this host "
-                        f"(waited lock_wait_s={cfg.lock_wait_s})"
+                        f"stopped by SIGTERM while waiting: {describe_holder(current)}"
                     ) from None
+                if time.monotonic() - started >= wait_s:
+                    raise AgentBusy(
+                        f"{describe_holder(current)}; gave up after waiting "
+                        f"busy_wait_s={wait_s} s: nothing was done, try again later",
+                        current,
+                    ) from None
+                if current != holder:
+                    holder = current
+                    log.warning(
+                        "%s; waiting up to %s s for it to finish", describe_holder(holder), wait_s
+                    )
                 time.sleep(0.2)
-        yield
+        mine = {
+            "pid": os.getpid(),
+            "action": action,
+            "trigger": trigger,
+            "started_at": iso(utcnow()),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(mine).encode(), 0)
+        waited = round(time.monotonic() - started, 1)
+        yield {"waited_s": waited, **({"waited_for": holder} if holder else {})}
     finally:
         os.close(fd)  # closing releases the flock
 
@@ -203,9 +242,17 @@ def key_export(cfg: Config, out_path: str) -> Dict[str, Any]:
     return {"status": "ok", "path": out_path}
 
 
-def backup(cfg: Config, job_id: Optional[int] = None) -> Dict[str, Any]:
-    with agent_guard(cfg):
-        return _backup(cfg, job_id)
+def backup(
+    cfg: Config,
+    job_id: Optional[int] = None,
+    trigger: str = "command line",
+    wait_s: Optional[int] = None,
+) -> Dict[str, Any]:
+    with agent_guard(cfg, "backup", trigger, wait_s) as guard:
+        out = _backup(cfg, job_id)
+    if guard.get("waited_for"):
+        out["waited_for"] = guard["waited_for"]
+    return {**out, "waited_s": guard["waited_s"]}
 
 
 def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
@@ -286,8 +333,11 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     if job_id is not None:
         body["job_id"] = job_id
     if status != "error":
-        save_state(cfg, last_backup_at=iso(finished), last_archive=archive_out)
-    save_state(cfg, last_backup_status=status)
+        save_state(
+            cfg, last_backup_at=iso(finished), last_archive=archive_out, last_backup_status=status
+        )
+    else:
+        save_state(cfg, last_backup_status=status)
     sent = report(cfg, "snapshot", body)
     out = {
         "status": status,
@@ -332,9 +382,16 @@ def info(cfg: Config, archive: Optional[str] = None) -> Dict[str, Any]:
     return {"status": result.status, "info": result.json()}
 
 
-def check(cfg: Config, verify_data: bool = False, job_id: Optional[int] = None) -> Dict[str, Any]:
-    with agent_guard(cfg):
-        return _check(cfg, verify_data, job_id)
+def check(
+    cfg: Config,
+    verify_data: bool = False,
+    job_id: Optional[int] = None,
+    trigger: str = "command line",
+    wait_s: Optional[int] = None,
+) -> Dict[str, Any]:
+    with agent_guard(cfg, "check", trigger, wait_s) as guard:
+        out = _check(cfg, verify_data, job_id)
+    return {**out, "waited_s": guard["waited_s"]}
 
 
 def _check(cfg: Config, verify_data: bool, job_id: Optional[int]) -> Dict[str, Any]:
@@ -421,6 +478,8 @@ def restore(
 
 
 def _sha256(path: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -463,6 +522,10 @@ def drill(
     job_id: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Restore a sample into a temp dir and compare sha256 with the unchanged live files."""
+    import random
+    import shutil
+    import tempfile
+
     started = utcnow()
     archive = latest_archive(cfg)
     listing = execute.run(
@@ -582,6 +645,9 @@ def status(cfg: Config) -> Dict[str, Any]:
 
 
 def heartbeat_body(cfg: Config) -> Dict[str, Any]:
+    import platform
+    import socket
+
     return {
         "agent_version": __version__,
         "borg_version": execute.borg_version(cfg.borg_binary),
@@ -600,10 +666,13 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     params = job.get("params") or {}
     log.info("running job %s (%s)", job_id, kind)
     try:
+        trigger = f"API job {job_id}"
         if kind == "backup":
-            result = backup(cfg, job_id=job_id)
+            result = backup(cfg, job_id=job_id, trigger=trigger)
         elif kind == "check":
-            result = check(cfg, verify_data=bool(params.get("verify_data")), job_id=job_id)
+            result = check(
+                cfg, verify_data=bool(params.get("verify_data")), job_id=job_id, trigger=trigger
+            )
         elif kind == "drill":
             result = drill(
                 cfg, count=params.get("count"), percent=params.get("percent"), job_id=job_id
@@ -619,6 +688,8 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
         else:
             raise AgentError(f"unknown job kind {kind!r}")
         state = "failed" if result.get("status") == "error" else "succeeded"
+    except AgentBusy as exc:
+        result, state = {"status": "error", "result": "busy", "message": exc.message}, "failed"
     except AgentError as exc:
         result, state = {"status": "error", "message": exc.message}, "failed"
     body = {"report_id": new_report_id(), "state": state, "result": result, "_path": ""}

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import urllib.error
-import urllib.request
 from typing import Any, Optional, Tuple
 
 from saveos_agent import __version__, logsetup
@@ -40,6 +37,12 @@ class ApiClient:
 
     def request(self, method: str, path: str, body: Optional[Any] = None) -> Tuple[int, Any]:
         """(status, parsed JSON) for any HTTP answer below 500; ApiUnavailable otherwise."""
+        # imported here: urllib.request pulls in http.client and ssl, which cost more CPU than
+        # the rest of the agent's start-up, and a backup without an API never needs them
+        import socket
+        import urllib.error
+        import urllib.request
+
         data = json.dumps(body).encode() if body is not None else None
         # base_url is validated as http(s) by config
         req = urllib.request.Request(self.base_url + path, data=data, method=method)  # noqa: S310

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from saveos_agent import __version__, actions, execute, logsetup
 from saveos_agent import config as config_mod
-from saveos_agent.errors import AgentError
+from saveos_agent.errors import AgentBusy, AgentError
 
 log = logging.getLogger("saveos_agent.cli")
 
@@ -41,12 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, parents=[common])
 
     add("heartbeat", "send one heartbeat and run the jobs it hands out")
-    add("backup", "borg create, prune, compact, then report the snapshot")
+    wait_help = (
+        "seconds to wait for a backup/check already running on this host before giving up"
+        " as busy (exit 75); default: busy_wait_s from the config"
+    )
+    backup = add("backup", "borg create, prune, compact, then report the snapshot")
+    backup.add_argument("--wait", type=int, metavar="SECONDS", help=wait_help)
     add("list", "archives in the repository")
     info = add("info", "repository (or one archive's) information")
     info.add_argument("archive", nargs="?")
     check = add("check", "borg check of repository and archives, reported")
     check.add_argument("--verify-data", action="store_true")
+    check.add_argument("--wait", type=int, metavar="SECONDS", help=wait_help)
     restore = add("restore", "extract an archive into a target directory")
     restore.add_argument("archive")
     restore.add_argument("paths", nargs="*", metavar="PATH")
@@ -105,14 +111,16 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
     cfg = config_mod.load(getattr(args, "config", None))
     logsetup.setup(getattr(args, "verbose", 0) or 0, cfg.log_file)
     command = args.command
+    if getattr(args, "wait", None) is not None and args.wait < 0:
+        raise AgentError("--wait must be 0 or more seconds")
     if command == "backup":
-        return actions.backup(cfg)
+        return actions.backup(cfg, wait_s=args.wait)
     if command == "list":
         return actions.list_archives(cfg)
     if command == "info":
         return actions.info(cfg, args.archive)
     if command == "check":
-        return actions.check(cfg, verify_data=args.verify_data)
+        return actions.check(cfg, verify_data=args.verify_data, wait_s=args.wait)
     if command == "restore":
         return actions.restore(cfg, args.archive, args.paths, args.target, args.in_place)
     if command == "drill":
@@ -156,9 +164,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = _dispatch(args)
     except AgentError as exc:
         message = logsetup.mask(exc.message)
+        busy = isinstance(exc, AgentBusy)
         if as_json:
-            print(json.dumps({"status": "error", "message": message}))
-        print(f"saveos-agent: error: {message}", file=sys.stderr)
+            out: Dict[str, Any] = {"status": "error", "message": message}
+            if busy:
+                out.update(result="busy", holder=exc.holder)
+            print(json.dumps(out, sort_keys=True))
+        print(f"saveos-agent: {'busy' if busy else 'error'}: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("saveos-agent: interrupted", file=sys.stderr)

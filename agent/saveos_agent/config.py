@@ -82,6 +82,9 @@ class Config:
     backup_offset_s: Optional[int] = None
     heartbeat_interval_s: int = 60
     lock_wait_s: int = 30
+    # How long a backup or check started by hand (CLI, timer, API job) waits for another one
+    # running on this host (e.g. the daemon's scheduled backup) before giving up as "busy".
+    busy_wait_s: int = 3600
     checkpoint_interval_s: int = 300
     spool_dir: str = ""
     spool_max_reports: int = 10000
@@ -189,6 +192,7 @@ _TOP_KEYS = {
     "retention",
     "schedule",
     "lock_wait_s",
+    "busy_wait_s",
     "checkpoint_interval_s",
     "spool_dir",
     "spool_max_reports",
@@ -323,6 +327,8 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         )
     if "lock_wait_s" in data:
         cfg.lock_wait_s = _nonneg_int(data["lock_wait_s"], "lock_wait_s")
+    if "busy_wait_s" in data:
+        cfg.busy_wait_s = _nonneg_int(data["busy_wait_s"], "busy_wait_s")
     if "checkpoint_interval_s" in data:
         cfg.checkpoint_interval_s = _nonneg_int(
             data["checkpoint_interval_s"], "checkpoint_interval_s", 1

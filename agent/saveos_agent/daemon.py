@@ -12,7 +12,7 @@ from typing import Optional
 
 from saveos_agent import actions, execute, locks
 from saveos_agent.config import Config
-from saveos_agent.errors import AgentError
+from saveos_agent.errors import AgentBusy, AgentError
 
 log = logging.getLogger("saveos_agent.daemon")
 
@@ -125,8 +125,12 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                     log.error("heartbeat: %s", exc.message)
             if not stop.is_set() and backup_due(cfg, time.time(), started_at):
                 try:
-                    outcome = actions.backup(cfg)
+                    # a backup started by hand is running: it makes this one unnecessary, and
+                    # waiting for it would stall the heartbeats; look again on the next loop
+                    outcome = actions.backup(cfg, trigger="daemon schedule", wait_s=0)
                     log.info("backup %s: %s", outcome["status"], outcome["message"])
+                except AgentBusy as exc:
+                    log.info("scheduled backup not started: %s", exc.message)
                 except AgentError as exc:
                     log.error("backup: %s", exc.message)
             if not stop.is_set() and offsite_due(cfg, time.time()):

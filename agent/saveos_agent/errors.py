@@ -8,3 +8,15 @@ class AgentError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+# sysexits' EX_TEMPFAIL: nothing was done, try again later
+EXIT_BUSY = 75
+
+
+class AgentBusy(AgentError):
+    """Another backup/check of this host still ran when the wait for it ran out."""
+
+    def __init__(self, message: str, holder: dict):
+        super().__init__(message, EXIT_BUSY)
+        self.holder = holder

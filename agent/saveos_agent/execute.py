@@ -125,6 +125,11 @@ _running_lock = threading.Lock()
 _abort = threading.Event()
 
 
+def interrupted() -> bool:
+    """Has SIGTERM asked the agent to stop (see interrupt_running)?"""
+    return _abort.is_set()
+
+
 def interrupt_running() -> None:
     """Ask every running borg to stop (borg handles SIGTERM: it rolls back and releases locks)."""
     _abort.set()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import uuid
 from dataclasses import dataclass
 from typing import List
 
@@ -37,6 +35,9 @@ class Holder:
 
 
 def is_this_host(host: str) -> bool:
+    import socket
+    import uuid
+
     explicit = os.environ.get("BORG_HOST_ID")
     if explicit:
         return host == explicit

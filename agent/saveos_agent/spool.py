@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from typing import Any, Dict, List, Optional
 
 from saveos_agent.api_client import ApiClient, ApiUnavailable
@@ -25,7 +24,12 @@ WARN_RATIO = 0.9
 
 
 def new_report_id() -> str:
-    return uuid.uuid4().hex
+    # uuid.uuid4().hex without importing uuid (a tenth of the agent's start-up): 16 random
+    # bytes with the version-4 and RFC 4122 variant bits set
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 def _fsync_dir(path: str) -> None:
