@@ -117,6 +117,12 @@ def assemble(root: Path, version: str) -> Path:
     (root / "meta").mkdir()
     (root / "meta" / "runtime.yml").write_text('---\nrequires_ansible: ">=2.15.0"\n')
     shutil.copytree(REPO_ROOT / "roles" / ROLE, root / "roles" / ROLE, ignore=SKIP)
+    # A role's library/ is not searched inside a collection: its modules become the collection's
+    # own (plugins/modules), which the role's tasks find first by their short names.
+    library = root / "roles" / ROLE / "library"
+    if library.is_dir():
+        shutil.copytree(library, root / "plugins" / "modules")
+        shutil.rmtree(library)
     copy_playbooks(REPO_ROOT / "playbooks", root / "playbooks")
     # The role's default saveos_agent_source_dir is role_path/../../agent: the collection root.
     shutil.copytree(REPO_ROOT / "agent", root / "agent", ignore=SKIP)

@@ -70,6 +70,9 @@ def test_playbooks_parse_with_the_fqcn_role(installed):
     root = collections / "ansible_collections" / "saveos" / "fleet"
     assert (root / "MANIFEST.json").is_file()
     assert not any(p.is_symlink() for p in root.rglob("*"))
+    # The role's own modules ship as the collection's (a role library/ is not searched there).
+    for module in ("saveos_agent_state", "saveos_escrow_state"):
+        assert (root / "plugins" / "modules" / f"{module}.py").is_file()
     # Not beside collections/: Ansible would find a playbook-adjacent collections dir by itself.
     plays = work / "plays"
     plays.mkdir()
