@@ -455,3 +455,31 @@ def test_backup_slots_follow_the_offset_like_the_systemd_timer(tmp_path):
     cfg.backup_offset_s = None
     assert not daemon.backup_due(cfg, midnight + 2 * day + 4_980, started)
     assert daemon.backup_due(cfg, midnight + 2 * day + 5_040, started)
+
+
+def test_borg_version_is_cached_per_binary_and_refreshed_when_the_binary_changes(tmp_path):
+    # A stand-in borg that counts its starts: what is under test is our cache, not borg.
+    counter = tmp_path / "starts"
+    borg = tmp_path / "bin" / "borg"
+    borg.parent.mkdir()
+
+    def install(version: str) -> None:
+        borg.write_text(f"#!/bin/sh\necho x >> {counter}\necho borg {version}\n")
+        borg.chmod(0o755)
+
+    install("1.2.4")
+    state = tmp_path / "state"
+    state.mkdir()
+    assert execute.borg_version(str(borg), str(state)) == "1.2.4"
+    assert execute.borg_version(str(borg), str(state)) == "1.2.4"
+    assert counter.read_text().count("x") == 1, "second call should come from the cache"
+
+    install("1.4.10")  # an upgrade replaces the file: size and mtime change
+    os.utime(borg, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert execute.borg_version(str(borg), str(state)) == "1.4.10"
+    assert counter.read_text().count("x") == 2
+
+    # Without a cache dir (status, tests) borg is asked every time.
+    assert execute.borg_version(str(borg)) == "1.4.10"
+    assert counter.read_text().count("x") == 3
+    assert execute.borg_version(str(tmp_path / "missing-borg"), str(state)) is None

@@ -650,7 +650,7 @@ def heartbeat_body(cfg: Config) -> Dict[str, Any]:
 
     return {
         "agent_version": __version__,
-        "borg_version": execute.borg_version(cfg.borg_binary),
+        "borg_version": execute.borg_version(cfg.borg_binary, cfg.state_dir or None),
         "os": f"{platform.system()} {platform.release()}",
         "hostname": socket.gethostname(),
         "backup_interval_s": cfg.backup_interval_s,
