@@ -4,25 +4,36 @@ A single writer task per process drains the queue, authenticates the whole batch
 SELECT, updates agents, inserts the heartbeat rows in one multi-row INSERT, hands out queued
 jobs with one conditional UPDATE ... RETURNING, commits, and only then answers each request.
 Under load, batches grow and the per-heartbeat cost shrinks; idle, a batch is one heartbeat.
+The writer keeps one connection of its own and uses it from one thread of its own, so a
+batch costs no pool checkout, no liveness ping and no thread-pool handoff.
+
+`HeartbeatFastPath` answers the ordinary heartbeat (a bearer token, a valid JSON body) as a
+plain ASGI handler in front of FastAPI's routing, dependency injection and response-model
+machinery, which cost more CPU than the whole batched write. Anything else (no or malformed
+token, invalid body, another content type) goes on to the FastAPI route, which answers it
+exactly as before; the route also documents the endpoint in the OpenAPI schema.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import HTTPException
-from sqlalchemy.exc import OperationalError
-from starlette.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from saveos_api.auth import (
     AGENT_TOKEN_RE,
     LAST_USED_RESOLUTION,
+    bearer_token,
     forbidden,
     hash_token,
     is_admin_token,
@@ -62,8 +73,13 @@ class HeartbeatWriter:
         self.queue: asyncio.Queue[_Beat] | None = None
         self.task: asyncio.Task | None = None
         self.next_expiry: datetime | None = None
+        # The writer's own connection, only ever used from the writer's own thread.
+        self.executor: ThreadPoolExecutor | None = None
+        self.conn: sa.Connection | None = None
 
     async def start(self) -> None:
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(1, thread_name_prefix="saveos-heartbeats")
         self.queue = asyncio.Queue()
         self.task = asyncio.create_task(self._run(), name="saveos-heartbeat-writer")
 
@@ -73,6 +89,31 @@ class HeartbeatWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         self.task = None
+        if self.executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self._disconnect)
+            self.executor.shutdown()
+            self.executor = None
+
+    def _disconnect(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    def _write_batch(self, batch: list[_Beat]) -> list[dict[str, Any] | HTTPException]:
+        """Runs in the writer thread. A broken connection is dropped, so the retry (and the
+        next batch) connects afresh instead of failing on a connection that is gone."""
+        try:
+            if self.conn is None:
+                self.conn = self.state.db.engine.connect()
+            return self._write(self.conn, batch)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                self._disconnect()
+            raise
+        except sa.exc.SQLAlchemyError:
+            self._disconnect()
+            raise
 
     async def submit(self, token: str, body: HeartbeatIn) -> dict[str, Any]:
         if (
@@ -93,13 +134,15 @@ class HeartbeatWriter:
             while len(batch) < MAX_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self.state.metrics.heartbeat_batch.observe(len(batch))
+            loop = asyncio.get_running_loop()
             try:
                 try:
-                    results = await run_in_threadpool(self._write, batch)
+                    results = await loop.run_in_executor(self.executor, self._write_batch, batch)
                 except OperationalError:
-                    # E.g. a deadlock with another worker's batch on the same agents: the
-                    # transaction was rolled back as a whole, so running it again is safe.
-                    results = await run_in_threadpool(self._write, batch)
+                    # E.g. a deadlock with another worker's batch on the same agents, or a
+                    # dropped connection: the transaction was rolled back as a whole, so
+                    # running it again (on a fresh connection if need be) is safe.
+                    results = await loop.run_in_executor(self.executor, self._write_batch, batch)
             except Exception as exc:  # noqa: BLE001 - answer every waiter, keep the writer alive
                 log.error("heartbeat batch of %d failed: %s", len(batch), exc)
                 results = [HTTPException(503, detail="database unavailable")] * len(batch)
@@ -111,7 +154,9 @@ class HeartbeatWriter:
                 else:
                     beat.future.set_result(result)
 
-    def _write(self, batch: list[_Beat]) -> list[dict[str, Any] | HTTPException]:
+    def _write(
+        self, conn: sa.Connection, batch: list[_Beat]
+    ) -> list[dict[str, Any] | HTTPException]:
         state = self.state
         hashes = {
             b.token: hash_token(state.secret_key, b.token)
@@ -119,8 +164,9 @@ class HeartbeatWriter:
             if AGENT_TOKEN_RE.match(b.token)
         }
         now = utcnow()
-        with state.db.sessions() as session:
-            rows = session.execute(
+        with conn.begin():
+            # Authenticated in the transaction that writes: a revoked token fails at once.
+            rows = conn.execute(
                 sa.select(
                     AgentToken.id.label("token_id"),
                     AgentToken.token_hash,
@@ -138,7 +184,7 @@ class HeartbeatWriter:
             ).all()
             by_hash = {row.token_hash: row for row in rows}
             results: list[Any] = []
-            accepted: list[tuple[int, _Beat]] = []
+            accepted: list[tuple[int, Any, _Beat]] = []
             for beat in batch:
                 row = by_hash.get(hashes.get(beat.token, ""))
                 if row is None:
@@ -149,91 +195,86 @@ class HeartbeatWriter:
                     )
                 else:
                     results.append(None)
-                    accepted.append((len(results) - 1, beat))
+                    accepted.append((len(results) - 1, row, beat))
             if not accepted:
                 return results
 
-            agent_ids = sorted({by_hash[hashes[b.token]].id for _, b in accepted})
-            session.execute(
+            # Several beats of one agent in a batch still count (and are stored) separately.
+            extra: dict[int, int] = {}
+            # Declared fields change rarely: write them only when they differ.
+            changed: dict[int, dict[str, Any]] = {}
+            for _, row, beat in accepted:
+                extra[row.id] = extra.get(row.id, 0) + 1
+                body = beat.body
+                for name in AGENT_FIELDS:
+                    value = getattr(body, name)
+                    if value is not None and getattr(row, name) != value:
+                        changed.setdefault(row.id, {})[name] = value
+            agent_ids = sorted(extra)
+            conn.execute(
                 sa.update(Agent)
                 .where(Agent.id.in_(agent_ids))
                 .values(last_seen=now, heartbeat_count=Agent.heartbeat_count + 1)
             )
-            # Declared fields change rarely: write them only when they differ.
-            changed: dict[int, dict[str, Any]] = {}
-            for _, beat in accepted:
-                row = by_hash[hashes[beat.token]]
-                declared = beat.body.model_dump(include=set(AGENT_FIELDS), exclude_none=True)
-                diff = {k: v for k, v in declared.items() if getattr(row, k) != v}
-                if diff:
-                    changed.setdefault(row.id, {}).update(diff)
             for agent_id, values in changed.items():
-                session.execute(sa.update(Agent).where(Agent.id == agent_id).values(**values))
-            # Several beats of one agent in a batch still count (and are stored) separately.
-            extra = {agent_id: 0 for agent_id in agent_ids}
-            counts: dict[int, int] = {}
-            for _, beat in accepted:
-                agent_id = by_hash[hashes[beat.token]].id
-                extra[agent_id] += 1
-                counts[agent_id] = by_hash[hashes[beat.token]].heartbeat_count + extra[agent_id]
+                conn.execute(sa.update(Agent).where(Agent.id == agent_id).values(**values))
             for agent_id, n in extra.items():
                 if n > 1:
-                    session.execute(
+                    conn.execute(
                         sa.update(Agent)
                         .where(Agent.id == agent_id)
                         .values(heartbeat_count=Agent.heartbeat_count + (n - 1))
                     )
-            session.execute(
+            conn.execute(
                 sa.insert(Heartbeat),
                 [
                     {
-                        "agent_id": by_hash[hashes[b.token]].id,
+                        "agent_id": row.id,
                         "received_at": now,
-                        "agent_version": b.body.agent_version,
-                        "borg_version": b.body.borg_version,
-                        "os": b.body.os,
-                        "facts": b.body.facts,
+                        "agent_version": beat.body.agent_version,
+                        "borg_version": beat.body.borg_version,
+                        "os": beat.body.os,
+                        "facts": beat.body.facts,
                     }
-                    for _, b in accepted
+                    for _, row, beat in accepted
                 ],
             )
             keep = state.settings.heartbeat_history
-            for agent_id, count in counts.items():
-                if count // TRIM_EVERY > (count - extra[agent_id]) // TRIM_EVERY:
-                    _trim(session, agent_id, keep)
+            for row in {row.id: row for _, row, _ in accepted}.values():
+                count = row.heartbeat_count + extra[row.id]
+                if count // TRIM_EVERY > row.heartbeat_count // TRIM_EVERY:
+                    _trim(conn, row.id, keep)
             stale = [
                 row.token_id
                 for row in rows
                 if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION
             ]
             if stale:
-                session.execute(
+                conn.execute(
                     sa.update(AgentToken).where(AgentToken.id.in_(stale)).values(last_used_at=now)
                 )
             if self.next_expiry is None or now >= self.next_expiry:
                 # Before handing out jobs, so a stale one is never started.
-                expire_jobs(session, now, state.settings.job_timeout_s)
+                expire_jobs(conn, now, state.settings.job_timeout_s)
                 self.next_expiry = now + EXPIRY_EVERY
-            jobs = session.execute(
+            jobs = conn.execute(
                 sa.update(Job)
                 .where(Job.agent_id.in_(agent_ids), Job.state == "queued")
                 .values(state="running", started_at=now)
                 .returning(Job.id, Job.agent_id, Job.kind, Job.params)
             ).all()
-            session.commit()
 
         by_agent: dict[int, list[dict[str, Any]]] = {}
         for job in sorted(jobs):
             by_agent.setdefault(job.agent_id, []).append(
                 {"id": job.id, "kind": job.kind, "params": job.params}
             )
-        for index, beat in accepted:
-            agent_id = by_hash[hashes[beat.token]].id
+        for index, row, _ in accepted:
             # Jobs go to the first of an agent's beats in the batch, and only once.
             results[index] = {
-                "agent_id": agent_id,
+                "agent_id": row.id,
                 "server_time": now,
-                "jobs": by_agent.pop(agent_id, []),
+                "jobs": by_agent.pop(row.id, []),
             }
         return results
 
@@ -263,3 +304,95 @@ def _trim(session, agent_id: int, keep: int) -> None:
             Heartbeat.agent_id == agent_id, Heartbeat.received_at < oldest_kept
         )
     )
+
+
+HEARTBEAT_PATH = "/api/v1/agents/heartbeat"
+
+
+@dataclass(frozen=True)
+class _RouteLabel:
+    """What MetricsMiddleware reads from scope["route"] (the route template)."""
+
+    path: str
+
+
+class HeartbeatFastPath:
+    """Pure ASGI: the ordinary heartbeat goes straight to the writer; the rest to FastAPI.
+
+    It answers only a POST with a well-formed bearer token and a JSON body that validates as
+    HeartbeatIn (parsed and validated exactly as FastAPI would: json.loads, then the model).
+    Every other request, including every invalid one, is passed on unchanged (the body is
+    replayed), so errors keep FastAPI's status codes and messages.
+    """
+
+    def __init__(self, app, state: Any):
+        self.app = app
+        self.state = state
+        self.route = _RouteLabel(HEARTBEAT_PATH)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != HEARTBEAT_PATH or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        authorization = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+        if content_type is not None and not _is_plain_json(content_type):
+            return await self.app(scope, receive, send)
+        try:
+            token = bearer_token(authorization)
+        except HTTPException:
+            return await self.app(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        try:
+            body = HeartbeatIn.model_validate(json.loads(raw))
+        except (ValueError, ValidationError, RecursionError):
+            return await self.app(scope, _replay(raw, receive), send)
+        scope["route"] = self.route
+        try:
+            result = await self.state.heartbeats.submit(token, body)
+        except HTTPException as exc:
+            payload = {"detail": exc.detail}
+            return await _send_json(send, exc.status_code, payload, exc.headers)
+        payload = {
+            "agent_id": result["agent_id"],
+            "server_time": result["server_time"].isoformat().replace("+00:00", "Z"),
+            "jobs": result["jobs"],
+        }
+        await _send_json(send, 200, payload)
+
+
+def _is_plain_json(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
+def _replay(raw: bytes, receive):
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send_json(send, status: int, payload: Any, extra_headers=None) -> None:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    for name, value in (extra_headers or {}).items():
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
