@@ -106,6 +106,11 @@ class HeartbeatWriter:
         try:
             if self.conn is None:
                 self.conn = self.state.db.engine.connect()
+                if self.conn.dialect.name == "postgresql":
+                    # One statement per batch: atomic on its own, no BEGIN/COMMIT round trips.
+                    self.conn = self.conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self.conn.dialect.name == "postgresql":
+                return self._write_pg(self.conn, batch)
             return self._write(self.conn, batch)
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc, OperationalError):
@@ -154,9 +159,63 @@ class HeartbeatWriter:
                 else:
                     beat.future.set_result(result)
 
+    def _write_pg(
+        self, conn: sa.Connection, batch: list[_Beat]
+    ) -> list[dict[str, Any] | HTTPException]:
+        """PostgreSQL: the whole batch in ONE statement (PG_BATCH), hence one round trip."""
+        state = self.state
+        now = utcnow()
+        if self.next_expiry is None or now >= self.next_expiry:
+            expire_jobs(conn, now, state.settings.job_timeout_s)
+            conn.commit()
+            self.next_expiry = now + EXPIRY_EVERY
+        columns: dict[str, list[Any]] = {name: [] for name in ("hash", *AGENT_FIELDS)}
+        for beat in batch:
+            token = beat.token
+            columns["hash"].append(
+                hash_token(state.secret_key, token) if AGENT_TOKEN_RE.match(token) else None
+            )
+            body = beat.body
+            for name in AGENT_FIELDS:
+                columns[name].append(getattr(body, name))
+        columns["facts"] = [None if f is None else json.dumps(f) for f in columns["facts"]]
+        rows = conn.exec_driver_sql(
+            PG_BATCH,
+            {
+                **columns,
+                "now": now,
+                "stale_before": now - LAST_USED_RESOLUTION,
+                "job_cutoff": now - timedelta(seconds=state.settings.job_timeout_s),
+                "keep": state.settings.heartbeat_history,
+                "trim_every": TRIM_EVERY,
+            },
+        ).all()
+        conn.commit()  # a no-op round-trip-wise in autocommit mode; ends SQLAlchemy's autobegin
+        agent_of: dict[int, int] = {}
+        by_agent: dict[int, list[dict[str, Any]]] = {}
+        for n, agent_id, job_id, kind, params in sorted(rows, key=_job_order):
+            if job_id is None:
+                agent_of[n - 1] = agent_id
+            else:
+                by_agent.setdefault(agent_id, []).append(
+                    {"id": job_id, "kind": kind, "params": params}
+                )
+        results: list[dict[str, Any] | HTTPException] = []
+        for index, beat in enumerate(batch):
+            agent_id = agent_of.get(index)
+            if agent_id is None:
+                results.append(_refusal(state, beat.token))
+            else:
+                # Jobs go to the first of an agent's beats in the batch, and only once.
+                results.append(
+                    {"agent_id": agent_id, "server_time": now, "jobs": by_agent.pop(agent_id, [])}
+                )
+        return results
+
     def _write(
         self, conn: sa.Connection, batch: list[_Beat]
     ) -> list[dict[str, Any] | HTTPException]:
+        """Portable (SQLite): a few Core statements in one transaction."""
         state = self.state
         hashes = {
             b.token: hash_token(state.secret_key, b.token)
@@ -188,11 +247,7 @@ class HeartbeatWriter:
             for beat in batch:
                 row = by_hash.get(hashes.get(beat.token, ""))
                 if row is None:
-                    results.append(
-                        forbidden("this endpoint takes an agent token, not the admin token")
-                        if is_admin_token(state, beat.token)
-                        else unauthorized("invalid or revoked agent token")
-                    )
+                    results.append(_refusal(state, beat.token))
                 else:
                     results.append(None)
                     accepted.append((len(results) - 1, row, beat))
@@ -277,6 +332,84 @@ class HeartbeatWriter:
                 "jobs": by_agent.pop(row.id, []),
             }
         return results
+
+
+def _refusal(state, token: str) -> HTTPException:
+    if is_admin_token(state, token):
+        return forbidden("this endpoint takes an agent token, not the admin token")
+    return unauthorized("invalid or revoked agent token")
+
+
+def _job_order(row) -> tuple:
+    # Beats first, then jobs by id (each agent's jobs in the order they were queued).
+    return (row[2] is not None, row[2] or 0)
+
+
+# The PostgreSQL batch: authenticate every beat (live token, agent not decommissioned),
+# update each agent once (count, last_seen, declared fields: the latest non-null value wins),
+# insert every beat, trim the bounded history of agents that crossed a TRIM_EVERY boundary,
+# refresh stale last_used_at, and hand out the queued jobs that have not timed out. All data-
+# modifying CTEs see one snapshot and commit together. Returns one row per accepted beat
+# (n = its 1-based position in the batch) and one row per job handed out.
+PG_BATCH = """
+WITH b AS (
+    SELECT * FROM unnest(
+        %(hash)s::text[], %(agent_version)s::text[], %(borg_version)s::text[], %(os)s::text[],
+        %(hostname)s::text[], %(facts)s::text[], %(backup_interval_s)s::int[],
+        %(heartbeat_interval_s)s::int[], %(offsite_interval_s)s::int[]
+    ) WITH ORDINALITY AS b(token_hash, agent_version, borg_version, os, hostname, facts,
+                           backup_interval_s, heartbeat_interval_s, offsite_interval_s, n)
+), auth AS (
+    SELECT b.*, t.id AS token_id, t.last_used_at, a.id AS agent_id, a.heartbeat_count
+    FROM b
+    JOIN agent_tokens t ON t.token_hash = b.token_hash AND t.revoked_at IS NULL
+    JOIN agents a ON a.id = t.agent_id AND a.decommissioned_at IS NULL
+), per_agent AS (
+    SELECT agent_id, min(heartbeat_count) AS count_before, count(*) AS beats,
+        {latest}
+    FROM auth GROUP BY agent_id
+), upd AS (
+    UPDATE agents a SET
+        last_seen = %(now)s,
+        heartbeat_count = a.heartbeat_count + p.beats,
+        {declared}
+    FROM per_agent p WHERE a.id = p.agent_id
+), ins AS (
+    INSERT INTO heartbeats (agent_id, received_at, agent_version, borg_version, os, facts)
+    SELECT agent_id, %(now)s, agent_version, borg_version, os, facts::json FROM auth ORDER BY n
+), trimmed AS (
+    DELETE FROM heartbeats h USING (
+        SELECT p.agent_id, (
+            SELECT x.received_at FROM heartbeats x WHERE x.agent_id = p.agent_id
+            ORDER BY x.received_at DESC LIMIT 1 OFFSET %(keep)s - 1
+        ) AS cutoff
+        FROM per_agent p
+        WHERE (p.count_before + p.beats) / %(trim_every)s > p.count_before / %(trim_every)s
+    ) c
+    WHERE h.agent_id = c.agent_id AND h.received_at < c.cutoff
+), used AS (
+    UPDATE agent_tokens t SET last_used_at = %(now)s
+    WHERE t.id IN (
+        SELECT token_id FROM auth WHERE last_used_at IS NULL OR last_used_at < %(stale_before)s
+    )
+), handed AS (
+    UPDATE jobs j SET state = 'running', started_at = %(now)s
+    WHERE j.agent_id IN (SELECT agent_id FROM per_agent) AND j.state = 'queued'
+        AND j.created_at >= %(job_cutoff)s
+    RETURNING j.id, j.agent_id, j.kind, j.params
+)
+SELECT n, agent_id, NULL::bigint AS job_id, NULL::text AS kind, NULL::json AS params FROM auth
+UNION ALL
+SELECT NULL, agent_id, id, kind, params FROM handed
+""".format(  # noqa: S608 - only the constant AGENT_FIELDS names go in; values are bound
+    latest=",\n        ".join(
+        f"(array_agg({f} ORDER BY n DESC) FILTER (WHERE {f} IS NOT NULL))[1] AS {f}"
+        for f in AGENT_FIELDS
+    ),
+    declared=",\n        ".join(
+        f"{f} = COALESCE(p.{f}{'::json' if f == 'facts' else ''}, a.{f})" for f in AGENT_FIELDS
+    ),
+)
 
 
 def expire_jobs(session, now, timeout_s: int, job_id: int | None = None) -> int:
