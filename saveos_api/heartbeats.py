@@ -44,6 +44,7 @@ from saveos_api.schemas import HeartbeatIn
 
 log = logging.getLogger("saveos_api.heartbeats")
 MAX_BATCH = 512
+PG_LANES = 2
 EXPIRY_EVERY = timedelta(seconds=60)
 # Trimming the bounded history on every Nth beat of an agent keeps the hot path to inserts.
 TRIM_EVERY = 32
@@ -67,64 +68,77 @@ class _Beat:
     future: asyncio.Future = field(repr=False)
 
 
-class HeartbeatWriter:
-    def __init__(self, app_state: Any):
-        self.state = app_state
-        self.queue: asyncio.Queue[_Beat] | None = None
-        self.task: asyncio.Task | None = None
-        self.next_expiry: datetime | None = None
-        # The writer's own connection, only ever used from the writer's own thread.
-        self.executor: ThreadPoolExecutor | None = None
+class _Lane:
+    """One writer: its own thread and its own connection (only ever used from that thread)."""
+
+    def __init__(self, name: str):
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.conn: sa.Connection | None = None
+        self.task: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        if self.executor is None:
-            self.executor = ThreadPoolExecutor(1, thread_name_prefix="saveos-heartbeats")
-        self.queue = asyncio.Queue()
-        self.task = asyncio.create_task(self._run(), name="saveos-heartbeat-writer")
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        self.task = None
-        if self.executor is not None:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self._disconnect)
-            self.executor.shutdown()
-            self.executor = None
-
-    def _disconnect(self) -> None:
+    def disconnect(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None
 
-    def _write_batch(self, batch: list[_Beat]) -> list[dict[str, Any] | HTTPException]:
-        """Runs in the writer thread. A broken connection is dropped, so the retry (and the
+
+class HeartbeatWriter:
+    def __init__(self, app_state: Any):
+        self.state = app_state
+        self.queue: asyncio.Queue[_Beat] | None = None
+        self.lanes: list[_Lane] = []
+        self.next_expiry: datetime | None = None
+
+    async def start(self) -> None:
+        await self.stop()
+        # On PostgreSQL, PG_LANES batches may be in the database at once: while one waits for
+        # its commit (WAL flush, a busy CPU), the next one is written. SQLite has one writer.
+        lanes = 1 if self.state.db.is_sqlite else PG_LANES
+        self.queue = asyncio.Queue()
+        for i in range(lanes):
+            lane = _Lane(f"saveos-heartbeats-{i}")
+            lane.task = asyncio.create_task(self._run(lane), name=f"saveos-heartbeat-writer-{i}")
+            self.lanes.append(lane)
+
+    async def stop(self) -> None:
+        lanes, self.lanes = self.lanes, []
+        loop = asyncio.get_running_loop()
+        for lane in lanes:
+            if lane.task.get_loop() is not loop:
+                # Left behind by another event loop (a TestClient used without `with`).
+                lane.executor.shutdown(wait=False)
+                continue
+            lane.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lane.task
+            await loop.run_in_executor(lane.executor, lane.disconnect)
+            lane.executor.shutdown()
+
+    def _write_batch(self, lane: _Lane, batch: list[_Beat]) -> list[dict[str, Any] | HTTPException]:
+        """Runs in the lane's thread. A broken connection is dropped, so the retry (and the
         next batch) connects afresh instead of failing on a connection that is gone."""
         try:
-            if self.conn is None:
-                self.conn = self.state.db.engine.connect()
-                if self.conn.dialect.name == "postgresql":
+            if lane.conn is None:
+                lane.conn = self.state.db.engine.connect()
+                if lane.conn.dialect.name == "postgresql":
                     # One statement per batch: atomic on its own, no BEGIN/COMMIT round trips.
-                    self.conn = self.conn.execution_options(isolation_level="AUTOCOMMIT")
-            if self.conn.dialect.name == "postgresql":
-                return self._write_pg(self.conn, batch)
-            return self._write(self.conn, batch)
+                    lane.conn = lane.conn.execution_options(isolation_level="AUTOCOMMIT")
+            if lane.conn.dialect.name == "postgresql":
+                return self._write_pg(lane.conn, batch)
+            return self._write(lane.conn, batch)
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc, OperationalError):
-                self._disconnect()
+                lane.disconnect()
             raise
         except sa.exc.SQLAlchemyError:
-            self._disconnect()
+            lane.disconnect()
             raise
 
     async def submit(self, token: str, body: HeartbeatIn) -> dict[str, Any]:
-        if (
-            self.task is None
-            or self.task.done()
-            or self.task.get_loop() is not asyncio.get_running_loop()
+        if not self.lanes or any(
+            lane.task.done() or lane.task.get_loop() is not asyncio.get_running_loop()
+            for lane in self.lanes
         ):
             # The lifespan did not run on this loop (e.g. a TestClient used without `with`).
             await self.start()
@@ -132,22 +146,26 @@ class HeartbeatWriter:
         self.queue.put_nowait(beat)
         return await beat.future
 
-    async def _run(self) -> None:
+    async def _run(self, lane: _Lane) -> None:
         assert self.queue is not None
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
             while len(batch) < MAX_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self.state.metrics.heartbeat_batch.observe(len(batch))
-            loop = asyncio.get_running_loop()
             try:
                 try:
-                    results = await loop.run_in_executor(self.executor, self._write_batch, batch)
+                    results = await loop.run_in_executor(
+                        lane.executor, self._write_batch, lane, batch
+                    )
                 except OperationalError:
-                    # E.g. a deadlock with another worker's batch on the same agents, or a
-                    # dropped connection: the transaction was rolled back as a whole, so
-                    # running it again (on a fresh connection if need be) is safe.
-                    results = await loop.run_in_executor(self.executor, self._write_batch, batch)
+                    # E.g. a deadlock with another batch on the same agents, or a dropped
+                    # connection: the transaction was rolled back as a whole, so running it
+                    # again (on a fresh connection if need be) is safe.
+                    results = await loop.run_in_executor(
+                        lane.executor, self._write_batch, lane, batch
+                    )
             except Exception as exc:  # noqa: BLE001 - answer every waiter, keep the writer alive
                 log.error("heartbeat batch of %d failed: %s", len(batch), exc)
                 results = [HTTPException(503, detail="database unavailable")] * len(batch)
