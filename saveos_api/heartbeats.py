@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -79,6 +80,7 @@ class _Lane:
     def disconnect(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):
+                self.conn.invalidate()  # its session settings must not go back to the pool
                 self.conn.close()
             self.conn = None
 
@@ -124,6 +126,12 @@ class HeartbeatWriter:
                 if lane.conn.dialect.name == "postgresql":
                     # One statement per batch: atomic on its own, no BEGIN/COMMIT round trips.
                     lane.conn = lane.conn.execution_options(isolation_level="AUTOCOMMIT")
+                    # Planned once per connection: planning the statement costs more than
+                    # executing it for a small batch. The session is the writer's alone and is
+                    # closed for good, never pooled, when the lane stops (see disconnect).
+                    lane.conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+                    lane.conn.exec_driver_sql(PG_PREPARE)
+                    lane.conn.commit()
             if lane.conn.dialect.name == "postgresql":
                 return self._write_pg(lane.conn, batch)
             return self._write(lane.conn, batch)
@@ -180,7 +188,7 @@ class HeartbeatWriter:
     def _write_pg(
         self, conn: sa.Connection, batch: list[_Beat]
     ) -> list[dict[str, Any] | HTTPException]:
-        """PostgreSQL: the whole batch in ONE statement (PG_BATCH), hence one round trip."""
+        """PostgreSQL: the whole batch in ONE prepared statement (PG_BATCH): one round trip."""
         state = self.state
         now = utcnow()
         if self.next_expiry is None or now >= self.next_expiry:
@@ -198,7 +206,7 @@ class HeartbeatWriter:
                 columns[name].append(getattr(body, name))
         columns["facts"] = [None if f is None else json.dumps(f) for f in columns["facts"]]
         rows = conn.exec_driver_sql(
-            PG_BATCH,
+            PG_EXECUTE,
             {
                 **columns,
                 "now": now,
@@ -378,10 +386,15 @@ WITH b AS (
     ) WITH ORDINALITY AS b(token_hash, agent_version, borg_version, os, hostname, facts,
                            backup_interval_s, heartbeat_interval_s, offsite_interval_s, n)
 ), auth AS (
-    SELECT b.*, t.id AS token_id, t.last_used_at, a.id AS agent_id, a.heartbeat_count
-    FROM b
-    JOIN agent_tokens t ON t.token_hash = b.token_hash AND t.revoked_at IS NULL
-    JOIN agents a ON a.id = t.agent_id AND a.decommissioned_at IS NULL
+    -- LATERAL: one index probe per beat, whatever the plan (also the prepared generic one).
+    SELECT b.*, x.token_id, x.last_used_at, x.agent_id, x.heartbeat_count
+    FROM b CROSS JOIN LATERAL (
+        SELECT t.id AS token_id, t.last_used_at, a.id AS agent_id, a.heartbeat_count
+        FROM agent_tokens t JOIN agents a ON a.id = t.agent_id
+        WHERE t.token_hash = b.token_hash AND t.revoked_at IS NULL
+            AND a.decommissioned_at IS NULL
+        OFFSET 0  -- keeps the planner from flattening the LATERAL into a join over all tokens
+    ) x
 ), per_agent AS (
     SELECT agent_id, min(heartbeat_count) AS count_before, count(*) AS beats,
         {latest}
@@ -427,6 +440,31 @@ SELECT NULL, agent_id, id, kind, params FROM handed
     declared=",\n        ".join(
         f"{f} = COALESCE(p.{f}{'::json' if f == 'facts' else ''}, a.{f})" for f in AGENT_FIELDS
     ),
+)
+
+# The batch as a prepared statement: its parameters, with their types, in $n order.
+PG_PARAMS = {
+    "hash": "text[]",
+    "agent_version": "text[]",
+    "borg_version": "text[]",
+    "os": "text[]",
+    "hostname": "text[]",
+    "facts": "text[]",
+    "backup_interval_s": "int[]",
+    "heartbeat_interval_s": "int[]",
+    "offsite_interval_s": "int[]",
+    "now": "timestamptz",
+    "stale_before": "timestamptz",
+    "job_cutoff": "timestamptz",
+    "keep": "int",
+    "trim_every": "int",
+}
+PG_PREPARE = "PREPARE saveos_heartbeats ({}) AS {}".format(
+    ", ".join(PG_PARAMS.values()),
+    re.sub(r"%\((\w+)\)s", lambda m: f"${list(PG_PARAMS).index(m.group(1)) + 1}", PG_BATCH),
+)
+PG_EXECUTE = "EXECUTE saveos_heartbeats ({})".format(
+    ", ".join(f"%({name})s::{kind}" for name, kind in PG_PARAMS.items())
 )
 
 
