@@ -130,6 +130,9 @@ class HeartbeatWriter:
                     # executing it for a small batch. The session is the writer's alone and is
                     # closed for good, never pooled, when the lane stops (see disconnect).
                     lane.conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+                    # A plan made while the tables are tiny would scan `agents` for every beat,
+                    # and under a heartbeat load that table is mostly dead row versions.
+                    lane.conn.exec_driver_sql("SET enable_seqscan = off")
                     lane.conn.exec_driver_sql(PG_PREPARE)
                     lane.conn.commit()
             if lane.conn.dialect.name == "postgresql":
