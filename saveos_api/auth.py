@@ -39,7 +39,11 @@ def forbidden(detail: str) -> HTTPException:
 
 
 def bearer(request: Request) -> str:
-    header = request.headers.get("authorization")
+    return bearer_token(request.headers.get("authorization"))
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header; 401 when missing or malformed."""
     if not header:
         raise unauthorized("missing Authorization: Bearer token")
     scheme, _, token = header.partition(" ")

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saveos_api import migrations
 from saveos_api.db import Database
-from saveos_api.heartbeats import HeartbeatWriter
+from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from saveos_api.routes import admin, agent, escrow, open
 from saveos_api.settings import Settings
@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(escrow.router)
     app.include_router(open.router)
     _install_error_handlers(app)
-    # Outermost first: metrics see 413s too.
+    # Innermost first: metrics see 413s too, and the heartbeat fast path sees neither
+    # oversized bodies nor escapes the metrics.
+    app.add_middleware(HeartbeatFastPath, state=app.state)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

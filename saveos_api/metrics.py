@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -111,6 +112,10 @@ class MetricsMiddleware:
     def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        # Labelled children by label values: a dict hit instead of labels() (which takes a lock
+        # and validates the labels) on every request. Bounded: methods x route templates.
+        self.counters: dict[tuple[str, str, int], Any] = {}
+        self.timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -129,8 +134,17 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status[0])).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            key = (method, template, status[0])
+            counter = self.counters.get(key)
+            if counter is None:
+                counter = self.counters[key] = self.metrics.requests.labels(
+                    method, template, str(status[0])
+                )
+            counter.inc()
+            timer = self.timers.get(key[:2])
+            if timer is None:
+                timer = self.timers[key[:2]] = self.metrics.latency.labels(method, template)
+            timer.observe(time.perf_counter() - start)
 
 
 class BodyLimitMiddleware:

@@ -347,8 +347,8 @@ def test_metrics_expose_fleet_gauges_and_request_metrics(sqlite_api):
     assert not any(dict(k[1]).get("route") == "/api/v1/agents/1" for k in samples)
 
 
-def test_heartbeat_history_is_bounded(sqlite_url, tmp_path):
-    api = Api(sqlite_url, tmp_path / "data", heartbeat_history=5)
+def test_heartbeat_history_is_bounded(db_url, tmp_path):
+    api = Api(db_url, tmp_path / "data", heartbeat_history=5)
     try:
         _, headers = api.agent("lab1")
         for _ in range(70):
@@ -610,8 +610,7 @@ def test_concurrent_heartbeats_are_group_committed_correctly(api):
     assert batches["saveos_heartbeat_batch_size_sum"] == len(calls)
 
 
-def test_stale_jobs_expire_and_are_never_handed_out(sqlite_api):
-    api = sqlite_api
+def test_stale_jobs_expire_and_are_never_handed_out(api):
     agent_id, headers = api.agent("lab1")
     created = api.client.post(
         "/api/v1/jobs", json={"kind": "backup", "agents": [agent_id, agent_id]}, headers=api.admin
@@ -650,3 +649,44 @@ def test_concurrent_provisioning_creates_each_agent_once(api):
     assert sum(r.status_code == 201 for r in responses) == 4
     assert sum(r.json()["token"] is not None for r in responses) == 4
     assert api.count("agents") == 4 and api.count("agent_tokens") == 4
+
+
+def test_heartbeat_declarations_update_the_agent(api):
+    """Declared fields overwrite the agent row (omitted ones are kept), each beat is stored with
+    its own facts, and a JSON content type with parameters takes the same path."""
+    agent_id, headers = api.agent("lab1")
+    url = "/api/v1/agents/heartbeat"
+    first = {
+        "agent_version": "0.3",
+        "hostname": "lab1.example",
+        "facts": {"cpus": 2, "disks": ["sda"]},
+        "offsite_interval_s": 7200,
+    }
+    r = api.client.post(url, json=first, headers=headers)
+    assert r.status_code == 200 and r.json()["agent_id"] == agent_id and r.json()["jobs"] == []
+    assert r.json()["server_time"].endswith("Z")
+    r = api.client.post(
+        url,
+        content=b'{"borg_version": "1.4.0", "facts": {"cpus": 4}}',
+        headers={**headers, "content-type": "application/json; charset=utf-8"},
+    )
+    assert r.status_code == 200, r.text
+    agent = api.client.get(f"/api/v1/agents/{agent_id}", headers=api.admin).json()
+    assert (agent["agent_version"], agent["borg_version"]) == ("0.3", "1.4.0")
+    assert agent["offsite_interval_s"] == 7200
+    with api.app.state.db.engine.connect() as conn:
+        host, facts = conn.execute(sa.text("SELECT hostname, facts FROM agents")).one()
+        stored = conn.execute(sa.text("SELECT facts FROM heartbeats ORDER BY id")).scalars()
+        stored = [json.loads(f) if isinstance(f, str) else f for f in stored]
+    facts = json.loads(facts) if isinstance(facts, str) else facts
+    assert host == "lab1.example" and facts == {"cpus": 4}
+    assert stored == [{"cpus": 2, "disks": ["sda"]}, {"cpus": 4}]
+    # Not JSON, unknown field, bad token: FastAPI's own answers, nothing stored.
+    plain = {**headers, "content-type": "text/plain"}
+    assert api.client.post(url, content=b"{}", headers=plain).status_code == 422
+    assert api.client.post(url, json={"nope": 1}, headers=headers).status_code == 422
+    bad = {"Authorization": "Bearer sos_" + "x" * 43}
+    r = api.client.post(url, json={}, headers=bad)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert api.client.post(url, json={}).status_code == 401
+    assert api.count("heartbeats") == 2

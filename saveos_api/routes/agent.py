@@ -50,7 +50,11 @@ def me(principal: AgentDep, session: SessionDep):
 async def heartbeat(
     body: schemas.HeartbeatIn, request: Request, token: Annotated[str, Depends(bearer)]
 ):
-    """Authenticated and written by the group-commit writer (saveos_api/heartbeats.py)."""
+    """Authenticated and written by the group-commit writer (saveos_api/heartbeats.py).
+
+    Ordinary heartbeats are answered by HeartbeatFastPath before they reach this route; it
+    serves the rest (and documents the endpoint), with the same writer and the same answers.
+    """
     return await request.app.state.heartbeats.submit(token, body)
 
 
