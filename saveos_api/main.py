@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -32,6 +33,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await app.state.heartbeats.start()
+        # Everything built so far (FastAPI, SQLAlchemy, pydantic) lives as long as the process:
+        # frozen, the collector stops re-scanning it in every full collection, which otherwise
+        # stalls all requests of this worker at once and sets the heartbeat p99.
+        gc.collect()
+        gc.freeze()
         yield
         await app.state.heartbeats.stop()
         db.dispose()
