@@ -483,3 +483,41 @@ def test_borg_version_is_cached_per_binary_and_refreshed_when_the_binary_changes
     assert execute.borg_version(str(borg)) == "1.4.10"
     assert counter.read_text().count("x") == 3
     assert execute.borg_version(str(tmp_path / "missing-borg"), str(state)) is None
+
+
+def test_flush_survives_a_report_another_flusher_took_and_flushers_take_turns(tmp_path):
+    import socket
+    import threading
+
+    from saveos_agent.api_client import ApiClient
+
+    spool = Spool(str(tmp_path / "spool"))
+    gone = spool.add("/api/v1/reports/checks", {"x": 1})
+    kept = spool.add("/api/v1/reports/checks", {"x": 2})
+    token = write_private(tmp_path / "token", "agt_" + "a" * 40 + "\n")
+    with socket.socket() as s:  # a loopback port nobody listens on: the API is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ApiClient(f"http://127.0.0.1:{port}", str(token), timeout=2)
+
+    # What the daemon's flush looks like from a backup's flush: the listing still names a
+    # report that the other process has sent (and unlinked) since.
+    listed = spool.pending()
+    os.unlink(gone)
+    spool.pending = lambda: listed
+    outcome = spool.flush(client)
+    assert outcome["sent"] == 0 and outcome["rejected"] == 0, outcome
+    assert outcome["error"] and os.path.exists(kept), "the live report stays for the next flush"
+    assert spool.rejected() == 0, "a report sent by another flusher is not parked"
+
+    # While one flusher holds the spool, a second one waits instead of sending the same reports.
+    del spool.pending
+    order = []
+    with spool._flush_lock():
+        other = threading.Thread(target=lambda: order.append(spool.flush(client)["error"]))
+        other.start()
+        other.join(0.5)
+        assert other.is_alive(), "the second flusher should wait for the lock"
+        order.append("first done")
+    other.join(10)
+    assert order[0] == "first done" and len(order) == 2

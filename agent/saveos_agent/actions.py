@@ -90,7 +90,7 @@ def report(cfg: Config, kind: str, body: Dict[str, Any]) -> Dict[str, Any]:
     """Spool first, then try to send everything spooled; says whether this report got through."""
     spool = spool_of(cfg)
     path = ENDPOINTS.get(kind) or body.pop("_path")
-    spool.add(path, body, kind)
+    spooled = spool.add(path, body, kind)
     client = api_client(cfg)
     if client is None:
         return {"report_id": body["report_id"], "reported": False}
@@ -99,7 +99,12 @@ def report(cfg: Config, kind: str, body: Dict[str, Any]) -> Dict[str, Any]:
     except AgentError as exc:  # unreadable token: keep the report spooled
         log.warning("report kept in spool: %s", exc.message)
         return {"report_id": body["report_id"], "reported": False}
-    return {"report_id": body["report_id"], "reported": body["report_id"] in outcome["responses"]}
+    # Another flusher (the daemon) may have sent it while this one waited for the spool lock.
+    parked = os.path.join(spool.rejected_dir, os.path.basename(spooled))
+    reported = body["report_id"] in outcome["responses"] or not (
+        os.path.exists(spooled) or os.path.exists(parked)
+    )
+    return {"report_id": body["report_id"], "reported": reported}
 
 
 # ---- locks ---------------------------------------------------------------------------------

@@ -123,6 +123,8 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                         log.warning("heartbeat: %s", outcome.get("message"))
                 except AgentError as exc:
                     log.error("heartbeat: %s", exc.message)
+                except Exception:  # noqa: BLE001 - one bad loop must not end the schedule
+                    log.exception("heartbeat failed unexpectedly")
             if not stop.is_set() and backup_due(cfg, time.time(), started_at):
                 try:
                     # a backup started by hand is running: it makes this one unnecessary, and
@@ -133,6 +135,8 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                     log.info("scheduled backup not started: %s", exc.message)
                 except AgentError as exc:
                     log.error("backup: %s", exc.message)
+                except Exception:  # noqa: BLE001 - one bad loop must not end the schedule
+                    log.exception("scheduled backup failed unexpectedly")
             if not stop.is_set() and offsite_due(cfg, time.time()):
                 from saveos_agent import offsite
 

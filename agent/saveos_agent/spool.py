@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -108,20 +109,41 @@ class Spool:
         while len(files) >= self.max_reports:
             oldest = files.pop(0)
             log.error("spool full (%d): dropping oldest report %s", self.max_reports, oldest)
-            os.unlink(oldest)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(oldest)
 
     def flush(self, client: Optional[ApiClient]) -> Dict[str, Any]:
         """Send every report oldest first; stop at the first outage so order is kept."""
+        if client is None:
+            return {"sent": 0, "rejected": 0, "remaining": self.depth(), "error": "no api_url"}
+        with self._flush_lock():
+            return self._flush(client)
+
+    @contextlib.contextmanager
+    def _flush_lock(self):
+        """One flusher per spool: the daemon and a backup run by hand both flush, and two
+        flushers would post the same reports and trip over each other's unlinks."""
+        import fcntl
+
+        self._ensure()
+        fd = os.open(os.path.join(self.directory, ".flush.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _flush(self, client: ApiClient) -> Dict[str, Any]:
         sent = rejected = 0
         error = None
         responses: Dict[str, Any] = {}
-        if client is None:
-            return {"sent": 0, "rejected": 0, "remaining": self.depth(), "error": "no api_url"}
         for file in self.pending():
             try:
                 with open(file, encoding="utf-8") as fh:
                     record = json.load(fh)
                 path, body = record["path"], record["body"]
+            except FileNotFoundError:
+                continue  # sent or parked meanwhile by a flusher that does not lock (older agent)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("unreadable spool file %s (%s): parked", file, exc)
                 self._park(file)
@@ -133,7 +155,8 @@ class Spool:
                 error = str(exc)
                 break
             if 200 <= status < 300:
-                os.unlink(file)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(file)
                 _fsync_dir(self.directory)
                 responses[body.get("report_id", "")] = answer
                 sent += 1
@@ -156,4 +179,5 @@ class Spool:
 
     def _park(self, file: str) -> None:
         os.makedirs(self.rejected_dir, mode=0o700, exist_ok=True)
-        os.replace(file, os.path.join(self.rejected_dir, os.path.basename(file)))
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(file, os.path.join(self.rejected_dir, os.path.basename(file)))
