@@ -194,8 +194,6 @@ from ansible.module_utils.facts.system.python import PythonFactCollector
 from ansible.module_utils.facts.system.service_mgr import ServiceMgrFactCollector
 from ansible.module_utils.urls import fetch_url
 
-CHUNK = 1 << 20
-
 
 def _owner_mode(path: str, st: os.stat_result, want_mode: str) -> list[str]:
     problems = []
@@ -221,16 +219,9 @@ def check_directory(spec: dict) -> list[str]:
     return _owner_mode(path, st, spec["mode"])
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_file(spec: dict) -> list[str]:
-    """Compare one file; a secret's content is compared, never reported."""
+def check_file(spec: dict, sha256=None) -> list[str]:
+    """Compare one file; a secret's content is compared, never reported. `sha256` is
+    AnsibleModule.sha256, needed only for specs that give a checksum."""
     path = spec["path"]
     try:
         st = os.lstat(path)
@@ -243,7 +234,7 @@ def check_file(spec: dict) -> list[str]:
         with open(path, "rb") as fh:
             if fh.read() != spec["content"].encode():
                 problems.append(f"{path}: content differs")
-    elif spec.get("sha256") and _sha256(path) != spec["sha256"]:
+    elif spec.get("sha256") and sha256(path) != spec["sha256"]:
         problems.append(f"{path}: checksum differs")
     return problems
 
@@ -417,7 +408,7 @@ def probe(module: AnsibleModule) -> dict:
         drift += check_directory(spec)
     files = p["files"] + p["systemd_files" if scheduler == "systemd" else "supervisor_files"]
     for spec in files:
-        drift += check_file(spec)
+        drift += check_file(spec, module.sha256)
     drift += check_file({"path": p["token_file"], "mode": "0600"})
     agent_id = config_agent_id(p["config_file"])
     if not agent_id:

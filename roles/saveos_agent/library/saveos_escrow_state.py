@@ -66,7 +66,6 @@ hosts:
   returned: always
 """
 
-import hashlib
 import os
 import stat
 
@@ -82,7 +81,7 @@ def mode_is(path: str, want: int, directory: bool) -> bool:
     return kind(st.st_mode) and stat.S_IMODE(st.st_mode) == want
 
 
-def artifact_state(artifact: str, source_dir: str) -> tuple[str, str | None]:
+def artifact_state(artifact: str, source_dir: str, sha256) -> tuple[str, str | None]:
     try:
         st = os.stat(artifact)
     except FileNotFoundError:
@@ -93,11 +92,7 @@ def artifact_state(artifact: str, source_dir: str) -> tuple[str, str | None]:
         for name in names:
             if name.endswith(".py") and os.stat(os.path.join(root, name)).st_mtime > st.st_mtime:
                 return "outdated", None
-    digest = hashlib.sha256()
-    with open(artifact, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "current", digest.hexdigest()
+    return "current", sha256(artifact)
 
 
 def main() -> None:
@@ -111,7 +106,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    state, sha256 = artifact_state(p["artifact"], p["source_dir"])
+    state, sha256 = artifact_state(p["artifact"], p["source_dir"], module.sha256)
     store_ok = mode_is(p["escrow_dir"], 0o700, directory=True)
     hosts = {}
     for host, path in p["host_escrows"].items():
