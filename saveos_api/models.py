@@ -224,3 +224,46 @@ class EscrowProof(Base):
     archives: Mapped[int | None] = mapped_column(sa.BigInteger)
     message: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentLatest(Base):
+    """Each agent's latest report of every kind, kept by database triggers on every insert.
+
+    The fleet status reads one row per agent here instead of probing five history tables per
+    agent. Written only by the triggers of migration 0004 (so a bulk load or a writer that
+    bypasses the API keeps it right too); "latest" is the greatest (finished_at, id), as in the
+    probes (saveos_api/fleet.py), which still answer for instants before an agent's latest row.
+    """
+
+    __tablename__ = "agent_latest"
+
+    agent_id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("agents.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    snap_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    snap_finished_at: Mapped[datetime | None] = mapped_column()
+    snap_exit_status: Mapped[str | None] = mapped_column(sa.String(16))
+    good_id: Mapped[int | None] = mapped_column(sa.BigInteger)  # latest ok/warning snapshot
+    good_finished_at: Mapped[datetime | None] = mapped_column()
+    good_archive: Mapped[str | None] = mapped_column(sa.String(255))
+    good_original_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    good_deduplicated_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    check_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    check_finished_at: Mapped[datetime | None] = mapped_column()
+    check_result: Mapped[str | None] = mapped_column(sa.String(16))
+    drill_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    drill_finished_at: Mapped[datetime | None] = mapped_column()
+    drill_result: Mapped[str | None] = mapped_column(sa.String(16))
+    offsite_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    offsite_finished_at: Mapped[datetime | None] = mapped_column()
+    offsite_result: Mapped[str | None] = mapped_column(sa.String(16))
+    offsite_ok_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    offsite_ok_finished_at: Mapped[datetime | None] = mapped_column()
+    escrow_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    escrow_finished_at: Mapped[datetime | None] = mapped_column()
+    escrow_result: Mapped[str | None] = mapped_column(sa.String(16))
+    escrow_ok_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    escrow_ok_finished_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,132 @@
+"""agent_latest: each agent's latest report of every kind, kept by triggers
+
+The fleet status probed five history tables per agent (about eight index scans each); at
+10,000 agents that was most of its time. Triggers on every report table keep one row per agent
+with the latest (greatest finished_at, then id) row of each kind, so a writer that bypasses the
+API (a bulk load, an operator's script) keeps it right too. The same statements serve both
+dialects: PostgreSQL runs them in a plpgsql function, SQLite in the trigger body.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-25 22:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+# Frozen copies of the model types: migrations must not change when models.py does.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+TS = sa.DateTime(timezone=True)
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+# source table -> (group, condition on the source row `{row}`, copied columns)
+GROUPS: dict[str, tuple[tuple[str, str | None, tuple[str, ...]], ...]] = {
+    "snapshots": (
+        ("snap", None, ("exit_status",)),
+        (
+            "good",
+            "{row}.exit_status IN ('ok', 'warning')",
+            ("archive", "original_size", "deduplicated_size"),
+        ),
+    ),
+    "check_results": (("check", None, ("result",)),),
+    "drill_results": (("drill", None, ("result",)),),
+    "offsite_syncs": (("offsite", None, ("result",)), ("offsite_ok", "{row}.result = 'ok'", ())),
+    "escrow_proofs": (("escrow", None, ("result",)), ("escrow_ok", "{row}.result = 'ok'", ())),
+}
+COLUMN_TYPES = {
+    "exit_status": sa.String(16),
+    "result": sa.String(16),
+    "archive": sa.String(255),
+    "original_size": sa.BigInteger(),
+    "deduplicated_size": sa.BigInteger(),
+}
+
+
+def _update_if_newer(group: str, condition: str | None, columns: tuple[str, ...]) -> str:
+    """Take NEW as the group's row when it is newer than the one kept (ties: the greater id)."""
+    sets = ", ".join(
+        [f"{group}_id = NEW.id", f"{group}_finished_at = NEW.finished_at"]
+        + [f"{group}_{c} = NEW.{c}" for c in columns]
+    )
+    where = [
+        "agent_id = NEW.agent_id",
+        f"({group}_id IS NULL OR {group}_finished_at < NEW.finished_at"
+        f" OR ({group}_finished_at = NEW.finished_at AND {group}_id < NEW.id))",
+    ]
+    if condition:
+        where.insert(0, condition.format(row="NEW"))
+    # Built from this module's constants only.
+    return f"UPDATE agent_latest SET {sets} WHERE {' AND '.join(where)};"  # noqa: S608
+
+
+def _trigger_statements(table: str, dialect: str) -> list[str]:
+    seed = (
+        "INSERT OR IGNORE INTO agent_latest (agent_id) VALUES (NEW.agent_id);"
+        if dialect == "sqlite"
+        else "INSERT INTO agent_latest (agent_id) VALUES (NEW.agent_id) ON CONFLICT DO NOTHING;"
+    )
+    body = "\n  ".join([seed, *(_update_if_newer(*group) for group in GROUPS[table])])
+    name = f"saveos_latest_{table}"
+    if dialect == "sqlite":
+        return [f"CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n  {body}\nEND"]
+    return [
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n  {body}\n"
+        "  RETURN NULL;\nEND\n$$",
+        f"CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()",
+    ]
+
+
+def _backfill(table: str, group: str, condition: str | None, columns: tuple[str, ...]) -> str:
+    targets = ", ".join([f"{group}_id", f"{group}_finished_at"] + [f"{group}_{c}" for c in columns])
+    picked = ", ".join(["r.id", "r.finished_at"] + [f"r.{c}" for c in columns])
+    where = " AND ".join(
+        ["r.agent_id = agent_latest.agent_id"] + ([condition.format(row="r")] if condition else [])
+    )
+    return (
+        f"UPDATE agent_latest SET ({targets}) = (SELECT {picked} FROM {table} r WHERE {where}"  # noqa: S608
+        " ORDER BY r.finished_at DESC, r.id DESC LIMIT 1)"
+    )
+
+
+def upgrade() -> None:
+    columns = [sa.Column("agent_id", ID, nullable=False)]
+    for groups in GROUPS.values():
+        for group, _condition, copied in groups:
+            columns += [
+                sa.Column(f"{group}_id", sa.BigInteger(), nullable=True),
+                sa.Column(f"{group}_finished_at", TS, nullable=True),
+                *(sa.Column(f"{group}_{c}", COLUMN_TYPES[c], nullable=True) for c in copied),
+            ]
+    op.create_table(
+        "agent_latest",
+        *columns,
+        sa.ForeignKeyConstraint(["agent_id"], ["agents.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("agent_id"),
+    )
+    dialect = op.get_bind().dialect.name
+    for table in GROUPS:
+        for statement in _trigger_statements(table, dialect):
+            op.execute(statement)
+    # Rows reported before this revision; the triggers take every one after it.
+    op.execute("INSERT INTO agent_latest (agent_id) SELECT id FROM agents")
+    for table, groups in GROUPS.items():
+        for group in groups:
+            op.execute(_backfill(table, *group))
+
+
+def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    for table in GROUPS:
+        op.execute(
+            f"DROP TRIGGER saveos_latest_{table}" + ("" if dialect == "sqlite" else f" ON {table}")
+        )
+        if dialect != "sqlite":
+            op.execute(f"DROP FUNCTION saveos_latest_{table}()")
+    op.drop_table("agent_latest")
