@@ -177,6 +177,31 @@ def latest_query(at: datetime, plain_instants: bool = False) -> sa.Select:
     return _current(query, at)
 
 
+COLUMNS = (
+    "id",
+    "name",
+    "created_at",
+    "backup_interval_s",
+    "backup_grace_s",
+    "heartbeat_interval_s",
+    "last_heartbeat",
+    "last_snapshot_status",
+    "last_backup_at",
+    "last_archive",
+    "original_size",
+    "deduplicated_size",
+    "last_check_at",
+    "last_check_result",
+    "last_drill_at",
+    "last_drill_result",
+    "offsite_interval_s",
+    "last_offsite_at",
+    "last_offsite_result",
+    "last_escrow_at",
+    "last_escrow_result",
+)
+
+
 def _columns(at: datetime, inst, *latest) -> list:
     """The select list both queries share, in order; `latest` are the report columns."""
     (
@@ -272,6 +297,11 @@ def fleet_rows(
     return columns, [row for row in picked if row is not None]
 
 
+def _age(at: datetime, when: datetime | None) -> float | None:
+    """Seconds from `when` to `at`, to a tenth (negative: stamped after `at`)."""
+    return None if when is None else round((at - when).total_seconds(), 1)
+
+
 def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str, Any]:
     """Every agent's row and status, and the totals; instants as aware UTC datetimes.
 
@@ -279,38 +309,79 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
     positional status function rather than building a StatusInput per agent.
     """
     columns, rows = fleet_rows(conn, at)
-    created = columns.index("created_at")
-    keys = [k for k in columns if k != "created_at"] + ["status"]
-    ix = {k: i for i, k in enumerate(keys)}
-    hb_i, hb_last = ix["heartbeat_interval_s"], ix["last_heartbeat"]
-    b_int, b_grace, b_last = ix["backup_interval_s"], ix["backup_grace_s"], ix["last_backup_at"]
-    snap, check = ix["last_snapshot_status"], ix["last_check_result"]
-    o_int, o_last = ix["offsite_interval_s"], ix["last_offsite_at"]
-    orig, dedup = ix["original_size"], ix["deduplicated_size"]
+    if tuple(columns) != COLUMNS:  # the unpacking below goes by position
+        raise RuntimeError(f"fleet query columns changed: {columns}")
     by_status = dict.fromkeys(STATUSES, 0)
     original = deduplicated = 0
     agents: list[dict[str, Any]] = []
-    for values in rows:
-        row = list(values)
-        created_at = row.pop(created)
+    for (
+        agent_id,
+        name,
+        created_at,
+        backup_interval_s,
+        backup_grace_s,
+        heartbeat_interval_s,
+        last_heartbeat,
+        last_snapshot_status,
+        last_backup_at,
+        last_archive,
+        original_size,
+        deduplicated_size,
+        last_check_at,
+        last_check_result,
+        last_drill_at,
+        last_drill_result,
+        offsite_interval_s,
+        last_offsite_at,
+        last_offsite_result,
+        last_escrow_at,
+        last_escrow_result,
+    ) in rows:
         status = status_at(
             at,
             created_at,
-            row[hb_i],
-            row[b_int],
-            row[b_grace],
-            row[hb_last],
-            row[snap],
-            row[b_last],
-            row[check],
-            row[o_int],
-            row[o_last],
+            heartbeat_interval_s,
+            backup_interval_s,
+            backup_grace_s,
+            last_heartbeat,
+            last_snapshot_status,
+            last_backup_at,
+            last_check_result,
+            offsite_interval_s,
+            last_offsite_at,
         )
         by_status[status] += 1
-        original += row[orig] or 0
-        deduplicated += row[dedup] or 0
-        row.append(status)
-        agents.append(dict(zip(keys, row, strict=True)))
+        original += original_size or 0
+        deduplicated += deduplicated_size or 0
+        # In the order of `saveos status --json`, which passes these through as they are.
+        agents.append(
+            {
+                "name": name,
+                "id": agent_id,
+                "status": status,
+                "last_heartbeat": last_heartbeat,
+                "last_heartbeat_age_s": _age(at, last_heartbeat),
+                "last_backup_at": last_backup_at,
+                "last_backup_age_s": _age(at, last_backup_at),
+                "last_archive": last_archive,
+                "last_snapshot_status": last_snapshot_status,
+                "original_size": original_size,
+                "deduplicated_size": deduplicated_size,
+                "last_check_at": last_check_at,
+                "last_check_result": last_check_result,
+                "last_drill_at": last_drill_at,
+                "last_drill_result": last_drill_result,
+                "backup_interval_s": backup_interval_s,
+                "backup_grace_s": backup_grace_s,
+                "heartbeat_interval_s": heartbeat_interval_s,
+                "offsite_interval_s": offsite_interval_s,
+                "last_offsite_at": last_offsite_at,
+                "last_offsite_age_s": _age(at, last_offsite_at),
+                "last_offsite_result": last_offsite_result,
+                "last_escrow_at": last_escrow_at,
+                "last_escrow_result": last_escrow_result,
+            }
+        )
     return {
         "generated_at": at,
         "agents": agents,

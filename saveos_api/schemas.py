@@ -276,6 +276,10 @@ class AgentStatusOut(Output):
     offsite_interval_s: int | None = None
     last_escrow_at: datetime | None = None
     last_escrow_result: str | None = None
+    # Seconds from that instant to generated_at, to a tenth (what `saveos status` shows).
+    last_heartbeat_age_s: float | None = None
+    last_backup_age_s: float | None = None
+    last_offsite_age_s: float | None = None
 
 
 class FleetTotals(Output):

@@ -247,3 +247,27 @@ def test_status_json_text_is_the_stdlib_indent_2_text():
         {**report, "agents": [dict(agent, last_backup_age_s=-12345678.9)]},
     ):
         assert report_json(case) == json.dumps(case, indent=2)
+
+
+def test_status_json_is_the_same_from_an_api_without_ages(fleet):
+    """The API sends the rows in `--json` order with their ages; from an API that sends neither
+    (an older server) the CLI builds the same rows itself."""
+    from saveos_cli.commands.status import status_report
+
+    later = fleet.now + timedelta(hours=2)
+    raw = fleet.http.get(
+        "/api/v1/fleet/status", params={"at": _iso(later)}, headers=fleet.server.admin_headers()
+    ).json()
+    mine = (fleet.n("web1"), fleet.n("web2"))
+    raw["agents"] = [a for a in raw["agents"] if a["name"] in mine]
+    assert [tuple(a) for a in raw["agents"]] == [AGENT_KEYS] * 2
+    older = {
+        **raw,
+        "agents": [
+            {k: v for k, v in reversed(a.items()) if not k.endswith("_age_s")}
+            for a in reversed(raw["agents"])
+        ],
+    }
+    assert status_report(older, later) == status_report(raw, later)
+    web1 = status_report(older, later)["agents"][0]
+    assert 7200 <= web1["last_backup_age_s"] < 7400

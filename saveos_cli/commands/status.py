@@ -63,15 +63,11 @@ AGENT_KEYS = (
 
 def status_report(raw: dict, at: datetime | None) -> dict:
     """The stable `--json` document built from GET /api/v1/fleet/status."""
-    now = at or iso(raw["generated_at"])
-    agents = []
-    for a in sorted(raw["agents"], key=lambda a: a["name"]):
-        get = a.get
-        row = {key: get(key) for key in AGENT_KEYS}
-        row["last_heartbeat_age_s"] = age_seconds(row["last_heartbeat"], now)
-        row["last_backup_age_s"] = age_seconds(row["last_backup_at"], now)
-        row["last_offsite_age_s"] = age_seconds(row["last_offsite_at"], now)
-        agents.append(row)
+    agents = sorted(raw["agents"], key=lambda a: a["name"])
+    if agents and tuple(agents[0]) != AGENT_KEYS:
+        # An API from before the ages were added: build the rows here.
+        now = at or iso(raw["generated_at"])
+        agents = [_with_ages({key: a.get(key) for key in AGENT_KEYS}, now) for a in agents]
     totals = raw.get("totals") or {}
     alarms = sorted(a["name"] for a in agents if a["status"] in ALARM)
     return {
@@ -87,6 +83,13 @@ def status_report(raw: dict, at: datetime | None) -> dict:
             "deduplicated_size": totals.get("deduplicated_size", 0),
         },
     }
+
+
+def _with_ages(row: dict, now: datetime) -> dict:
+    row["last_heartbeat_age_s"] = age_seconds(row["last_heartbeat"], now)
+    row["last_backup_age_s"] = age_seconds(row["last_backup_at"], now)
+    row["last_offsite_age_s"] = age_seconds(row["last_offsite_at"], now)
+    return row
 
 
 def report_json(report: dict) -> str:
