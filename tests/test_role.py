@@ -251,6 +251,7 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
         assert '"mode": "repokey-blake2"' in with_pass.stdout
         config = host_sh(lab3, host, "cat /etc/saveos/agent.json")
         assert '"/etc/debian_version"' in config.stdout
+        assert '"busy_wait_s": 3600' in config.stdout
 
     # The API knows the 3 agents (not the dead one) and has heard from each.
     agents = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"]
