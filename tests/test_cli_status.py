@@ -271,3 +271,39 @@ def test_status_json_is_the_same_from_an_api_without_ages(fleet):
     assert status_report(older, later) == status_report(raw, later)
     web1 = status_report(older, later)["agents"][0]
     assert 7200 <= web1["last_backup_age_s"] < 7400
+
+
+def test_large_fleet_table_shows_the_worst_hosts_first():
+    """Past TABLE_ROWS hosts the table holds those not ok, worst first, and says so; --all shows
+    every host; the alarm line names the first few and counts the rest."""
+    import io
+
+    from rich.console import Console
+
+    from saveos_cli.commands.status import TABLE_ROWS, render_status, status_report
+
+    statuses = ["ok"] * 60 + ["late"] * 40 + ["silent"] * 30 + ["failing"] * 5
+    agents = [
+        dict.fromkeys(AGENT_KEYS) | {"name": f"h{i:03d}", "id": i, "status": status}
+        for i, status in enumerate(statuses)
+    ]
+    raw = {"generated_at": "2026-11-25T12:00:00Z", "agents": agents, "totals": {}}
+    report = status_report(raw, None)
+
+    def rendered(show_all: bool) -> list[str]:
+        out = Console(file=io.StringIO(), width=250)
+        render_status(out, report, show_all)
+        return out.file.getvalue().splitlines()
+
+    lines = rendered(False)
+    rows = [line.split("│")[1:3] for line in lines if line.startswith("│")]
+    assert len(rows) == TABLE_ROWS == 50
+    assert [s.strip() for _, s in rows] == ["silent"] * 30 + ["failing"] * 5 + ["late"] * 15
+    assert rows[0][0].strip() == "h100" and rows[30][0].strip() == "h130"  # by name within one
+    assert any("50 of 135 hosts" in line for line in lines)
+    alarm = next(line for line in lines if line.startswith("needs attention"))
+    assert alarm.startswith("needs attention (35): h100, h101,") and alarm.endswith(
+        "h119 and 15 more"
+    )
+    every = [line for line in rendered(True) if line.startswith("│")]
+    assert len(every) == 135 and not any("of 135 hosts" in line for line in rendered(True))

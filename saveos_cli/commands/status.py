@@ -31,6 +31,12 @@ STATUS_STYLE = {
 }
 # The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
 ALARM = ("overdue", "failing", "silent")
+# Worst first, as the status precedence goes (API.md), with the alarms ahead of "never".
+SEVERITY = {"silent": 0, "failing": 1, "overdue": 2, "never": 3, "late": 4, "ok": 5}
+# A larger fleet's table shows this many hosts, worst first, unless --all (10,000 rows take
+# Rich seconds to draw and bury the few hosts that matter); --json always has every host.
+TABLE_ROWS = 50
+NAMED_ALARMS = 20
 
 # `status --json` keys per agent, in order; documented in README (CLI section). Only additions.
 AGENT_KEYS = (
@@ -148,13 +154,31 @@ def _escrow(a: dict, now: datetime) -> Text:
     return Text(text, style="green")
 
 
-def render_status(out: Console, report: dict) -> None:
+def shown_agents(agents: list[dict], show_all: bool) -> list[dict]:
+    """Every host of a small fleet (by name); of a large one, the worst TABLE_ROWS hosts that
+    are not ok (worst first, then by name)."""
+    if show_all or len(agents) <= TABLE_ROWS:
+        return agents
+    needy = [a for a in agents if a["status"] != "ok"]
+    needy.sort(key=lambda a: SEVERITY.get(a["status"], -1))  # stable: names stay in order
+    return needy[:TABLE_ROWS]
+
+
+def render_status(out: Console, report: dict, show_all: bool = False) -> None:
     from rich.filesize import decimal
     from rich.table import Table
     from rich.text import Text
 
     now = iso(report["at"] or report["generated_at"])
-    table = Table(title="SaveOS fleet", title_justify="left")
+    agents = report["agents"]
+    shown = shown_agents(agents, show_all)
+    caption = None
+    if len(shown) < len(agents):
+        caption = (
+            f"{len(shown)} of {len(agents):,} hosts: those not ok, worst first"
+            " (--all for every host, --json for the data)"
+        )
+    table = Table(title="SaveOS fleet", title_justify="left", caption=caption)
     columns = (
         "host",
         "status",
@@ -174,7 +198,7 @@ def render_status(out: Console, report: dict) -> None:
             justify="right" if col in ("original", "dedup") else "left",
             no_wrap=col in ("host", "status"),  # the fields people grep for stay whole
         )
-    for a in report["agents"]:
+    for a in shown:
         table.add_row(
             a["name"],
             Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
@@ -199,8 +223,11 @@ def render_status(out: Console, report: dict) -> None:
         f"{totals['agents']} agent(s): {counts or 'none'} · original"
         f" {decimal(totals['original_size'])} · deduplicated {decimal(totals['deduplicated_size'])}"
     )
-    if report["alarms"]:
-        out.print(f"[bold red]needs attention:[/] {', '.join(report['alarms'])}")
+    alarms = report["alarms"]
+    if alarms:
+        named = ", ".join(alarms[:NAMED_ALARMS])
+        more = f" and {len(alarms) - NAMED_ALARMS:,} more" if len(alarms) > NAMED_ALARMS else ""
+        out.print(f"[bold red]needs attention ({len(alarms):,}):[/] {named}{more}")
 
 
 def status(
@@ -209,6 +236,11 @@ def status(
     html: Path | None = typer.Option(None, "--html", metavar="FILE", help="Also write it as HTML."),
     at: str | None = typer.Option(
         None, "--at", metavar="ISO", help="Evaluate the status as of this instant (what-if)."
+    ),
+    show_all: bool = typer.Option(
+        False,
+        "--all",
+        help=f"Show every host; past {TABLE_ROWS} hosts the table shows those not ok, worst first.",
     ),
 ) -> None:
     """The fleet from the API: one row per agent, totals under it.
@@ -227,7 +259,7 @@ def status(
         # Record what the terminal shows; when stdout carries JSON, render off-screen only.
         out = console() if not as_json else Console(file=io.StringIO(), width=140)
         out.record = True
-        render_status(out, report)
+        render_status(out, report, show_all)
         for path, save in ((svg, out.save_svg), (html, out.save_html)):
             if path:
                 try:
