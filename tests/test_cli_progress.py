@@ -221,3 +221,50 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
     time.sleep(0.5)
     leftover = subprocess.run(["pgrep", "-f", "sleep 137.25"], capture_output=True, text=True)
     assert not leftover.stdout.strip(), "the interrupted task's command was left running"
+
+
+def _run_events(hosts: int, tasks: int, failing: str = ""):
+    for t in range(tasks):
+        yield {"event": "playbook_on_task_start", "event_data": {"task": f"task {t}"}}
+        for h in range(hosts):
+            host = f"host{h:04d}"
+            data = {"host": host, "task": f"task {t}", "res": {"changed": h % 3 == 0}}
+            created = f"2026-11-25T12:{t:02d}:{h % 60:02d}"
+            yield {"event": "runner_on_start", "created": created, "event_data": data}
+            kind = "runner_on_failed" if host == failing else "runner_on_ok"
+            yield {"event": kind, "created": created, "event_data": data}
+
+
+def test_crowded_table_shows_trouble_first_and_sums_the_rest():
+    state = reduce_events(_run_events(300, 3, failing="host0123"))
+    table = progress.progress_table(state, "deploy", max_rows=20)
+    names = [cell.plain for cell in table.columns[0]._cells]
+    assert len(names) == 20 and names[-1] == "+ 281 more hosts"
+    assert "host0123" in names  # failed: shown whatever its name or activity
+    ok = [int(c) for c in table.columns[2]._cells]
+    assert sum(ok) == sum(h.ok for h in state.hosts.values()) == 300 * 3 - 3
+    failed = [int(c.plain) if hasattr(c, "plain") else int(c) for c in table.columns[4]._cells]
+    assert sum(failed) == 3  # its three tasks
+    small = progress.progress_table(reduce_events(_run_events(5, 1)), max_rows=20)
+    assert [c.plain for c in small.columns[0]._cells] == [f"host{h:04d}" for h in range(5)]
+
+
+def test_live_display_redraws_at_most_five_times_a_second(monkeypatch):
+    """Redrawing per event made 200 hosts' display minutes late; now it draws on a clock."""
+    import io
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    console = Console(file=io.StringIO(), force_terminal=True, width=120, height=30)
+    display = progress.LiveDisplay(console, "deploy")
+    draws = []
+    real_draw = display._draw
+    monkeypatch.setattr(display, "_draw", lambda: (draws.append(clock[0]), real_draw()))
+    events = list(_run_events(200, 5))
+    with display:
+        for event in events:
+            clock[0] += 0.01  # 2,005 events over 20 s
+            display(event)
+    assert 90 <= len(draws) <= 20 / progress.LiveDisplay.REDRAW_S + 2
+    assert display.state == reduce_events(events)
+    assert "+ 181 more hosts" in console.file.getvalue()  # kept to the terminal's height
