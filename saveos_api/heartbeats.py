@@ -1,10 +1,13 @@
 """Group commit for heartbeats: every request waiting at a moment is written in one transaction.
 
-A single writer task per process drains the queue, authenticates the whole batch with one
-SELECT, updates agents, inserts the heartbeat rows in one multi-row INSERT, hands out queued
-jobs with one conditional UPDATE ... RETURNING, commits, and only then answers each request.
+Writer lanes (one on SQLite, PG_LANES on PostgreSQL) each drain a queue of their own; a beat
+goes to the lane its token hashes to, so one agent's rows are only ever written by one lane
+and concurrent batches never wait for (or deadlock on) each other's row locks. A lane
+authenticates the whole batch with one SELECT, updates agents, inserts the heartbeat rows in
+one multi-row INSERT, hands out queued jobs with one conditional UPDATE ... RETURNING,
+commits, and only then answers each request (on PostgreSQL all of it is one statement).
 Under load, batches grow and the per-heartbeat cost shrinks; idle, a batch is one heartbeat.
-The writer keeps one connection of its own and uses it from one thread of its own, so a
+Each lane keeps one connection of its own and uses it from one thread of its own, so a
 batch costs no pool checkout, no liveness ping and no thread-pool handoff.
 
 `HeartbeatFastPath` answers the ordinary heartbeat (a bearer token, a valid JSON body) as a
@@ -70,9 +73,10 @@ class _Beat:
 
 
 class _Lane:
-    """One writer: its own thread and its own connection (only ever used from that thread)."""
+    """One writer: its own queue, thread and connection (only ever used from that thread)."""
 
     def __init__(self, name: str):
+        self.queue: asyncio.Queue[_Beat] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.conn: sa.Connection | None = None
         self.task: asyncio.Task | None = None
@@ -88,7 +92,6 @@ class _Lane:
 class HeartbeatWriter:
     def __init__(self, app_state: Any):
         self.state = app_state
-        self.queue: asyncio.Queue[_Beat] | None = None
         self.lanes: list[_Lane] = []
         self.next_expiry: datetime | None = None
 
@@ -97,7 +100,6 @@ class HeartbeatWriter:
         # On PostgreSQL, PG_LANES batches may be in the database at once: while one waits for
         # its commit (WAL flush, a busy CPU), the next one is written. SQLite has one writer.
         lanes = 1 if self.state.db.is_sqlite else PG_LANES
-        self.queue = asyncio.Queue()
         for i in range(lanes):
             lane = _Lane(f"saveos-heartbeats-{i}")
             lane.task = asyncio.create_task(self._run(lane), name=f"saveos-heartbeat-writer-{i}")
@@ -117,7 +119,9 @@ class HeartbeatWriter:
             await loop.run_in_executor(lane.executor, lane.disconnect)
             lane.executor.shutdown()
 
-    def _write_batch(self, lane: _Lane, batch: list[_Beat]) -> list[dict[str, Any] | HTTPException]:
+    def _write_batch(
+        self, lane: _Lane, batch: list[_Beat], expire: bool
+    ) -> list[dict[str, Any] | HTTPException]:
         """Runs in the lane's thread. A broken connection is dropped, so the retry (and the
         next batch) connects afresh instead of failing on a connection that is gone."""
         try:
@@ -136,8 +140,8 @@ class HeartbeatWriter:
                     lane.conn.exec_driver_sql(PG_PREPARE)
                     lane.conn.commit()
             if lane.conn.dialect.name == "postgresql":
-                return self._write_pg(lane.conn, batch)
-            return self._write(lane.conn, batch)
+                return self._write_pg(lane.conn, batch, expire)
+            return self._write(lane.conn, batch, expire)
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc, OperationalError):
                 lane.disconnect()
@@ -154,28 +158,34 @@ class HeartbeatWriter:
             # The lifespan did not run on this loop (e.g. a TestClient used without `with`).
             await self.start()
         beat = _Beat(token, body, asyncio.get_running_loop().create_future())
-        self.queue.put_nowait(beat)
+        # hash() is stable for the life of the process, which is all the routing needs.
+        self.lanes[hash(token) % len(self.lanes)].queue.put_nowait(beat)
         return await beat.future
 
     async def _run(self, lane: _Lane) -> None:
-        assert self.queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < MAX_BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            batch = [await lane.queue.get()]
+            while len(batch) < MAX_BATCH and not lane.queue.empty():
+                batch.append(lane.queue.get_nowait())
             self.state.metrics.heartbeat_batch.observe(len(batch))
+            # Decided here, on the event loop, so one lane expires jobs per period.
+            now = utcnow()
+            expire = self.next_expiry is None or now >= self.next_expiry
+            if expire:
+                self.next_expiry = now + EXPIRY_EVERY
             try:
                 try:
                     results = await loop.run_in_executor(
-                        lane.executor, self._write_batch, lane, batch
+                        lane.executor, self._write_batch, lane, batch, expire
                     )
-                except OperationalError:
-                    # E.g. a deadlock with another batch on the same agents, or a dropped
-                    # connection: the transaction was rolled back as a whole, so running it
-                    # again (on a fresh connection if need be) is safe.
+                except OperationalError as exc:
+                    # E.g. a dropped connection, or a deadlock with an admin transaction: the
+                    # transaction was rolled back as a whole, so running it again (on a fresh
+                    # connection if need be) is safe.
+                    log.warning("heartbeat batch of %d failed, retrying: %s", len(batch), exc)
                     results = await loop.run_in_executor(
-                        lane.executor, self._write_batch, lane, batch
+                        lane.executor, self._write_batch, lane, batch, expire
                     )
             except Exception as exc:  # noqa: BLE001 - answer every waiter, keep the writer alive
                 log.error("heartbeat batch of %d failed: %s", len(batch), exc)
@@ -189,15 +199,16 @@ class HeartbeatWriter:
                     beat.future.set_result(result)
 
     def _write_pg(
-        self, conn: sa.Connection, batch: list[_Beat]
+        self, conn: sa.Connection, batch: list[_Beat], expire: bool
     ) -> list[dict[str, Any] | HTTPException]:
         """PostgreSQL: the whole batch in ONE prepared statement (PG_BATCH): one round trip."""
         state = self.state
         now = utcnow()
-        if self.next_expiry is None or now >= self.next_expiry:
-            expire_jobs(conn, now, state.settings.job_timeout_s)
+        if expire:
+            # Skips the jobs another lane's batch is handing out (its statement does not hand
+            # out stale ones anyway), so it never waits for, nor deadlocks with, a batch.
+            expire_jobs(conn, now, state.settings.job_timeout_s, skip_locked=True)
             conn.commit()
-            self.next_expiry = now + EXPIRY_EVERY
         columns: dict[str, list[Any]] = {name: [] for name in ("hash", *AGENT_FIELDS)}
         for beat in batch:
             token = beat.token
@@ -242,7 +253,7 @@ class HeartbeatWriter:
         return results
 
     def _write(
-        self, conn: sa.Connection, batch: list[_Beat]
+        self, conn: sa.Connection, batch: list[_Beat], expire: bool
     ) -> list[dict[str, Any] | HTTPException]:
         """Portable (SQLite): a few Core statements in one transaction."""
         state = self.state
@@ -285,15 +296,18 @@ class HeartbeatWriter:
 
             # Several beats of one agent in a batch still count (and are stored) separately.
             extra: dict[int, int] = {}
-            # Declared fields change rarely: write them only when they differ.
-            changed: dict[int, dict[str, Any]] = {}
+            # Per agent, the latest non-null value of each declared field (as on PostgreSQL).
+            declared: dict[int, dict[str, Any]] = {}
             for _, row, beat in accepted:
                 extra[row.id] = extra.get(row.id, 0) + 1
-                body = beat.body
-                for name in AGENT_FIELDS:
-                    value = getattr(body, name)
-                    if value is not None and getattr(row, name) != value:
-                        changed.setdefault(row.id, {})[name] = value
+                values = beat.body.model_dump(include=set(AGENT_FIELDS), exclude_none=True)
+                declared.setdefault(row.id, {}).update(values)
+            # Declared fields change rarely: write them only when they differ.
+            changed = {
+                row.id: diff
+                for row in {row.id: row for _, row, _ in accepted}.values()
+                if (diff := {k: v for k, v in declared[row.id].items() if getattr(row, k) != v})
+            }
             agent_ids = sorted(extra)
             conn.execute(
                 sa.update(Agent)
@@ -337,13 +351,17 @@ class HeartbeatWriter:
                 conn.execute(
                     sa.update(AgentToken).where(AgentToken.id.in_(stale)).values(last_used_at=now)
                 )
-            if self.next_expiry is None or now >= self.next_expiry:
-                # Before handing out jobs, so a stale one is never started.
-                expire_jobs(conn, now, state.settings.job_timeout_s)
-                self.next_expiry = now + EXPIRY_EVERY
+            timeout_s = state.settings.job_timeout_s
+            if expire:
+                expire_jobs(conn, now, timeout_s)
             jobs = conn.execute(
                 sa.update(Job)
-                .where(Job.agent_id.in_(agent_ids), Job.state == "queued")
+                .where(
+                    Job.agent_id.in_(agent_ids),
+                    Job.state == "queued",
+                    # Stale jobs are never started, even between two expiry runs.
+                    Job.created_at >= now - timedelta(seconds=timeout_s),
+                )
                 .values(state="running", started_at=now)
                 .returning(Job.id, Job.agent_id, Job.kind, Job.params)
             ).all()
@@ -402,6 +420,9 @@ WITH b AS (
     SELECT agent_id, min(heartbeat_count) AS count_before, count(*) AS beats,
         {latest}
     FROM auth GROUP BY agent_id
+    -- In id order, so that every batch (also another worker process's) locks its agents'
+    -- rows in the same order.
+    ORDER BY agent_id
 ), upd AS (
     UPDATE agents a SET
         last_seen = %(now)s,
@@ -413,10 +434,11 @@ WITH b AS (
     SELECT agent_id, %(now)s, agent_version, borg_version, os, facts::json FROM auth ORDER BY n
 ), trimmed AS (
     DELETE FROM heartbeats h USING (
-        SELECT p.agent_id, (
+        -- This statement does not see its own inserts: the batch's beats are kept first.
+        SELECT p.agent_id, CASE WHEN p.beats >= %(keep)s THEN %(now)s ELSE (
             SELECT x.received_at FROM heartbeats x WHERE x.agent_id = p.agent_id
-            ORDER BY x.received_at DESC LIMIT 1 OFFSET %(keep)s - 1
-        ) AS cutoff
+            ORDER BY x.received_at DESC LIMIT 1 OFFSET %(keep)s - p.beats - 1
+        ) END AS cutoff
         FROM per_agent p
         WHERE (p.count_before + p.beats) / %(trim_every)s > p.count_before / %(trim_every)s
     ) c
@@ -428,7 +450,9 @@ WITH b AS (
     )
 ), handed AS (
     UPDATE jobs j SET state = 'running', started_at = %(now)s
-    WHERE j.agent_id IN (SELECT agent_id FROM per_agent) AND j.state = 'queued'
+    -- = ANY(ARRAY(...)): an index condition on agent_id whatever the statistics (not a walk
+    -- of every job's index entry), taking the agents in id order like upd.
+    WHERE j.agent_id = ANY (ARRAY(SELECT agent_id FROM per_agent)) AND j.state = 'queued'
         AND j.created_at >= %(job_cutoff)s
     RETURNING j.id, j.agent_id, j.kind, j.params
 )
@@ -471,15 +495,24 @@ PG_EXECUTE = "EXECUTE saveos_heartbeats ({})".format(
 )
 
 
-def expire_jobs(session, now, timeout_s: int, job_id: int | None = None) -> int:
-    """Mark jobs queued or running for longer than the timeout as expired (conditional UPDATE)."""
-    query = sa.update(Job).where(
+def expire_jobs(
+    session, now, timeout_s: int, job_id: int | None = None, skip_locked: bool = False
+) -> int:
+    """Mark jobs queued or running for longer than the timeout as expired (conditional UPDATE).
+
+    skip_locked (PostgreSQL): leave the jobs other transactions hold to the next run."""
+    stale = sa.and_(
         Job.state.in_(("queued", "running")),
         Job.created_at < now - timedelta(seconds=timeout_s),
     )
     if job_id is not None:
-        query = query.where(Job.id == job_id)
-    return session.execute(query.values(state="expired", finished_at=now)).rowcount
+        stale = sa.and_(stale, Job.id == job_id)
+    if skip_locked:
+        locked = sa.select(Job.id).where(stale).with_for_update(skip_locked=True, key_share=True)
+        stale = Job.id.in_(locked.scalar_subquery())
+    return session.execute(
+        sa.update(Job).where(stale).values(state="expired", finished_at=now)
+    ).rowcount
 
 
 def _trim(session, agent_id: int, keep: int) -> None:
