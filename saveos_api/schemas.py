@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     model_validator,
 )
@@ -131,6 +132,8 @@ LabelKey = Text(63, 1)
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_check_timestamp)]
 # Strict: JSON `true`, "5" or 5.5 are not integers (the spec says integer; lax mode took them).
 Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+# Strict: JSON `true` is not 1.0 (schemathesis sent one); ints are still taken.
+Duration = Annotated[StrictFloat, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -337,7 +340,7 @@ class _Timed(Input):
 class SnapshotReport(_Timed):
     repo: RepoPath
     archive: ArchiveName
-    duration_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+    duration_s: Duration | None = None
     nfiles: Size
     original_size: Size
     compressed_size: Size
@@ -367,7 +370,7 @@ class DrillReport(_Timed):
 
 class OffsiteReport(_Timed):
     target: Text(1024) | None = None  # type: ignore[valid-type]
-    duration_s: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+    duration_s: Duration | None = None
     objects: Size = 0
     objects_uploaded: Size = 0
     bytes_uploaded: Size = 0

@@ -386,6 +386,7 @@ BAD_SNAPSHOTS = [
     ("bad status", {"exit_status": "great"}, "exit_status"),
     ("NUL in text", {"message": "a\x00b"}, "message"),
     ("infinite duration", {"duration_s": "Infinity"}, "duration_s"),
+    ("boolean duration", {"duration_s": True}, "duration_s"),  # found by schemathesis
     ("lone surrogate", {"archive": "\ud800"}, "archive"),
     ("missing field", {"repo": None}, "repo"),
 ]
