@@ -67,8 +67,14 @@ def test_escrow_verify_passes_then_fails_for_altered_passphrase(tmp_path, agent_
     host.write_config(offsite={"config": str(cfg), "python": sys.executable})
     make_tree(host.src)
     host.init()
-    assert host.json("backup")[0] == 0
+    # Small segments, so the copy has many and verify needs only the newest few of them.
+    assert host.borg("config", str(host.repo), "max_segment_size", "65536").returncode == 0
+    for n in range(3):
+        (host.src / f"new-{n}.bin").write_bytes(os.urandom(200_000))
+        assert host.json("backup")[0] == 0
     assert host.json("offsite", "sync")[0] == 0
+    segments = [p for p in (host.repo / "data").rglob("*") if p.is_file()]
+    assert len(segments) > 8, segments
 
     escrow = tmp_path / "escrow"
     write_private(escrow / "testhost" / "passphrase", host.passphrase + "\n")
@@ -99,7 +105,10 @@ def test_escrow_verify_passes_then_fails_for_altered_passphrase(tmp_path, agent_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     (res,) = out["results"]
-    assert res["result"] == "ok" and res["method"] == "offsite" and res["archives"] == 1
+    assert res["result"] == "ok" and res["method"] == "offsite" and res["archives"] == 3
+    # Not the whole copy: the repository's own files and its newest segments only.
+    assert res["objects_offsite"] == len(s3.objects("fleet/testhost/"))
+    assert res["objects_fetched"] <= res["objects_offsite"] - len(segments) + 4, res
     assert res["reported"] is True
     assert host.passphrase not in proc.stdout + proc.stderr
 

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from saveos_agent import locks
 
@@ -313,8 +313,23 @@ def sync(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
 # ---- fetch -----------------------------------------------------------------------------------
 
 
-def fetch(settings: Settings, dest: str) -> Dict[str, Any]:
-    """Download the offsite copy into an empty dest and verify every object's sha256."""
+def _segment_number(rel: str) -> Optional[int]:
+    """data/<dir>/<n> -> n; None for the repository's other files."""
+    parts = rel.split("/")
+    if len(parts) == 3 and parts[0] == "data" and parts[2].isdigit():
+        return int(parts[2])
+    return None
+
+
+def fetch(
+    settings: Settings, dest: str, enough: Optional[Callable[[], bool]] = None
+) -> Dict[str, Any]:
+    """Download the offsite copy into an empty dest and verify every object's sha256.
+
+    enough: to prove the copy opens without downloading all of it. The repository's other
+    files come first, then its segments newest first (the last commit and the manifest are
+    in the newest ones), and after each segment enough() says whether to stop.
+    """
     started = utcnow()
     if os.path.exists(dest) and os.listdir(dest):
         raise OffsiteError(f"--dest {dest} is not empty: refusing to mix repositories")
@@ -327,7 +342,16 @@ def fetch(settings: Settings, dest: str) -> Dict[str, Any]:
         config = transfer_config(settings)
         fetched = size = 0
         bad = []
-        for key in sorted(remote):
+        keys = sorted(remote)
+        if enough is not None:
+            rels = {key: key[len(settings.key_prefix) :] for key in keys}
+            keys.sort(
+                key=lambda k: (
+                    _segment_number(rels[k]) is not None,
+                    -(_segment_number(rels[k]) or 0),
+                )
+            )
+        for key in keys:
             rel = key[len(settings.key_prefix) :]
             if not rel or rel.startswith("/") or ".." in rel.split("/"):
                 raise OffsiteError(f"refusing unsafe object key {key!r}")
@@ -340,6 +364,8 @@ def fetch(settings: Settings, dest: str) -> Dict[str, Any]:
                 bad.append(rel)
             fetched += 1
             size += remote[key]["size"]
+            if enough is not None and not bad and _segment_number(rel) is not None and enough():
+                break
     except OffsiteError:
         raise
     except Exception as exc:
@@ -348,7 +374,7 @@ def fetch(settings: Settings, dest: str) -> Dict[str, Any]:
             settings, started, status="error", result="error", message=describe_error(exc)
         )
     status = "error" if bad else "ok"
-    message = f"{fetched} objects fetched into {dest}"
+    message = f"{fetched} of {len(remote)} objects fetched into {dest}"
     if bad:
         message += f"; sha256 mismatch or missing for {len(bad)}: " + ", ".join(bad[:10])
     return _result(
@@ -357,6 +383,7 @@ def fetch(settings: Settings, dest: str) -> Dict[str, Any]:
         status=status,
         result=status,
         objects=fetched,
+        objects_offsite=len(remote),
         bytes_downloaded=size,
         mismatched=bad,
         dest=dest,
