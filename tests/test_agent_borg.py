@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -81,6 +82,14 @@ def test_backup_list_restore_round_trip_is_byte_identical(host, tmp_path):
     got = tree_sha256(one / str(host.src).lstrip("/"))
     assert set(got) == {"etc", "etc/app", "etc/app/app.conf"}
 
+    # a path the archive does not hold is an error naming it, not a quiet success
+    for paths in (["/no/such/path"], [str(host.src / "etc"), "/no/such/path"]):
+        proc = host.run("restore", result["archive"], *paths, "--target", str(tmp_path / "x"))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"not in archive {result['archive']}: /no/such/path" in proc.stderr
+        assert str(host.src) not in proc.stderr.split(":")[-1]
+        shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
     rc, info = host.json("info")
     assert rc == 0 and info["info"]["encryption"]["mode"] == "repokey-blake2"
     status = host.run("status", "--json")
@@ -121,6 +130,10 @@ def test_in_place_restore_brings_back_deleted_files(host):
     rc, _ = host.json("restore", result["archive"], str(victim), "--in-place")
     assert rc == 0
     assert victim.read_text() == "key = value\n"
+    # in place too, a path the archive does not hold is an error naming it
+    absent = str(host.src / "never-backed-up")
+    proc = host.run("restore", result["archive"], absent, "--in-place")
+    assert proc.returncode == 2 and f"not in archive {result['archive']}: {absent}" in proc.stderr
 
 
 def test_kill_9_during_create_then_backup_succeeds_and_keeps_earlier_archives(host, tmp_path):

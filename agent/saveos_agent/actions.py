@@ -473,6 +473,9 @@ def restore(
     )
     if result.status == "error":
         raise AgentError(f"borg extract failed: {result.error_message}")
+    missing = _not_in_archive(paths, target, result.messages, in_place)
+    if missing:
+        raise AgentError(f"not in archive {archive}: {', '.join(missing)}")
     return {
         "status": result.status,
         "archive": archive,
@@ -480,6 +483,24 @@ def restore(
         "target": os.path.abspath(target),
         "message": "; ".join(result.messages[-5:]) or "restored",
     }
+
+
+def _not_in_archive(
+    paths: List[str], target: str, messages: List[str], in_place: bool
+) -> List[str]:
+    """The requested paths borg found nothing for: it only warns ("Include pattern ... never
+    matched") and exits 1. Into a fresh target, what did not appear there; in place, where the
+    live files are, borg's own warning."""
+    missing = []
+    for path in paths:
+        relative = path.lstrip("/")
+        if in_place:
+            absent = any(f"'{relative}' never matched" in m for m in messages)
+        else:
+            absent = not os.path.lexists(os.path.join(target, relative))
+        if absent:
+            missing.append(path)
+    return missing
 
 
 def _sha256(path: str) -> str:
