@@ -99,7 +99,7 @@ def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = Fals
         "snap",
         at,
         lateral,
-        ("exit_status",),
+        ("exit_status", "locked"),
         ("finished_at", "archive", "original_size", "deduplicated_size"),
         "exit_status",
         SUCCESS,
@@ -117,6 +117,7 @@ def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = Fals
             at,
             inst,
             last["exit_status"],
+            last["locked"],
             good["finished_at"],
             good["archive"],
             good["original_size"],
@@ -159,6 +160,7 @@ def latest_query(at: datetime, plain_instants: bool = False) -> sa.Select:
             at,
             inst,
             L.snap_exit_status,
+            L.snap_locked,
             L.good_finished_at,
             L.good_archive,
             L.good_original_size,
@@ -186,6 +188,7 @@ COLUMNS = (
     "heartbeat_interval_s",
     "last_heartbeat",
     "last_snapshot_status",
+    "last_snapshot_locked",
     "last_backup_at",
     "last_archive",
     "original_size",
@@ -206,6 +209,7 @@ def _columns(at: datetime, inst, *latest) -> list:
     """The select list both queries share, in order; `latest` are the report columns."""
     (
         snapshot_status,
+        snapshot_locked,
         backup_at,
         archive,
         original,
@@ -237,6 +241,7 @@ def _columns(at: datetime, inst, *latest) -> list:
         Agent.heartbeat_interval_s,
         inst(last_heartbeat).label("last_heartbeat"),
         snapshot_status.label("last_snapshot_status"),
+        snapshot_locked.label("last_snapshot_locked"),
         inst(backup_at).label("last_backup_at"),
         archive.label("last_archive"),
         original.label("original_size"),
@@ -323,6 +328,7 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
         heartbeat_interval_s,
         last_heartbeat,
         last_snapshot_status,
+        last_snapshot_locked,
         last_backup_at,
         last_archive,
         original_size,
@@ -349,6 +355,7 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
             last_check_result,
             offsite_interval_s,
             last_offsite_at,
+            last_snapshot_locked,
         )
         by_status[status] += 1
         original += original_size or 0

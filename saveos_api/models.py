@@ -135,6 +135,8 @@ class Snapshot(Base):
     compressed_size: Mapped[int] = mapped_column(sa.BigInteger)
     deduplicated_size: Mapped[int] = mapped_column(sa.BigInteger)
     exit_status: Mapped[str] = mapped_column(sa.String(16))
+    # Failed because the repository stayed locked (the status says `locked`, not `failing`).
+    locked: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     rc: Mapped[int] = mapped_column(sa.Integer)
     warnings: Mapped[list[str]] = mapped_column(default=list)
     message: Mapped[str | None] = mapped_column(sa.Text)
@@ -246,6 +248,7 @@ class AgentLatest(Base):
     snap_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     snap_finished_at: Mapped[datetime | None] = mapped_column()
     snap_exit_status: Mapped[str | None] = mapped_column(sa.String(16))
+    snap_locked: Mapped[bool | None] = mapped_column(sa.Boolean)
     good_id: Mapped[int | None] = mapped_column(sa.BigInteger)  # latest ok/warning snapshot
     good_finished_at: Mapped[datetime | None] = mapped_column()
     good_archive: Mapped[str | None] = mapped_column(sa.String(255))

@@ -210,6 +210,7 @@ class SnapshotOut(Output):
     compressed_size: int
     deduplicated_size: int
     exit_status: str
+    locked: bool = False
     rc: int
     warnings: list[str]
     message: str | None
@@ -260,7 +261,7 @@ class JobsOut(Output):
 class AgentStatusOut(Output):
     id: int
     name: str
-    status: Literal["ok", "late", "overdue", "failing", "silent", "never"]
+    status: Literal["ok", "late", "overdue", "failing", "silent", "never", "locked"]
     last_heartbeat: datetime | None
     last_backup_at: datetime | None
     last_archive: str | None
@@ -346,6 +347,8 @@ class SnapshotReport(_Timed):
     compressed_size: Size
     deduplicated_size: Size
     exit_status: Literal["ok", "warning", "error"]
+    # The backup failed because the repository stayed locked (status `locked`, not `failing`).
+    locked: StrictBool = False
     rc: ReturnCode
     warnings: Annotated[list[WarningText], Field(max_length=200)] | None = None
     message: Message | None = None

@@ -1,7 +1,9 @@
 """The status of one agent as a pure function of time and its last known facts.
 
-Precedence (API.md): silent > failing > never > overdue > late > ok. Boundaries are strict:
-exactly at a deadline is still on time.
+Precedence (API.md): silent > locked > failing > never > overdue > late > ok. Boundaries are
+strict: exactly at a deadline is still on time. `locked`: the latest backup failed because the
+repository stayed locked (another borg process, or a lock the agent would not break), which
+asks for a different remedy than a backup that failed on its own.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-STATUSES = ("ok", "late", "overdue", "failing", "silent", "never")
+STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked")
 SILENT_AFTER_INTERVALS = 3
 
 
@@ -27,6 +29,7 @@ class StatusInput:
     # An agent that declares an offsite copy is late/overdue when that copy falls behind too.
     offsite_interval_s: int | None = None
     last_offsite_at: datetime | None = None  # last successful offsite sync
+    last_snapshot_locked: bool = False  # the latest snapshot failed on a repository lock
 
 
 def compute_status(s: StatusInput) -> str:
@@ -42,6 +45,7 @@ def compute_status(s: StatusInput) -> str:
         s.last_check_result,
         s.offsite_interval_s,
         s.last_offsite_at,
+        s.last_snapshot_locked,
     )
 
 
@@ -57,11 +61,14 @@ def status_at(  # positional on purpose: the fleet view calls it 10,000 times
     last_check_result: str | None,
     offsite_interval_s: int | None,
     last_offsite_at: datetime | None,
+    last_snapshot_locked: bool | None = False,
 ) -> str:
     """compute_status() without building a StatusInput; the same fields in the same order."""
     seen_since = last_heartbeat if last_heartbeat is not None else created_at
     if now - seen_since > timedelta(seconds=SILENT_AFTER_INTERVALS * heartbeat_interval_s):
         return "silent"
+    if last_snapshot_status == "error" and last_snapshot_locked:
+        return "locked"
     if last_snapshot_status == "error" or last_check_result == "error":
         return "failing"
     if last_success_at is None:

@@ -32,7 +32,7 @@ HELP = (
     " $SAVEOS_DATA_DIR/admin.token; never from an option.\n\n"
     "Exit codes: 0 all ok; 1 usage or internal error (API unreachable, bad token, missing"
     " inventory, unknown host); 2 some hosts failed or were unreachable (deploy, backup, restore,"
-    " check, drill) or are overdue / failing / silent (status); 130 interrupted."
+    " check, drill) or are overdue / failing / silent / locked (status); 130 interrupted."
 )
 
 app = typer.Typer(

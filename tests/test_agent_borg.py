@@ -196,6 +196,10 @@ def test_live_lock_is_reported_not_broken_and_stale_lock_is_broken(host):
         assert rc == 2
         assert result["status"] == "error" and result["archive"] == ""
         assert "locked" in result["message"] and f"pid {holder.pid} (alive)" in result["message"]
+        # the report says why, so the API shows `locked`, not `failing`
+        spooled = [json.loads(f.read_text()) for f in sorted((host.root / "spool").glob("*.json"))]
+        assert spooled[-1]["body"]["exit_status"] == "error"
+        assert spooled[-1]["body"]["locked"] is True
         assert holder.poll() is None  # the live holder was left alone
         assert any(n.endswith(f".{holder.pid}-0") for n in os.listdir(host.repo / "lock.exclusive"))
     finally:

@@ -245,12 +245,12 @@ def test_fleet_status_as_of_an_instant(api):
     c = api.client
     now = datetime.now(UTC)
     names = {}
-    for name in ("ok", "late", "overdue", "failing", "never", "silent", "checkfail"):
+    for name in ("ok", "late", "overdue", "failing", "never", "silent", "checkfail", "locked"):
         names[name], headers = api.agent(name, backup_interval_s=3600, backup_grace_s=600)
         if name != "silent":
             assert c.post("/api/v1/agents/heartbeat", json={}, headers=headers).status_code == 200
         finished = {"late": now - timedelta(seconds=3700), "overdue": now - timedelta(days=1)}
-        if name in ("ok", "late", "overdue", "failing", "checkfail"):
+        if name in ("ok", "late", "overdue", "failing", "checkfail", "locked"):
             r = c.post(
                 "/api/v1/reports/snapshots",
                 json=snapshot_report(finished.get(name, now - timedelta(seconds=60))),
@@ -263,6 +263,13 @@ def test_fleet_status_as_of_an_instant(api):
                 json=snapshot_report(status="error", archive=""),
                 headers=headers,
             )
+        if name == "locked":
+            r = c.post(
+                "/api/v1/reports/snapshots",
+                json=snapshot_report(status="error", archive="", locked=True),
+                headers=headers,
+            )
+            assert r.status_code == 201, r.text
         if name == "checkfail":
             c.post("/api/v1/reports/checks", json=check_report(result="error"), headers=headers)
             c.post("/api/v1/reports/drills", json=drill_report(), headers=headers)
@@ -283,10 +290,12 @@ def test_fleet_status_as_of_an_instant(api):
         "never": "never",
         "silent": "never",
         "checkfail": "failing",
+        "locked": "locked",
     }
-    assert soon["totals"]["agents"] == 7
+    assert soon["totals"]["agents"] == 8
     assert soon["totals"]["by_status"]["failing"] == 2
-    assert soon["totals"]["original_size"] == 5 * 1000
+    assert soon["totals"]["by_status"]["locked"] == 1
+    assert soon["totals"]["original_size"] == 6 * 1000
     failing = by_name["failing"]
     assert failing["last_snapshot_status"] == "error" and failing["last_archive"].startswith(
         "host-"

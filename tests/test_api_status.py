@@ -102,6 +102,40 @@ CASES = [
         {"heartbeat_interval_s": 600, "last_heartbeat": s(1700)},
         "ok",
     ),
+    # locked: the last backup gave up on a repository lock
+    (
+        "last snapshot failed on a lock",
+        {"last_snapshot_status": "error", "last_snapshot_locked": True},
+        "locked",
+    ),
+    (
+        "locked beats a failed check",
+        {
+            "last_snapshot_status": "error",
+            "last_snapshot_locked": True,
+            "last_check_result": "error",
+        },
+        "locked",
+    ),
+    (
+        "locked beats never and overdue",
+        {"last_snapshot_status": "error", "last_snapshot_locked": True, "last_success_at": None},
+        "locked",
+    ),
+    (
+        "silent beats locked",
+        {
+            "last_heartbeat": s(3600),
+            "last_snapshot_status": "error",
+            "last_snapshot_locked": True,
+        },
+        "silent",
+    ),
+    (
+        "a lock flag on a good snapshot means nothing",
+        {"last_snapshot_status": "ok", "last_snapshot_locked": True},
+        "ok",
+    ),
 ]
 
 

@@ -307,3 +307,18 @@ def test_large_fleet_table_shows_the_worst_hosts_first():
     )
     every = [line for line in rendered(True) if line.startswith("│")]
     assert len(every) == 135 and not any("of 135 hosts" in line for line in rendered(True))
+
+
+def test_a_locked_host_is_an_alarm_shown_after_silent_ones():
+    from saveos_cli.commands.status import TABLE_ROWS, shown_agents, status_report
+
+    statuses = ["ok"] * TABLE_ROWS + ["failing", "locked", "silent", "late"]
+    agents = [
+        dict.fromkeys(AGENT_KEYS) | {"name": f"h{i:03d}", "id": i, "status": status}
+        for i, status in enumerate(statuses)
+    ]
+    report = status_report({"generated_at": "2026-11-25T12:00:00Z", "agents": agents}, None)
+    assert report["exit_code"] == 2
+    assert report["alarms"] == ["h050", "h051", "h052"]  # failing, locked, silent: by name
+    shown = [a["status"] for a in shown_agents(report["agents"], show_all=False)]
+    assert shown == ["silent", "locked", "failing", "late"]

@@ -44,8 +44,11 @@ def _agent(conn: sa.Connection, name: str) -> int:
     ).scalar_one()
 
 
-def _report(conn: sa.Connection, rng: random.Random, agent_id: int, n: int, at: datetime) -> None:
-    """One report of a random kind finished at `at` (several share an instant on purpose)."""
+def _report(
+    conn: sa.Connection, rng: random.Random, agent_id: int, n: int, at: datetime, locks: bool
+) -> None:
+    """One report of a random kind finished at `at` (several share an instant on purpose);
+    locks: some failed snapshots gave up on a repository lock (a column since 0004)."""
     common = dict(agent_id=agent_id, started_at=at - timedelta(minutes=5), finished_at=at)
     kind = rng.choice(("snap", "snap", "snap", "check", "drill", "offsite", "escrow"))
     if kind == "snap":
@@ -57,12 +60,18 @@ def _report(conn: sa.Connection, rng: random.Random, agent_id: int, n: int, at: 
             original_size=rng.randrange(1, 10**9),
             compressed_size=1,
             deduplicated_size=rng.randrange(1, 10**6),
-            exit_status=rng.choice(("ok", "warning", "error")),
+            exit_status=(status := rng.choice(("ok", "warning", "error"))),
             rc=0,
             warnings=[],
             received_at=NOW,
         )
-        conn.execute(sa.insert(Snapshot).values(**common, **values))
+        table = Snapshot.__table__
+        if locks:
+            values["locked"] = status == "error" and rng.random() < 0.5
+        else:  # the schema before 0004: name only the columns it had (no `locked` default)
+            names = [*common, *values]
+            table = sa.table("snapshots", *(sa.column(k, table.c[k].type) for k in names))
+        conn.execute(sa.insert(table).values(**common, **values))
     elif kind == "check":
         result = rng.choice(("ok", "error"))
         values = dict(report_id=f"c{n}", repo="/r", verify_data=False, result=result, rc=0)
@@ -81,7 +90,9 @@ def _report(conn: sa.Connection, rng: random.Random, agent_id: int, n: int, at: 
         conn.execute(sa.insert(EscrowProof).values(**common, **values))
 
 
-def _fill(engine: sa.Engine, seed: int, agents: int = 12, reports: int = 400) -> None:
+def _fill(
+    engine: sa.Engine, seed: int, agents: int = 12, reports: int = 400, locks: bool = True
+) -> None:
     """Reports in random order, from two days ago to an hour ahead (a fast clock)."""
     rng = random.Random(seed)
     instants = [NOW - timedelta(minutes=rng.randrange(0, 2 * 1440)) for _ in range(36)]
@@ -89,7 +100,8 @@ def _fill(engine: sa.Engine, seed: int, agents: int = 12, reports: int = 400) ->
     with engine.begin() as conn:
         ids = [_agent(conn, f"host{i:02d}") for i in range(agents)]
         for n in range(reports):
-            _report(conn, rng, rng.choice(ids[:-2]), n, rng.choice(instants))  # 2 never report
+            agent_id = rng.choice(ids[:-2])  # 2 never report
+            _report(conn, rng, agent_id, n, rng.choice(instants), locks)
 
 
 def _assert_same_as_probes(engine: sa.Engine, instants) -> None:
@@ -135,7 +147,7 @@ def test_migration_backfills_reports_written_before_it(db_url):
     migrations.upgrade(db_url, "0003")
     engine = make_engine(db_url)
     try:
-        _fill(engine, seed=3)  # no agent_latest, no triggers yet
+        _fill(engine, seed=3, locks=False)  # no agent_latest, no triggers yet
         migrations.upgrade(db_url)
         _assert_same_as_probes(engine, [NOW + timedelta(hours=2), NOW - timedelta(hours=5)])
         with engine.connect() as conn:

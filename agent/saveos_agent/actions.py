@@ -337,6 +337,8 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     }
     if job_id is not None:
         body["job_id"] = job_id
+    if status == "error" and create.lock_timeout:
+        body["locked"] = True  # the API shows `locked`, which break-lock may fix, not `failing`
     if status != "error":
         save_state(
             cfg, last_backup_at=iso(finished), last_archive=archive_out, last_backup_status=status

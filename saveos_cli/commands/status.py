@@ -27,12 +27,13 @@ STATUS_STYLE = {
     "overdue": "bold red",
     "failing": "bold red",
     "silent": "bold magenta",
+    "locked": "bold red",
     "never": "cyan",
 }
 # The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
-ALARM = ("overdue", "failing", "silent")
+ALARM = ("overdue", "failing", "silent", "locked")
 # Worst first, as the status precedence goes (API.md), with the alarms ahead of "never".
-SEVERITY = {"silent": 0, "failing": 1, "overdue": 2, "never": 3, "late": 4, "ok": 5}
+SEVERITY = {"silent": 0, "locked": 1, "failing": 2, "overdue": 3, "never": 4, "late": 5, "ok": 6}
 # A larger fleet's table shows this many hosts, worst first, unless --all (10,000 rows take
 # Rich seconds to draw and bury the few hosts that matter); --json always has every host.
 TABLE_ROWS = 50
@@ -245,8 +246,8 @@ def status(
 ) -> None:
     """The fleet from the API: one row per agent, totals under it.
 
-    Exit codes: 0 no host overdue / failing / silent, 1 usage or internal error (API unreachable,
-    bad token), 2 some host is overdue, failing or silent.
+    Exit codes: 0 no host overdue / failing / silent / locked, 1 usage or internal error (API
+    unreachable, bad token), 2 some host is overdue, failing, silent or locked.
     """
     when = parse_when(at)
     with api() as client:
@@ -279,6 +280,7 @@ SNAPSHOT_KEYS = (
     "finished_at",
     "duration_s",
     "exit_status",
+    "locked",
     "rc",
     "nfiles",
     "original_size",
@@ -321,7 +323,7 @@ def snapshots(
             s.get("archive") or "-",
             s.get("finished_at") or "-",
             Text(
-                s["exit_status"],
+                s["exit_status"] + (" (locked)" if s.get("locked") else ""),
                 style={"ok": "green", "warning": "yellow"}.get(s["exit_status"], "red"),
             ),
             str(s.get("nfiles", 0)),

@@ -1,10 +1,12 @@
-"""agent_latest: each agent's latest report of every kind, kept by triggers
+"""agent_latest: each agent's latest report of every kind, kept by triggers; snapshots.locked
 
 The fleet status probed five history tables per agent (about eight index scans each); at
 10,000 agents that was most of its time. Triggers on every report table keep one row per agent
 with the latest (greatest finished_at, then id) row of each kind, so a writer that bypasses the
 API (a bulk load, an operator's script) keeps it right too. The same statements serve both
 dialects: PostgreSQL runs them in a plpgsql function, SQLite in the trigger body.
+
+snapshots.locked: the backup failed because the repository stayed locked (status `locked`).
 
 Revision ID: 0004
 Revises: 0003
@@ -28,7 +30,7 @@ depends_on = None
 # source table -> (group, condition on the source row `{row}`, copied columns)
 GROUPS: dict[str, tuple[tuple[str, str | None, tuple[str, ...]], ...]] = {
     "snapshots": (
-        ("snap", None, ("exit_status",)),
+        ("snap", None, ("exit_status", "locked")),
         (
             "good",
             "{row}.exit_status IN ('ok', 'warning')",
@@ -42,6 +44,7 @@ GROUPS: dict[str, tuple[tuple[str, str | None, tuple[str, ...]], ...]] = {
 }
 COLUMN_TYPES = {
     "exit_status": sa.String(16),
+    "locked": sa.Boolean(),
     "result": sa.String(16),
     "archive": sa.String(255),
     "original_size": sa.BigInteger(),
@@ -96,6 +99,10 @@ def _backfill(table: str, group: str, condition: str | None, columns: tuple[str,
 
 
 def upgrade() -> None:
+    op.add_column(
+        "snapshots",
+        sa.Column("locked", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     columns = [sa.Column("agent_id", ID, nullable=False)]
     for groups in GROUPS.values():
         for group, _condition, copied in groups:
@@ -130,3 +137,5 @@ def downgrade() -> None:
         if dialect != "sqlite":
             op.execute(f"DROP FUNCTION saveos_latest_{table}()")
     op.drop_table("agent_latest")
+    with op.batch_alter_table("snapshots") as batch:
+        batch.drop_column("locked")
