@@ -96,6 +96,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError):
         if exc.connection_invalidated or isinstance(exc, OperationalError):
+            # Said in the log too: SQLite raises OperationalError for a schema that does not
+            # match the code as well, which a client's 503 alone would hide.
+            log.warning("database unavailable: %s", exc.orig)
             return JSONResponse({"detail": "database unavailable"}, status_code=503)
         log.error("database error: %s", exc.orig)
         return JSONResponse({"detail": "database error"}, status_code=500)

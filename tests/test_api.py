@@ -700,3 +700,17 @@ def test_heartbeat_declarations_update_the_agent(api):
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert api.client.post(url, json={}).status_code == 401
     assert api.count("heartbeats") == 2
+
+
+def test_database_unavailable_is_503_and_logged(sqlite_api, caplog):
+    """The client gets 503; the operator gets the cause in the server's log."""
+    import sqlalchemy as sa
+
+    api = sqlite_api
+    api.provision("lab1")
+    with api.app.state.db.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE agents RENAME TO agents_moved"))
+    with caplog.at_level("WARNING", logger="saveos_api"):
+        r = api.client.get("/api/v1/agents", headers=api.admin)
+    assert r.status_code == 503 and r.json() == {"detail": "database unavailable"}
+    assert "database unavailable" in caplog.text and "no such table: agents" in caplog.text
