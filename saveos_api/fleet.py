@@ -93,7 +93,7 @@ def _latest_and_good(
 def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = False) -> sa.Select:
     """plain_instants: read instants as the driver returns them (PostgreSQL with the session in
     UTC), without UTCDateTime's per-value conversion."""
-    inst = (lambda c: sa.type_coerce(c, _PLAIN)) if plain_instants else (lambda c: c)
+    inst = _instants(plain_instants)
     snaps, last, good = _latest_and_good(
         Snapshot,
         "snap",
@@ -140,25 +140,13 @@ def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = Fals
 def latest_query(at: datetime, plain_instants: bool = False) -> sa.Select:
     """fleet_query's columns read from agent_latest, then `stale`: the agent has a report
     finished after `at`, so its row must come from fleet_query instead."""
-    inst = (lambda c: sa.type_coerce(c, _PLAIN)) if plain_instants else (lambda c: c)
     L = AgentLatest  # noqa: N806 - reads like the table
-    newer = [
-        column > at
-        for column in (
-            L.snap_finished_at,
-            L.good_finished_at,
-            L.check_finished_at,
-            L.drill_finished_at,
-            L.offsite_finished_at,
-            L.offsite_ok_finished_at,
-            L.escrow_finished_at,
-            L.escrow_ok_finished_at,
-        )
-    ]
+    # Every kept row's instant, so that a kind added to agent_latest is covered too.
+    newer = [c > at for c in L.__table__.columns if c.name.endswith("_finished_at")]
     query = sa.select(
         *_columns(
             at,
-            inst,
+            _instants(plain_instants),
             L.snap_exit_status,
             L.snap_locked,
             L.good_finished_at,
@@ -203,6 +191,11 @@ COLUMNS = (
     "last_escrow_at",
     "last_escrow_result",
 )
+
+
+def _instants(plain: bool):
+    """How the queries read an instant column (see fleet_query's plain_instants)."""
+    return (lambda c: sa.type_coerce(c, _PLAIN)) if plain else (lambda c: c)
 
 
 def _columns(at: datetime, inst, *latest) -> list:

@@ -302,10 +302,11 @@ class HeartbeatWriter:
                 extra[row.id] = extra.get(row.id, 0) + 1
                 values = beat.body.model_dump(include=set(AGENT_FIELDS), exclude_none=True)
                 declared.setdefault(row.id, {}).update(values)
+            agents = {row.id: row for _, row, _ in accepted}  # one row per agent
             # Declared fields change rarely: write them only when they differ.
             changed = {
                 row.id: diff
-                for row in {row.id: row for _, row, _ in accepted}.values()
+                for row in agents.values()
                 if (diff := {k: v for k, v in declared[row.id].items() if getattr(row, k) != v})
             }
             agent_ids = sorted(extra)
@@ -338,7 +339,7 @@ class HeartbeatWriter:
                 ],
             )
             keep = state.settings.heartbeat_history
-            for row in {row.id: row for _, row, _ in accepted}.values():
+            for row in agents.values():
                 count = row.heartbeat_count + extra[row.id]
                 if count // TRIM_EVERY > row.heartbeat_count // TRIM_EVERY:
                     _trim(conn, row.id, keep)

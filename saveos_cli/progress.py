@@ -246,9 +246,10 @@ def progress_table(state: RunState, title: str = "", max_rows: int | None = None
         table.add_row(
             Text(f"+ {len(rest):,} more hosts", style="dim"),
             "",
-            *(str(sum(getattr(h, f) for h in rest)) for f in ("ok", "changed", "failed")),
-            str(sum(h.unreachable for h in rest)),
-            str(sum(h.skipped for h in rest)),
+            *(
+                str(sum(getattr(h, f) for h in rest))
+                for f in ("ok", "changed", "failed", "unreachable", "skipped")
+            ),
             "",
         )
     return table

@@ -321,6 +321,12 @@ def _segment_number(rel: str) -> Optional[int]:
     return None
 
 
+def _proof_order(rel: str) -> Tuple[int, int]:
+    """The repository's other files first, then its segments newest first."""
+    number = _segment_number(rel)
+    return (0, 0) if number is None else (1, -number)
+
+
 def fetch(
     settings: Settings, dest: str, enough: Optional[Callable[[], bool]] = None
 ) -> Dict[str, Any]:
@@ -342,17 +348,10 @@ def fetch(
         config = transfer_config(settings)
         fetched = size = 0
         bad = []
-        keys = sorted(remote)
+        objects = sorted((key[len(settings.key_prefix) :], key) for key in remote)
         if enough is not None:
-            rels = {key: key[len(settings.key_prefix) :] for key in keys}
-            keys.sort(
-                key=lambda k: (
-                    _segment_number(rels[k]) is not None,
-                    -(_segment_number(rels[k]) or 0),
-                )
-            )
-        for key in keys:
-            rel = key[len(settings.key_prefix) :]
+            objects.sort(key=lambda o: _proof_order(o[0]))
+        for rel, key in objects:
             if not rel or rel.startswith("/") or ".." in rel.split("/"):
                 raise OffsiteError(f"refusing unsafe object key {key!r}")
             path = os.path.join(dest, *rel.split("/"))

@@ -208,27 +208,30 @@ def _owner_mode(path: str, st: os.stat_result, want_mode: str) -> list[str]:
     return problems
 
 
-def check_directory(spec: dict) -> list[str]:
-    path = spec["path"]
+def _lstat_as(path: str, is_kind, kind: str) -> tuple[os.stat_result | None, list[str]]:
+    """(stat, []) when `path` is there and of the kind `is_kind` tests; else (None, problem)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return [f"{path}: missing"]
-    if not stat.S_ISDIR(st.st_mode):
-        return [f"{path}: not a directory"]
-    return _owner_mode(path, st, spec["mode"])
+        return None, [f"{path}: missing"]
+    if not is_kind(st.st_mode):
+        return None, [f"{path}: not {kind}"]
+    return st, []
+
+
+def check_directory(spec: dict) -> list[str]:
+    path = spec["path"]
+    st, problems = _lstat_as(path, stat.S_ISDIR, "a directory")
+    return problems if st is None else _owner_mode(path, st, spec["mode"])
 
 
 def check_file(spec: dict, sha256=None) -> list[str]:
     """Compare one file; a secret's content is compared, never reported. `sha256` is
     AnsibleModule.sha256, needed only for specs that give a checksum."""
     path = spec["path"]
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return [f"{path}: missing"]
-    if not stat.S_ISREG(st.st_mode):
-        return [f"{path}: not a regular file"]
+    st, problems = _lstat_as(path, stat.S_ISREG, "a regular file")
+    if st is None:
+        return problems
     problems = _owner_mode(path, st, spec["mode"])
     if spec.get("content") is not None:
         with open(path, "rb") as fh:
