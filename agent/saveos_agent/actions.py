@@ -37,7 +37,9 @@ def worst(*statuses: str) -> str:
 
 
 def secrets_of(cfg: Config) -> execute.Secrets:
-    return execute.Secrets(passphrase_file=cfg.passphrase_file, passcommand=cfg.passcommand)
+    return execute.Secrets(
+        passphrase_file=cfg.passphrase_file, passcommand=cfg.passcommand, rsh=cfg.rsh
+    )
 
 
 def api_client(cfg: Config) -> Optional[ApiClient]:
@@ -226,7 +228,10 @@ def init(cfg: Config, encryption: str = "repokey-blake2") -> Dict[str, Any]:
     repo = cfg.local_repository
     if repo and os.path.exists(os.path.join(repo, "config")):
         return {"status": "ok", "created": False, "message": "repository already exists"}
-    result = execute.run(bc.init(cfg.repository, encryption, borg=cfg.borg_binary), secrets_of(cfg))
+    result = execute.run(
+        bc.init(cfg.repository, encryption, make_parent_dirs=bool(repo), borg=cfg.borg_binary),
+        secrets_of(cfg),
+    )
     if result.status == "error":
         ids = {e.get("msgid") for e in result.logs}
         if "Repository.AlreadyExists" in ids:
@@ -295,22 +300,28 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         stats = {k: int(raw.get(k, 0)) for k in stats}
         warnings.extend(create.messages)
         message = "archive created"
-        for step, argv in (
-            (
-                "prune",
-                bc.prune(
-                    cfg.repository,
-                    cfg.retention,
-                    glob_archives=f"{cfg.hostname}-*",
-                    lock_wait=cfg.lock_wait_s,
-                    borg=cfg.borg_binary,
+        # On a repository server the host appends only: retention runs centrally there.
+        maintenance = (
+            ()
+            if cfg.repository_server
+            else (
+                (
+                    "prune",
+                    bc.prune(
+                        cfg.repository,
+                        cfg.retention,
+                        glob_archives=f"{cfg.hostname}-*",
+                        lock_wait=cfg.lock_wait_s,
+                        borg=cfg.borg_binary,
+                    ),
                 ),
-            ),
-            (
-                "compact",
-                bc.compact(cfg.repository, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
-            ),
-        ):
+                (
+                    "compact",
+                    bc.compact(cfg.repository, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
+                ),
+            )
+        )
+        for step, argv in maintenance:
             result = execute.run(argv, secrets_of(cfg))
             if result.status != "ok":
                 # the archive is safe; a failed prune/compact is a warning to look at

@@ -94,6 +94,11 @@ class Config:
     borg_binary: str = "borg"
     hostname: str = ""
     offsite: Optional["Offsite"] = None
+    # A SaveOS repository server holds the repository (append-only for this host): its name,
+    # the host's Borg storage quota there, and the SSH command Borg uses (BORG_RSH).
+    repository_server: Optional[str] = None
+    repository_quota: Optional[str] = None
+    rsh: Optional[str] = None
 
     @property
     def local_repository(self) -> Optional[str]:
@@ -122,6 +127,8 @@ class Config:
             "spool_dir": self.spool_dir,
             "state_dir": self.state_dir,
             "compression": self.compression,
+            "repository_server": self.repository_server,
+            "repository_quota": self.repository_quota,
         }
 
 
@@ -202,6 +209,9 @@ _TOP_KEYS = {
     "borg_binary",
     "hostname",
     "offsite",
+    "repository_server",
+    "repository_quota",
+    "rsh",
 }
 _OFFSITE_KEYS = {"config", "python", "interval_s", "after_backup", "timeout_s"}
 _RETENTION_KEYS = {"keep_within", *_RETENTION_INTS}
@@ -286,7 +296,16 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         if check_paths and not os.path.exists(src):
             raise AgentError(f"config key 'sources[{i}]': {src} does not exist")
 
-    for key in ("api_url", "token_file", "passphrase_file", "passcommand", "log_file"):
+    for key in (
+        "api_url",
+        "token_file",
+        "passphrase_file",
+        "passcommand",
+        "log_file",
+        "repository_server",
+        "repository_quota",
+        "rsh",
+    ):
         setattr(cfg, key, _expect(data.get(key), str, key, nullable=True))
     for key in ("spool_dir", "state_dir", "compression", "borg_binary", "hostname"):
         if key in data:

@@ -49,10 +49,12 @@ def classify(rc: int) -> str:
 
 @dataclass(frozen=True)
 class Secrets:
-    """Where borg gets the repo passphrase: a file we pipe through an fd, or a command."""
+    """How borg opens the repository: the passphrase (a file we pipe through an fd, or a
+    command) and, for a repository server, the SSH command that carries the host's key."""
 
     passphrase_file: Optional[str] = None
     passcommand: Optional[str] = None
+    rsh: Optional[str] = None
 
     def read_passphrase(self) -> Optional[str]:
         if not self.passphrase_file:
@@ -151,6 +153,8 @@ def build_env(
     env["BORG_RELOCATED_REPO_ACCESS_IS_OK"] = "no"
     env["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "no"
     env.setdefault("LANG", "C.UTF-8")
+    if secrets.rsh:
+        env["BORG_RSH"] = secrets.rsh
     if passphrase_fd is not None:
         env["BORG_PASSPHRASE_FD"] = str(passphrase_fd)
     elif secrets.passcommand:
@@ -195,7 +199,9 @@ def run(
         os.close(write_fd)
         pass_fds = (read_fd,)
     full_env = build_env(
-        secrets if needs_passphrase else Secrets(), env, read_fd if needs_passphrase else None
+        secrets if needs_passphrase else Secrets(rsh=secrets.rsh),
+        env,
+        read_fd if needs_passphrase else None,
     )
     log.info("running %s", " ".join(argv))
     started = time.monotonic()
