@@ -190,6 +190,10 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "repo_server",
+    "repo_path",
+    "repo_quota_bytes",
+    "repo_used_bytes",
 )
 
 
@@ -248,6 +252,10 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        Agent.repo_server,
+        Agent.repo_path,
+        Agent.repo_quota_bytes,
+        Agent.repo_used_bytes,
     ]
 
 
@@ -335,6 +343,10 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        repo_server,
+        repo_path,
+        repo_quota_bytes,
+        repo_used_bytes,
     ) in rows:
         status = status_at(
             at,
@@ -380,6 +392,10 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
                 "last_offsite_result": last_offsite_result,
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
+                "repo_server": repo_server,
+                "repo_path": repo_path,
+                "repo_quota_bytes": repo_quota_bytes,
+                "repo_used_bytes": repo_used_bytes,
             }
         )
     return {

@@ -287,6 +287,7 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         secrets_of(cfg),
     )
     stats = {"nfiles": 0, "original_size": 0, "compressed_size": 0, "deduplicated_size": 0}
+    used_bytes = None
     status, rc = create.status, create.rc
     if create.status == "error":
         archive_out = ""
@@ -298,6 +299,8 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         data = create.json() or {}
         raw = data.get("archive", {}).get("stats", {})
         stats = {k: int(raw.get(k, 0)) for k in stats}
+        # What all archives of the repository take after dedup and compression.
+        used_bytes = (data.get("cache") or {}).get("stats", {}).get("unique_csize")
         warnings.extend(create.messages)
         message = "archive created"
         # On a repository server the host appends only: retention runs centrally there.
@@ -345,6 +348,7 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         "rc": rc,
         "warnings": warnings[:50],
         "message": message[:2000],
+        "repository": repository_report(cfg, used_bytes),
     }
     if job_id is not None:
         body["job_id"] = job_id
@@ -372,6 +376,16 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
 
         # its own report; a failed offsite copy does not make the backup fail
         out["offsite"] = offsite.sync(cfg)
+    return out
+
+
+def repository_report(cfg: Config, used_bytes: Optional[int]) -> Dict[str, Any]:
+    """Where the repository lives, for the API: server (None: this host), path, quota, use."""
+    out: Dict[str, Any] = {"server": cfg.repository_server, "path": cfg.repository_path}
+    if cfg.quota_bytes is not None:
+        out["quota_bytes"] = cfg.quota_bytes
+    if isinstance(used_bytes, int) and used_bytes >= 0:
+        out["used_bytes"] = used_bytes
     return out
 
 

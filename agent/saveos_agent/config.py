@@ -110,6 +110,16 @@ class Config:
             return None
         return repo
 
+    @property
+    def repository_path(self) -> str:
+        """The repository's path on the machine that holds it (the URL's path for ssh://)."""
+        match = re.match(r"^ssh://[^/]+(/.*)$", self.repository)
+        return match.group(1) if match else (self.local_repository or self.repository)
+
+    @property
+    def quota_bytes(self) -> Optional[int]:
+        return borg_size(self.repository_quota) if self.repository_quota else None
+
     def summary(self) -> Dict[str, Any]:
         return {
             "config": self.path,
@@ -130,6 +140,17 @@ class Config:
             "repository_server": self.repository_server,
             "repository_quota": self.repository_quota,
         }
+
+
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE]?)$")
+
+
+def borg_size(text: str) -> Optional[int]:
+    """Bytes of a borg size ('500M', '1.5T': powers of 1000, as borg reads --storage-quota)."""
+    match = _SIZE.match(text or "")
+    if not match:
+        return None
+    return int(float(match.group(1)) * 1000 ** " KMGTPE".index(match.group(2) or " "))
 
 
 def check_private(path: str, key: str, error: type = AgentError) -> None:
@@ -319,6 +340,10 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         raise AgentError("config keys 'passphrase_file' and 'passcommand' are exclusive")
     if not cfg.passphrase_file and not cfg.passcommand:
         raise AgentError("missing config key 'passphrase_file' (or 'passcommand')")
+    if cfg.repository_quota and borg_size(cfg.repository_quota) is None:
+        raise AgentError(
+            f"config key 'repository_quota' is not a borg size like 10G: {cfg.repository_quota!r}"
+        )
     if not _COMPRESSION.match(cfg.compression):
         raise AgentError(f"config key 'compression' is not a borg compression: {cfg.compression!r}")
     cfg.excludes = list(_expect(data.get("excludes", []), list, "excludes"))

@@ -29,6 +29,25 @@ _SECRET_ENV = (
 _LOCK_MSGIDS = {"LockTimeout", "LockFailed", "LockError"}
 # borg >= 1.4, BORG_EXIT_CODES=modern: LockError 70, LockErrorT 71, LockFailed 72, LockTimeout 73
 _LOCK_RCS = {70, 71, 72, 73}
+# What ssh (relayed by borg as "Remote: ..." lines) or borg serve says when a repository server
+# cannot be used, and what that means for the operator.
+_HOST_KEY = "its SSH host key does not match the one pinned in known_hosts (connection refused)"
+_SSH_PROBLEMS = (
+    ("Host key verification failed", _HOST_KEY),
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", _HOST_KEY),
+    ("host key is known for", _HOST_KEY),
+    ("Permission denied (publickey", "it refused this host's SSH key"),
+    ("Connection refused", "it does not answer"),
+    ("Connection timed out", "it does not answer"),
+    ("No route to host", "it does not answer"),
+    ("Network is unreachable", "it does not answer"),
+    ("Could not resolve hostname", "its name does not resolve"),
+    ("Timeout, server", "it stopped answering"),
+)
+_SERVER_MSGIDS = {
+    "Repository.StorageQuotaExceeded": "it is full: this host's storage quota is used up",
+    "PathNotAllowed": "it does not serve this repository path to this host's key",
+}
 _LEVELS = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -95,7 +114,25 @@ class BorgResult:
         ]
 
     @property
+    def server_problem(self) -> Optional[str]:
+        """Why a repository server could not be used (down, full, refusing the key, another
+        host key), in words, with ssh's or borg's own line; None for any other failure."""
+        for entry in self.logs:
+            text = str(entry.get("message", "")).strip()
+            meaning = _SERVER_MSGIDS.get(str(entry.get("msgid", "")))
+            if meaning is None and "quota" in text.lower() and "exceeded" in text.lower():
+                meaning = _SERVER_MSGIDS["Repository.StorageQuotaExceeded"]
+            if meaning is None and text.startswith("Remote: "):
+                meaning = next((m for needle, m in _SSH_PROBLEMS if needle in text), None)
+            if meaning:
+                return f"repository server: {meaning} ({text})"
+        return None
+
+    @property
     def error_message(self) -> str:
+        problem = self.server_problem
+        if problem and self.rc != 0:
+            return problem
         errors = [
             str(e.get("message", "")).strip()
             for e in self.logs
