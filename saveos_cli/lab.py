@@ -601,6 +601,12 @@ class Lab:
             self.dir.rmdir()  # only when nothing else was left in it
         return True
 
+    def stop_host(self, name: str) -> None:
+        """Stop one host, as if it went down; its layers stay and `up` starts it again."""
+        require_root()
+        with self._locked(create=False):
+            self._stop([h for h in self.hosts() if h.name == name])
+
     def _down_locked(self) -> None:
         self._stop(self.hosts())
         for name in (STATE_FILE, INVENTORY_FILE, KNOWN_HOSTS, CLIENT_KEY, CLIENT_KEY + ".pub"):

@@ -7,8 +7,10 @@ The API always runs as a real uvicorn process (`saveos server`) on a fresh Postg
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -259,6 +261,79 @@ def fleet(tmp_path_factory) -> Fleet:
         with CmdlineWatcher() as watcher:
             deployed = fleet.playbook("deploy.yml", "-vvv")
         fleet.deploy_cmdlines = watcher.seen
+        assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
+        yield fleet
+    finally:
+        api.close()
+        lab.down()
+
+
+# -- the fleet backing up to a repository server: 3 lab hosts + repo1 (issue 14) ------------------
+
+REPO_LAB_PORT = LAB_PORT + 1
+
+
+class RepoFleet(Fleet):
+    """lab1..lab3 backing up to repo1, a SaveOS repository server, deployed once."""
+
+    server = "repo1"
+
+    def write_inventory(self, path: Path | None = None, extra_host: dict | None = None) -> Path:
+        path = super().write_inventory(path, extra_host)
+        inventory = yaml.safe_load(path.read_text())
+        inventory["all"]["children"]["lab"]["vars"]["saveos_agent_lock_wait_s"] = 10
+        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        return path
+
+    def repository_dir(self, host: str) -> Path:
+        """The host's repository as the controller sees it: the server's overlay layer."""
+        return self.lab.host_dir(self.server) / "upper" / "srv" / "saveos-repos" / host
+
+    def repository_files(self, host: str) -> dict[str, str]:
+        """sha256 of every file of the host's repository on the server, by relative path."""
+        root = self.repository_dir(host)
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith("lock")
+        }
+
+    def borg_on_copy(self, host: str, copy: Path, *args: str) -> subprocess.CompletedProcess:
+        """borg on the controller against a copy of the host's repository, with its escrow."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+        env.update(
+            BORG_BASE_DIR=str(copy.parent / f"{copy.name}-borg"),
+            BORG_PASSCOMMAND=f"cat {self.escrow / host / 'passphrase'}",
+            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
+            BORG_EXIT_CODES="legacy",
+        )
+        return subprocess.run(["borg", *args], env=env, capture_output=True, text=True, timeout=600)
+
+    def copy_repository(self, host: str, dest: Path) -> Path:
+        shutil.copytree(self.repository_dir(host), dest, symlinks=True)
+        return dest
+
+
+@pytest.fixture(scope="package")
+def repo_fleet(tmp_path_factory) -> RepoFleet:
+    """lab1..lab3 + repo1, API on PostgreSQL, the deploy playbook run once (servers first)."""
+    require_root()
+    work = tmp_path_factory.mktemp("repo-fleet")
+    work.chmod(0o700)
+    lab = Lab(work / "lab", net=lab_net(), port=REPO_LAB_PORT)
+    api = ApiOnPg(work / "api")
+    fleet = RepoFleet(lab, api, work)
+    try:
+        lab.up(len(RepoFleet.hosts), repo_servers=1)
+        api.server.start()
+        fleet.write_inventory()
+        for host in RepoFleet.hosts:
+            made = fleet.sh(
+                host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host && "
+                f"head -c 300000 /dev/urandom > {SOURCES}/random.bin && cp -r /etc/ssh {SOURCES}/"
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr
+        deployed = fleet.playbook("deploy.yml")
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
         yield fleet
     finally:
