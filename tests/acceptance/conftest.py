@@ -7,6 +7,7 @@ The API always runs as a real uvicorn process (`saveos server`) on a fresh Postg
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -240,19 +241,29 @@ class Fleet:
         return found
 
 
+@contextlib.contextmanager
+def lab_fleet(tmp_path_factory, cls: type[Fleet], port: int, repo_servers: int = 0):
+    """A Fleet of `cls` on a new lab and a new API on PostgreSQL; both stopped afterwards."""
+    require_root()
+    work = tmp_path_factory.mktemp(cls.__name__.lower())
+    work.chmod(0o700)
+    lab = Lab(work / "lab", net=lab_net(), port=port)
+    api = ApiOnPg(work / "api")
+    fleet = cls(lab, api, work)
+    try:
+        lab.up(len(cls.hosts), repo_servers=repo_servers)
+        api.server.start()
+        fleet.write_inventory()
+        yield fleet
+    finally:
+        api.close()
+        lab.down()
+
+
 @pytest.fixture(scope="package")
 def fleet(tmp_path_factory) -> Fleet:
     """Lab up (3 hosts), API on PostgreSQL, role deployed at -vvv while /proc is watched."""
-    require_root()
-    work = tmp_path_factory.mktemp("fleet")
-    work.chmod(0o700)
-    lab = Lab(work / "lab", net=lab_net(), port=LAB_PORT)
-    api = ApiOnPg(work / "api")
-    fleet = Fleet(lab, api, work)
-    try:
-        lab.up(len(Fleet.hosts))
-        api.server.start()
-        fleet.write_inventory()
+    with lab_fleet(tmp_path_factory, Fleet, LAB_PORT) as fleet:
         for host in Fleet.hosts:
             assert (
                 fleet.sh(host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host").returncode
@@ -263,9 +274,6 @@ def fleet(tmp_path_factory) -> Fleet:
         fleet.deploy_cmdlines = watcher.seen
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
         yield fleet
-    finally:
-        api.close()
-        lab.down()
 
 
 # -- the fleet backing up to a repository server: 3 lab hosts + repo1 (issue 14) ------------------
@@ -293,12 +301,29 @@ class RepoFleet(Fleet):
         """sha256 of every file of the host's repository on the server, by relative path."""
         root = self.repository_dir(host)
         return {
-            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            str(p.relative_to(root)): self.sha256(p)
             for p in sorted(root.rglob("*"))
             if p.is_file() and not p.name.startswith("lock")
         }
 
-    def borg_on_copy(self, host: str, copy: Path, *args: str) -> subprocess.CompletedProcess:
+    @staticmethod
+    def sha256(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def lab_ssh_stdin(self, host: str, command: str, stdin: bytes) -> subprocess.CompletedProcess:
+        """Like sh(), with bytes on the command's stdin (secrets stay off argv)."""
+        entry = next(h for h in self.lab.hosts() if h.name == host)
+        argv = [
+            "ssh", "-i", str(self.lab.key_path), "-p", str(entry.port),
+            "-o", f"UserKnownHostsFile={self.lab.known_hosts_path}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            f"root@{entry.address}", command,
+        ]  # fmt: skip
+        return subprocess.run(argv, input=stdin, capture_output=True, timeout=300)
+
+    def borg_on_copy(
+        self, host: str, copy: Path, *args: str, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess:
         """borg on the controller against a copy of the host's repository, with its escrow."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
         env.update(
@@ -317,16 +342,7 @@ class RepoFleet(Fleet):
 @pytest.fixture(scope="package")
 def repo_fleet(tmp_path_factory) -> RepoFleet:
     """lab1..lab3 + repo1, API on PostgreSQL, the deploy playbook run once (servers first)."""
-    require_root()
-    work = tmp_path_factory.mktemp("repo-fleet")
-    work.chmod(0o700)
-    lab = Lab(work / "lab", net=lab_net(), port=REPO_LAB_PORT)
-    api = ApiOnPg(work / "api")
-    fleet = RepoFleet(lab, api, work)
-    try:
-        lab.up(len(RepoFleet.hosts), repo_servers=1)
-        api.server.start()
-        fleet.write_inventory()
+    with lab_fleet(tmp_path_factory, RepoFleet, REPO_LAB_PORT, repo_servers=1) as fleet:
         for host in RepoFleet.hosts:
             made = fleet.sh(
                 host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host && "
@@ -336,6 +352,3 @@ def repo_fleet(tmp_path_factory) -> RepoFleet:
         deployed = fleet.playbook("deploy.yml")
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
         yield fleet
-    finally:
-        api.close()
-        lab.down()

@@ -176,3 +176,36 @@ def test_a_server_down_a_wrong_host_key_and_a_full_quota_fail_clearly(repo_fleet
     rc, out = backup(fleet, "lab3")
     assert rc == 0, out
     assert status_of(fleet)["lab3"]["status"] == "ok"
+
+
+def test_losing_a_host_and_recovering_it_from_the_server(repo_fleet, figures):
+    """lab3's disk is gone; a new lab3 gets every file back from repo1 (no S3), verified."""
+    fleet = repo_fleet
+    assert backup(fleet, "lab3")[0] == 0
+    digest = "cd {0} && find . -type f -print0 | sort -z | xargs -0 sha256sum"
+    before = fleet.sh("lab3", digest.format(SOURCES)).stdout
+    assert "random.bin" in before
+    fleet.lab.up(len(fleet.hosts) - 1, repo_servers=1)  # lab3 and all it held are gone
+    fleet.lab.up(len(fleet.hosts), repo_servers=1)  # a new, empty machine named lab3
+    assert fleet.sh("lab3", "test ! -e /etc/saveos && test ! -e /srv/accept").returncode == 0
+
+    target = "/srv/recovered"
+    recovered = fleet.saveos(
+        "recover", "--inventory", str(fleet.inventory), "--from", "lab3", "--onto", "lab3",
+        "--target", target,
+    )  # fmt: skip
+    assert recovered.returncode == 0, recovered.stdout[-3000:] + recovered.stderr[-2000:]
+    said = recovered.stdout.replace("\n", " ")
+    assert "sha256 verified" in said and "RTO" in said, said
+    rto = float(re.search(r"RTO ([0-9.]+)s", said).group(1))
+    after = fleet.sh("lab3", digest.format(target + SOURCES)).stdout
+    assert after == before
+    # The grant was for this recovery only: gone from the server, its key gone from lab3.
+    keys = fleet.sh(fleet.server, "cat /var/lib/saveos-repo/.ssh/authorized_keys").stdout
+    assert "saveos-grant:" not in keys and keys.count("saveos-client:") == 3
+    assert fleet.sh("lab3", "ls -A /var/lib/saveos/recover").stdout.strip() == ""
+    files = before.count("\n")
+    figures.append(
+        f"R14 losing a host: lab3 recovered from repo1 onto a new lab3, {files} files sha256 "
+        f"identical, RTO {rto:.1f} s, grant revoked"
+    )
