@@ -230,7 +230,7 @@ class DecommissionOut(Output):
     decommissioned_at: datetime
 
 
-JobKind = Literal["backup", "check", "drill", "restore"]
+JobKind = Literal["backup", "check", "drill", "restore", "list"]
 JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
 
 

@@ -713,6 +713,16 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
                 params.get("target"),
                 bool(params.get("in_place")),
             )
+        elif kind == "list":
+            from saveos_agent import listing
+
+            result = listing.list_folder(
+                cfg,
+                params.get("archive"),
+                params.get("path") or "",
+                params.get("offset", 0),
+                params.get("limit", 100),
+            )
         else:
             raise AgentError(f"unknown job kind {kind!r}")
         state = "failed" if result.get("status") == "error" else "succeeded"

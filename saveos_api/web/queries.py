@@ -83,13 +83,11 @@ def fleet_page(
     pages = max(1, -(-total // per))
     page = min(max(1, page), pages)
     shown = agents[(page - 1) * per : page * per]
-    labels = dict(
-        session.execute(
-            sa.select(Agent.id, Agent.labels).where(Agent.id.in_([a["id"] for a in shown]))
-        )
-        .tuples()
-        .all()
-    )
+    shown_ids = [a["id"] for a in shown]
+    labels = {
+        row.id: row.labels
+        for row in session.execute(sa.select(Agent.id, Agent.labels).where(Agent.id.in_(shown_ids)))
+    }
     for agent in shown:
         agent["reason"] = status_reason(agent, at)
         agent["labels"] = labels.get(agent["id"]) or {}
