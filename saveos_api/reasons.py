@@ -47,7 +47,8 @@ def status_reason(agent: dict[str, Any], at: datetime) -> str:
         heartbeat = agent["last_heartbeat"]
         if heartbeat is None:
             return "silent: never sent a heartbeat"
-        return f"silent since {when_text(heartbeat, at)} (no heartbeat for {_ago(heartbeat, at)})"
+        quiet = age_text((at - heartbeat).total_seconds())
+        return f"silent since {when_text(heartbeat, at)} (no heartbeat for {quiet})"
     if status == "locked":
         return "locked: the last backup gave up on a repository lock held by another process"
     if status == "failing":
