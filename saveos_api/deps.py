@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy.orm import Session
 
 from saveos_api import schemas
-from saveos_api.auth import AgentPrincipal, require_agent
+from saveos_api.auth import AgentPrincipal, require_admin, require_agent
 from saveos_api.db import get_session
 from saveos_api.models import Agent
 
@@ -29,6 +29,16 @@ ADMIN_ERRORS = {
     422: {"description": "Invalid input; the detail names the field"},
 }
 NOT_FOUND = {404: {"description": "No such agent or job"}}
+
+
+def admin_router(tag: str) -> APIRouter:
+    """A router of admin endpoints: every route needs the admin token."""
+    return APIRouter(
+        prefix=API_PREFIX,
+        tags=[tag],
+        dependencies=[Depends(require_admin)],
+        responses=ADMIN_ERRORS,
+    )
 
 
 def get_agent_or_404(session: Session, agent_id: int) -> Agent:

@@ -5,31 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from saveos_api import schemas
-from saveos_api.auth import hash_token, new_agent_token, require_admin
-from saveos_api.deps import (
-    ADMIN_ERRORS,
-    API_PREFIX,
-    NOT_FOUND,
-    AgentId,
-    JobId,
-    SessionDep,
-    get_agent_or_404,
-)
+from saveos_api.auth import hash_token, new_agent_token
+from saveos_api.deps import NOT_FOUND, AgentId, JobId, SessionDep, admin_router, get_agent_or_404
 from saveos_api.fleet import fleet_status_json
 from saveos_api.jobs import expire_jobs
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
-router = APIRouter(
-    prefix=API_PREFIX,
-    tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses=ADMIN_ERRORS,
-)
+router = admin_router("admin")
 
 
 def _issue_token(request: Request, session: Session, agent_id: int) -> str:

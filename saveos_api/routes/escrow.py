@@ -6,26 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 
 from saveos_api import schemas
-from saveos_api.auth import require_admin
-from saveos_api.deps import (
-    ADMIN_ERRORS,
-    API_PREFIX,
-    NOT_FOUND,
-    AgentId,
-    SessionDep,
-    get_agent_or_404,
-)
+from saveos_api.deps import NOT_FOUND, AgentId, SessionDep, admin_router, get_agent_or_404
 from saveos_api.models import EscrowProof
 
-router = APIRouter(
-    prefix=API_PREFIX,
-    tags=["escrow"],
-    dependencies=[Depends(require_admin)],
-    responses=ADMIN_ERRORS,
-)
+router = admin_router("escrow")
 
 
 @router.post(
