@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any, Dict, List, Optional
 
-from saveos_agent import __version__, execute, logsetup
+from saveos_agent import __version__, daemon, execute, logsetup
 from saveos_agent import config as config_mod
 from saveos_agent.actions import (
     EXIT,
@@ -154,8 +154,6 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
     if command == "key-export":
         return repository.key_export(cfg, args.out)
     if command == "daemon":
-        from saveos_agent import daemon
-
         return {"status": "ok", "rc": daemon.run(cfg, pidfile=args.pidfile)}
     raise AgentError(f"unknown command {command}")
 
