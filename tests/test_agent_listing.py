@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from agent_support import AgentHost, build_pyz, make_tree
-from saveos_agent import config, listing
+from saveos_agent import config
+from saveos_agent.actions import listing
 from saveos_agent.errors import AgentError
 
 

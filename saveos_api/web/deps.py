@@ -1,16 +1,16 @@
-"""What every dashboard route depends on: the session, the logged-in operator, page errors."""
+"""What every dashboard route depends on besides saveos_api/deps.py: the logged-in operator,
+page errors."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
 
-from saveos_api.db import get_session
+from saveos_api.deps import SessionDep
 from saveos_api.web import auth
 
-SessionDep = Annotated[Session, Depends(get_session)]
+__all__ = ["OperatorDep", "PageError", "SessionDep"]
 
 
 def _operator(request: Request, session: SessionDep) -> auth.Operator:

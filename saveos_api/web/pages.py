@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import make_url
 
-from saveos_api.jobqueue import agents_with_label, queue_jobs
+from saveos_api.jobs import agents_with_label, queue_jobs
 from saveos_api.models import Agent, AgentToken, Job, utcnow
 from saveos_api.status import STATUSES
 from saveos_api.web import auth, browse, queries

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from saveos_api.fleet import fleet_status
-from saveos_api.jobqueue import agents_with_label
+from saveos_api.jobs import agents_with_label
 from saveos_api.models import (
     Agent,
     CheckResult,

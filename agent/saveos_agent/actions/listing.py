@@ -84,7 +84,7 @@ def list_folder(
             lock_wait=cfg.lock_wait_s,
             borg=cfg.borg_binary,
         ),
-        execute.Secrets(passphrase_file=cfg.passphrase_file, passcommand=cfg.passcommand),
+        execute.secrets_of(cfg),
     )
     if result.status == "error":
         raise AgentError(f"cannot list archive {archive}: {result.error_message}")
