@@ -91,9 +91,18 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
 
 
 @router.get("/agents", response_model=schemas.AgentList)
-def list_agents(session: SessionDep):
-    agents = session.scalars(sa.select(Agent).order_by(Agent.name)).all()
-    return {"agents": agents}
+def list_agents(
+    session: SessionDep,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+):
+    """Agents by name; a page of them with `limit`/`offset` (`total` counts them all)."""
+    query = sa.select(Agent).order_by(Agent.name, Agent.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    agents = session.scalars(query).all()
+    total = session.scalar(sa.select(sa.func.count()).select_from(Agent))
+    return {"agents": agents, "total": total}
 
 
 @router.get("/agents/by-name/{name}", response_model=schemas.AgentOut, responses=NOT_FOUND)
