@@ -26,9 +26,7 @@ ROLES = ("saveos_agent", "saveos_repo_server")
 ROLE = ROLES[0]
 FQCN_ROLE = f"{NAMESPACE}.{NAME}.{ROLE}"
 # `role: saveos_agent` (play roles) and `name: saveos_agent` (include_role/import_role).
-ROLE_REF = re.compile(
-    rf"^([ \t]*(?:- )?(?:role|name): )({'|'.join(ROLES)})[ \t]*$", re.MULTILINE
-)
+ROLE_REF = re.compile(rf"^([ \t]*(?:- )?(?:role|name): )({'|'.join(ROLES)})[ \t]*$", re.MULTILINE)
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyz", "*.retry")
 
 README = f"""\

@@ -198,6 +198,7 @@ class AgentOut(Output):
 
 class AgentList(Output):
     agents: list[AgentOut]
+    total: int  # every agent, whatever page `agents` is
 
 
 class SnapshotOut(Output):
@@ -235,7 +236,7 @@ class DecommissionOut(Output):
     decommissioned_at: datetime
 
 
-JobKind = Literal["backup", "check", "drill", "restore"]
+JobKind = Literal["backup", "check", "drill", "restore", "list"]
 JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
 
 
