@@ -332,7 +332,9 @@ class RepoFleet(Fleet):
             BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
             BORG_EXIT_CODES="legacy",
         )
-        return subprocess.run(["borg", *args], env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            ["borg", *args], env=env, capture_output=True, text=True, timeout=600, cwd=cwd
+        )
 
     def copy_repository(self, host: str, dest: Path) -> Path:
         shutil.copytree(self.repository_dir(host), dest, symlinks=True)
