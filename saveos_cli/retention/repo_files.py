@@ -84,9 +84,9 @@ def index_transaction(repo):
     """N of the newest non-empty index.N (the last transaction borg finished), or None."""
     ids = []
     for name in os.listdir(repo):
-        if name.startswith("index.") and name[6:].isdigit():
-            if os.path.getsize(os.path.join(repo, name)) > 0:
-                ids.append(int(name[6:]))
+        full = os.path.join(repo, name)
+        if name.startswith("index.") and name[6:].isdigit() and os.path.getsize(full) > 0:
+            ids.append(int(name[6:]))
     return max(ids) if ids else None
 
 
