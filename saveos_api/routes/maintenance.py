@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 
 from saveos_api import schemas
-from saveos_api.auth import require_admin
+from saveos_api.deps import NOT_FOUND, AgentId, SessionDep, admin_router, get_agent_or_404
 from saveos_api.models import RepoMaintenance, Snapshot
-from saveos_api.routes.admin import ERRORS, NOT_FOUND, AgentId, SessionDep, _get_agent
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], responses=ERRORS)
+router = admin_router("maintenance")
 # Archives a host reported as made: an "ok" or "warning" backup left an archive behind.
 MADE = ("ok", "warning")
 
@@ -27,7 +26,7 @@ MADE = ("ok", "warning")
 def record_maintenance(agent_id: AgentId, body: schemas.MaintenanceIn, session: SessionDep):
     """Record one central run. Pruned archives leave `saveos snapshots`; a tampered result
     raises the agent's `tampered` status, an ok run (a rollback, or a clean prune) clears it."""
-    agent = _get_agent(session, agent_id)
+    agent = get_agent_or_404(session, agent_id)
     fields = body.model_dump(exclude={"transaction", "state", "findings"})
     run = RepoMaintenance(
         agent_id=agent_id,
@@ -65,7 +64,7 @@ def record_maintenance(agent_id: AgentId, body: schemas.MaintenanceIn, session: 
 def list_maintenance(
     agent_id: AgentId, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ):
-    _get_agent(session, agent_id)
+    get_agent_or_404(session, agent_id)
     return session.scalars(
         sa.select(RepoMaintenance)
         .where(RepoMaintenance.agent_id == agent_id)
@@ -80,7 +79,7 @@ def list_maintenance(
     responses=NOT_FOUND,
 )
 def maintenance_state(agent_id: AgentId, session: SessionDep):
-    agent = _get_agent(session, agent_id)
+    agent = get_agent_or_404(session, agent_id)
     last_good = session.scalars(
         sa.select(RepoMaintenance)
         .where(RepoMaintenance.agent_id == agent_id, RepoMaintenance.result == "ok")
