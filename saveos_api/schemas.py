@@ -458,6 +458,7 @@ class RepoStateIn(Input):
     segments: Annotated[dict[SegmentNumber, SegmentPrint], Field(max_length=10_000_000)]
     log_sha256: Text(64)  # type: ignore[valid-type]
     finished_at: Text(64) | None = None  # type: ignore[valid-type]
+    key_sha256: Text(64) | None = None  # type: ignore[valid-type]
 
 
 class MaintenanceIn(Input):

@@ -49,6 +49,8 @@ class RepoServer:
         rsh = _forced(self.bin / f"{name}-rsh", f"--append-only --restrict-to-repository {repo}")
         client = HostClient(name, self.url(repo), repo, rsh, self.controller.parent / name)
         client.borg("init", "--encryption", "repokey-blake2", client.url)
+        client.key_export = self.passphrase.parent / f"{name}.key.export"
+        client.borg("key", "export", client.url, str(client.key_export))
         return client
 
     def repository(self, host: HostClient, retention: dict | None = None) -> maintain.Repository:
@@ -58,6 +60,7 @@ class RepoServer:
             rsh=str(self.admin_rsh),
             passphrase_file=self.passphrase,
             base_dir=self.controller / "borg" / host.name,
+            key_export=host.key_export,
         )
         return maintain.Repository(
             access=access,
@@ -78,6 +81,7 @@ class HostClient:
         self.src = home / "src"
         self.src.mkdir(parents=True)
         self.made: dict[str, datetime] = {}
+        self.key_export: Path | None = None
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}

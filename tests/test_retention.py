@@ -166,3 +166,27 @@ def test_authorized_lines_name_who_reaches_a_repository(tmp_path):
         keys.read_text().splitlines()[0]
     ]
     assert repo_files.authorized_lines(str(keys), "/srv/repos/lab2") == []
+
+
+def test_a_host_that_changes_the_passphrase_is_caught_and_the_escrowed_key_restored(
+    server, tmp_path
+):
+    host = server.add_host("lab6")
+    host.backup("lab6-a1")
+    repo = server.repository(host)
+    state = verify.RepoState.from_json(maintain.maintain(repo, None, _record(host))["state"])
+    host.backup("lab6-a2")
+    changed = subprocess.run(
+        ["borg", "key", "change-passphrase", host.url],
+        env=host.env() | {"BORG_NEW_PASSPHRASE": "stolen"},
+        capture_output=True,
+        text=True,
+    )
+    assert changed.returncode == 0, changed.stderr  # append-only does not stop this
+    result = maintain.maintain(repo, state, _record(host))
+    assert result["result"] == "tampered", result
+    assert [f["kind"] for f in result["findings"]] == ["key_changed"]
+    rolled = maintain.rollback(repo, state, _record(host), tmp_path / "scratch")
+    assert rolled["result"] == "ok", rolled
+    host.home = tmp_path / "fresh-client"  # the escrowed passphrase opens it again
+    assert host.archives() == ["lab6-a1", "lab6-a2"]

@@ -31,10 +31,11 @@ class BorgAccess:
     rsh: str | None  # BORG_RSH: ssh with the controller's full-access key
     passphrase_file: Path
     base_dir: Path  # BORG_BASE_DIR: this repository's cache and security dir on the controller
+    key_export: Path | None = None  # the escrowed `borg key export`
 
     def at(self, url: str, base_dir: Path) -> BorgAccess:
         """The same access to another location of the repository (a probe copy)."""
-        return BorgAccess(self.host, url, self.rsh, self.passphrase_file, base_dir)
+        return BorgAccess(self.host, url, self.rsh, self.passphrase_file, base_dir, self.key_export)
 
 
 def ssh_rsh(key_file: Path, known_hosts: Path | None, port: int | None = None) -> str:
@@ -91,6 +92,17 @@ def prune(access: BorgAccess, retention: dict[str, Any]) -> execute.BorgResult:
 
 def compact(access: BorgAccess) -> execute.BorgResult:
     return run(access, borg_commands.compact(access.url, lock_wait=LOCK_WAIT_S), "compact")
+
+
+def import_key(access: BorgAccess) -> None:
+    """Put the escrowed key back into the repository (a client may have changed its
+    passphrase: the key in the repository's config is the only copy borg reads)."""
+    if access.key_export is None:
+        return
+    argv = ("borg", "key", "import", access.url, str(access.key_export))
+    result = run(access, argv, "key import")
+    if result.status == "error":
+        raise fail(access, "borg key import (the escrowed key)", result)
 
 
 def forget_cache(access: BorgAccess) -> None:

@@ -92,7 +92,22 @@ def maintain(
     started = utcnow()
     since = prev.transaction if prev else None
     facts = repo.facts(since, hash_segments=verify_data)
-    before = borg.archives(repo.access)
+    try:
+        before = borg.archives(repo.access)
+    except SaveOSError as exc:
+        found = verify.findings(prev, facts, None, on_record)
+        if not found:
+            raise
+        return _result(
+            repo,
+            "prune",
+            started,
+            result="tampered",
+            findings=[f.to_json() for f in found],
+            verify_data=verify_data,
+            message=f"tampering found, nothing pruned or compacted: {found[0].message} "
+            f"({exc.message})",
+        )
     found = verify.findings(prev, facts, _names(before), on_record)
     if found:
         return _result(
@@ -197,6 +212,7 @@ def rollback(
         )
         try:
             access = repo.access.at(repo.url_of(probe_dir), scratch / f"probe-{txn}")
+            borg.import_key(access)  # the attacker may have re-keyed: the escrowed key opens it
             held = borg.archives(access)
         except SaveOSError as exc:
             held, error = {}, exc.message
@@ -229,6 +245,7 @@ def rollback(
         {"op": "rollback", "repository": repo.path, "transaction": chosen, "keep": keep}
     )[0]
     borg.forget_cache(repo.access)
+    borg.import_key(repo.access)
     after = borg.archives(repo.access)
     checked = borg.check(repo.access, verify_data=False)
     final = repo.facts(None)

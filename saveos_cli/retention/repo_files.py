@@ -17,6 +17,7 @@ controller's root SSH session (no secret crosses: it never opens an archive). It
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
@@ -78,6 +79,15 @@ def sha256_file(path):
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def key_sha256(repo):
+    """sha256 of the repokey in the repository's config (`borg key change-passphrase` by a
+    client rewrites it: the escrowed passphrase would no longer open the repository)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(os.path.join(repo, "config"), encoding="utf-8")
+    key = parser.get("repository", "key", fallback="")
+    return hashlib.sha256("".join(key.split()).encode()).hexdigest() if key else None
 
 
 def index_transaction(repo):
@@ -159,6 +169,7 @@ def facts(repo, since=None, hash_segments=False):
         "index_transaction": index_transaction(repo),
         "central_tip": central_tip(repo, segs, {t for t, _ in log}),
         "last_segment": max(segs) if segs else None,
+        "key_sha256": key_sha256(repo),
         "segments": fingerprint,
         "transactions": [[t, w] for t, w in log],
         "logged_since": logged,

@@ -19,6 +19,7 @@ KINDS = (
     "segment_missing",
     "segment_changed",
     "log_rewritten",
+    "key_changed",
     "archive_missing",
     "archive_replaced",
     "deletes_logged",
@@ -34,6 +35,7 @@ class RepoState:
     segments: dict[str, list] = field(default_factory=dict)  # number -> [size, mtime_ns, ino, sha]
     log_sha256: str = ""
     finished_at: str | None = None
+    key_sha256: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> RepoState | None:
@@ -45,6 +47,7 @@ class RepoState:
             segments=dict(data.get("segments") or {}),
             log_sha256=str(data.get("log_sha256") or ""),
             finished_at=data.get("finished_at"),
+            key_sha256=data.get("key_sha256"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +87,7 @@ def state_after(
         segments=dict(facts.get("segments") or {}),
         log_sha256=log_sha256(facts.get("transactions") or [], txn),
         finished_at=finished_at,
+        key_sha256=facts.get("key_sha256"),
     )
 
 
@@ -96,13 +100,14 @@ def _short(items: Iterable[Any], limit: int = 10) -> str:
 def findings(
     prev: RepoState | None,
     facts: Mapping[str, Any],
-    archives_now: Mapping[str, str],
+    archives_now: Mapping[str, str] | None,
     on_record: Iterable[str],
 ) -> list[Finding]:
     """Every sign that the repository lost something since `prev` (None: no central run yet).
 
     archives_now: name -> id from `borg list` now; on_record: archive names the API holds as
-    made (and not pruned by a central run).
+    made (and not pruned by a central run). archives_now None: borg could not list them (the
+    archive checks are left out; what the files say still counts).
     """
     out: list[Finding] = []
     if prev is not None:
@@ -137,12 +142,19 @@ def findings(
                     f"the transaction log up to transaction {prev.transaction} was rewritten",
                 )
             )
+        if prev.key_sha256 and facts.get("key_sha256") != prev.key_sha256:
+            out.append(
+                Finding(
+                    "key_changed",
+                    "the repository's key was rewritten (a client changed its passphrase?)",
+                )
+            )
     expected = set(prev.archives) if prev else set()
     expected |= set(on_record)
-    gone = sorted(expected - set(archives_now))
+    gone = sorted(expected - set(archives_now)) if archives_now is not None else []
     if gone:
         out.append(Finding("archive_missing", f"archives missing: {_short(gone)}", tuple(gone)))
-    if prev:
+    if prev and archives_now is not None:
         replaced = sorted(
             name
             for name, ident in prev.archives.items()
@@ -171,11 +183,12 @@ def findings(
 
 def rollback_candidates(prev: RepoState | None, facts: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Transactions to try as "last good", newest first: every one logged before the first that
-    deleted something (before the newest when none did: the state now is the bad one), then the
-    last central run's. Each: {"id", "time"} (time None for the central run's)."""
+    deleted something (all of them when none did: a re-keyed repository is good again at its
+    newest transaction once the escrowed key is back), then the last central run's. Each:
+    {"id", "time"} (time None for the central run's). The probe of each decides."""
     logged = list(facts.get("logged_since") or [])
-    first_bad = next((i for i, t in enumerate(logged) if t.get("deletes")), len(logged) - 1)
-    out = [{"id": t["id"], "time": t["time"]} for t in reversed(logged[: max(first_bad, 0)])]
+    first_bad = next((i for i, t in enumerate(logged) if t.get("deletes")), len(logged))
+    out = [{"id": t["id"], "time": t["time"]} for t in reversed(logged[:first_bad])]
     if prev is not None and prev.transaction is not None:
         out.append({"id": prev.transaction, "time": None})
     return out
