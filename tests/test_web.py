@@ -334,6 +334,14 @@ def test_jobs_page_lists_queued_running_and_finished(api):
     assert (
         f'data-job="{job["id"]}" data-state="running"' in live and 'hx-trigger="every 2s"' in live
     )
+    # Its progress, as the agent sends it while borg runs, on the jobs and the job page.
+    progress = {"nfiles": 12345, "original_size": 2_500_000_000, "path": "srv/data/big.bin"}
+    headers = agents["web1"]["headers"]
+    r = c.post(f"/api/v1/jobs/{job['id']}/progress", json=progress, headers=headers)
+    assert r.json() == {"updated": True}
+    assert "12,345 files, 2.5 GB read" in c.get("/jobs", params={"partial": 1}).text
+    page = c.get(f"/jobs/{job['id']}", params={"partial": 1}).text
+    assert 'id="job-progress"' in page and "srv/data/big.bin" in page and "every 1s" in page
     done = c.post(
         f"/api/v1/jobs/{job['id']}/result",
         json={
