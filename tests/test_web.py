@@ -1,5 +1,6 @@
 """The dashboard in process (TestClient) on SQLite and PostgreSQL: login, sessions, CSRF,
-pages, bad input. The browser half (Playwright, lab hosts) is tests/acceptance/test_r13_dashboard.py.
+pages, bad input. The browser half (Playwright, lab hosts) is
+tests/acceptance/test_r13_dashboard.py.
 """
 
 from __future__ import annotations
