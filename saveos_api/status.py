@@ -4,9 +4,8 @@ Precedence (API.md): silent > tampered > locked > failing > never > overdue > la
 Boundaries are strict: exactly at a deadline is still on time. `locked`: the latest backup
 failed because the repository stayed locked (another borg process, or a lock the agent would
 not break), which asks for a different remedy than a backup that failed on its own. `tampered`:
-a central run
-found the host's repository tampered with (archives gone, deletes logged by the host's key,
-segments changed) and no rollback has been recorded since.
+a central run found the host's repository tampered with (archives gone, deletes logged by the
+host's key, segments changed) and no rollback has been recorded since.
 """
 
 from __future__ import annotations
@@ -16,6 +15,20 @@ from datetime import datetime, timedelta
 
 STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered")
 SILENT_AFTER_INTERVALS = 3
+# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
+ALARM = ("overdue", "failing", "silent", "locked", "tampered")
+# Worst first, as `saveos status` and the dashboard sort hosts: the precedence below, with the
+# alarms ahead of "never".
+SEVERITY = {
+    "silent": 0,
+    "tampered": 1,
+    "locked": 2,
+    "failing": 3,
+    "overdue": 4,
+    "never": 5,
+    "late": 6,
+    "ok": 7,
+}
 
 
 @dataclass(frozen=True)
