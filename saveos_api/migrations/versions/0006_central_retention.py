@@ -7,7 +7,7 @@ agents.tampered_at: a central run found the repository tampered with (status `ta
 rollback or clean run has been recorded since.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0010
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -21,7 +21,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
