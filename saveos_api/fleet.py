@@ -190,6 +190,7 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "tampered_at",
     "repo_server",
     "repo_path",
     "repo_quota_bytes",
@@ -252,6 +253,7 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        inst(Agent.tampered_at).label("tampered_at"),
         Agent.repo_server,
         Agent.repo_path,
         Agent.repo_quota_bytes,
@@ -353,6 +355,7 @@ def fleet_status(
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        tampered_at,
         repo_server,
         repo_path,
         repo_quota_bytes,
@@ -371,6 +374,7 @@ def fleet_status(
             offsite_interval_s,
             last_offsite_at,
             last_snapshot_locked,
+            tampered_at=tampered_at,
         )
         by_status[status] += 1
         original += original_size or 0
@@ -402,6 +406,7 @@ def fleet_status(
                 "last_offsite_result": last_offsite_result,
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
+                "tampered_at": tampered_at,
                 "repo_server": repo_server,
                 "repo_path": repo_path,
                 "repo_quota_bytes": repo_quota_bytes,

@@ -9,6 +9,7 @@ Argv = Tuple[str, ...]
 # Retention keys of the agent config and the borg prune flag each maps to.
 RETENTION_FLAGS = (
     ("keep_within", "--keep-within"),
+    ("keep_last", "--keep-last"),
     ("keep_hourly", "--keep-hourly"),
     ("keep_daily", "--keep-daily"),
     ("keep_weekly", "--keep-weekly"),
@@ -54,9 +55,12 @@ def create(
     compression: Optional[str] = None,
     checkpoint_interval: Optional[int] = None,
     lock_wait: Optional[int] = None,
+    progress: bool = False,
     borg: str = "borg",
 ) -> Argv:
     argv = _common(borg, ["create"], lock_wait) + ("--json",)
+    if progress:  # archive_progress lines on stderr (JSON, with --log-json)
+        argv += ("--progress",)
     if compression:
         argv += ("--compression", compression)
     if checkpoint_interval is not None:
