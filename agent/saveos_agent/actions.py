@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
-from saveos_agent import __version__, execute, locks
+from saveos_agent import __version__, dumps, execute, hooks, locks
 from saveos_agent import borg_commands as bc
 from saveos_agent.api_client import ApiClient, ApiUnavailable
 from saveos_agent.config import Config
@@ -268,19 +268,24 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     if stale:
         warnings.append(stale)
     archive = archive_name(cfg, started)
-    create = execute.run(
-        bc.create(
-            cfg.repository,
-            archive,
-            cfg.sources,
-            excludes=cfg.excludes,
-            compression=cfg.compression,
-            checkpoint_interval=cfg.checkpoint_interval_s,
-            lock_wait=cfg.lock_wait_s,
-            borg=cfg.borg_binary,
-        ),
-        secrets_of(cfg),
-    )
+    hook_env = {"SAVEOS_ARCHIVE": archive}
+    failed = hooks.run_phase(cfg.hooks, "before_backup", hook_env)
+    with dumps.for_backup(cfg) as session:
+        paths = dumps.create_options(cfg, session)
+        create = execute.run(
+            bc.create(
+                cfg.repository,
+                archive,
+                compression=cfg.compression,
+                checkpoint_interval=cfg.checkpoint_interval_s,
+                lock_wait=cfg.lock_wait_s,
+                borg=cfg.borg_binary,
+                **paths,
+            ),
+            secrets_of(cfg),
+        )
+        databases = session.finish() if session else []
+    failed += dumps.failures(databases) if create.status != "error" else []
     stats = {"nfiles": 0, "original_size": 0, "compressed_size": 0, "deduplicated_size": 0}
     status, rc = create.status, create.rc
     if create.status == "error":
@@ -295,7 +300,9 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         stats = {k: int(raw.get(k, 0)) for k in stats}
         warnings.extend(create.messages)
         message = "archive created"
-        for step, argv in (
+        failed += hooks.run_phase(cfg.hooks, "after_backup", hook_env) if not failed else []
+        # a failed part (dump, hook) keeps the archive but prunes nothing on its account
+        for step, argv in () if failed else (
             (
                 "prune",
                 bc.prune(
@@ -320,6 +327,12 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
                 break
         if warnings:
             message = "archive created with warnings: " + "; ".join(warnings[:5])
+    if failed and status != "error":
+        status, message = "error", dumps.failed_message(failed, archive_out, stats["nfiles"])
+    if status == "error":
+        hook_env["SAVEOS_ERROR"] = message[:2000]
+        for extra in hooks.run_phase(cfg.hooks, "on_error", hook_env):
+            message += f"; {extra}"
     finished = utcnow()
     duration = round((finished - started).total_seconds(), 3)
     body = {
@@ -335,6 +348,8 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         "warnings": warnings[:50],
         "message": message[:2000],
     }
+    if databases:
+        body["databases"] = [dumps.report_record(d) for d in databases]
     if job_id is not None:
         body["job_id"] = job_id
     if status == "error" and create.lock_timeout:
@@ -487,6 +502,15 @@ def restore(
     }
 
 
+def restore_database(
+    cfg: Config, archive: str, name: str, into: Optional[str] = None, force: bool = False
+) -> Dict[str, Any]:
+    from saveos_agent import db_restore
+
+    archives = [] if archive != "latest" else _archive_names(cfg)
+    return db_restore.restore(cfg, archive, archives, name, into, force)
+
+
 def _not_in_archive(
     paths: List[str], target: str, messages: List[str], in_place: bool
 ) -> List[str]:
@@ -532,12 +556,16 @@ def _unchanged(item: Dict[str, Any], live: str) -> bool:
     return abs((current - recorded).total_seconds()) < 0.000005
 
 
-def latest_archive(cfg: Config) -> str:
-    archives = [
+def _archive_names(cfg: Config) -> List[str]:
+    return [
         a["name"]
         for a in list_archives(cfg)["archives"]
         if a["name"] and not a["name"].endswith(".checkpoint")
     ]
+
+
+def latest_archive(cfg: Config) -> str:
+    archives = _archive_names(cfg)
     if not archives:
         raise AgentError("the repository has no archive yet: run a backup first")
     return archives[-1]
@@ -601,6 +629,9 @@ def drill(
                 mismatched.append(f"extract failed: {failures[0]}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    from saveos_agent import db_restore
+
+    databases = db_restore.drill(cfg, archive)
     finished = utcnow()
     if mismatched:
         outcome, message = "fail", f"{len(mismatched)} of {len(sample)} files differ"
@@ -608,6 +639,8 @@ def drill(
         outcome, message = "fail", "no file unchanged since the archive to compare"
     else:
         outcome, message = "pass", f"{len(matched)} files identical"
+    if databases:
+        outcome, message = db_restore.drill_outcome(outcome, message, databases)
     body = {
         "report_id": new_report_id(),
         "archive": archive,
@@ -619,6 +652,8 @@ def drill(
         "result": outcome,
         "message": message,
     }
+    if databases:
+        body["databases"] = [db_restore.drill_record(d) for d in databases]
     if job_id is not None:
         body["job_id"] = job_id
     save_state(cfg, last_drill_at=iso(finished), last_drill_result=outcome)
@@ -634,6 +669,7 @@ def drill(
         "files_mismatched": len(mismatched),
         "mismatched": mismatched[:50],
         "message": message,
+        **({"databases": databases} if databases else {}),
         **sent,
     }
 
