@@ -193,6 +193,7 @@ class AgentOut(Output):
 
 class AgentList(Output):
     agents: list[AgentOut]
+    total: int  # every agent, whatever page `agents` is
 
 
 class DatabaseDumpOut(Output):

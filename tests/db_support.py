@@ -53,7 +53,8 @@ class Postgres:
             name,
         )
         if owner:
-            self.sql(f'ALTER TABLE items OWNER TO "{owner}"; ALTER VIEW few OWNER TO "{owner}"', name)
+            self.sql(f'ALTER TABLE items OWNER TO "{owner}"; ALTER VIEW few OWNER TO "{owner}"',
+                     name)  # fmt: skip
         return self.checksum(name)
 
     def checksum(self, name: str) -> str:

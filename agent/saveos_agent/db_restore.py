@@ -25,10 +25,6 @@ from saveos_agent.errors import AgentError
 log = logging.getLogger("saveos_agent.db_restore")
 
 
-def _secrets(cfg: Config) -> execute.Secrets:
-    return execute.Secrets(passphrase_file=cfg.passphrase_file, passcommand=cfg.passcommand)
-
-
 def _in_archive(cfg: Config, name: str) -> str:
     return os.path.join(cfg.dump_dir, name).lstrip("/")
 
@@ -43,7 +39,7 @@ def manifest(cfg: Config, archive: str) -> List[Dict[str, Any]]:
             lock_wait=cfg.lock_wait_s,
             borg=cfg.borg_binary,
         ),
-        _secrets(cfg),
+        execute.secrets_of(cfg),
     )
     if result.status == "error":
         raise AgentError(f"borg extract failed: {result.error_message}")
@@ -177,7 +173,7 @@ def load(cfg: Config, db: dbs.Database, archive: str, record: Dict[str, Any], ta
                 lock_wait=cfg.lock_wait_s,
                 borg=cfg.borg_binary,
             ),
-            _secrets(cfg),
+            execute.secrets_of(cfg),
             stdout=write_fd,
         )
     finally:

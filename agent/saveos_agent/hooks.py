@@ -78,6 +78,11 @@ def run_phase(
     return []
 
 
+def on_error(hooks: Mapping[str, List[Hook]], env: Mapping[str, str], error: str) -> List[str]:
+    """The on_error hooks, told what failed (SAVEOS_ERROR); what they said when they failed."""
+    return run_phase(hooks, "on_error", {**env, "SAVEOS_ERROR": error[:2000]})
+
+
 def run_one(hook: Hook, env: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """Run one hook in its own process group (a timeout ends the whole group, children too)."""
     full_env = {**os.environ, **(env or {}), "SAVEOS_HOOK": hook.phase}

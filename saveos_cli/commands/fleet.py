@@ -135,7 +135,9 @@ def restore(
     paths: list[str] | None = typer.Option(
         None, "--path", help="Path inside the archive to restore (repeatable)."
     ),
-    target: str | None = typer.Option(None, "--target", help="Directory on the host to restore into."),
+    target: str | None = typer.Option(
+        None, "--target", help="Directory on the host to restore into."
+    ),
     database: str | None = typer.Option(
         None, "--database", help="Load this database's dump (NAME or TYPE/NAME) instead of files."
     ),

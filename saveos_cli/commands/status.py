@@ -346,7 +346,8 @@ def _databases_cell(dumps: list | None):
     for i, dump in enumerate(dumps or []):
         ok = dump.get("status") == "ok"
         line = f"{dump.get('type')}/{dump.get('name')} {_size(dump.get('size'))}"
-        cell.append(("\n" if i else "") + line + ("" if ok else " failed"), style=None if ok else "red")
+        text = ("\n" if i else "") + line + ("" if ok else " failed")
+        cell.append(text, style=None if ok else "red")
     return cell if dumps else "-"
 
 
