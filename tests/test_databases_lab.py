@@ -118,10 +118,11 @@ class DbLab:
         return json.loads(listed.stdout)["snapshots"]
 
     def left_behind(self) -> list[str]:
-        """FIFOs and dump leftovers on the host and in the shared /tmp."""
+        """FIFOs and dump leftovers on the host (/tmp is shared with the machine: only ours)."""
         probe = self.sh(
-            "ls -A /var/lib/saveos/dumps 2>/dev/null; find /tmp /var/tmp /var/lib/saveos "
-            "-maxdepth 3 \\( -type p -o -name 'saveos-drill*' -o -name '*.pgdump' \\) 2>/dev/null"
+            "ls -A /var/lib/saveos/dumps 2>/dev/null; find /var/lib/saveos /var/tmp -maxdepth 4 "
+            "\\( -type p -o -name '*.pgdump' -o -name 'saveos-drill-db-*' \\) 2>/dev/null; "
+            "find /tmp -maxdepth 1 -name 'saveos-drill-db-*'"
         )
         return probe.stdout.split()
 
@@ -232,40 +233,6 @@ def test_drill_restores_every_database_into_a_scratch_one_and_drops_it(dblab):
     assert t.left_behind() == []
 
 
-def test_refused_credentials_and_hook_timeout_fail_the_backup_files_still_reported(dblab):
-    t = dblab
-    t.write_inventory(
-        saveos_agent_hooks={"before_backup": [{"command": "sleep 30", "timeout_s": 1}]}
-    )
-    inventory = yaml.safe_load(t.inventory.read_text())
-    group_vars = inventory["all"]["children"]["lab"]["vars"]
-    group_vars["saveos_agent_databases"] = t.databases(my_password_env="T22_PG_PASSWORD")
-    t.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    t.deploy()
-    try:
-        code, out = t.agent("backup")
-        assert code == 2 and out["status"] == "error", out
-        message = out["message"]
-        assert "hook before_backup[0] timed out after 1 s" in message
-        assert f"database mariadb/{MY_DB}: " in message and "Access denied" in message, message
-        snap = t.snapshots()[0]
-        assert snap["exit_status"] == "error" and snap["archive"] and snap["nfiles"] >= 1
-        states = {d["name"]: d["status"] for d in snap["databases"]}
-        assert states[MY_DB] == "error" and states[PG_DB] == "ok"
-        assert (
-            "Access denied" in next(d for d in snap["databases"] if d["name"] == MY_DB)["message"]
-        )
-        assert t.left_behind() == []
-        # the failed dump is marked in the archive: a restore refuses it
-        code, refused = t.agent("restore", snap["archive"], "--database", MY_DB, "--into", "x_y")
-        assert code == 2 and "did not finish" in refused["message"], refused
-        status = json.loads(t.saveos("status", "--json").stdout)
-        assert status["agents"][0]["status"] == "failing"
-    finally:
-        t.write_inventory()
-        t.deploy()
-
-
 def test_dump_killed_half_way_fails_the_backup_and_no_secret_is_visible(dblab):
     t = dblab
     # hold a lock so pg_dump waits, mid-dump, where it can be seen and killed
@@ -336,3 +303,31 @@ def test_database_passwords_in_no_log_output_or_world_readable_file(dblab):
             f'-exec grep -lF -- "$(echo {b64} | base64 -d)" {{}} + 2>/dev/null'
         )
         assert found.stdout.strip() == "", f"{key}: {found.stdout}"
+
+
+def test_refused_credentials_and_hook_timeout_fail_the_backup_files_still_reported(dblab):
+    t = dblab
+    t.write_inventory(
+        saveos_agent_hooks={"before_backup": [{"command": "sleep 30", "timeout_s": 1}]}
+    )
+    inventory = yaml.safe_load(t.inventory.read_text())
+    group_vars = inventory["all"]["children"]["lab"]["vars"]
+    group_vars["saveos_agent_databases"] = t.databases(my_password_env="T22_PG_PASSWORD")
+    t.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    t.deploy()  # the module's last test: nothing needs the good config back
+    code, out = t.agent("backup")
+    assert code == 2 and out["status"] == "error", out
+    message = out["message"]
+    assert "hook before_backup[0] timed out after 1 s" in message
+    assert f"database mariadb/{MY_DB}: " in message and "Access denied" in message, message
+    snap = t.snapshots()[0]
+    assert snap["exit_status"] == "error" and snap["archive"] and snap["nfiles"] >= 1
+    states = {d["name"]: d["status"] for d in snap["databases"]}
+    assert states[MY_DB] == "error" and states[PG_DB] == "ok"
+    assert "Access denied" in next(d for d in snap["databases"] if d["name"] == MY_DB)["message"]
+    assert t.left_behind() == []
+    # the failed dump is marked in the archive: a restore refuses it
+    code, refused = t.agent("restore", snap["archive"], "--database", MY_DB, "--into", "x_y")
+    assert code == 2 and "did not finish" in refused["message"], refused
+    status = json.loads(t.saveos("status", "--json").stdout)
+    assert status["agents"][0]["status"] == "failing"
