@@ -242,7 +242,7 @@ class DecommissionOut(Output):
     decommissioned_at: datetime
 
 
-JobKind = Literal["backup", "check", "drill", "restore"]
+JobKind = Literal["backup", "check", "drill", "restore", "list"]
 JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
 
 
@@ -442,6 +442,20 @@ class EscrowProofOut(Output):
     result: str
     archives: int | None
     message: str | None
+
+
+class JobProgressIn(Input):
+    """How far a running job got (borg create's progress): shown while it runs."""
+
+    nfiles: Size
+    original_size: Size
+    compressed_size: Size = 0
+    deduplicated_size: Size = 0
+    path: Text(1000) | None = None  # type: ignore[valid-type]
+
+
+class JobProgressOut(Output):
+    updated: bool
 
 
 class JobResultIn(Input):

@@ -47,6 +47,7 @@ def create(
     lock_wait: Optional[int] = None,
     read_special: bool = False,
     exclude_if_present: Iterable[str] = (),
+    progress: bool = False,
     borg: str = "borg",
 ) -> Argv:
     argv = _common(borg, ["create"], lock_wait) + ("--json",)
@@ -54,6 +55,8 @@ def create(
         argv += ("--read-special",)
     for name in exclude_if_present:
         argv += ("--exclude-if-present", name)
+    if progress:  # archive_progress lines on stderr (JSON, with --log-json)
+        argv += ("--progress",)
     if compression:
         argv += ("--compression", compression)
     if checkpoint_interval is not None:
@@ -104,11 +107,20 @@ def list_archives(repository: str, *, lock_wait: Optional[int] = None, borg: str
 
 
 def list_items(
-    repository: str, archive: str, *, lock_wait: Optional[int] = None, borg: str = "borg"
+    repository: str,
+    archive: str,
+    *,
+    paths: Sequence[str] = (),
+    fmt: Optional[str] = None,
+    lock_wait: Optional[int] = None,
+    borg: str = "borg",
 ) -> Argv:
+    """The archive's items (under `paths`, relative), as JSON lines or in borg's --format."""
+    output = ("--format", fmt) if fmt else ("--json-lines",)
     return _common(borg, ["list"], lock_wait) + (
-        "--json-lines",
+        *output,
         archive_ref(repository, archive),
+        *(p.lstrip("/") for p in paths),
     )
 
 

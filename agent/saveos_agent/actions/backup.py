@@ -12,6 +12,7 @@ from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
 from saveos_agent.execute import secrets_of
 from saveos_agent.guard import agent_guard, handle_stale_lock, lock_message
+from saveos_agent.progress import JobProgress
 from saveos_agent.reporting import report
 from saveos_agent.spool import new_report_id
 from saveos_agent.state import save_state
@@ -45,7 +46,9 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     archive = archive_name(cfg, started)
     hook_env = {"SAVEOS_ARCHIVE": archive}
     failed = hooks.run_phase(cfg.hooks, "before_backup", hook_env)
-    with dumps.for_backup(cfg) as session:  # no session without declared databases
+    # A job's backup tells the API how far it got while it runs (the dashboard shows it);
+    # declared databases stream into the same borg create (no session without any).
+    with JobProgress(cfg, job_id) as progress, dumps.for_backup(cfg) as session:
         create = execute.run(
             bc.create(
                 cfg.repository,
@@ -53,10 +56,12 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
                 compression=cfg.compression,
                 checkpoint_interval=cfg.checkpoint_interval_s,
                 lock_wait=cfg.lock_wait_s,
+                progress=progress.enabled,
                 borg=cfg.borg_binary,
                 **dumps.create_options(cfg, session),
             ),
             secrets_of(cfg),
+            on_progress=progress.update if progress.enabled else None,
         )
         databases = session.finish() if session else []
     failed += dumps.failures(databases) if create.status != "error" else []
