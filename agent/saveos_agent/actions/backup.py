@@ -80,27 +80,24 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         warnings.extend(create.messages)
         message = "archive created"
         failed += [] if failed else hooks.run_phase(cfg.hooks, "after_backup", hook_env)
-        # a failed part (dump, hook) keeps the archive, but nothing is pruned on its account
         for step, argv in (
-            ()
-            if failed
-            else (
-                (
-                    "prune",
-                    bc.prune(
-                        cfg.repository,
-                        cfg.retention,
-                        glob_archives=f"{cfg.hostname}-*",
-                        lock_wait=cfg.lock_wait_s,
-                        borg=cfg.borg_binary,
-                    ),
+            (
+                "prune",
+                bc.prune(
+                    cfg.repository,
+                    cfg.retention,
+                    glob_archives=f"{cfg.hostname}-*",
+                    lock_wait=cfg.lock_wait_s,
+                    borg=cfg.borg_binary,
                 ),
-                (
-                    "compact",
-                    bc.compact(cfg.repository, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
-                ),
-            )
+            ),
+            (
+                "compact",
+                bc.compact(cfg.repository, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
+            ),
         ):
+            if failed:  # a failed dump or hook keeps the archive, but prunes nothing for it
+                break
             result = execute.run(argv, secrets_of(cfg))
             if result.status != "ok":
                 # the archive is safe; a failed prune/compact is a warning to look at
