@@ -1,0 +1,324 @@
+"""The evaluator: find status changes, write each as a flip exactly once, queue the notices.
+
+One pass reads the fleet status as `saveos status` does (saveos_api/fleet.py, which applies the
+one status rule in saveos_api/status.py), compares every agent with its alert_states row and
+moves that row with `UPDATE ... WHERE status = <old>` (healthchecks' way): of several workers
+that see the same change, only the one whose UPDATE matched writes the flip, and the flip and
+its notices are committed in the same transaction, so a notice exists only for a written flip.
+Passes also run one at a time: a PostgreSQL advisory lock (the others skip), a file lock on
+SQLite (which has one writer anyway).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from saveos_api.alerts import messages
+from saveos_api.alerts.channels import matches, wants
+from saveos_api.alerts.levels import is_trouble
+from saveos_api.db import Database
+from saveos_api.fleet import fleet_status
+from saveos_api.models import Agent, AlertChannel, AlertDelivery, AlertState, Flip, utcnow
+
+log = logging.getLogger("saveos_api.alerts")
+ADVISORY_KEY = 0x5A7E_0020  # "SaveOS alerts", any constant the app uses for nothing else
+
+
+@dataclass
+class PassResult:
+    ran: bool  # False: another worker holds the evaluator lock
+    agents: int = 0
+    flips: int = 0
+    queued: int = 0
+    seconds: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Change:
+    agent: dict[str, Any]
+    old: str | None
+    new: str
+    reason: str
+    flip_id: int | None  # None: a repeat of an unchanged status
+    since: datetime | None = None  # repeats: since when the status holds
+
+
+@contextmanager
+def _sqlite_lock(db: Database):
+    """A file lock beside the SQLite database: one evaluator across workers, others skip."""
+    database = sa.engine.make_url(db.url).database
+    if not database or database == ":memory:":
+        yield True
+        return
+    path = Path(database).with_name(Path(database).name + ".alerts-lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _insert_ignore(session: Session, model, values: dict) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING; the number of rows inserted (0 or 1)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount
+
+
+class Evaluator:
+    def __init__(self, db: Database, settings):
+        self.db = db
+        self.settings = settings
+
+    def run(self, now: datetime | None = None) -> PassResult:
+        started = time.perf_counter()
+        if self.db.is_sqlite:
+            with _sqlite_lock(self.db) as mine:
+                result = self._sqlite_pass(now) if mine else PassResult(ran=False)
+        else:
+            result = self._pass(now)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _sqlite_pass(self, now: datetime | None) -> PassResult:
+        # The pass reads, then writes: a heartbeat committed in between makes SQLite refuse the
+        # write (its read snapshot is stale, which no busy timeout waits out). Read again.
+        for attempt in range(3):
+            try:
+                return self._pass(now)
+            except sa.exc.OperationalError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _pass(self, now: datetime | None) -> PassResult:
+        with self.db.sessions() as session:
+            if not self.db.is_sqlite:
+                got = session.execute(
+                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY}
+                ).scalar_one()
+                if not got:
+                    return PassResult(ran=False)
+            now = now or utcnow()
+            fleet = fleet_status(session, now)
+            agents = fleet["agents"]
+            labels = dict(session.execute(sa.select(Agent.id, Agent.labels)).all())
+            states = {s.agent_id: s for s in session.scalars(sa.select(AlertState))}
+            changes = self._flips(session, agents, states, now)
+            flips = len(changes)
+            changes += self._repeats(session, agents, states, now)
+            channels = session.scalars(
+                sa.select(AlertChannel)
+                .where(AlertChannel.disabled_at.is_(None))
+                .order_by(AlertChannel.id)
+            ).all()
+            queued = self._route(session, changes, channels, labels, now)
+            queued += self._digests(session, channels, agents, labels, now)
+            session.commit()
+        return PassResult(
+            ran=True,
+            agents=len(agents),
+            flips=flips,
+            queued=queued,
+            by_status=dict(fleet["totals"]["by_status"]),
+        )
+
+    # -- flips -----------------------------------------------------------------------------
+
+    def _flips(self, session, agents, states, now) -> list[Change]:
+        changes = []
+        for agent in agents:
+            new = agent["status"]
+            state = states.get(agent["id"])
+            if state is not None and state.status == new:
+                continue
+            why = messages.reason(agent, now)
+            if state is None:
+                old = None
+                written = _insert_ignore(
+                    session,
+                    AlertState,
+                    {
+                        "agent_id": agent["id"],
+                        "status": new,
+                        "since": now,
+                        "reason": why,
+                        "notified_at": now,
+                    },
+                )
+            else:
+                old = state.status
+                written = session.execute(
+                    sa.update(AlertState)
+                    .where(AlertState.agent_id == agent["id"], AlertState.status == old)
+                    .values(status=new, since=now, reason=why, notified_at=now)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if written != 1:  # another worker wrote this flip first
+                continue
+            flip_id = session.execute(
+                sa.insert(Flip)
+                .values(agent_id=agent["id"], from_status=old, to_status=new, at=now, reason=why)
+                .returning(Flip.id)
+            ).scalar_one()
+            log.info("flip: %s %s -> %s (%s)", agent["name"], old or "(new)", new, why)
+            changes.append(Change(agent, old, new, why, flip_id))
+        return changes
+
+    def _repeats(self, session, agents, states, now) -> list[Change]:
+        every = self.settings.alert_repeat_s
+        if not every:
+            return []
+        due = now - timedelta(seconds=every)
+        out = []
+        for agent in agents:
+            state = states.get(agent["id"])
+            if state is None or state.status != agent["status"] or not is_trouble(state.status):
+                continue
+            if state.notified_at is not None and state.notified_at > due:
+                continue
+            written = session.execute(
+                sa.update(AlertState)
+                .where(
+                    AlertState.agent_id == state.agent_id,
+                    AlertState.status == state.status,
+                    AlertState.notified_at == state.notified_at
+                    if state.notified_at is not None
+                    else AlertState.notified_at.is_(None),
+                )
+                .values(notified_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if written == 1:
+                out.append(
+                    Change(
+                        agent, None, state.status, messages.reason(agent, now), None, state.since
+                    )
+                )
+        return out
+
+    # -- notices ---------------------------------------------------------------------------
+
+    def _route(self, session, changes, channels, labels, now) -> int:
+        dashboard = self.settings.dashboard_url
+        per_channel: dict[int, list[Change]] = defaultdict(list)
+        for change in changes:
+            host_labels = labels.get(change.agent["id"])
+            for channel in channels:
+                if channel.digest or not matches(channel.labels or {}, host_labels):
+                    continue
+                if change.old is None and change.flip_id is not None and change.new == "ok":
+                    continue  # first seen healthy: nothing to say
+                if wants(channel.min_status, change.old, change.new):
+                    per_channel[channel.id].append(change)
+        queued = 0
+        for channel_id, items in per_channel.items():
+            if len(items) > self.settings.alert_burst:
+                notice = messages.summary_notice(
+                    [(c.agent["name"], c.old, c.new) for c in items], now, dashboard
+                )
+                first = min((c.flip_id or 0) for c in items)
+                key = f"summary:{now.isoformat()}:{first}"
+                queued += self._queue(session, channel_id, "summary", key, notice, None, now)
+                continue
+            for c in items:
+                if c.flip_id is None:
+                    notice = messages.flip_notice(
+                        c.agent, None, c.new, c.reason, now, dashboard, repeat_since=c.since
+                    )
+                    key = f"repeat:{c.agent['id']}:{now.isoformat()}"
+                    kind = "repeat"
+                else:
+                    notice = messages.flip_notice(c.agent, c.old, c.new, c.reason, now, dashboard)
+                    key = f"flip:{c.flip_id}"
+                    kind = "recovery" if c.new == "ok" else "flip"
+                queued += self._queue(session, channel_id, kind, key, notice, c.flip_id, now)
+        return queued
+
+    def _digests(self, session, channels, agents, labels, now) -> int:
+        period_s = self.settings.alert_digest_period_s
+        offset = self.settings.alert_digest_offset_s
+        current = int((now.timestamp() - offset) // period_s)
+        queued = 0
+        for channel in channels:
+            if not channel.digest or channel.digest_period == current:
+                continue
+            last = channel.digest_period
+            moved = session.execute(
+                sa.update(AlertChannel)
+                .where(
+                    AlertChannel.id == channel.id,
+                    AlertChannel.digest_period == last
+                    if last is not None
+                    else AlertChannel.digest_period.is_(None),
+                )
+                .values(digest_period=current)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if moved != 1 or last is None:
+                continue  # another worker sent it, or the channel's first period: start here
+            since = datetime.fromtimestamp(offset + last * period_s, now.tzinfo)
+            mine = [a for a in agents if matches(channel.labels or {}, labels.get(a["id"]))]
+            bad = [
+                (a["name"], a["status"])
+                for a in mine
+                if is_trouble(a["status"]) and wants(channel.min_status, None, a["status"])
+            ]
+            ids = [a["id"] for a in mine]
+            flips = 0
+            for chunk in range(0, len(ids), 1000):
+                flips += session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Flip)
+                    .where(
+                        Flip.at >= since,
+                        Flip.from_status.is_not(None),
+                        Flip.agent_id.in_(ids[chunk : chunk + 1000]),
+                    )
+                )
+            notice = messages.digest_notice(bad, flips, since, now, self.settings.dashboard_url)
+            queued += self._queue(
+                session, channel.id, "digest", f"digest:{current}", notice, None, now
+            )
+        return queued
+
+    def _queue(self, session, channel_id, kind, key, notice, flip_id, now) -> int:
+        return _insert_ignore(
+            session,
+            AlertDelivery,
+            {
+                "channel_id": channel_id,
+                "flip_id": flip_id,
+                "kind": kind,
+                "dedupe_key": key,
+                "notify_type": notice.notify_type,
+                "title": notice.title[:250],
+                "body": notice.body,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            },
+        )
