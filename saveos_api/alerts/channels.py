@@ -40,26 +40,22 @@ class ChannelError(ValueError):
 
 
 class _ThreadCapture(logging.Handler):
-    """Collects Apprise's records per thread, so concurrent sends keep their own errors."""
+    """Collects Apprise's warnings per thread, for apprise_log()."""
 
     def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
+        super().__init__(logging.WARNING)
         self.local = threading.local()
 
     def emit(self, record: logging.LogRecord) -> None:
         lines = getattr(self.local, "lines", None)
-        if lines is not None and record.levelno >= logging.WARNING:
+        if lines is not None:
             lines.append(record.getMessage())
 
 
 @cache
 def _capture() -> _ThreadCapture:
-    logger = logging.getLogger(APPRISE_LOGGER)
-    # Apprise logs URLs (some with their tokens) when loading and sending: never to our log.
-    logger.propagate = False
-    logger.setLevel(logging.WARNING)
     handler = _ThreadCapture()
-    logger.addHandler(handler)
+    logging.getLogger(APPRISE_LOGGER).addHandler(handler)
     return handler
 
 
@@ -67,6 +63,9 @@ def _capture() -> _ThreadCapture:
 def apprise_log() -> Iterator[list[str]]:
     """Apprise's warnings and errors in this thread while the block runs (unredacted)."""
     handler = _capture()
+    # Apprise logs URLs (some with their tokens) when it loads and sends: never to our log.
+    # Set on every use, not once: a logging configuration applied later may reset it.
+    logging.getLogger(APPRISE_LOGGER).propagate = False
     handler.local.lines = lines = []
     try:
         yield lines

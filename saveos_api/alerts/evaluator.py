@@ -115,12 +115,8 @@ class Evaluator:
 
     def _pass(self, now: datetime | None) -> PassResult:
         with self.db.sessions() as session:
-            if not self.db.is_sqlite:
-                got = session.execute(
-                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY}
-                ).scalar_one()
-                if not got:
-                    return PassResult(ran=False)
+            if not self._exclusive(session):
+                return PassResult(ran=False)
             now = now or utcnow()
             fleet = fleet_status(session, now)
             agents = fleet["agents"]
@@ -144,6 +140,13 @@ class Evaluator:
             queued=queued,
             by_status=dict(fleet["totals"]["by_status"]),
         )
+
+    def _exclusive(self, session: Session) -> bool:
+        """PostgreSQL: this transaction holds the evaluator's advisory lock (SQLite: run())."""
+        if self.db.is_sqlite:
+            return True
+        query = sa.text("SELECT pg_try_advisory_xact_lock(:k)")
+        return bool(session.execute(query, {"k": ADVISORY_KEY}).scalar_one())
 
     # -- flips -----------------------------------------------------------------------------
 

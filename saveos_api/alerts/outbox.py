@@ -43,12 +43,20 @@ def send(url: str, title: str, body: str, notify_type: str, timeout_s: float) ->
                 return SendResult(False, ch.redact("; ".join(lines) or "unusable URL", url))
             sender = apprise.Apprise(asset=ch.asset_with(timeout_s))
             sender.add(plugin)
-            ok = bool(sender.notify(body=body, title=title, notify_type=notify_type))
+            result = sender.notify(body=body, title=title, notify_type=notify_type)
         except Exception as exc:  # noqa: BLE001 - a plugin's bug is one failed send
             return SendResult(False, ch.redact(f"{type(exc).__name__}: {exc}", url))
-    if ok:
+    if result:
         return SendResult(True)
-    return SendResult(False, ch.redact("; ".join(lines[-3:]) or "the service refused it", url))
+    # The service's own account of the failure (its log lines ride on the result).
+    said = [
+        entry.message
+        for service in getattr(result, "results", ())
+        for attempt in service.attempts
+        for entry in attempt.logs
+        if entry.level in ("WARNING", "ERROR", "CRITICAL")
+    ]
+    return SendResult(False, ch.redact("; ".join(said[-3:]) or "the service refused it", url))
 
 
 class Outbox:
