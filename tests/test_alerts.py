@@ -7,6 +7,7 @@ SAVEOS_ALERT_* settings so each case takes seconds.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -507,3 +508,81 @@ def test_deadman_pings_only_while_the_evaluator_runs_and_the_database_answers(pg
         _pg_exec(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         api.close()
         pings.stop()
+
+
+def saveos(server: ApiServer, *args: str, stdin: str | None = None):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    env = dict(server.env, SAVEOS_API_URL=server.url, COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, "-m", "saveos_cli.app", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_cli_channels_test_and_list(tmp_path, webhook):
+    secret = "tok-" + uuid.uuid4().hex
+    server = Workers(f"sqlite:///{tmp_path / 'api.db'}", tmp_path / "api", 1, **FAST).start()
+    try:
+        added = saveos(
+            server,
+            "alerts", "channel", "add", "-", "--label", "team=db", "--min-status", "late",
+            "--name", "db team",
+            stdin=webhook.url(f"/hook/{secret}") + "\n",
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        assert "added channel 1: db team (late and worse, hosts: team=db)" in added.stdout
+        dead = saveos(server, "alerts", "channel", "add", stdin=f"json://127.0.0.1:9/{secret}\n")
+        assert dead.returncode == 0, dead.stderr
+
+        listed = saveos(server, "alerts", "channel", "list", "--json")
+        channels = json.loads(listed.stdout)["channels"]
+        assert [c["url"] for c in channels] == [
+            f"json://127.0.0.1:{webhook.port}/…",
+            "json://127.0.0.1:9/…",
+        ]
+        table = saveos(server, "alerts", "channel", "list")
+        assert "db team" in table.stdout and "team=db" in table.stdout
+
+        tested = saveos(server, "alerts", "test")
+        assert tested.returncode == 1, tested.stdout + tested.stderr
+        assert "sent to db team" in tested.stdout
+        assert "failed json://127.0.0.1:9/…: " in tested.stdout
+        assert [p["title"] for p in webhook.posts] == ["SaveOS test notification"]
+        only = saveos(server, "alerts", "test", "--channel", "1")
+        assert only.returncode == 0 and len(webhook.posts) == 2
+
+        for url, message in (
+            ("bogus://x", "unknown notification scheme 'bogus'"),
+            ("no-scheme", "the channel URL has no scheme"),
+        ):
+            bad = saveos(server, "alerts", "channel", "add", "-", stdin=url + "\n")
+            assert bad.returncode == 1 and message in bad.stderr, bad.stderr
+            assert "Traceback" not in bad.stderr
+        label = saveos(server, "alerts", "channel", "add", "-", "--label", "x", stdin="json://h/\n")
+        assert label.returncode == 1 and "label 'x' is not KEY=VALUE" in label.stderr
+
+        listing = saveos(server, "alerts", "list", "--json")
+        doc = json.loads(listing.stdout)
+        assert doc["flips"] == [] and {d["kind"] for d in doc["deliveries"]} == {"test"}
+        assert "last 3 delivery(ies)" in saveos(server, "alerts", "list").stdout
+
+        removed = saveos(server, "alerts", "channel", "remove", "2")
+        assert removed.returncode == 0 and "removed channel 2." in removed.stdout
+        again = saveos(server, "alerts", "channel", "remove", "2")
+        assert again.returncode == 1 and "channel 2 not found" in again.stderr
+
+        everything = [added, dead, listed, table, tested, only, listing, removed]
+        for result in everything:
+            assert secret not in result.stdout + result.stderr
+        assert secret not in server.log_path.read_text()
+    finally:
+        server.stop()
