@@ -5,31 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from sqlalchemy.orm import Session
+from fastapi import HTTPException, Path, Query, Request
 
 from saveos_api.alerts import channels as ch
 from saveos_api.alerts import messages
 from saveos_api.alerts import schemas as s
 from saveos_api.alerts.evaluator import _insert_ignore
 from saveos_api.alerts.outbox import send
-from saveos_api.auth import require_admin
-from saveos_api.db import get_session
+from saveos_api.deps import SessionDep, admin_router
 from saveos_api.models import Agent, AlertChannel, AlertDelivery, Flip, utcnow
 from saveos_api.schemas import INT64_MAX, NAME_PATTERN
 
-ERRORS = {
-    401: {"description": "Missing, malformed or unknown token"},
-    403: {"description": "An agent token on an admin endpoint"},
-    422: {"description": "Invalid input; the detail says what is wrong"},
-}
-router = APIRouter(
-    prefix="/api/v1/alerts",
-    tags=["alerts"],
-    dependencies=[Depends(require_admin)],
-    responses=ERRORS,
-)
-SessionDep = Annotated[Session, Depends(get_session)]
+router = admin_router("alerts")
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -47,14 +34,14 @@ def _channel_out(channel: AlertChannel) -> s.ChannelOut:
     )
 
 
-@router.get("/channels", response_model=s.ChannelList)
+@router.get("/alerts/channels", response_model=s.ChannelList)
 def list_channels(session: SessionDep):
     rows = session.scalars(sa.select(AlertChannel).order_by(AlertChannel.id)).all()
     return {"channels": [_channel_out(c) for c in rows]}
 
 
 @router.post(
-    "/channels",
+    "/alerts/channels",
     response_model=s.ChannelOut,
     status_code=201,
     responses={409: {"description": "That URL is already a channel"}},
@@ -92,7 +79,7 @@ def add_channel(body: s.ChannelIn, request: Request, session: SessionDep):
 
 
 @router.delete(
-    "/channels/{channel_id}",
+    "/alerts/channels/{channel_id}",
     responses={404: {"description": "No such channel"}, 409: {"description": "From settings"}},
 )
 def remove_channel(
@@ -112,7 +99,7 @@ def remove_channel(
     return {"removed": channel_id}
 
 
-@router.get("/flips", response_model=s.FlipList)
+@router.get("/alerts/flips", response_model=s.FlipList)
 def list_flips(
     session: SessionDep,
     limit: Limit = 100,
@@ -147,7 +134,7 @@ def list_flips(
     }
 
 
-@router.get("/deliveries", response_model=s.DeliveryList)
+@router.get("/alerts/deliveries", response_model=s.DeliveryList)
 def list_deliveries(
     session: SessionDep,
     limit: Limit = 100,
@@ -184,7 +171,9 @@ def list_deliveries(
     }
 
 
-@router.post("/test", response_model=s.TestOut, responses={404: {"description": "No channel"}})
+@router.post(
+    "/alerts/test", response_model=s.TestOut, responses={404: {"description": "No channel"}}
+)
 def test(body: s.TestIn, request: Request, session: SessionDep):
     """Send a test notice to one channel or every enabled one, now, and say how it went."""
     service = request.app.state.alerts
