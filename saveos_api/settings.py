@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(8, ge=1)
     # Alerts (saveos_api/alerts): see README "Alerts" for what each one does.
     alerts_enabled: bool = True
-    alert_evaluate_s: float = Field(30.0, gt=0)
+    alert_evaluate_s: float = Field(10.0, gt=0)
     alert_outbox_s: float = Field(5.0, gt=0)
     alert_retry_base_s: float = Field(30.0, gt=0)
     alert_retry_max_s: float = Field(900.0, gt=0)

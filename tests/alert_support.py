@@ -8,9 +8,14 @@ import email.policy
 import json
 import threading
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+
+from saveos_api.models import Agent, Snapshot
 
 
 class Mailbox:
@@ -97,3 +102,49 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition", interval
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def bulk_agents(db, count: int, late_at: datetime, interval_s: int = 3600) -> None:
+    """`count` agents heartbeating, last good backup such that they all turn late at late_at."""
+    finished = late_at - timedelta(seconds=interval_s)
+    now = datetime.now(UTC)
+    with db.sessions() as session:
+        ids = session.scalars(
+            sa.insert(Agent).returning(Agent.id),
+            [
+                {
+                    "name": f"flood{n:04}",
+                    "labels": {},
+                    "backup_interval_s": interval_s,
+                    "backup_grace_s": 3600,
+                    "heartbeat_interval_s": 86400,
+                    "created_at": now - timedelta(days=1),
+                    "last_seen": now,
+                    "heartbeat_count": 1,
+                }
+                for n in range(count)
+            ],
+        ).all()
+        session.execute(
+            sa.insert(Snapshot),
+            [
+                {
+                    "agent_id": agent_id,
+                    "report_id": uuid.uuid4().hex,
+                    "repo": "/var/lib/saveos/repo",
+                    "archive": f"flood-{agent_id}",
+                    "started_at": finished - timedelta(seconds=10),
+                    "finished_at": finished,
+                    "nfiles": 1,
+                    "original_size": 1,
+                    "compressed_size": 1,
+                    "deduplicated_size": 1,
+                    "exit_status": "ok",
+                    "rc": 0,
+                    "warnings": [],
+                    "received_at": now,
+                }
+                for agent_id in ids
+            ],
+        )
+        session.commit()

@@ -15,12 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from alert_support import Mailbox, Webhook, wait_for
+from alert_support import Mailbox, Webhook, bulk_agents, wait_for
 from api_support import Api, snapshot_report
 from conftest import ApiServer, free_port
 
 from saveos_api.alerts.evaluator import Evaluator
-from saveos_api.models import Agent, Snapshot
 
 FAST = {
     "alert_evaluate_s": 0.2,
@@ -29,13 +28,6 @@ FAST = {
     "alert_retry_max_s": 1.0,
     "dashboard_url": "https://saveos.example.com",
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'saveos.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
@@ -249,52 +241,6 @@ def test_two_api_workers_on_postgresql_notify_once(pg_url, tmp_path, mailbox, we
         http.close()
     finally:
         server.stop()
-
-
-def bulk_agents(db, count: int, late_at: datetime, interval_s: int = 3600) -> None:
-    """`count` agents heartbeating, last good backup such that they all turn late at late_at."""
-    finished = late_at - timedelta(seconds=interval_s)
-    now = datetime.now(UTC)
-    with db.sessions() as session:
-        ids = session.scalars(
-            sa.insert(Agent).returning(Agent.id),
-            [
-                {
-                    "name": f"flood{n:04}",
-                    "labels": {},
-                    "backup_interval_s": interval_s,
-                    "backup_grace_s": 3600,
-                    "heartbeat_interval_s": 86400,
-                    "created_at": now - timedelta(days=1),
-                    "last_seen": now,
-                    "heartbeat_count": 1,
-                }
-                for n in range(count)
-            ],
-        ).all()
-        session.execute(
-            sa.insert(Snapshot),
-            [
-                {
-                    "agent_id": agent_id,
-                    "report_id": uuid.uuid4().hex,
-                    "repo": "/var/lib/saveos/repo",
-                    "archive": f"flood-{agent_id}",
-                    "started_at": finished - timedelta(seconds=10),
-                    "finished_at": finished,
-                    "nfiles": 1,
-                    "original_size": 1,
-                    "compressed_size": 1,
-                    "deduplicated_size": 1,
-                    "exit_status": "ok",
-                    "rc": 0,
-                    "warnings": [],
-                    "received_at": now,
-                }
-                for agent_id in ids
-            ],
-        )
-        session.commit()
 
 
 def test_flood_of_1000_hosts_turning_late_is_one_message_per_channel(db_url, tmp_path, webhook):
@@ -586,3 +532,25 @@ def test_cli_channels_test_and_list(tmp_path, webhook):
         assert secret not in server.log_path.read_text()
     finally:
         server.stop()
+
+
+def test_server_refuses_to_start_with_a_bad_declared_channel(tmp_path):
+    server = Workers(f"sqlite:///{tmp_path / 'api.db'}", tmp_path / "api", 1)
+    channels = tmp_path / "channels.txt"
+    channels.write_text("# ops\njson://127.0.0.1:9/ok\nbogus://x\n")
+    channels.chmod(0o644)
+    cases = [
+        ({"SAVEOS_ALERT_CHANNELS": '[{"url": "json://h/", "min_status": "meh"}]'},
+         "SAVEOS_ALERT_CHANNELS: channel 1: min status 'meh'"),
+        ({"SAVEOS_ALERT_CHANNELS_FILE": str(channels)}, "is readable by group/others"),
+    ]  # fmt: skip
+    for env, message in cases:
+        server.extra = env
+        started = saveos(server, "server", "--port", str(free_port()))
+        assert started.returncode == 1 and message in started.stderr, started.stderr
+        assert "Traceback" not in started.stderr
+    channels.chmod(0o600)
+    server.extra = {"SAVEOS_ALERT_CHANNELS_FILE": str(channels)}
+    started = saveos(server, "server", "--port", str(free_port()))
+    assert started.returncode == 1
+    assert f"{channels}: channel 2: unknown notification scheme 'bogus'" in started.stderr

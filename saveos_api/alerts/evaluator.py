@@ -120,7 +120,6 @@ class Evaluator:
             now = now or utcnow()
             fleet = fleet_status(session, now)
             agents = fleet["agents"]
-            labels = dict(session.execute(sa.select(Agent.id, Agent.labels)).all())
             states = {s.agent_id: s for s in session.scalars(sa.select(AlertState))}
             changes = self._flips(session, agents, states, now)
             flips = len(changes)
@@ -130,8 +129,11 @@ class Evaluator:
                 .where(AlertChannel.disabled_at.is_(None))
                 .order_by(AlertChannel.id)
             ).all()
-            queued = self._route(session, changes, channels, labels, now)
-            queued += self._digests(session, channels, agents, labels, now)
+            queued = 0
+            if channels and (changes or any(c.digest for c in channels)):
+                labels = dict(session.execute(sa.select(Agent.id, Agent.labels)).all())
+                queued += self._route(session, changes, channels, labels, now)
+                queued += self._digests(session, channels, agents, labels, now)
             session.commit()
         return PassResult(
             ran=True,

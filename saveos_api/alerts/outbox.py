@@ -88,7 +88,12 @@ class Outbox:
                 log.warning("alerts: %d delivery(ies) left mid-send by a stopped worker", released)
             rows = session.execute(
                 sa.select(AlertDelivery.channel_id, AlertDelivery.id)
-                .where(AlertDelivery.state == "pending", AlertDelivery.next_attempt_at <= now)
+                .join(AlertChannel, AlertChannel.id == AlertDelivery.channel_id)
+                .where(
+                    AlertDelivery.state == "pending",
+                    AlertDelivery.next_attempt_at <= now,
+                    AlertChannel.disabled_at.is_(None),  # dropped from the settings: kept, not sent
+                )
                 .order_by(AlertDelivery.id)
                 .limit(BATCH)
             ).all()
