@@ -291,8 +291,7 @@ class AlertState(Base):
         autoincrement=False,
     )
     status: Mapped[str] = mapped_column(sa.String(16))
-    since: Mapped[datetime] = mapped_column()
-    reason: Mapped[str | None] = mapped_column(sa.Text)
+    since: Mapped[datetime] = mapped_column()  # the reason is the latest flip's
     # Last notice about this status (the flip's, then each repeat's).
     notified_at: Mapped[datetime | None] = mapped_column()
 

@@ -76,14 +76,31 @@ def _sqlite_lock(db: Database):
         os.close(fd)
 
 
-def _insert_ignore(session: Session, model, values: dict) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING; the number of rows inserted (0 or 1)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+CHUNK = 500  # agents per statement: an IN list or a VALUES list well under any limit
+
+
+def _chunks(items: list) -> list[list]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+def _insert(session: Session):
+    if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount
+    return insert
+
+
+def _insert_ignore(session: Session, model, values: dict) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING; the number of rows inserted (0 or 1)."""
+    statement = _insert(session)(model).values(**values).on_conflict_do_nothing()
+    return session.execute(statement).rowcount
+
+
+def _insert_ignore_returning(session: Session, model, rows: list[dict], column) -> list:
+    """Many rows, ON CONFLICT DO NOTHING: `column` of the rows this statement inserted."""
+    statement = _insert(session)(model).values(rows).on_conflict_do_nothing().returning(column)
+    return list(session.execute(statement).scalars())
 
 
 class Evaluator:
@@ -153,43 +170,58 @@ class Evaluator:
     # -- flips -----------------------------------------------------------------------------
 
     def _flips(self, session, agents, states, now) -> list[Change]:
-        changes = []
+        """Move every changed agent's row, set-wise: one statement per (old, new) pair and
+        CHUNK agents, each answering which rows it moved (RETURNING); only those get a flip."""
+        fresh, moves = [], defaultdict(list)
         for agent in agents:
-            new = agent["status"]
             state = states.get(agent["id"])
-            if state is not None and state.status == new:
-                continue
-            why = messages.reason(agent, now)
             if state is None:
-                old = None
-                written = _insert_ignore(
-                    session,
-                    AlertState,
-                    {
-                        "agent_id": agent["id"],
-                        "status": new,
-                        "since": now,
-                        "reason": why,
-                        "notified_at": now,
-                    },
-                )
-            else:
-                old = state.status
-                written = session.execute(
+                fresh.append(agent)
+            elif state.status != agent["status"]:
+                moves[(state.status, agent["status"])].append(agent)
+        won: list[tuple[dict, str | None]] = []
+        for chunk in _chunks(fresh):
+            rows = [
+                {"agent_id": a["id"], "status": a["status"], "since": now, "notified_at": now}
+                for a in chunk
+            ]
+            mine = set(_insert_ignore_returning(session, AlertState, rows, AlertState.agent_id))
+            won += [(a, None) for a in chunk if a["id"] in mine]
+        for (old, new), group in moves.items():
+            for chunk in _chunks(group):
+                moved = session.execute(
                     sa.update(AlertState)
-                    .where(AlertState.agent_id == agent["id"], AlertState.status == old)
-                    .values(status=new, since=now, reason=why, notified_at=now)
+                    .where(
+                        AlertState.agent_id.in_([a["id"] for a in chunk]),
+                        AlertState.status == old,  # the healthchecks condition: once only
+                    )
+                    .values(status=new, since=now, notified_at=now)
+                    .returning(AlertState.agent_id)
                     .execution_options(synchronize_session=False)
-                ).rowcount
-            if written != 1:  # another worker wrote this flip first
-                continue
-            flip_id = session.execute(
-                sa.insert(Flip)
-                .values(agent_id=agent["id"], from_status=old, to_status=new, at=now, reason=why)
-                .returning(Flip.id)
-            ).scalar_one()
-            log.info("flip: %s %s -> %s (%s)", agent["name"], old or "(new)", new, why)
-            changes.append(Change(agent, old, new, why, flip_id))
+                )
+                mine = set(moved.scalars())
+                won += [(a, old) for a in chunk if a["id"] in mine]
+        if not won:
+            return []
+        reasons = [messages.reason(agent, now) for agent, _old in won]
+        flip_ids = session.scalars(
+            sa.insert(Flip).returning(Flip.id, sort_by_parameter_order=True),
+            [
+                {
+                    "agent_id": agent["id"],
+                    "from_status": old,
+                    "to_status": agent["status"],
+                    "at": now,
+                    "reason": why,
+                }
+                for (agent, old), why in zip(won, reasons, strict=True)
+            ],
+        ).all()
+        changes = []
+        for (agent, old), why, flip_id in zip(won, reasons, flip_ids, strict=True):
+            if old is not None:
+                log.info("flip: %s %s -> %s (%s)", agent["name"], old, agent["status"], why)
+            changes.append(Change(agent, old, agent["status"], why, flip_id))
         return changes
 
     def _repeats(self, session, agents, states, now) -> list[Change]:

@@ -26,7 +26,6 @@ def upgrade() -> None:
         sa.Column("agent_id", ID, autoincrement=False, nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("since", TS, nullable=False),
-        sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("notified_at", TS, nullable=True),
         sa.ForeignKeyConstraint(["agent_id"], ["agents.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("agent_id"),
