@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from saveos_api import migrations
+from saveos_api import migrations, web
 from saveos_api.alerts.metrics import AlertCollector
 from saveos_api.alerts.service import AlertService
 from saveos_api.db import Database
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(escrow.router)
     app.include_router(alerts.router)
     app.include_router(open.router)
+    web.mount(app)  # the dashboard: HTML pages and their static files
     _install_error_handlers(app)
     # Innermost first: metrics see 413s too, and the heartbeat fast path sees neither
     # oversized bodies nor escapes the metrics.

@@ -193,6 +193,7 @@ class AgentOut(Output):
 
 class AgentList(Output):
     agents: list[AgentOut]
+    total: int  # every agent, whatever page `agents` is
 
 
 class SnapshotOut(Output):
@@ -230,7 +231,7 @@ class DecommissionOut(Output):
     decommissioned_at: datetime
 
 
-JobKind = Literal["backup", "check", "drill", "restore"]
+JobKind = Literal["backup", "check", "drill", "restore", "list"]
 JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
 
 
