@@ -193,6 +193,8 @@ def test_evaluators_racing_without_the_lock_still_write_each_flip_once(pg_url, t
 class Workers(ApiServer):
     """`saveos server --workers N` with extra settings, as a deployment would run it."""
 
+    start_timeout = 90.0  # N processes importing the app on a loaded 2-core machine
+
     def __init__(self, database_url, data_dir, workers: int, **settings):
         super().__init__(database_url, data_dir)
         self.extra = {"SAVEOS_WORKERS": str(workers)}
