@@ -83,3 +83,37 @@ def test_list_folder_names_what_is_missing(backed_up, monkeypatch):
         listing.list_folder(cfg, "no-such-archive", folder)
     with pytest.raises(AgentError, match="limit"):
         listing.list_folder(cfg, archive, folder, 0, 1000)
+
+
+@pytest.mark.borg
+def test_borg_create_progress_reaches_the_callback(tmp_path, monkeypatch):
+    """Real borg with the agent's argv: --progress under --log-json gives archive_progress lines."""
+    from saveos_agent import borg_commands as bc
+    from saveos_agent import execute
+
+    pyz = build_pyz_once(tmp_path)
+    h = AgentHost(tmp_path / "host", pyz)
+    make_tree(h.src)
+    h.init()
+    monkeypatch.setenv("BORG_BASE_DIR", h.env["BORG_BASE_DIR"])
+    cfg = config.load(str(h.config_path))
+    seen: list[dict] = []
+    result = execute.run(
+        bc.create(cfg.repository, "progress-test", cfg.sources, progress=True),
+        execute.secrets_of(cfg),
+        on_progress=seen.append,
+    )
+    assert result.status == "ok", result.error_message
+    assert seen and all(e["type"] == "archive_progress" for e in seen)
+    assert {"nfiles", "original_size", "deduplicated_size"} <= seen[0].keys()
+
+
+def build_pyz_once(tmp_path):
+    class _Factory:  # build_pyz wants a tmp_path_factory; one directory is enough here
+        @staticmethod
+        def mktemp(name):
+            path = tmp_path / name
+            path.mkdir()
+            return path
+
+    return build_pyz(_Factory)

@@ -45,9 +45,12 @@ def create(
     compression: Optional[str] = None,
     checkpoint_interval: Optional[int] = None,
     lock_wait: Optional[int] = None,
+    progress: bool = False,
     borg: str = "borg",
 ) -> Argv:
     argv = _common(borg, ["create"], lock_wait) + ("--json",)
+    if progress:  # archive_progress lines on stderr (JSON, with --log-json)
+        argv += ("--progress",)
     if compression:
         argv += ("--compression", compression)
     if checkpoint_interval is not None:
