@@ -99,10 +99,16 @@ class AlertService:
         self._kick: asyncio.Event | None = None
         self._stopping = threading.Event()
         self._last_ping = 0.0
+        self._users = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        if not self.settings.alerts_enabled:
+        # One app served twice at once (two test clients, each its own event loop): the loops
+        # run once, in the first; the last to stop ends them.
+        self._users += 1
+        if not self.settings.alerts_enabled or self._users > 1:
             return
+        self._loop = asyncio.get_running_loop()
         self._scan = ThreadPoolExecutor(1, thread_name_prefix="saveos-alerts")
         self._pool = ThreadPoolExecutor(CHANNEL_THREADS, thread_name_prefix="saveos-send")
         self._kick = asyncio.Event()
@@ -116,10 +122,17 @@ class AlertService:
         ]
 
     async def stop(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
         self._stopping.set()
+        here = asyncio.get_running_loop() is self._loop
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+            if here:
+                task.cancel()
+            elif not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(task.cancel)
+        for task in self._tasks if here else ():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         # Sends under way finish and are marked sent (a restart must not send them again);
