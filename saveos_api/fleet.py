@@ -190,6 +190,7 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "tampered_at",
 )
 
 
@@ -248,6 +249,7 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        inst(Agent.tampered_at).label("tampered_at"),
     ]
 
 
@@ -345,6 +347,7 @@ def fleet_status(
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        tampered_at,
     ) in rows:
         status = status_at(
             at,
@@ -359,6 +362,7 @@ def fleet_status(
             offsite_interval_s,
             last_offsite_at,
             last_snapshot_locked,
+            tampered_at=tampered_at,
         )
         by_status[status] += 1
         original += original_size or 0
@@ -390,6 +394,7 @@ def fleet_status(
                 "last_offsite_result": last_offsite_result,
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
+                "tampered_at": tampered_at,
             }
         )
     return {

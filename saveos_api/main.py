@@ -19,7 +19,7 @@ from saveos_api.alerts.service import AlertService
 from saveos_api.db import Database
 from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from saveos_api.routes import admin, agent, alerts, escrow, open
+from saveos_api.routes import admin, agent, alerts, escrow, maintenance, open
 from saveos_api.settings import Settings
 
 log = logging.getLogger("saveos_api")
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(admin.router)
     app.include_router(escrow.router)
     app.include_router(alerts.router)
+    app.include_router(maintenance.router)
     app.include_router(open.router)
     web.mount(app)  # the dashboard: HTML pages and their static files
     _install_error_handlers(app)

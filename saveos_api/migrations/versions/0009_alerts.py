@@ -1,7 +1,7 @@
 """alerts: alert_states, flips, alert_channels, alert_deliveries (the outbox)
 
 Revision ID: 0009
-Revises: 0010
+Revises: 0006
 Create Date: 2026-12-01 08:40:00
 """
 
@@ -15,7 +15,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
 
 revision = "0009"
-down_revision = "0010"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
