@@ -5,7 +5,7 @@ message}]) and each drill the databases it restored into a scratch database ([{n
 result, message}]); NULL for reports without databases (and from older agents).
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0009
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
