@@ -68,11 +68,21 @@ def test_deploy_registers_append_only_keys_pins_the_server_and_is_idempotent(rep
             f"ssh://saveos-repo@{repo1.address}:{repo1.port}/srv/saveos-repos/{host}"
         )
         assert "BatchMode=yes" in config["rsh"] and "StrictHostKeyChecking=yes" in config["rsh"]
+    # The controller's admin key (central jobs): private on the controller, full access there.
+    admin = fleet.work / "data" / "repo-admin" / "id_ed25519"
+    assert admin.stat().st_mode & 0o777 == 0o600
+    admin_public = " ".join(admin.with_suffix(".pub").read_text().split()[:2])
+    admin_line = (
+        f'command="borg serve --restrict-to-path /srv/saveos-repos",restrict {admin_public} '
+        "saveos-admin:controller"
+    )
+    assert admin_line in keys.splitlines(), keys
     # The private keys never left their hosts: not on the server, not in the escrow store.
     body = fleet.sh("lab1", "sed -n 4p /etc/saveos/ssh/id_ed25519").stdout.strip()
     assert len(body) > 40
-    found = fleet.sh(fleet.server, f"grep -rlF '{body}' /etc /var /srv /root /home /opt")
-    assert found.returncode == 1, found.stdout
+    places = "/etc /srv /root /home /opt /var/lib/saveos-repo"
+    found = fleet.sh(fleet.server, f"grep -rlsF '{body}' {places} || true")
+    assert found.stdout == "", found.stdout
     assert sorted(p.name for p in (fleet.escrow / "lab1").iterdir()) == [
         "key.export",
         "passphrase",
