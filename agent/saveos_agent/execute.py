@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -310,8 +311,41 @@ def run(
         interrupted=_abort.is_set(),
     )
     result.lock_timeout = rc in _LOCK_RCS or any(e.get("msgid") in _LOCK_MSGIDS for e in logs)
+    if (
+        rc != 0
+        and secrets.rsh
+        and result.server_problem is None
+        and any(e.get("msgid") == "ConnectionClosedWithHint" for e in logs)
+    ):
+        # Borg does not always relay ssh's own words before the connection closes: ask ssh.
+        logs.extend(_ssh_probe(secrets.rsh, argv))
     log.info("%s finished rc=%d (%s) in %.1fs", argv[1], rc, result.status, result.duration_s)
     return result
+
+
+_SSH_URL = re.compile(r"^ssh://(?:([^@/]+)@)?(\[[^\]]+\]|[^:/]+)(?::(\d+))?/")
+
+
+def _ssh_probe(rsh: str, argv: Sequence[str]) -> List[Dict[str, Any]]:
+    """ssh's own stderr for the repository's server, as borg's "Remote: " log lines."""
+    import shlex
+
+    target = next((m for m in map(_SSH_URL.match, argv) if m), None)
+    if target is None:
+        return []
+    user, host, port = target.groups()
+    command = [*shlex.split(rsh), "-p", port or "22", f"{user}@{host}" if user else host, "true"]
+    try:
+        probe = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [
+        {"type": "log_message", "levelname": "WARNING", "message": f"Remote: {line.strip()}"}
+        for line in probe.stderr.splitlines()
+        if line.strip()
+    ]
 
 
 def borg_version(borg: str = "borg", cache_dir: Optional[str] = None) -> Optional[str]:
