@@ -27,7 +27,8 @@ from saveos_api.models import (
     Snapshot,
     UTCDateTime,
 )
-from saveos_api.status import STATUSES, status_at
+from saveos_api.schemas import VERIFY_FIELDS
+from saveos_api.status import STATUSES, Verification, assess
 
 SUCCESS = ("ok", "warning")
 _PLAIN = sa.DateTime(timezone=True)
@@ -190,6 +191,8 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    *VERIFY_FIELDS,
+    "running",
 )
 
 
@@ -248,6 +251,9 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        *(getattr(Agent, f) for f in VERIFY_FIELDS),
+        # What its last heartbeat said runs (the heartbeat folds it into facts.running).
+        Agent.facts["running"].label("running"),
     ]
 
 
@@ -335,8 +341,28 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        check_interval_s,
+        check_grace_s,
+        drill_interval_s,
+        drill_grace_s,
+        escrow_interval_s,
+        escrow_grace_s,
+        running,
     ) in rows:
-        status = status_at(
+        verification = Verification(
+            last_check_at,
+            check_interval_s,
+            check_grace_s,
+            last_drill_at,
+            last_drill_result,
+            drill_interval_s,
+            drill_grace_s,
+            last_escrow_at,
+            escrow_interval_s,
+            escrow_grace_s,
+            running if isinstance(running, list) else None,
+        )
+        status, reasons = assess(
             at,
             created_at,
             heartbeat_interval_s,
@@ -349,6 +375,7 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
             offsite_interval_s,
             last_offsite_at,
             last_snapshot_locked,
+            verification,
         )
         by_status[status] += 1
         original += original_size or 0
@@ -380,6 +407,11 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
                 "last_offsite_result": last_offsite_result,
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
+                "reasons": reasons,
+                "running": verification.running or [],
+                "check_interval_s": check_interval_s,
+                "drill_interval_s": drill_interval_s,
+                "escrow_interval_s": escrow_interval_s,
             }
         )
     return {

@@ -67,6 +67,13 @@ class Agent(Base):
     decommissioned_at: Mapped[datetime | None] = mapped_column()
     # Declared by an agent that keeps an offsite copy; null: no offsite copy expected.
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    # The verification schedule it was provisioned with (null or 0: none expected; 0008).
+    check_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    check_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 class AgentToken(Base):

@@ -65,6 +65,11 @@ AGENT_KEYS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "reasons",
+    "running",
+    "check_interval_s",
+    "drill_interval_s",
+    "escrow_interval_s",
 )
 
 
@@ -192,6 +197,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
         "drill",
         "offsite",
         "escrow",
+        "why",
     )
     for col in columns:
         table.add_column(
@@ -212,6 +218,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
             _result(a["last_drill_at"], a["last_drill_result"], now),
             _offsite(a),
             _escrow(a, now),
+            "; ".join(a.get("reasons") or []) or "-",
         )
     out.print(table)
     totals = report["totals"]
