@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
-from saveos_agent import __version__, execute, locks
+from saveos_agent import __version__, activity, execute, jobqueue, locks
 from saveos_agent import borg_commands as bc
 from saveos_agent.api_client import ApiClient, ApiUnavailable
 from saveos_agent.config import Config
@@ -253,7 +253,10 @@ def backup(
     trigger: str = "command line",
     wait_s: Optional[int] = None,
 ) -> Dict[str, Any]:
-    with agent_guard(cfg, "backup", trigger, wait_s) as guard:
+    with (
+        agent_guard(cfg, "backup", trigger, wait_s) as guard,
+        activity.running(cfg, "backup", job_id),
+    ):
         out = _backup(cfg, job_id)
     if guard.get("waited_for"):
         out["waited_for"] = guard["waited_for"]
@@ -396,7 +399,10 @@ def check(
     trigger: str = "command line",
     wait_s: Optional[int] = None,
 ) -> Dict[str, Any]:
-    with agent_guard(cfg, "check", trigger, wait_s) as guard:
+    with (
+        agent_guard(cfg, "check", trigger, wait_s) as guard,
+        activity.running(cfg, "check", job_id),
+    ):
         out = _check(cfg, verify_data, job_id)
     return {**out, "waited_s": guard["waited_s"]}
 
@@ -550,6 +556,13 @@ def drill(
     job_id: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Restore a sample into a temp dir and compare sha256 with the unchanged live files."""
+    with activity.running(cfg, "drill", job_id):
+        return _drill(cfg, count, percent, job_id)
+
+
+def _drill(
+    cfg: Config, count: Optional[int], percent: Optional[float], job_id: Optional[int]
+) -> Dict[str, Any]:
     import random
     import shutil
     import tempfile
@@ -684,6 +697,7 @@ def heartbeat_body(cfg: Config) -> Dict[str, Any]:
         "backup_interval_s": cfg.backup_interval_s,
         "heartbeat_interval_s": cfg.heartbeat_interval_s,
         "facts": {"python": platform.python_version(), "spool_depth": spool_of(cfg).depth()},
+        "running": activity.current(cfg),
         **({"offsite_interval_s": cfg.offsite.interval_s} if cfg.offsite else {}),
     }
 
@@ -706,8 +720,9 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
                 cfg, count=params.get("count"), percent=params.get("percent"), job_id=job_id
             )
         elif kind == "restore":
-            result = restore(
+            result = _restore_job(
                 cfg,
+                job_id,
                 str(params.get("archive") or latest_archive(cfg)),
                 list(params.get("paths") or []),
                 params.get("target"),
@@ -726,7 +741,22 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     return {"id": job_id, "kind": kind, "state": state, "result": result}
 
 
-def heartbeat(cfg: Config, run_jobs: bool = True) -> Dict[str, Any]:
+def _restore_job(cfg: Config, job_id: Any, *args: Any) -> Dict[str, Any]:
+    with activity.running(cfg, "restore", job_id):
+        return restore(cfg, *args)
+
+
+def run_jobs(cfg: Config) -> Dict[str, Any]:
+    """Run the queued jobs (saveos-agent-jobs.service, the daemon's worker)."""
+    done = jobqueue.run_pending(cfg, run_job)
+    failed = [j for j in done if j["state"] != "succeeded"]
+    return {"status": "warning" if failed else "ok", "jobs": done}
+
+
+def heartbeat(cfg: Config, run_jobs: bool = True, queue_only: bool = False) -> Dict[str, Any]:
+    """One heartbeat. The jobs it hands out are queued on disk and run apart (jobqueue), so a
+    long job never holds up the next heartbeat: by the jobs unit on systemd hosts, by the
+    daemon's worker (queue_only), or here before returning when neither exists (by hand)."""
     client = api_client(cfg)
     if client is None:
         raise AgentError("no api_url/token_file in the config: cannot heartbeat")
@@ -740,12 +770,24 @@ def heartbeat(cfg: Config, run_jobs: bool = True) -> Dict[str, Any]:
         raise AgentError(f"heartbeat failed ({status_code}): {answer}")
     save_state(cfg, last_heartbeat_at=iso(utcnow()))
     jobs = answer.get("jobs", []) if isinstance(answer, dict) else []
-    done = [run_job(cfg, job) for job in jobs] if run_jobs else []
+    done: List[Dict[str, Any]] = []
+    runner = "none"
+    if jobs and run_jobs:
+        jobqueue.add(cfg, jobs)
+        if queue_only:
+            runner = "daemon"
+        elif jobqueue.systemd_runner():
+            jobqueue.start_systemd_runner()
+            runner = "systemd"
+        else:
+            runner = "inline"
+            done = jobqueue.run_pending(cfg, run_job)
     flushed = spool_of(cfg).flush(client)
     return {
         "status": "ok",
         "agent_id": answer.get("agent_id") if isinstance(answer, dict) else None,
         "server_time": answer.get("server_time") if isinstance(answer, dict) else None,
-        "jobs": done if run_jobs else jobs,
+        "jobs": done if runner == "inline" else jobs,
+        "job_runner": runner,
         "spool_remaining": flushed["remaining"],
     }
