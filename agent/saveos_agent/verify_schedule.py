@@ -7,7 +7,9 @@ import datetime as dt
 import time
 from typing import Any, Dict, Optional
 
-from saveos_agent import actions
+from saveos_agent.actions import check, drill
+from saveos_agent.clock import iso, utcnow
+from saveos_agent.state import load_state, save_state
 
 
 def _parse(value: Optional[str]) -> Optional[float]:
@@ -36,17 +38,17 @@ def verify_data_due(cfg, now: Optional[float] = None) -> bool:
     every = cfg.verify.verify_data_interval_s
     if every <= 0:
         return False
-    last = _parse(actions.load_state(cfg).get("last_verify_data_at"))
+    last = _parse(load_state(cfg).get("last_verify_data_at"))
     return last is None or (now if now is not None else time.time()) >= last + every
 
 
 def check_due(cfg, now: float, since: float) -> bool:
-    last = _parse(actions.load_state(cfg).get("last_check_at"))
+    last = _parse(load_state(cfg).get("last_check_at"))
     return slot_due(last, cfg.verify.check_interval_s, cfg.verify.check_offset_s, now, since)
 
 
 def drill_due(cfg, now: float, since: float) -> bool:
-    state = actions.load_state(cfg)
+    state = load_state(cfg)
     if not state.get("last_backup_at"):
         return False  # nothing to restore yet
     last = _parse(state.get("last_drill_at"))
@@ -55,11 +57,11 @@ def drill_due(cfg, now: float, since: float) -> bool:
 
 def scheduled_check(cfg, wait_s: Optional[int] = None) -> Dict[str, Any]:
     verify_data = verify_data_due(cfg)
-    out = actions.check(cfg, verify_data=verify_data, trigger="schedule", wait_s=wait_s)
+    out = check.check(cfg, verify_data=verify_data, trigger="schedule", wait_s=wait_s)
     if verify_data:
-        actions.save_state(cfg, last_verify_data_at=actions.iso(actions.utcnow()))
+        save_state(cfg, last_verify_data_at=iso(utcnow()))
     return out
 
 
 def scheduled_drill(cfg) -> Dict[str, Any]:
-    return actions.drill(cfg, count=cfg.verify.drill_count)
+    return drill.drill(cfg, count=cfg.verify.drill_count)

@@ -5,26 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from saveos_api import schemas
-from saveos_api.auth import hash_token, new_agent_token, require_admin
-from saveos_api.db import get_session
+from saveos_api.auth import hash_token, new_agent_token
+from saveos_api.deps import NOT_FOUND, AgentId, JobId, SessionDep, admin_router, get_agent_or_404
 from saveos_api.fleet import fleet_status_json
-from saveos_api.heartbeats import expire_jobs
+from saveos_api.jobs import expire_jobs
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
-ERRORS = {
-    401: {"description": "Missing, malformed or unknown token"},
-    403: {"description": "An agent token on an admin endpoint"},
-    422: {"description": "Invalid input; the detail names the field"},
-}
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], responses=ERRORS)
-SessionDep = Annotated[Session, Depends(get_session)]
-AgentId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
-NOT_FOUND = {404: {"description": "No such agent or job"}}
+router = admin_router("admin")
 
 
 def _issue_token(request: Request, session: Session, agent_id: int) -> str:
@@ -42,13 +34,6 @@ def _revoke_tokens(session: Session, agent_id: int) -> int:
         .values(revoked_at=utcnow())
     )
     return result.rowcount
-
-
-def _get_agent(session: Session, agent_id: int) -> Agent:
-    agent = session.get(Agent, agent_id)
-    if agent is None:
-        raise HTTPException(404, detail=f"agent {agent_id} not found")
-    return agent
 
 
 @router.post(
@@ -127,7 +112,7 @@ def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], sess
 
 @router.get("/agents/{agent_id}", response_model=schemas.AgentOut, responses=NOT_FOUND)
 def get_agent(agent_id: AgentId, session: SessionDep):
-    return _get_agent(session, agent_id)
+    return get_agent_or_404(session, agent_id)
 
 
 @router.get(
@@ -139,7 +124,7 @@ def agent_snapshots(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ):
-    _get_agent(session, agent_id)
+    get_agent_or_404(session, agent_id)
     rows = session.scalars(
         sa.select(Snapshot)
         .where(Snapshot.agent_id == agent_id)
@@ -157,7 +142,7 @@ def agent_snapshots(
     "/agents/{agent_id}/tokens/revoke", response_model=schemas.RevokeOut, responses=NOT_FOUND
 )
 def revoke_tokens(agent_id: AgentId, session: SessionDep):
-    _get_agent(session, agent_id)
+    get_agent_or_404(session, agent_id)
     revoked = _revoke_tokens(session, agent_id)
     session.commit()
     return {"revoked": revoked}
@@ -165,7 +150,7 @@ def revoke_tokens(agent_id: AgentId, session: SessionDep):
 
 @router.delete("/agents/{agent_id}", response_model=schemas.DecommissionOut, responses=NOT_FOUND)
 def decommission(agent_id: AgentId, session: SessionDep):
-    agent = _get_agent(session, agent_id)
+    agent = get_agent_or_404(session, agent_id)
     if agent.decommissioned_at is None:
         agent.decommissioned_at = utcnow()
     _revoke_tokens(session, agent_id)
@@ -216,9 +201,7 @@ def create_jobs(body: schemas.JobsIn, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND)
-def get_job(
-    job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)], request: Request, session: SessionDep
-):
+def get_job(job_id: JobId, request: Request, session: SessionDep):
     if expire_jobs(session, utcnow(), request.app.state.settings.job_timeout_s, job_id):
         session.commit()
     job = session.get(Job, job_id)

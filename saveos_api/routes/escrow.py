@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 
 from saveos_api import schemas
-from saveos_api.auth import require_admin
+from saveos_api.deps import NOT_FOUND, AgentId, SessionDep, admin_router, get_agent_or_404
 from saveos_api.models import EscrowProof
-from saveos_api.routes.admin import ERRORS, NOT_FOUND, AgentId, SessionDep, _get_agent
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], responses=ERRORS)
+router = admin_router("escrow")
 
 
 @router.post(
@@ -23,7 +22,7 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], resp
     responses=NOT_FOUND,
 )
 def record_escrow_proof(agent_id: AgentId, body: schemas.EscrowProofIn, session: SessionDep):
-    _get_agent(session, agent_id)
+    get_agent_or_404(session, agent_id)
     proof = EscrowProof(
         agent_id=agent_id,
         duration_s=round((body.finished_at - body.started_at).total_seconds(), 3),
@@ -44,7 +43,7 @@ def list_escrow_proofs(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ):
-    _get_agent(session, agent_id)
+    get_agent_or_404(session, agent_id)
     return session.scalars(
         sa.select(EscrowProof)
         .where(EscrowProof.agent_id == agent_id)

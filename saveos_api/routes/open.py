@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from saveos_api import schemas
 
-router = APIRouter()
+router = APIRouter(tags=["open"])
 
 
 @router.get(
