@@ -106,8 +106,7 @@ def render_units(tmp_path: Path, hosts: dict[str, dict]) -> Path:
     play.write_text(RENDER_PLAY.format(role=ROLE))
     result = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(play), "-e", f"out={out}"],
-        cwd=REPO_ROOT, env=ansible_env({"ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins")}),
-        capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     return out
@@ -144,10 +143,11 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
             "broken": {"saveos_agent_backup_on_calendar": "nope"},
             "db6h": six_hours,
             "db30m": half_hour,
+            "db90m": {"saveos_agent_backup_interval_s": 5400},
             "fixed": {**six_hours, "saveos_agent_backup_on_calendar": "Sun *-*-* 04:00:00"},
         },
     )
-    for host in [*fleet, "db6h", "db30m", "fixed"]:
+    for host in [*fleet, "db6h", "db30m", "db90m", "fixed"]:
         result = systemd_verify(tmp_path, out / host)
         # verify exits 0 on some warnings: any stderr output counts as a failure.
         assert result.returncode == 0 and result.stderr == "", result.stderr
@@ -175,6 +175,10 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
     minute = 60 + int(hashlib.sha1(b"db30m").hexdigest()[:8], 16) % 180
     assert timer_calendars("db30m") == [f"*-*-* *:{minute % 30:02d}/30:00 UTC"]
     assert timer_calendars("fixed") == ["Sun *-*-* 04:00:00"]  # on_calendar overrides
+    minute = 60 + int(hashlib.sha1(b"db90m").hexdigest()[:8], 16) % 180
+    assert timer_calendars("db90m") == [
+        f"*-*-* {m // 60:02d}:{m % 60:02d}:00 UTC" for m in range(minute % 90, 1440, 90)
+    ]  # 90 min: sixteen slots, one line each
     # Checks and drills weekly (the default) on the host's own weekday and minute.
     weekday = int(hashlib.sha1(b"web1").hexdigest()[8:16], 16) % 7
     days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
