@@ -1,9 +1,11 @@
 """The status of one agent as a pure function of time and its last known facts.
 
-Precedence (API.md): silent > locked > failing > never > overdue > late > ok. Boundaries are
-strict: exactly at a deadline is still on time. `locked`: the latest backup failed because the
-repository stayed locked (another borg process, or a lock the agent would not break), which
-asks for a different remedy than a backup that failed on its own.
+Precedence (API.md): silent > tampered > locked > failing > never > overdue > late > ok.
+Boundaries are strict: exactly at a deadline is still on time. `locked`: the latest backup
+failed because the repository stayed locked (another borg process, or a lock the agent would
+not break), which asks for a different remedy than a backup that failed on its own. `tampered`:
+a central run found the host's repository tampered with (archives gone, deletes logged by the
+host's key, segments changed) and no rollback has been recorded since.
 
 Verification counts like backups: a failed check or drill is `failing`; a check, drill or escrow
 proof older than its provisioned interval is `late`, past interval + grace `overdue` (never done:
@@ -16,8 +18,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked")
+STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered")
 SILENT_AFTER_INTERVALS = 3
+# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
+ALARM = ("overdue", "failing", "silent", "locked", "tampered")
+# Worst first, as `saveos status` and the dashboard sort hosts: the precedence below, with the
+# alarms ahead of "never".
+SEVERITY = {
+    "silent": 0,
+    "tampered": 1,
+    "locked": 2,
+    "failing": 3,
+    "overdue": 4,
+    "never": 5,
+    "late": 6,
+    "ok": 7,
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,7 @@ class StatusInput:
     offsite_interval_s: int | None = None
     last_offsite_at: datetime | None = None  # last successful offsite sync
     last_snapshot_locked: bool = False  # the latest snapshot failed on a repository lock
+    tampered_at: datetime | None = None  # a central run found tampering (agents.tampered_at)
     verification: Verification | None = None
 
 
@@ -79,6 +96,7 @@ def assess_input(s: StatusInput) -> tuple[str, list[str]]:
         s.last_offsite_at,
         s.last_snapshot_locked,
         s.verification,
+        tampered_at=s.tampered_at,
     )
 
 
@@ -96,6 +114,8 @@ def status_at(  # positional on purpose: the fleet view calls it 10,000 times
     last_offsite_at: datetime | None,
     last_snapshot_locked: bool | None = False,
     verification: Verification | None = None,
+    *,
+    tampered_at: datetime | None = None,
 ) -> str:
     """compute_status() without building a StatusInput; the same fields in the same order."""
     return assess(
@@ -112,6 +132,7 @@ def status_at(  # positional on purpose: the fleet view calls it 10,000 times
         last_offsite_at,
         last_snapshot_locked,
         verification,
+        tampered_at=tampered_at,
     )[0]
 
 
@@ -129,6 +150,8 @@ def assess(
     last_offsite_at: datetime | None,
     last_snapshot_locked: bool | None = False,
     verification: Verification | None = None,
+    *,
+    tampered_at: datetime | None = None,
 ) -> tuple[str, list[str]]:
     """(status, reasons): the status and every finding behind it, worst first."""
     v = verification or NO_VERIFICATION
@@ -167,6 +190,8 @@ def assess(
         if state != "ok"
     ]
     reasons = failed + stale + running
+    if tampered_at is not None and tampered_at <= now:
+        return "tampered", ["repository tampered with", *reasons]
     if last_snapshot_status == "error" and last_snapshot_locked:
         return "locked", ["repository locked", *reasons]
     if failed:

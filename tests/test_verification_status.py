@@ -259,3 +259,29 @@ def test_provision_refuses_bad_verification_intervals(api):
             "/api/v1/agents/provision", json={"name": "web3", **bad}, headers=api.admin
         )
         assert r.status_code == 422, (bad, r.text)
+
+
+def test_the_dashboard_reason_names_the_verification(api):
+    """saveos_api/reasons.py (the dashboard's one line) follows status.assess()'s findings."""
+    from saveos_api.fleet import fleet_status
+    from saveos_api.reasons import status_reason
+
+    c = api.client
+    now = datetime.now(UTC)
+    _, headers = api.agent("web9", heartbeat_interval_s=30 * DAY, backup_interval_s=60 * DAY,
+                           **SCHEDULE)  # fmt: skip
+    c.post("/api/v1/reports/snapshots", json=snapshot_report(now), headers=headers)
+    c.post("/api/v1/reports/checks", json=check_report(now), headers=headers)
+    c.post("/api/v1/reports/drills", json=drill_report(now - timedelta(days=1)), headers=headers)
+    c.post("/api/v1/agents/heartbeat", json={}, headers=headers)
+
+    def reason(at: datetime) -> str:
+        with api.app.state.db.engine.connect() as conn:
+            row = fleet_status(conn, at)["agents"][0]
+        return status_reason(row, at)
+
+    assert reason(now + timedelta(days=7)).startswith("late: last drill 8")
+    assert reason(now + timedelta(days=9)).startswith("overdue: last check 9")
+    failed = drill_report(now + timedelta(seconds=1), result="fail")
+    c.post("/api/v1/reports/drills", json=failed, headers=headers)
+    assert reason(now + timedelta(seconds=2)).startswith("failing: the last restore drill failed")
