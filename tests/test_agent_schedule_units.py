@@ -139,3 +139,23 @@ def test_verify_config_is_checked(tmp_path):
     ):
         with pytest.raises(AgentError, match=message):
             _validate(tmp_path, verify=bad)
+
+
+def test_state_writers_in_threads_lose_nothing(tmp_path):
+    """The daemon's heartbeat and worker threads write the state file at once."""
+    import threading
+
+    from saveos_agent.state import load_state
+
+    cfg = cfg_at(tmp_path)
+
+    def writer(n: int) -> None:
+        for i in range(50):
+            save_state(cfg, **{f"k{n}_{i}": i})
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(load_state(cfg)) == 200
