@@ -31,6 +31,7 @@ from saveos_api.alerts.levels import is_trouble
 from saveos_api.db import Database
 from saveos_api.fleet import fleet_status
 from saveos_api.models import Agent, AlertChannel, AlertDelivery, AlertState, Flip, utcnow
+from saveos_api.status import SILENT_AFTER_INTERVALS
 
 log = logging.getLogger("saveos_api.alerts")
 ADVISORY_KEY = 0x5A7E_0020  # "SaveOS alerts", any constant the app uses for nothing else
@@ -107,6 +108,20 @@ class Evaluator:
     def __init__(self, db: Database, settings):
         self.db = db
         self.settings = settings
+        self.started = utcnow()
+
+    def _unheard(self, agent: dict[str, Any], now: datetime) -> bool:
+        """A `silent` this worker cannot vouch for: nothing heard from the agent since the
+        worker started, and it has not run long enough for the agent to have been heard. After
+        an outage of SaveOS itself every agent looks silent; they are only unheard until they
+        have had SILENT_AFTER_INTERVALS heartbeats' time to report (spooled reports included)."""
+        if agent["status"] != "silent":
+            return False
+        heard = agent.get("last_heartbeat")
+        if heard is not None and heard >= self.started:
+            return False
+        window = timedelta(seconds=SILENT_AFTER_INTERVALS * agent["heartbeat_interval_s"])
+        return now - self.started < window
 
     def run(self, now: datetime | None = None) -> PassResult:
         started = time.perf_counter()
@@ -176,6 +191,8 @@ class Evaluator:
         fresh, moves = [], defaultdict(list)
         for agent in agents:
             status = states.get(agent["id"])
+            if self._unheard(agent, now):
+                continue
             if status is None:
                 fresh.append(agent)
             elif status != agent["status"]:
