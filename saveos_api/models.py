@@ -142,6 +142,8 @@ class Snapshot(Base):
     rc: Mapped[int] = mapped_column(sa.Integer)
     warnings: Mapped[list[str]] = mapped_column(default=list)
     message: Mapped[str | None] = mapped_column(sa.Text)
+    # Database dumps in the archive: [{name, type, format, size, status, message}] (0011).
+    databases: Mapped[list[Any] | None] = mapped_column(sa.JSON)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The central prune removed this archive from the repository.
     pruned_at: Mapped[datetime | None] = mapped_column()
@@ -187,6 +189,8 @@ class DrillResult(Base):
     files_mismatched: Mapped[int] = mapped_column(sa.BigInteger)
     result: Mapped[str] = mapped_column(sa.String(16))
     message: Mapped[str | None] = mapped_column(sa.Text)
+    # Databases restored into a scratch database: [{name, type, result, message}] (0011).
+    databases: Mapped[list[Any] | None] = mapped_column(sa.JSON)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
