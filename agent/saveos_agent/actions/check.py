@@ -22,11 +22,10 @@ def check(
     trigger: str = "command line",
     wait_s: Optional[int] = None,
 ) -> Dict[str, Any]:
-    with (
-        agent_guard(cfg, "check", trigger, wait_s) as guard,
-        activity.running(cfg, "check", job_id),
-    ):
-        out = _check(cfg, verify_data, job_id)
+    # nested, not one parenthesized `with`: hosts may run Python 3.9
+    with agent_guard(cfg, "check", trigger, wait_s) as guard:  # noqa: SIM117
+        with activity.running(cfg, "check", job_id):
+            out = _check(cfg, verify_data, job_id)
     return {**out, "waited_s": guard["waited_s"]}
 
 

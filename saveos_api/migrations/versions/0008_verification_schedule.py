@@ -5,7 +5,7 @@ grace overdue (saveos_api/status.py); null or 0 expects none. Provisioned by the
 saveos_agent_check_*, saveos_agent_drill_* and saveos_agent_escrow_proof_*.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0011
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
