@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from saveos_rules import STATUSES, SUCCESSFUL_BACKUP
 
 from saveos_api.models import (
     Agent,
@@ -27,9 +28,8 @@ from saveos_api.models import (
     Snapshot,
     UTCDateTime,
 )
-from saveos_api.status import STATUSES, status_at
+from saveos_api.status import status_at
 
-SUCCESS = ("ok", "warning")
 _PLAIN = sa.DateTime(timezone=True)
 
 
@@ -102,7 +102,7 @@ def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = Fals
         ("exit_status", "locked"),
         ("finished_at", "archive", "original_size", "deduplicated_size"),
         "exit_status",
-        SUCCESS,
+        SUCCESSFUL_BACKUP,
     )
     check = _latest(CheckResult, "last_check", at, ("finished_at", "result"), lateral)
     drill = _latest(DrillResult, "last_drill", at, ("finished_at", "result"), lateral)

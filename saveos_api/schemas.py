@@ -11,6 +11,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import saveos_rules as rules
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -28,7 +29,6 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 MAX_FUTURE = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
 REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 JSON_MAX_DEPTH = 8
 JSON_MAX_ITEMS = 2000
@@ -136,11 +136,17 @@ Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Duration = Annotated[StrictFloat, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
-AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
+AgentName = Annotated[str, Field(pattern=rules.NAME_PATTERN)]
 ReportId = Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
 # Bounded so that date arithmetic never overflows.
-Interval = Annotated[StrictInt, Field(ge=1, le=366 * 86400)]
-Grace = Annotated[StrictInt, Field(ge=0, le=366 * 86400)]
+Interval = Annotated[StrictInt, Field(ge=1, le=rules.INTERVAL_MAX_S)]
+BackupInterval = Annotated[
+    StrictInt, Field(ge=rules.BACKUP_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+HeartbeatInterval = Annotated[
+    StrictInt, Field(ge=rules.HEARTBEAT_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+Grace = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
 ReturnCode = Annotated[StrictInt, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
     dict[LabelKey, HostText],
@@ -162,9 +168,9 @@ class Output(BaseModel):
 class ProvisionIn(Input):
     name: AgentName
     labels: Labels | None = None
-    backup_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
     backup_grace_s: Grace | None = None
-    heartbeat_interval_s: Interval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
     rotate: StrictBool = False
 
 
@@ -307,8 +313,8 @@ class HeartbeatIn(Input):
     borg_version: Version | None = None
     os: ShortText | None = None
     hostname: HostText | None = None
-    backup_interval_s: Interval | None = None
-    heartbeat_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
     offsite_interval_s: Interval | None = None
     facts: JsonObject | None = None
 

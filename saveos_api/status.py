@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked")
 SILENT_AFTER_INTERVALS = 3
 
 

@@ -16,9 +16,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from saveos_rules import iso, private_file_problem, utcnow
 
 from saveos_cli import config
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
@@ -33,14 +34,6 @@ BORG_QUIET_ENV = {
     "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
     "BORG_EXIT_CODES": "legacy",
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # ---- inventory -------------------------------------------------------------------------------
@@ -133,8 +126,9 @@ def escrow_files(name: str) -> tuple[Path, Path]:
         path = folder / leaf
         if not path.is_file():
             raise SaveOSError(f"{name}: no escrowed {leaf} at {path} (was the host deployed?).")
-        if path.stat().st_mode & 0o077:
-            raise SaveOSError(f"{name}: {path} is readable by group/others; run chmod 600 {path}.")
+        problem = private_file_problem(str(path))
+        if problem:
+            raise SaveOSError(f"{name}: {problem}.")
         out.append(path)
     return out[0], out[1]
 

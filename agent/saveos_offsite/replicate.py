@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from saveos_agent import locks
+from saveos_rules import iso, utcnow
 
 from saveos_offsite.settings import OffsiteError, Settings, read_credentials
 
@@ -26,14 +27,6 @@ log = logging.getLogger("saveos_offsite")
 _SKIP = ("lock.exclusive", "lock.roster")
 _CHUNK = 1024 * 1024
 MANIFEST_VERSION = 1
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def sha256_file(path: str) -> str:
