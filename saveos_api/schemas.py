@@ -237,7 +237,7 @@ class DecommissionOut(Output):
 
 
 JobKind = Literal["backup", "check", "drill", "restore"]
-JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
+JobState = Literal[rules.JOB_STATES]
 
 
 class JobsIn(Input):
@@ -267,7 +267,7 @@ class JobsOut(Output):
 class AgentStatusOut(Output):
     id: int
     name: str
-    status: Literal["ok", "late", "overdue", "failing", "silent", "never", "locked"]
+    status: Literal[rules.STATUSES]
     last_heartbeat: datetime | None
     last_backup_at: datetime | None
     last_archive: str | None
@@ -352,7 +352,7 @@ class SnapshotReport(_Timed):
     original_size: Size
     compressed_size: Size
     deduplicated_size: Size
-    exit_status: Literal["ok", "warning", "error"]
+    exit_status: Literal[rules.SNAPSHOT_RESULTS]
     # The backup failed because the repository stayed locked (status `locked`, not `failing`).
     locked: StrictBool = False
     rc: ReturnCode
@@ -363,7 +363,7 @@ class SnapshotReport(_Timed):
 class CheckReport(_Timed):
     repo: RepoPath
     verify_data: StrictBool
-    result: Literal["ok", "warning", "error"]
+    result: Literal[rules.CHECK_RESULTS]
     rc: ReturnCode
     message: Message | None = None
 
@@ -373,7 +373,7 @@ class DrillReport(_Timed):
     files_checked: Size
     files_matched: Size
     files_mismatched: Size
-    result: Literal["pass", "fail"]
+    result: Literal[rules.DRILL_RESULTS]
     message: Message | None = None
 
 
@@ -384,7 +384,7 @@ class OffsiteReport(_Timed):
     objects_uploaded: Size = 0
     bytes_uploaded: Size = 0
     objects_deleted: Size = 0
-    result: Literal["ok", "error", "skipped"]
+    result: Literal[rules.OFFSITE_RESULTS]
     message: Text(65536) | None = None  # type: ignore[valid-type]
 
 
@@ -392,7 +392,7 @@ class EscrowProofIn(Input):
     started_at: Timestamp
     finished_at: Timestamp
     method: Literal["live", "offsite"]
-    result: Literal["ok", "fail"]
+    result: Literal[rules.ESCROW_RESULTS]
     archives: Size | None = None
     message: Text(65536) | None = None  # type: ignore[valid-type]
 

@@ -24,10 +24,15 @@ from saveos_rules import iso, private_file_problem, utcnow
 from saveos_cli import config
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
 
-REPOSITORY = "/var/lib/saveos/repo"
-OFFSITE_PYTHON = "/opt/saveos/offsite-venv/bin/python"
-AGENT_PYZ = "/opt/saveos/saveos-agent.pyz"
-OFFSITE_CONFIG = "/etc/saveos/offsite.json"
+# Where the role put things on a host: its own variables, rendered with the host's inventory
+# vars (the role is their one home; an inventory that overrides them is followed).
+ROLE_DIR = Path(__file__).resolve().parent.parent / "roles" / "saveos_agent"
+LAYOUT = {
+    "repository": "saveos_agent_repository_url | default(saveos_agent_repository)",
+    "agent_pyz": "saveos_agent_pyz",
+    "offsite_python": "saveos_agent_offsite_venv ~ '/bin/python'",
+    "offsite_config": "saveos_agent_offsite_config_file",
+}
 # Borg may meet a repository it never saw (a fresh BORG_BASE_DIR, a copy in a new place).
 BORG_QUIET_ENV = {
     "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
@@ -48,10 +53,11 @@ class Host:
     key_file: str | None = None
     ssh_args: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
+    layout: dict[str, str] = field(default_factory=dict)
 
     @property
     def repository(self) -> str:
-        return str(self.vars.get("saveos_agent_repository") or REPOSITORY)
+        return self.layout["repository"]
 
     def ssh_base(self) -> list[str]:
         argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
@@ -82,6 +88,7 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
     if limit:
         manager.subset(limit)
     variables = VariableManager(loader=loader, inventory=manager)
+    defaults, role_vars = (_role_file(loader, part) for part in ("defaults", "vars"))
     hosts = []
     for item in manager.get_hosts("all"):
         hv = variables.get_vars(host=item)
@@ -95,12 +102,31 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
                 key_file=hv.get("ansible_ssh_private_key_file"),
                 ssh_args=shlex.split(common),
                 vars={k: v for k, v in hv.items() if k.startswith("saveos_")},
+                layout=_layout(loader, {**defaults, **hv, **role_vars}),
             )
         )
     if not hosts:
         target = f" matches --limit {limit!r}" if limit else ""
         raise SaveOSError(f"no host in {inventory}{target}.")
     return hosts
+
+
+def _role_file(loader, part: str) -> dict:
+    """The role's defaults/ or vars/ main.yml, its templates trusted like Ansible trusts them."""
+    from ansible.template import trust_as_template
+
+    data = loader.load_from_file(str(ROLE_DIR / part / "main.yml")) or {}
+    return {k: trust_as_template(v) if isinstance(v, str) else v for k, v in data.items()}
+
+
+def _layout(loader, variables: dict) -> dict[str, str]:
+    from ansible.template import Templar, trust_as_template
+
+    templar = Templar(loader=loader, variables=variables)
+    return {
+        key: str(templar.template(trust_as_template(f"{{{{ {expression} }}}}")))
+        for key, expression in LAYOUT.items()
+    }
 
 
 def find_host(inventory: Path, name: str) -> Host:
@@ -345,8 +371,9 @@ def recover(
     try:
         log(f"fetching {settings.target} onto {onto} ...")
         fetch_cmd = (
-            f"PYTHONPATH={q(AGENT_PYZ)} {q(OFFSITE_PYTHON)} -m saveos_offsite fetch "
-            f"--config {q(OFFSITE_CONFIG)} --host {q(source)} --dest {q(repo)}"
+            f"PYTHONPATH={q(new_host.layout['agent_pyz'])} "
+            f"{q(new_host.layout['offsite_python'])} -m saveos_offsite fetch "
+            f"--config {q(new_host.layout['offsite_config'])} --host {q(source)} --dest {q(repo)}"
         )
         proc = new_host.ssh(fetch_cmd)
         lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()

@@ -102,6 +102,7 @@ def retention_problems(retention: Any) -> list:
 # ---- results and statuses ----------------------------------------------------------------
 # A snapshot report's exit_status, as borg's exit code classifies it. A backup with warnings
 # made an archive all the same: it counts as a successful backup.
+ESCROW_RESULTS = ("ok", "fail")
 SNAPSHOT_RESULTS = ("ok", "warning", "error")
 SUCCESSFUL_BACKUP = ("ok", "warning")
 CHECK_RESULTS = ("ok", "warning", "error")
