@@ -22,7 +22,10 @@ def _escrow_state(tmp_path: Path, settings: dict) -> dict:
         "source_dir": str(ROOT / "agent"),
         "escrow_dir": str(tmp_path / "escrow"),
         "host_escrows": {host: str(tmp_path / "escrow" / host) for host in settings},
-        "host_settings": settings,
+        "host_settings": [
+            [host, s["backup_interval_s"], s["heartbeat_interval_s"], s["retention"]]
+            for host, s in settings.items()
+        ],
     }
     env = dict(
         os.environ,

@@ -40,10 +40,11 @@ options:
     required: true
   host_settings:
     description: >-
-      Inventory host name to that host's C(backup_interval_s), C(heartbeat_interval_s) and
-      C(retention) (an empty retention is the agent's default).
-    type: dict
-    default: {}
+      One [host, backup_interval_s, heartbeat_interval_s, retention] per host (an empty
+      retention is the agent's default).
+    type: list
+    elements: list
+    default: []
 """
 
 EXAMPLES = r"""
@@ -150,13 +151,17 @@ def main() -> None:
             "source_dir": {"type": "path", "required": True},
             "escrow_dir": {"type": "path", "required": True},
             "host_escrows": {"type": "dict", "required": True},
-            "host_settings": {"type": "dict", "default": {}},
+            "host_settings": {"type": "list", "elements": "list", "default": []},
         },
         supports_check_mode=True,
     )
     p = module.params
     state, sha256 = artifact_state(p["artifact"], p["source_dir"], module.sha256)
     store_ok = mode_is(p["escrow_dir"], 0o700, directory=True)
+    settings = {
+        row[0]: {"backup_interval_s": row[1], "heartbeat_interval_s": row[2], "retention": row[3]}
+        for row in p["host_settings"]
+    }
     hosts = {}
     for host, path in p["host_escrows"].items():
         passphrase = os.path.join(path, "passphrase")
@@ -166,7 +171,7 @@ def main() -> None:
             and mode_is(path, 0o700, directory=True)
             and is_private(passphrase)
             and is_private(os.path.join(path, "key.export")),
-            "problems": setting_problems(host, p["host_settings"].get(host) or {}),
+            "problems": setting_problems(host, settings.get(host) or {}),
         }
     module.exit_json(changed=False, artifact_state=state, artifact_sha256=sha256, hosts=hosts)
 
