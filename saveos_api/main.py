@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from saveos_api import migrations
+from saveos_api import migrations, web
 from saveos_api.db import Database
 from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from saveos_api.routes import admin, agent, escrow, open
+from saveos_api.routes import admin, agent, escrow, maintenance, open
 from saveos_api.settings import Settings
 
 log = logging.getLogger("saveos_api")
@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(agent.router)
     app.include_router(admin.router)
     app.include_router(escrow.router)
+    app.include_router(maintenance.router)
     app.include_router(open.router)
+    web.mount(app)  # the dashboard: HTML pages and their static files
     _install_error_handlers(app)
     # Innermost first: metrics see 413s too, and the heartbeat fast path sees neither
     # oversized bodies nor escapes the metrics.

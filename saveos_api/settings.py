@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # A job not finished this long after it was queued is marked expired (never handed out later).
     job_timeout_s: int = Field(86400, ge=1)
     db_pool_size: int = Field(8, ge=1)
+    # How long a dashboard login lasts (the session cookie and its row expire together).
+    web_session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86400)
 
     @property
     def effective_database_url(self) -> str:

@@ -120,6 +120,10 @@ class ApiClient:
     def agents(self) -> list[dict]:
         return self._request("GET", "/api/v1/agents")["agents"]
 
+    def agents_page(self, limit: int, offset: int = 0) -> dict:
+        """{"agents": [...], "total": N}: `limit` agents by name from `offset`."""
+        return self._request("GET", "/api/v1/agents", params={"limit": limit, "offset": offset})
+
     def agent_by_name(self, name: str) -> dict:
         return self._request(
             "GET", f"/api/v1/agents/by-name/{urllib.parse.quote(name, safe='')}", what=name
@@ -132,6 +136,12 @@ class ApiClient:
 
     def record_escrow_proof(self, agent_id: int, proof: dict) -> dict:
         return self._request("POST", f"/api/v1/agents/{agent_id}/escrow", json=proof)
+
+    def record_maintenance(self, agent_id: int, run: dict) -> dict:
+        return self._request("POST", f"/api/v1/agents/{agent_id}/maintenance", json=run)
+
+    def maintenance_state(self, agent_id: int) -> dict:
+        return self._request("GET", f"/api/v1/agents/{agent_id}/maintenance/state")
 
     def revoke_tokens(self, agent_id: int) -> int:
         return self._request("POST", f"/api/v1/agents/{agent_id}/tokens/revoke")["revoked"]

@@ -70,7 +70,14 @@ RETENTION_DEFAULT: Dict[str, Any] = {
     "keep_weekly": 4,
     "keep_monthly": 6,
 }
-RETENTION_COUNTS = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+RETENTION_COUNTS = (
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+)
 RETENTION_KEYS = ("keep_within",) + RETENTION_COUNTS
 KEEP_WITHIN_PATTERN = r"^[1-9][0-9]*[Hdwmy]$"
 
@@ -109,10 +116,22 @@ CHECK_RESULTS = ("ok", "warning", "error")
 DRILL_RESULTS = ("pass", "fail")
 OFFSITE_RESULTS = ("ok", "error", "skipped")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "expired")
-# A host's status, as the API works it out (precedence: silent > locked > failing > never >
-# overdue > late > ok); the alarms make `saveos status` exit 2.
-STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked")
-ALARM_STATUSES = ("overdue", "failing", "silent", "locked")
+# A host's status, as the API works it out (precedence: silent > tampered > locked > failing >
+# never > overdue > late > ok); the alarms make `saveos status` exit 2.
+STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered")
+ALARM_STATUSES = ("overdue", "failing", "silent", "locked", "tampered")
+# Worst first, as `saveos status` and the dashboard sort hosts: the precedence, with the
+# alarms ahead of "never".
+SEVERITY = {
+    "silent": 0,
+    "tampered": 1,
+    "locked": 2,
+    "failing": 3,
+    "overdue": 4,
+    "never": 5,
+    "late": 6,
+    "ok": 7,
+}
 
 # One host's row of the fleet status: GET /api/v1/fleet/status sends these keys in this order,
 # and `saveos status --json` passes them through (documented; keys are only ever added).
@@ -141,6 +160,7 @@ FLEET_ROW_KEYS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "tampered_at",
 )
 
 

@@ -14,7 +14,7 @@ from saveos_api import schemas
 from saveos_api.auth import hash_token, new_agent_token
 from saveos_api.deps import NOT_FOUND, AgentId, JobId, SessionDep, admin_router, get_agent_or_404
 from saveos_api.fleet import fleet_status_json
-from saveos_api.jobs import expire_jobs
+from saveos_api.jobs import UnknownAgent, expire_jobs, queue_jobs, resolve_agents
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
 router = admin_router("admin")
@@ -92,9 +92,18 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
 
 
 @router.get("/agents", response_model=schemas.AgentList)
-def list_agents(session: SessionDep):
-    agents = session.scalars(sa.select(Agent).order_by(Agent.name)).all()
-    return {"agents": agents}
+def list_agents(
+    session: SessionDep,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+):
+    """Agents by name; a page of them with `limit`/`offset` (`total` counts them all)."""
+    query = sa.select(Agent).order_by(Agent.name, Agent.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    agents = session.scalars(query).all()
+    total = session.scalar(sa.select(sa.func.count()).select_from(Agent))
+    return {"agents": agents, "total": total}
 
 
 @router.get("/agents/by-name/{name}", response_model=schemas.AgentOut, responses=NOT_FOUND)
@@ -118,18 +127,22 @@ def agent_snapshots(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    include_pruned: Annotated[
+        bool, Query(description="Also the archives a central prune removed")
+    ] = False,
 ):
     get_agent_or_404(session, agent_id)
+    where = [Snapshot.agent_id == agent_id]
+    if not include_pruned:
+        where.append(Snapshot.pruned_at.is_(None))
     rows = session.scalars(
         sa.select(Snapshot)
-        .where(Snapshot.agent_id == agent_id)
+        .where(*where)
         .order_by(Snapshot.finished_at.desc(), Snapshot.id.desc())
         .limit(limit)
         .offset(offset)
     ).all()
-    total = session.scalar(
-        sa.select(sa.func.count()).select_from(Snapshot).where(Snapshot.agent_id == agent_id)
-    )
+    total = session.scalar(sa.select(sa.func.count()).select_from(Snapshot).where(*where))
     return {"snapshots": rows, "total": total}
 
 
@@ -155,44 +168,14 @@ def decommission(agent_id: AgentId, session: SessionDep):
 
 @router.post("/jobs", response_model=schemas.JobsOut, status_code=201)
 def create_jobs(body: schemas.JobsIn, session: SessionDep):
-    ids = [ref for ref in body.agents if isinstance(ref, int)]
-    names = [ref for ref in body.agents if isinstance(ref, str)]
-    found = session.execute(
-        sa.select(Agent.id, Agent.name, Agent.decommissioned_at).where(
-            sa.or_(Agent.id.in_(ids), Agent.name.in_(names))
-        )
-    ).all()
-    by_id = {row.id: row for row in found}
-    by_name = {row.name: row for row in found}
-    targets: list[int] = []
-    for index, ref in enumerate(body.agents):
-        row = by_id.get(ref) if isinstance(ref, int) else by_name.get(ref)
-        if row is None or row.decommissioned_at is not None:
-            raise HTTPException(
-                422,
-                detail=[
-                    {
-                        "loc": ["body", "agents", index],
-                        "msg": f"unknown or decommissioned agent {ref!r}",
-                        "type": "value_error",
-                    }
-                ],
-            )
-        if row.id not in targets:
-            targets.append(row.id)
-    jobs = [
-        Job(
-            agent_id=agent_id,
-            kind=body.kind,
-            state="queued",
-            params=body.params or {},
-            requested_by=body.requested_by,
-        )
-        for agent_id in targets
-    ]
-    session.add_all(jobs)
-    session.commit()
-    return {"jobs": jobs}
+    try:
+        targets = resolve_agents(session, body.agents)
+    except UnknownAgent as exc:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["body", "agents", exc.index], "msg": str(exc), "type": "value_error"}],
+        ) from None
+    return {"jobs": queue_jobs(session, body.kind, targets, body.params, body.requested_by)}
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND)

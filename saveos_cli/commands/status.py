@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import typer
-from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS
+from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS, SEVERITY
 
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
@@ -29,12 +29,11 @@ STATUS_STYLE = {
     "failing": "bold red",
     "silent": "bold magenta",
     "locked": "bold red",
+    "tampered": "bold white on red",
     "never": "cyan",
 }
 # The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
 ALARM = ALARM_STATUSES
-# Worst first, as the status precedence goes (API.md), with the alarms ahead of "never".
-SEVERITY = {"silent": 0, "locked": 1, "failing": 2, "overdue": 3, "never": 4, "late": 5, "ok": 6}
 # A larger fleet's table shows this many hosts, worst first, unless --all (10,000 rows take
 # Rich seconds to draw and bury the few hosts that matter); --json always has every host.
 TABLE_ROWS = 50
@@ -222,8 +221,9 @@ def status(
 ) -> None:
     """The fleet from the API: one row per agent, totals under it.
 
-    Exit codes: 0 no host overdue / failing / silent / locked, 1 usage or internal error (API
-    unreachable, bad token), 2 some host is overdue, failing, silent or locked.
+    Exit codes: 0 no host overdue / failing / silent / locked / tampered, 1 usage or internal
+    error (API unreachable, bad token), 2 some host is overdue, failing, silent, locked or
+    tampered.
     """
     when = parse_when(at)
     with api() as client:

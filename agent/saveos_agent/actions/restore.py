@@ -35,7 +35,10 @@ def restore(
                     f"--target {target} is inside source {src}; pick another directory"
                 )
         if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
-            raise AgentError(f"--target {target} exists and is not an empty directory")
+            raise AgentError(
+                f"target {target} exists and is not an empty directory: nothing was restored "
+                "(pick a new or empty one)"
+            )
         os.makedirs(target, mode=0o700, exist_ok=True)
     result = execute.run(
         bc.extract(cfg.repository, archive, paths, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
