@@ -6,6 +6,9 @@ agent's latest report (`?at=` in the past, or a report stamped in the future by 
 that agent's rows come from per-agent index probes instead: `... WHERE agent_id = a.id AND
 finished_at <= :at ORDER BY finished_at DESC LIMIT 1`, one backward index scan per agent and
 kind, whose cost grows with the number of agents, not with the history kept.
+
+Longer than most modules on purpose: the two queries (agent_latest, probes) and the row
+builder share one column list and must be read side by side.
 """
 
 from __future__ import annotations

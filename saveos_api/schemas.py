@@ -3,6 +3,9 @@
 Inputs are strict: unknown fields are rejected, sizes are non-negative int64, strings are
 bounded and free of NUL / lone surrogates (PostgreSQL rejects both), free-form JSON is bounded
 in depth and size, timestamps carry a timezone and are not in the far future.
+
+Longer than most modules on purpose: it is the API contract, every body in one place beside
+API.md, so a reviewer checks one file against the other.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Hosts come from the Ansible inventory (connection vars + `saveos_agent_offsite_*
 controller talks to them with plain `ssh` using those vars. Secrets stay off every command line:
 borg reads the escrowed passphrase through BORG_PASSCOMMAND (a file path) on the controller, or
 through BORG_PASSPHRASE_FD=0 fed over the SSH session's stdin on a host.
+
+Longer than most modules on purpose: escrow verify and recover share the inventory, escrow
+and SSH plumbing above them; split them when a third flow needs it.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from saveos_rules import iso, private_file_problem, utcnow
 
 from saveos_cli import config
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
+from saveos_cli.runner import ROLES_DIR
 
 # Where the role put things on a host: its own variables, rendered with the host's inventory
 # vars (the role is their one home; an inventory that overrides them is followed).
-ROLE_DIR = Path(__file__).resolve().parent.parent / "roles" / "saveos_agent"
+ROLE_DIR = ROLES_DIR / "saveos_agent"
 LAYOUT = {
     "repository": "saveos_agent_repository_url | default(saveos_agent_repository)",
     "agent_pyz": "saveos_agent_pyz",

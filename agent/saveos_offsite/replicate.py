@@ -3,6 +3,9 @@
 Change detection: a local manifest (state_dir) keeps, per file, size + mtime + inode + sha256 and
 the ETag S3 gave the upload, so an unchanged segment is neither re-read nor re-uploaded. The remote
 listing is compared too, so an object deleted (or altered) by hand is uploaded again.
+
+Longer than most modules on purpose: sync and fetch are the two directions of one object
+layout (names, manifest, lock handling) that must stay in step.
 """
 
 from __future__ import annotations
