@@ -71,12 +71,13 @@ def _root(
 
 
 def _register() -> None:
-    from saveos_cli.commands import agents, fleet, lab, offsite, server, status
+    from saveos_cli.commands import agents, alerts, fleet, lab, offsite, server, status
 
     fleet.register(app)
     status.register(app)
     offsite.register(app)
     app.add_typer(agents.app, name="agents")
+    app.add_typer(alerts.app, name="alerts")
     app.add_typer(lab.app, name="lab")
     app.add_typer(server.app, name="server")
 
