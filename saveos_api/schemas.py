@@ -139,7 +139,9 @@ Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Duration = Annotated[StrictFloat, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
-AgentName = Annotated[str, Field(pattern=rules.NAME_PATTERN)]
+# The host name rule (saveos_rules), also for the routes' path and query parameters.
+NAME_PATTERN = rules.NAME_PATTERN
+AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 ReportId = Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
 # Bounded so that date arithmetic never overflows.
 Interval = Annotated[StrictInt, Field(ge=1, le=rules.INTERVAL_MAX_S)]
