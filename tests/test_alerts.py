@@ -560,3 +560,25 @@ def test_server_refuses_to_start_with_a_bad_declared_channel(tmp_path):
     started = saveos(server, "server", "--port", str(free_port()))
     assert started.returncode == 1
     assert f"{channels}: channel 2: unknown notification scheme 'bogus'" in started.stderr
+
+
+def test_after_an_outage_of_saveos_itself_hosts_get_time_to_report_before_silent(
+    sqlite_url, tmp_path
+):
+    """Every host looks silent to an API that was down; it says so only if a host stays
+    unheard for the silent window after the API is back."""
+    api = Api(sqlite_url, tmp_path / "data", alerts_enabled=False)
+    try:
+        add_channel(api, "json://127.0.0.1:9/all")
+        _id, headers = api.agent("quiet", heartbeat_interval_s=60)
+        heartbeat(api, headers)
+        t0 = datetime.now(UTC)
+        evaluator = Evaluator(api.app.state.db, api.settings)
+        evaluator.run(now=t0)  # first seen: never
+        evaluator.started = t0 + timedelta(seconds=1000)  # back after a 1000 s outage
+        for offset in (1001, 1100, 1179):  # silent by the clock, but not yet given the time
+            assert evaluator.run(now=t0 + timedelta(seconds=offset)).flips == 0
+        assert evaluator.run(now=t0 + timedelta(seconds=1181)).flips == 1
+        assert [d["title"] for d in deliveries(api)] == ["SaveOS: quiet is silent"]
+    finally:
+        api.close()
