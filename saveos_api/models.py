@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import saveos_rules as rules
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,8 +32,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+utcnow = rules.utcnow
 
 
 class Base(DeclarativeBase):
@@ -69,6 +69,13 @@ class Agent(Base):
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
     # A central run found the repository tampered with; cleared by a rollback or clean run.
     tampered_at: Mapped[datetime | None] = mapped_column()
+    # The verification schedule it was provisioned with (null or 0: none expected; 0008).
+    check_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    check_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
     # Where the agent's repository lives, as its last snapshot report said: the repository
     # server (null: on the host itself), the path there, the storage quota and the bytes used.
     repo_server: Mapped[str | None] = mapped_column(sa.String(253))

@@ -3,6 +3,9 @@
 Inputs are strict: unknown fields are rejected, sizes are non-negative int64, strings are
 bounded and free of NUL / lone surrogates (PostgreSQL rejects both), free-form JSON is bounded
 in depth and size, timestamps carry a timezone and are not in the far future.
+
+Longer than most modules on purpose: it is the API contract, every body in one place beside
+API.md, so a reviewer checks one file against the other.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import saveos_rules as rules
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -28,7 +32,6 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 MAX_FUTURE = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
 REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 JSON_MAX_DEPTH = 8
 JSON_MAX_ITEMS = 2000
@@ -136,11 +139,30 @@ Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Duration = Annotated[StrictFloat, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+# The host name rule (saveos_rules), also for the routes' path and query parameters.
+NAME_PATTERN = rules.NAME_PATTERN
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 ReportId = Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
 # Bounded so that date arithmetic never overflows.
-Interval = Annotated[StrictInt, Field(ge=1, le=366 * 86400)]
-Grace = Annotated[StrictInt, Field(ge=0, le=366 * 86400)]
+Interval = Annotated[StrictInt, Field(ge=1, le=rules.INTERVAL_MAX_S)]
+BackupInterval = Annotated[
+    StrictInt, Field(ge=rules.BACKUP_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+HeartbeatInterval = Annotated[
+    StrictInt, Field(ge=rules.HEARTBEAT_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+Grace = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
+# A verification interval (check, drill, escrow proof); 0: none expected.
+VerifyInterval = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
+# The verification schedule an agent is provisioned with (the role's saveos_agent_* variables).
+VERIFY_FIELDS = (
+    "check_interval_s",
+    "check_grace_s",
+    "drill_interval_s",
+    "drill_grace_s",
+    "escrow_interval_s",
+    "escrow_grace_s",
+)
 ReturnCode = Annotated[StrictInt, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
     dict[LabelKey, HostText],
@@ -162,9 +184,15 @@ class Output(BaseModel):
 class ProvisionIn(Input):
     name: AgentName
     labels: Labels | None = None
-    backup_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
     backup_grace_s: Grace | None = None
-    heartbeat_interval_s: Interval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
+    check_interval_s: VerifyInterval | None = None
+    check_grace_s: Grace | None = None
+    drill_interval_s: VerifyInterval | None = None
+    drill_grace_s: Grace | None = None
+    escrow_interval_s: VerifyInterval | None = None
+    escrow_grace_s: Grace | None = None
     rotate: StrictBool = False
 
 
@@ -190,6 +218,12 @@ class AgentOut(Output):
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
     tampered_at: datetime | None = None
+    check_interval_s: int | None = None
+    check_grace_s: int | None = None
+    drill_interval_s: int | None = None
+    drill_grace_s: int | None = None
+    escrow_interval_s: int | None = None
+    escrow_grace_s: int | None = None
     repo_server: str | None = None
     repo_path: str | None = None
     repo_quota_bytes: int | None = None
@@ -250,7 +284,7 @@ class DecommissionOut(Output):
 
 
 JobKind = Literal["backup", "check", "drill", "restore", "list"]
-JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
+JobState = Literal[rules.JOB_STATES]
 
 
 class JobsIn(Input):
@@ -280,7 +314,7 @@ class JobsOut(Output):
 class AgentStatusOut(Output):
     id: int
     name: str
-    status: Literal["ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered"]
+    status: Literal[rules.STATUSES]
     last_heartbeat: datetime | None
     last_backup_at: datetime | None
     last_archive: str | None
@@ -309,6 +343,12 @@ class AgentStatusOut(Output):
     last_backup_age_s: float | None = None
     last_offsite_age_s: float | None = None
     tampered_at: datetime | None = None
+    # Why the status is what it is, worst first ("stale drill", "running: backup since 10:02").
+    reasons: list[str] = []
+    running: list[RunningWork] = []
+    check_interval_s: int | None = None
+    drill_interval_s: int | None = None
+    escrow_interval_s: int | None = None
 
 
 class FleetTotals(Output):
@@ -327,15 +367,34 @@ class FleetStatusOut(Output):
 # ---- agent ----
 
 
+class RunningWork(BaseModel):
+    """One action running on the host while it heartbeats (a backup that takes hours)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    job_id: Id | None = None
+    started_at: Timestamp
+
+
 class HeartbeatIn(Input):
     agent_version: Version | None = None
     borg_version: Version | None = None
     os: ShortText | None = None
     hostname: HostText | None = None
-    backup_interval_s: Interval | None = None
-    heartbeat_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
     offsite_interval_s: Interval | None = None
     facts: JsonObject | None = None
+    # What runs on the host now; kept with the agent's facts (facts.running), which every
+    # heartbeat overwrites, so an empty list clears it.
+    running: Annotated[list[RunningWork], Field(max_length=16)] | None = None
+
+    @model_validator(mode="after")
+    def _fold_running(self) -> HeartbeatIn:
+        if self.running is not None:
+            work = [w.model_dump(mode="json") for w in self.running]
+            self.facts = {**(self.facts or {}), "running": work}
+        return self
 
 
 class HeartbeatJob(Output):
@@ -402,7 +461,7 @@ class SnapshotReport(_Timed):
     original_size: Size
     compressed_size: Size
     deduplicated_size: Size
-    exit_status: Literal["ok", "warning", "error"]
+    exit_status: Literal[rules.SNAPSHOT_RESULTS]
     # The backup failed because the repository stayed locked (status `locked`, not `failing`).
     locked: StrictBool = False
     rc: ReturnCode
@@ -415,7 +474,7 @@ class SnapshotReport(_Timed):
 class CheckReport(_Timed):
     repo: RepoPath
     verify_data: StrictBool
-    result: Literal["ok", "warning", "error"]
+    result: Literal[rules.CHECK_RESULTS]
     rc: ReturnCode
     message: Message | None = None
 
@@ -425,7 +484,7 @@ class DrillReport(_Timed):
     files_checked: Size
     files_matched: Size
     files_mismatched: Size
-    result: Literal["pass", "fail"]
+    result: Literal[rules.DRILL_RESULTS]
     message: Message | None = None
     databases: Annotated[list[DatabaseDrill], Field(max_length=1000)] | None = None
 
@@ -437,7 +496,7 @@ class OffsiteReport(_Timed):
     objects_uploaded: Size = 0
     bytes_uploaded: Size = 0
     objects_deleted: Size = 0
-    result: Literal["ok", "error", "skipped"]
+    result: Literal[rules.OFFSITE_RESULTS]
     message: Text(65536) | None = None  # type: ignore[valid-type]
 
 
@@ -445,7 +504,7 @@ class EscrowProofIn(Input):
     started_at: Timestamp
     finished_at: Timestamp
     method: Literal["live", "offsite"]
-    result: Literal["ok", "fail"]
+    result: Literal[rules.ESCROW_RESULTS]
     archives: Size | None = None
     message: Text(65536) | None = None  # type: ignore[valid-type]
 

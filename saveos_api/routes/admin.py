@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import saveos_rules as rules
 import sqlalchemy as sa
 from fastapi import HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -60,6 +61,7 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
                 else settings.backup_grace_s,
                 heartbeat_interval_s=body.heartbeat_interval_s or settings.heartbeat_interval_s,
                 heartbeat_count=0,
+                **{f: getattr(body, f) for f in schemas.VERIFY_FIELDS},
             )
             session.add(agent)
             try:
@@ -77,7 +79,12 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
     # (or when a decommissioned agent comes back, since all its tokens were revoked).
     if body.labels is not None:
         agent.labels = body.labels
-    for field in ("backup_interval_s", "backup_grace_s", "heartbeat_interval_s"):
+    for field in (
+        "backup_interval_s",
+        "backup_grace_s",
+        "heartbeat_interval_s",
+        *schemas.VERIFY_FIELDS,
+    ):
         if getattr(body, field) is not None:
             setattr(agent, field, getattr(body, field))
     token = None
@@ -106,7 +113,7 @@ def list_agents(
 
 
 @router.get("/agents/by-name/{name}", response_model=schemas.AgentOut, responses=NOT_FOUND)
-def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], session: SessionDep):
+def agent_by_name(name: Annotated[str, Path(pattern=rules.NAME_PATTERN)], session: SessionDep):
     agent = session.scalars(sa.select(Agent).where(Agent.name == name)).first()
     if agent is None:
         raise HTTPException(404, detail=f"agent {name!r} not found")

@@ -9,11 +9,11 @@ from urllib.parse import quote, urlencode
 import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
+from saveos_rules import SEVERITY, STATUSES
 from sqlalchemy.engine import make_url
 
 from saveos_api.jobs import agents_with_label, queue_jobs
 from saveos_api.models import Agent, AgentToken, Job, utcnow
-from saveos_api.status import STATUSES
 from saveos_api.web import auth, browse, queries
 from saveos_api.web.deps import OperatorDep, PageError, SessionDep
 from saveos_api.web.render import page
@@ -186,7 +186,7 @@ def fleet(
             "data": data,
             "error": error,
             "filters": filters,
-            "statuses": STATUSES,
+            "statuses": sorted(STATUSES, key=lambda s: SEVERITY.get(s, -1)),  # worst first
             "sorts": list(queries.SORTS),
             "pers": queries.PER_PAGE,
             "link": link,
@@ -468,11 +468,7 @@ def settings_page(request: Request, session: SessionDep, operator: OperatorDep):
         ("dashboard session lifetime", f"{settings.web_session_ttl_s} s"),
     ]
     tls = "on (HTTPS)" if request.url.scheme == "https" else "off: plain HTTP"
-    tls_rows = [
-        (label, str(getattr(settings, field)))
-        for label, field in (("certificate", "tls_cert_file"), ("CA", "tls_ca_file"))
-        if getattr(settings, field, None)
-    ]
+    tls_rows = queries.tls_certificate(settings.data_dir)
     return page(
         request,
         "settings.html",
