@@ -166,6 +166,10 @@ FLEET_ROW_KEYS = (
     "check_interval_s",
     "drill_interval_s",
     "escrow_interval_s",
+    "repo_server",  # where the repository lives (null: on the host's own disk), as last reported
+    "repo_path",
+    "repo_quota_bytes",
+    "repo_used_bytes",
 )
 
 
