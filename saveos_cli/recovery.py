@@ -421,32 +421,9 @@ def recover(
         )
         borg = _remote_borg(repo, base)
         step("importing the escrowed key", f"{borg} key import {q(repo)} {q(key_path)}", passphrase)
-        listing = json.loads(step("listing archives", f"{borg} list --json {q(repo)}", passphrase))
-        names = [a["name"] for a in listing.get("archives", [])]
-        if not names:
-            raise SaveOSError(f"{source}'s offsite copy holds no archive.", exit_code=EXIT_FLEET)
-        if archive == "latest":
-            archive = names[-1]
-        elif archive not in names:
-            raise SaveOSError(f"archive {archive!r} is not in {source}'s offsite copy.")
-        ref = q(f"{repo}::{archive}")
-        quoted_paths = " ".join(q(p) for p in paths)
-        log(f"extracting {archive} into {onto}:{target} ...")
-        step("extracting", f"cd {q(target)} && {borg} extract {ref} {quoted_paths}", passphrase)
-        items = step(
-            "reading the archive's sha256",
-            f"{borg} list --json-lines --format '{{sha256}}' {ref} {quoted_paths}",
-            passphrase,
+        archive, expected, mismatched = _extract_verified(
+            step, borg, repo, archive, paths, target, passphrase, source, log
         )
-        expected = {}
-        for line in items.splitlines():
-            item = json.loads(line)
-            if item.get("type") == "-":
-                expected[item["path"]] = item["sha256"]
-        actual = json.loads(
-            step("hashing the restored files", f"python3 -c {q(_HASH_SCRIPT)} {q(target)}")
-        )
-        mismatched = sorted(p for p, h in expected.items() if actual.get(p) != h)
     finally:
         cleanup = f"rm -f {q(key_path)}; rm -rf {q(base)}"
         if not keep_repo:
