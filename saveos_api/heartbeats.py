@@ -37,10 +37,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from saveos_api.auth import (
     AGENT_TOKEN_RE,
     LAST_USED_RESOLUTION,
+    NOT_AN_AGENT_TOKEN,
     bearer_token,
     forbidden,
     hash_token,
-    is_admin_token,
+    is_api_token,
     unauthorized,
 )
 from saveos_api.models import Agent, AgentToken, Heartbeat, Job, utcnow
@@ -383,8 +384,8 @@ class HeartbeatWriter:
 
 
 def _refusal(state, token: str) -> HTTPException:
-    if is_admin_token(state, token):
-        return forbidden("this endpoint takes an agent token, not the admin token")
+    if is_api_token(state, token):
+        return forbidden(NOT_AN_AGENT_TOKEN)
     return unauthorized("invalid or revoked agent token")
 
 

@@ -1,4 +1,6 @@
-"""Admin endpoints: provisioning, inventory, jobs, fleet status."""
+"""Operator endpoints: provisioning (admin), jobs (operate), inventory and fleet status (read).
+
+Every state-changing call is written to the audit log in the transaction that makes it."""
 
 from __future__ import annotations
 
@@ -9,8 +11,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from saveos_api import schemas
-from saveos_api.auth import hash_token, new_agent_token, require_admin
+from saveos_api import job_params, schedule, schemas
+from saveos_api.audit import audit
+from saveos_api.auth import (
+    hash_token,
+    new_agent_token,
+    require_admin,
+    require_operate,
+    require_read,
+)
 from saveos_api.db import get_session
 from saveos_api.fleet import fleet_status_json
 from saveos_api.heartbeats import expire_jobs
@@ -18,10 +27,13 @@ from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
 ERRORS = {
     401: {"description": "Missing, malformed or unknown token"},
-    403: {"description": "An agent token on an admin endpoint"},
+    403: {"description": "An agent token, or a token without the endpoint's scope"},
     422: {"description": "Invalid input; the detail names the field"},
 }
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], responses=ERRORS)
+router = APIRouter(prefix="/api/v1", responses=ERRORS)
+READ = [Depends(require_read)]
+OPERATE = [Depends(require_operate)]
+ADMIN = [Depends(require_admin)]
 SessionDep = Annotated[Session, Depends(get_session)]
 AgentId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
 NOT_FOUND = {404: {"description": "No such agent or job"}}
@@ -44,6 +56,10 @@ def _revoke_tokens(session: Session, agent_id: int) -> int:
     return result.rowcount
 
 
+def _target(agent: Agent) -> str:
+    return f"agent {agent.id} ({agent.name})"
+
+
 def _get_agent(session: Session, agent_id: int) -> Agent:
     agent = session.get(Agent, agent_id)
     if agent is None:
@@ -59,6 +75,7 @@ def _get_agent(session: Session, agent_id: int) -> Agent:
         200: {"model": schemas.ProvisionOut, "description": "Existing agent"},
         409: {"description": "Concurrent provisioning of the same name; retry"},
     },
+    dependencies=ADMIN,
 )
 def provision(body: schemas.ProvisionIn, request: Request, response: Response, session: SessionDep):
     """Idempotent by name; a token is returned only when one is created."""
@@ -66,14 +83,18 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
     for _attempt in range(2):
         agent = session.scalars(sa.select(Agent).where(Agent.name == body.name)).first()
         if agent is None:
+            backup_s = body.backup_interval_s or settings.backup_interval_s
+            heartbeat_s = body.heartbeat_interval_s or settings.heartbeat_interval_s
             agent = Agent(
                 name=body.name,
                 labels=body.labels or {},
-                backup_interval_s=body.backup_interval_s or settings.backup_interval_s,
+                backup_interval_s=backup_s,
+                provisioned_backup_interval_s=backup_s,
                 backup_grace_s=body.backup_grace_s
                 if body.backup_grace_s is not None
                 else settings.backup_grace_s,
-                heartbeat_interval_s=body.heartbeat_interval_s or settings.heartbeat_interval_s,
+                heartbeat_interval_s=heartbeat_s,
+                provisioned_heartbeat_interval_s=heartbeat_s,
                 heartbeat_count=0,
             )
             session.add(agent)
@@ -83,6 +104,7 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
                 session.rollback()
                 continue
             token = _issue_token(request, session, agent.id)
+            audit(session, request, "agents.provision", _target(agent), {"created": True})
             session.commit()
             return schemas.ProvisionOut(id=agent.id, name=agent.name, created=True, token=token)
         break
@@ -92,26 +114,40 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
     # (or when a decommissioned agent comes back, since all its tokens were revoked).
     if body.labels is not None:
         agent.labels = body.labels
-    for field in ("backup_interval_s", "backup_grace_s", "heartbeat_interval_s"):
+    if body.backup_grace_s is not None:
+        agent.backup_grace_s = body.backup_grace_s
+    for field in schedule.INTERVALS:
         if getattr(body, field) is not None:
-            setattr(agent, field, getattr(body, field))
+            schedule.provision(agent, field, getattr(body, field))
     token = None
     if body.rotate or agent.decommissioned_at is not None:
         _revoke_tokens(session, agent.id)
         agent.decommissioned_at = None
         token = _issue_token(request, session, agent.id)
+    audit(
+        session,
+        request,
+        "agents.provision",
+        _target(agent),
+        {"created": False, "token_issued": token is not None},
+    )
     session.commit()
     response.status_code = 200
     return schemas.ProvisionOut(id=agent.id, name=agent.name, created=False, token=token)
 
 
-@router.get("/agents", response_model=schemas.AgentList)
+@router.get("/agents", response_model=schemas.AgentList, dependencies=READ)
 def list_agents(session: SessionDep):
     agents = session.scalars(sa.select(Agent).order_by(Agent.name)).all()
     return {"agents": agents}
 
 
-@router.get("/agents/by-name/{name}", response_model=schemas.AgentOut, responses=NOT_FOUND)
+@router.get(
+    "/agents/by-name/{name}",
+    response_model=schemas.AgentOut,
+    responses=NOT_FOUND,
+    dependencies=READ,
+)
 def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], session: SessionDep):
     agent = session.scalars(sa.select(Agent).where(Agent.name == name)).first()
     if agent is None:
@@ -119,13 +155,18 @@ def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], sess
     return agent
 
 
-@router.get("/agents/{agent_id}", response_model=schemas.AgentOut, responses=NOT_FOUND)
+@router.get(
+    "/agents/{agent_id}", response_model=schemas.AgentOut, responses=NOT_FOUND, dependencies=READ
+)
 def get_agent(agent_id: AgentId, session: SessionDep):
     return _get_agent(session, agent_id)
 
 
 @router.get(
-    "/agents/{agent_id}/snapshots", response_model=schemas.SnapshotPage, responses=NOT_FOUND
+    "/agents/{agent_id}/snapshots",
+    response_model=schemas.SnapshotPage,
+    responses=NOT_FOUND,
+    dependencies=READ,
 )
 def agent_snapshots(
     agent_id: AgentId,
@@ -148,27 +189,38 @@ def agent_snapshots(
 
 
 @router.post(
-    "/agents/{agent_id}/tokens/revoke", response_model=schemas.RevokeOut, responses=NOT_FOUND
+    "/agents/{agent_id}/tokens/revoke",
+    response_model=schemas.RevokeOut,
+    responses=NOT_FOUND,
+    dependencies=ADMIN,
 )
-def revoke_tokens(agent_id: AgentId, session: SessionDep):
-    _get_agent(session, agent_id)
+def revoke_tokens(agent_id: AgentId, request: Request, session: SessionDep):
+    agent = _get_agent(session, agent_id)
     revoked = _revoke_tokens(session, agent_id)
+    audit(session, request, "agents.revoke_tokens", _target(agent), {"revoked": revoked})
     session.commit()
     return {"revoked": revoked}
 
 
-@router.delete("/agents/{agent_id}", response_model=schemas.DecommissionOut, responses=NOT_FOUND)
-def decommission(agent_id: AgentId, session: SessionDep):
+@router.delete(
+    "/agents/{agent_id}",
+    response_model=schemas.DecommissionOut,
+    responses=NOT_FOUND,
+    dependencies=ADMIN,
+)
+def decommission(agent_id: AgentId, request: Request, session: SessionDep):
     agent = _get_agent(session, agent_id)
     if agent.decommissioned_at is None:
         agent.decommissioned_at = utcnow()
-    _revoke_tokens(session, agent_id)
+    revoked = _revoke_tokens(session, agent_id)
+    audit(session, request, "agents.decommission", _target(agent), {"revoked": revoked})
     session.commit()
     return {"id": agent.id, "decommissioned_at": agent.decommissioned_at}
 
 
-@router.post("/jobs", response_model=schemas.JobsOut, status_code=201)
-def create_jobs(body: schemas.JobsIn, session: SessionDep):
+@router.post("/jobs", response_model=schemas.JobsOut, status_code=201, dependencies=OPERATE)
+def create_jobs(body: schemas.JobsIn, request: Request, session: SessionDep):
+    params = job_params.validate(body.kind, body.params)
     ids = [ref for ref in body.agents if isinstance(ref, int)]
     names = [ref for ref in body.agents if isinstance(ref, str)]
     found = session.execute(
@@ -194,22 +246,32 @@ def create_jobs(body: schemas.JobsIn, session: SessionDep):
             )
         if row.id not in targets:
             targets.append(row.id)
+    # Who asked is the token, whatever the client calls itself (kept as its note).
+    principal = request.state.principal
     jobs = [
         Job(
             agent_id=agent_id,
             kind=body.kind,
             state="queued",
-            params=body.params or {},
-            requested_by=body.requested_by,
+            params=params,
+            requested_by=principal.actor,
         )
         for agent_id in targets
     ]
     session.add_all(jobs)
+    session.flush()
+    audit(
+        session,
+        request,
+        f"jobs.{body.kind}",
+        ",".join(str(t) for t in targets),
+        {"jobs": [j.id for j in jobs], "params": params, "note": body.requested_by},
+    )
     session.commit()
     return {"jobs": jobs}
 
 
-@router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND)
+@router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND, dependencies=READ)
 def get_job(
     job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)], request: Request, session: SessionDep
 ):
@@ -221,7 +283,7 @@ def get_job(
     return job
 
 
-@router.get("/fleet/status", response_model=schemas.FleetStatusOut)
+@router.get("/fleet/status", response_model=schemas.FleetStatusOut, dependencies=READ)
 def get_fleet_status(
     session: SessionDep,
     at: Annotated[
