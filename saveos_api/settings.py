@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from saveos_agent.config import check_private
 
 MIN_ADMIN_TOKEN_LEN = 24
 # Tokens people paste from examples; refusing them beats running an open server.
@@ -114,12 +114,9 @@ def check_admin_token(token: str, origin: str) -> None:
 
 
 def _read_private(path: Path) -> str:
+    # The one rule for secret-bearing files (mode and owner), shared with the agent and CLI.
+    check_private(str(path), str(path), ConfigError)
     try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{path} is readable by group/others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-            )
         return path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None

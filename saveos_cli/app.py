@@ -71,7 +71,7 @@ def _root(
 
 
 def _register() -> None:
-    from saveos_cli.commands import agents, fleet, lab, offsite, server, status
+    from saveos_cli.commands import agents, ca, fleet, lab, offsite, server, status, tokens
 
     fleet.register(app)
     status.register(app)
@@ -79,6 +79,9 @@ def _register() -> None:
     app.add_typer(agents.app, name="agents")
     app.add_typer(lab.app, name="lab")
     app.add_typer(server.app, name="server")
+    app.add_typer(ca.app, name="ca")
+    app.add_typer(tokens.app, name="tokens")
+    app.command("audit")(tokens.audit)
 
 
 _register()

@@ -71,6 +71,10 @@ class Config:
     repository: str
     sources: List[str]
     api_url: Optional[str] = None
+    # The fleet's CA (PEM) the API's certificate must chain to; None: the system's trust store.
+    ca_file: Optional[str] = None
+    # An API job may restore over the live files (in_place) only when this host says so.
+    allow_in_place_restore_jobs: bool = False
     agent_id: Optional[int] = None
     token_file: Optional[str] = None
     passphrase_file: Optional[str] = None
@@ -126,13 +130,15 @@ class Config:
 
 
 def check_private(path: str, key: str, error: type = AgentError) -> None:
-    """Refuse a secret-bearing file that group or others can read (or write).
+    """Refuse a secret-bearing file that group or others can read (or write), or that another
+    user owns (they could widen it, or swap its content, at any time).
 
     `error` lets the offsite program (same zipapp) raise its own exception type."""
     if os.name != "posix":
         return
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
+        mode = st.st_mode
     except FileNotFoundError:
         raise error(f"{key}: {path} does not exist") from None
     except OSError as exc:
@@ -141,6 +147,11 @@ def check_private(path: str, key: str, error: type = AgentError) -> None:
         raise error(
             f"{key}: {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
             f"run: chmod 600 {path}"
+        )
+    if st.st_uid not in (os.geteuid(), 0):
+        raise error(
+            f"{key}: {path} is owned by uid {st.st_uid}, not by this user ({os.geteuid()}) or"
+            f" root; run: chown {os.geteuid()} {path}"
         )
 
 
@@ -182,6 +193,8 @@ def _nonneg_int(value: Any, key: str, minimum: int = 0) -> int:
 
 _TOP_KEYS = {
     "api_url",
+    "ca_file",
+    "allow_in_place_restore_jobs",
     "agent_id",
     "token_file",
     "repository",
@@ -286,14 +299,26 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         if check_paths and not os.path.exists(src):
             raise AgentError(f"config key 'sources[{i}]': {src} does not exist")
 
-    for key in ("api_url", "token_file", "passphrase_file", "passcommand", "log_file"):
+    for key in ("api_url", "ca_file", "token_file", "passphrase_file", "passcommand", "log_file"):
         setattr(cfg, key, _expect(data.get(key), str, key, nullable=True))
     for key in ("spool_dir", "state_dir", "compression", "borg_binary", "hostname"):
         if key in data:
             setattr(cfg, key, _expect(data[key], str, key))
     cfg.agent_id = _expect(data.get("agent_id"), int, "agent_id", nullable=True)
-    if cfg.api_url and not re.match(r"^https?://[^\s/]+", cfg.api_url):
-        raise AgentError(f"config key 'api_url' must be an http(s) URL, got {cfg.api_url!r}")
+    if cfg.api_url:
+        from saveos_agent.transport import InsecureUrl, check_api_url
+
+        try:
+            check_api_url(cfg.api_url)
+        except InsecureUrl as exc:
+            raise AgentError(f"config key 'api_url': {exc}") from None
+    if cfg.ca_file and not os.path.isabs(cfg.ca_file):
+        raise AgentError("config key 'ca_file' must be an absolute path")
+    if cfg.ca_file and check_paths and not os.path.isfile(cfg.ca_file):
+        raise AgentError(f"config key 'ca_file': {cfg.ca_file} does not exist")
+    cfg.allow_in_place_restore_jobs = _expect(
+        data.get("allow_in_place_restore_jobs", False), bool, "allow_in_place_restore_jobs"
+    )
     if cfg.api_url and not cfg.token_file:
         raise AgentError("missing config key 'token_file' (required with 'api_url')")
     if cfg.passphrase_file and cfg.passcommand:

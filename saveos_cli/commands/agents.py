@@ -9,6 +9,7 @@ import typer
 
 from saveos_cli.commands._common import INVENTORY_OPTION, api, console, run_fleet_playbook
 from saveos_cli.errors import EXIT_OK
+from saveos_cli.safe_text import cell
 
 app = typer.Typer(help="Agents registered in the API and their tokens.", no_args_is_help=True)
 
@@ -48,9 +49,9 @@ def list_agents(
         table.add_row(
             str(a["id"]),
             a["name"],
-            a.get("agent_version") or "-",
-            a.get("borg_version") or "-",
-            a.get("os") or "-",
+            cell(a.get("agent_version") or "-"),  # agent text: never markup
+            cell(a.get("borg_version") or "-"),
+            cell(a.get("os") or "-"),
             a.get("last_seen") or "never",
             a.get("decommissioned_at") or "",
         )

@@ -13,6 +13,7 @@ import typer
 
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+from saveos_cli.safe_text import cell
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -205,7 +206,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
             Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
             human_age(a["last_heartbeat_age_s"]),
             human_age(a["last_backup_age_s"]),
-            a["last_archive"] or "-",
+            cell(a["last_archive"] or "-"),  # agent text: never markup, no control characters
             _size(a["original_size"]),
             _size(a["deduplicated_size"]),
             _result(a["last_check_at"], a["last_check_result"], now),
@@ -320,7 +321,7 @@ def snapshots(
         table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
     for s in page["snapshots"]:
         table.add_row(
-            s.get("archive") or "-",
+            cell(s.get("archive") or "-"),
             s.get("finished_at") or "-",
             Text(
                 s["exit_status"] + (" (locked)" if s.get("locked") else ""),
