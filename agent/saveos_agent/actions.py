@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
-from saveos_agent import __version__, execute, locks
+from saveos_agent import __version__, execute, job_params, locks
 from saveos_agent import borg_commands as bc
 from saveos_agent.api_client import ApiClient, ApiUnavailable
 from saveos_agent.config import Config
@@ -448,9 +448,25 @@ def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
 
 
+def _no_symlink(target: str) -> None:
+    """Refuse a target any component of which is a symlink: the restore would land wherever
+    it points (a host's other user could plant one in a shared directory)."""
+    current = "/"
+    for part in [p for p in os.path.abspath(target).split("/") if p]:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            raise AgentError(f"--target {target}: {current} is a symlink; give the real path")
+
+
 def restore(
     cfg: Config, archive: str, paths: List[str], target: Optional[str], in_place: bool = False
 ) -> Dict[str, Any]:
+    # Names and paths that borg could read as options are refused (job_params: the one rule).
+    archive = job_params.archive_name(archive, "archive")
+    paths = job_params.path_list(list(paths), "paths")
+    if target is not None and not in_place:
+        target = job_params.target_dir(os.path.abspath(target), "--target")
+        _no_symlink(target)
     if in_place:
         if target not in (None, "/"):
             raise AgentError("--in-place restores over the source paths; do not give --target")
@@ -465,9 +481,10 @@ def restore(
                 raise AgentError(
                     f"--target {target} is inside source {src}; pick another directory"
                 )
-        if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
             raise AgentError(f"--target {target} exists and is not an empty directory")
         os.makedirs(target, mode=0o700, exist_ok=True)
+        _no_symlink(target)  # again: a parent may have been swapped meanwhile
     result = execute.run(
         bc.extract(cfg.repository, archive, paths, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
         secrets_of(cfg),
@@ -691,9 +708,15 @@ def heartbeat_body(cfg: Config) -> Dict[str, Any]:
 def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     """Run one queued job and spool its result (the server handed it out once)."""
     job_id, kind = job.get("id"), job.get("kind")
-    params = job.get("params") or {}
     log.info("running job %s (%s)", job_id, kind)
     try:
+        # The API checked them too; the agent trusts neither it nor the network path.
+        params = job_params.validate(kind, job.get("params"))
+        if params.get("in_place") and not cfg.allow_in_place_restore_jobs:
+            raise AgentError(
+                "in-place restores over the API are off on this host"
+                " (allow_in_place_restore_jobs in its config)"
+            )
         trigger = f"API job {job_id}"
         if kind == "backup":
             result = backup(cfg, job_id=job_id, trigger=trigger)
@@ -706,9 +729,10 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
                 cfg, count=params.get("count"), percent=params.get("percent"), job_id=job_id
             )
         elif kind == "restore":
+            archive = params.get("archive", "latest")
             result = restore(
                 cfg,
-                str(params.get("archive") or latest_archive(cfg)),
+                latest_archive(cfg) if archive == "latest" else archive,
                 list(params.get("paths") or []),
                 params.get("target"),
                 bool(params.get("in_place")),

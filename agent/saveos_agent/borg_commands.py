@@ -125,9 +125,11 @@ def extract(
     lock_wait: Optional[int] = None,
     borg: str = "borg",
 ) -> Argv:
-    # borg stores paths without the leading slash; callers may pass either form.
+    # borg stores paths without the leading slash; callers may pass either form. After "--",
+    # a path is a path even when it starts with '-' (borg would take it for an option).
     relative = tuple(p.lstrip("/") for p in paths)
-    return _common(borg, ["extract"], lock_wait) + (archive_ref(repository, archive), *relative)
+    argv = _common(borg, ["extract"], lock_wait) + (archive_ref(repository, archive),)
+    return argv + ("--", *relative) if relative else argv
 
 
 def key_export(repository: str, out_path: str, borg: str = "borg") -> Argv:

@@ -142,12 +142,19 @@ def restore(
     Exit codes: 0 restored, 1 usage or internal error (unknown host, no archive), 2 the restore
     failed on the host or the host was unreachable.
     """
-    if not target.startswith("/"):
-        raise SaveOSError(f"--target {target!r} must be an absolute path on the host.")
+    from saveos_agent.job_params import JobParamError, archive_name, path_list, target_dir
+
+    # The agent's own rules (it checks again on the host): no name or path read as an option.
+    try:
+        target = target_dir(target, "--target")
+        relative = path_list(paths, "--path")
+        archive_name(archive, "--archive")
+    except JobParamError as exc:
+        raise SaveOSError(f"{exc}.") from None
     if archive == "latest":
         archive = _latest_archive(host)
     # The names playbooks/restore.yml documents for plain ansible-playbook use.
-    extravars = {"archive": archive, "paths": [p.lstrip("/") for p in paths], "target": target}
+    extravars = {"archive": archive, "paths": relative, "target": target}
     code, _ = run_fleet_playbook(
         "restore.yml",
         inventory,
