@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from saveos_api.db import get_session
@@ -67,6 +68,34 @@ def is_admin_token(app_state, token: str) -> bool:
     return hmac.compare_digest(token.encode(), app_state.admin_token.encode())
 
 
+# ---- a live agent token: the one definition every agent path uses ------------------------
+# (require_agent below, and both heartbeat batches in saveos_api/heartbeats/)
+
+
+def agent_token_hash(secret: bytes, token: str) -> str | None:
+    """What an agent token is stored as; None for anything not shaped like one (the admin
+    token included), which then matches no row."""
+    return hash_token(secret, token) if AGENT_TOKEN_RE.match(token) else None
+
+
+def live_agent_token(tokens: sa.FromClause = AgentToken.__table__, agents=Agent.__table__):
+    """A token row that still works: not revoked, and its agent not decommissioned."""
+    return sa.and_(tokens.c.revoked_at.is_(None), agents.c.decommissioned_at.is_(None))
+
+
+def live_agent_token_sql(tokens: str, agents: str) -> str:
+    """live_agent_token as PostgreSQL text over the aliases of a hand-written statement."""
+    clause = live_agent_token(AgentToken.__table__.alias(tokens), Agent.__table__.alias(agents))
+    return str(clause.compile(dialect=postgresql.dialect()))
+
+
+def agent_refusal(app_state, token: str) -> HTTPException:
+    """The answer to a token that is not a live agent token: 403 for an operator's token."""
+    if is_api_token(app_state, token):
+        return forbidden(NOT_AN_AGENT_TOKEN)
+    return unauthorized("invalid or revoked agent token")
+
+
 @dataclass(frozen=True)
 class AgentPrincipal:
     agent_id: int
@@ -75,17 +104,13 @@ class AgentPrincipal:
 
 def _lookup_agent_token(request: Request, session: Session, token: str) -> AgentPrincipal | None:
     """The live token's owner, or None when unknown / revoked / decommissioned."""
-    if not AGENT_TOKEN_RE.match(token):
+    digest = agent_token_hash(request.app.state.secret_key, token)
+    if digest is None:
         return None
-    digest = hash_token(request.app.state.secret_key, token)
     row = session.execute(
         sa.select(AgentToken.id, AgentToken.agent_id, AgentToken.last_used_at)
         .join(Agent, Agent.id == AgentToken.agent_id)
-        .where(
-            AgentToken.token_hash == digest,
-            AgentToken.revoked_at.is_(None),
-            Agent.decommissioned_at.is_(None),
-        )
+        .where(AgentToken.token_hash == digest, live_agent_token())
     ).first()
     if row is None:
         return None
@@ -197,6 +222,4 @@ def require_agent(request: Request, session: Session = Depends(get_session)) -> 
     principal = _lookup_agent_token(request, session, token)
     if principal is not None:
         return principal
-    if is_api_token(request.app.state, token):
-        raise forbidden(NOT_AN_AGENT_TOKEN)
-    raise unauthorized("invalid or revoked agent token")
+    raise agent_refusal(request.app.state, token)

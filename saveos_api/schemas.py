@@ -195,6 +195,7 @@ class AgentOut(Output):
 
 class AgentList(Output):
     agents: list[AgentOut]
+    total: int  # every agent, whatever page `agents` is
 
 
 class SnapshotOut(Output):

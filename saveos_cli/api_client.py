@@ -140,6 +140,10 @@ class ApiClient:
     def agents(self) -> list[dict]:
         return self._request("GET", "/api/v1/agents")["agents"]
 
+    def agents_page(self, limit: int, offset: int = 0) -> dict:
+        """{"agents": [...], "total": N}: `limit` agents by name from `offset`."""
+        return self._request("GET", "/api/v1/agents", params={"limit": limit, "offset": offset})
+
     def agent_by_name(self, name: str) -> dict:
         return self._request(
             "GET", f"/api/v1/agents/by-name/{urllib.parse.quote(name, safe='')}", what=name

@@ -338,7 +338,7 @@ def test_zipapp_carries_bytecode_and_falls_back_to_source_for_other_pythons(tmp_
     bytecode magic differs must ignore them and still run from the .py sources."""
     import zipfile
 
-    probe = "import sys, saveos_agent.actions as a; print(a.__file__)"
+    probe = "import sys, saveos_agent.actions.backup as a; print(a.__file__)"
 
     def loaded_from(pyz: Path) -> str:
         env = dict(os.environ, PYTHONPATH=str(pyz))
@@ -347,7 +347,7 @@ def test_zipapp_carries_bytecode_and_falls_back_to_source_for_other_pythons(tmp_
         )
         return proc.stdout.strip()
 
-    assert loaded_from(agent_pyz).endswith("saveos_agent/actions.pyc")
+    assert loaded_from(agent_pyz).endswith("saveos_agent/actions/backup.pyc")
     foreign = tmp_path / "foreign.pyz"
     with zipfile.ZipFile(agent_pyz) as src, zipfile.ZipFile(foreign, "w") as dst:
         for info in src.infolist():
@@ -355,7 +355,7 @@ def test_zipapp_carries_bytecode_and_falls_back_to_source_for_other_pythons(tmp_
             if info.filename.endswith(".pyc"):
                 data = b"\x00\x00\r\n" + data[4:]  # another Python's magic number
             dst.writestr(info, data)
-    assert loaded_from(foreign).endswith("saveos_agent/actions.py")
+    assert loaded_from(foreign).endswith("saveos_agent/actions/backup.py")
     proc = subprocess.run([SYSTEM_PYTHON, str(foreign), "--version"], capture_output=True)
     assert proc.returncode == 0
 
@@ -435,8 +435,9 @@ def test_backup_slots_follow_the_offset_like_the_systemd_timer(tmp_path):
     """With schedule.backup_offset_s the daemon's first backup waits for the host's slot."""
     import datetime as dt
 
-    from saveos_agent import actions, daemon
+    from saveos_agent import daemon
     from saveos_agent.config import Config
+    from saveos_agent.state import save_state
 
     day = 86400
     cfg = Config(path=str(tmp_path / "agent.json"), repository="/r", sources=["/s"])
@@ -450,7 +451,7 @@ def test_backup_slots_follow_the_offset_like_the_systemd_timer(tmp_path):
     assert daemon.backup_due(cfg, midnight + day + 4_980, started)
     # after a success at 01:24 the next one is the following day's slot
     done = dt.datetime.fromtimestamp(midnight + day + 5_040, dt.UTC).isoformat()
-    actions.save_state(cfg, last_backup_at=done)
+    save_state(cfg, last_backup_at=done)
     assert not daemon.backup_due(cfg, midnight + 2 * day + 4_979, started)
     assert daemon.backup_due(cfg, midnight + 2 * day + 4_980, started)
     # without an offset: due a whole interval after the last success, at once when never

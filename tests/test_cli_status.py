@@ -322,3 +322,42 @@ def test_a_locked_host_is_an_alarm_shown_after_silent_ones():
     assert report["alarms"] == ["h050", "h051", "h052"]  # failing, locked, silent: by name
     shown = [a["status"] for a in shown_agents(report["agents"], show_all=False)]
     assert shown == ["silent", "locked", "failing", "late"]
+
+
+def test_agents_list_pages_and_streams_json(fleet, capsys, monkeypatch):
+    """--limit/--offset page through the API's list; --json is streamed a page at a time and is
+    still exactly json.dumps(doc, indent=2); the table says what it left out."""
+    from saveos_cli.commands import agents as agents_cmd
+
+    for i in range(5):
+        fleet.provision(f"extra{i}")
+    code, out, _ = saveos(capsys, "agents", "list", "--json")
+    assert code in (None, 0)
+    whole = json.loads(out)
+    assert out == json.dumps(whole, indent=2) + "\n"
+    names = [a["name"] for a in whole["agents"]]
+    assert whole["total"] == len(names) and names == sorted(names)
+    assert {fleet.n(f"extra{i}") for i in range(5)} <= set(names)
+
+    monkeypatch.setattr(agents_cmd, "API_PAGE", 2)  # many API pages for one listing
+    code, streamed, _ = saveos(capsys, "agents", "list", "--json")
+    assert streamed == out
+    pages = []
+    for offset in range(0, len(names), 3):
+        code, page, _ = saveos(
+            capsys, "agents", "list", "--json", "--limit", "3", "--offset", str(offset)
+        )
+        doc = json.loads(page)
+        assert doc["total"] == len(names) and len(doc["agents"]) <= 3
+        pages += [a["name"] for a in doc["agents"]]
+    assert pages == names
+    code, empty, _ = saveos(capsys, "agents", "list", "--json", "--offset", str(len(names)))
+    assert json.loads(empty) == {"agents": [], "total": len(names)}
+
+    monkeypatch.setenv("COLUMNS", "200")
+    code, table, _ = saveos(capsys, "agents", "list", "--limit", "2", "--offset", "1")
+    assert code in (None, 0)
+    assert f"agents 2-3 of {len(names)}" in table
+    assert names[1] in table and names[2] in table and names[3] not in table
+    assert "--offset 3 for the next page" in table
+    code, _, err = saveos(capsys, "agents", "list", "--limit", "0")

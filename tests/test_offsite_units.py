@@ -8,9 +8,12 @@ import time
 
 import pytest
 from agent_support import write_private
-from saveos_agent import actions, daemon
 from saveos_agent import config as config_mod
+from saveos_agent import daemon
+from saveos_agent.actions.heartbeat import heartbeat_body
+from saveos_agent.clock import iso, utcnow
 from saveos_agent.errors import AgentError
+from saveos_agent.state import save_state
 from saveos_offsite import replicate
 from saveos_offsite import settings as offsite_settings
 from saveos_offsite.settings import OffsiteError
@@ -32,7 +35,7 @@ def test_agent_offsite_section(tmp_path):
     offsite_json = write_private(tmp_path / "offsite.json", "{}")
     cfg = _agent_config(tmp_path, {"config": str(offsite_json), "after_backup": True})
     assert cfg.offsite.python == config_mod.OFFSITE_PYTHON and cfg.offsite.after_backup
-    assert actions.heartbeat_body(cfg)["offsite_interval_s"] == 86400
+    assert heartbeat_body(cfg)["offsite_interval_s"] == 86400
     for bad, message in (
         ({}, "offsite.config"),
         ({"config": "rel/offsite.json"}, "absolute"),
@@ -48,7 +51,7 @@ def test_agent_offsite_section(tmp_path):
 
 
 def test_missing_virtualenv_is_one_clear_error(tmp_path):
-    from saveos_agent import offsite
+    from saveos_agent.actions import offsite
 
     offsite_json = write_private(tmp_path / "offsite.json", "{}")
     cfg = _agent_config(tmp_path, {"config": str(offsite_json), "python": "/nonexistent/python"})
@@ -61,13 +64,13 @@ def test_offsite_timer_due_and_retry(tmp_path):
     cfg = _agent_config(tmp_path, {"config": str(offsite_json), "interval_s": 3600})
     now = time.time()
     assert daemon.offsite_due(cfg, now)  # never synced
-    actions.save_state(cfg, last_offsite_at=actions.iso(actions.utcnow()))
+    save_state(cfg, last_offsite_at=iso(utcnow()))
     assert not daemon.offsite_due(cfg, now + 60)
     assert daemon.offsite_due(cfg, now + 3601)
     # a failed attempt after the last success retries after 600 s, not in a tight loop
-    later = actions.utcnow().timestamp() + 4000
+    later = utcnow().timestamp() + 4000
     attempt = dt.datetime.fromtimestamp(later, dt.UTC)
-    actions.save_state(cfg, last_offsite_attempt_at=actions.iso(attempt))
+    save_state(cfg, last_offsite_attempt_at=iso(attempt))
     assert not daemon.offsite_due(cfg, later + 60)
     assert daemon.offsite_due(cfg, later + 601)
     assert not daemon.offsite_due(_agent_config(tmp_path, None), now)

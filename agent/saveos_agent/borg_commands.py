@@ -138,9 +138,3 @@ def key_export(repository: str, out_path: str, borg: str = "borg") -> Argv:
 
 def break_lock(repository: str, borg: str = "borg") -> Argv:
     return _common(borg, ["break-lock"], None) + (repository,)
-
-
-def with_lock(
-    repository: str, command: Sequence[str], *, lock_wait: Optional[int] = None, borg: str = "borg"
-) -> Argv:
-    return _common(borg, ["with-lock"], lock_wait) + (repository, *command)

@@ -9,8 +9,20 @@ import signal
 import sys
 from typing import Any, Dict, List, Optional
 
-from saveos_agent import __version__, actions, execute, logsetup
+from saveos_agent import __version__, daemon, execute, logsetup
 from saveos_agent import config as config_mod
+from saveos_agent.actions import (
+    EXIT,
+    archives,
+    backup,
+    check,
+    drill,
+    heartbeat,
+    offsite,
+    repository,
+    restore,
+    status,
+)
 from saveos_agent.errors import AgentBusy, AgentError
 
 log = logging.getLogger("saveos_agent.cli")
@@ -114,38 +126,34 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
     if getattr(args, "wait", None) is not None and args.wait < 0:
         raise AgentError("--wait must be 0 or more seconds")
     if command == "backup":
-        return actions.backup(cfg, wait_s=args.wait)
+        return backup.backup(cfg, wait_s=args.wait)
     if command == "list":
-        return actions.list_archives(cfg)
+        return archives.list_archives(cfg)
     if command == "info":
-        return actions.info(cfg, args.archive)
+        return archives.info(cfg, args.archive)
     if command == "check":
-        return actions.check(cfg, verify_data=args.verify_data, wait_s=args.wait)
+        return check.check(cfg, verify_data=args.verify_data, wait_s=args.wait)
     if command == "restore":
-        return actions.restore(cfg, args.archive, args.paths, args.target, args.in_place)
+        return restore.restore(cfg, args.archive, args.paths, args.target, args.in_place)
     if command == "drill":
         if args.count is not None and args.count < 1:
             raise AgentError("--count must be at least 1")
         if args.percent is not None and not 0 < args.percent <= 100:
             raise AgentError("--percent must be in (0, 100]")
-        return actions.drill(cfg, count=args.count, percent=args.percent)
+        return drill.drill(cfg, count=args.count, percent=args.percent)
     if command == "heartbeat":
-        return actions.heartbeat(cfg)
+        return heartbeat.heartbeat(cfg)
     if command == "spool":
-        return actions.flush(cfg)
+        return status.flush(cfg)
     if command == "status":
-        return actions.status(cfg)
+        return status.status(cfg)
     if command == "offsite":
-        from saveos_agent import offsite
-
         return offsite.sync(cfg)
     if command == "init":
-        return actions.init(cfg, args.encryption)
+        return repository.init(cfg, args.encryption)
     if command == "key-export":
-        return actions.key_export(cfg, args.out)
+        return repository.key_export(cfg, args.out)
     if command == "daemon":
-        from saveos_agent import daemon
-
         return {"status": "ok", "rc": daemon.run(cfg, pidfile=args.pidfile)}
     raise AgentError(f"unknown command {command}")
 
@@ -186,4 +194,4 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(result, sort_keys=True))
     else:
         print(_text(result, args.command))
-    return actions.EXIT.get(str(result.get("status", "ok")), 2)
+    return EXIT.get(str(result.get("status", "ok")), 2)

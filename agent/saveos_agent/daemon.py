@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -10,23 +9,17 @@ import threading
 import time
 from typing import Optional
 
-from saveos_agent import actions, execute, locks
+from saveos_agent import execute, locks
+from saveos_agent.actions import backup, heartbeat, offsite
+from saveos_agent.clock import parse_epoch
 from saveos_agent.config import Config
 from saveos_agent.errors import AgentBusy, AgentError
+from saveos_agent.state import load_state
 
 log = logging.getLogger("saveos_agent.daemon")
 
 # after a failed backup, retry sooner than a whole interval, but not in a tight loop
 RETRY_AFTER_S = 600
-
-
-def _parse(value: Optional[str]) -> Optional[float]:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def next_slot(after: float, interval: int, offset: int) -> float:
@@ -37,9 +30,9 @@ def next_slot(after: float, interval: int, offset: int) -> float:
 def backup_due(cfg: Config, now: float, started_at: Optional[float] = None) -> bool:
     """Is a scheduled backup due? With a slot offset (what the systemd timer does elsewhere), the
     first backup waits for the host's slot instead of starting the moment the daemon starts."""
-    state = actions.load_state(cfg)
-    last_ok = _parse(state.get("last_backup_at"))
-    last_try = _parse(state.get("last_attempt_at"))
+    state = load_state(cfg)
+    last_ok = parse_epoch(state.get("last_backup_at"))
+    last_try = parse_epoch(state.get("last_attempt_at"))
     if cfg.backup_offset_s is not None:
         base = last_ok if last_ok is not None else (started_at if started_at is not None else now)
         if now < next_slot(base, cfg.backup_interval_s, cfg.backup_offset_s):
@@ -55,9 +48,9 @@ def offsite_due(cfg: Config, now: float) -> bool:
     """The offsite copy's own timer: after_backup syncs usually keep it from ever firing."""
     if cfg.offsite is None:
         return False
-    state = actions.load_state(cfg)
-    last_ok = _parse(state.get("last_offsite_at"))
-    last_try = _parse(state.get("last_offsite_attempt_at"))
+    state = load_state(cfg)
+    last_ok = parse_epoch(state.get("last_offsite_at"))
+    last_try = parse_epoch(state.get("last_offsite_attempt_at"))
     if last_ok is not None and now < last_ok + cfg.offsite.interval_s:
         return False
     if last_try is not None and (last_ok is None or last_try > last_ok):
@@ -118,7 +111,7 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
             if now >= next_heartbeat and cfg.api_url:
                 next_heartbeat = now + cfg.heartbeat_interval_s
                 try:
-                    outcome = actions.heartbeat(cfg)
+                    outcome = heartbeat.heartbeat(cfg)
                     if outcome["status"] != "ok":
                         log.warning("heartbeat: %s", outcome.get("message"))
                 except AgentError as exc:
@@ -129,7 +122,7 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                 try:
                     # a backup started by hand is running: it makes this one unnecessary, and
                     # waiting for it would stall the heartbeats; look again on the next loop
-                    outcome = actions.backup(cfg, trigger="daemon schedule", wait_s=0)
+                    outcome = backup.backup(cfg, trigger="daemon schedule", wait_s=0)
                     log.info("backup %s: %s", outcome["status"], outcome["message"])
                 except AgentBusy as exc:
                     log.info("scheduled backup not started: %s", exc.message)
@@ -138,8 +131,6 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                 except Exception:  # noqa: BLE001 - one bad loop must not end the schedule
                     log.exception("scheduled backup failed unexpectedly")
             if not stop.is_set() and offsite_due(cfg, time.time()):
-                from saveos_agent import offsite
-
                 try:
                     outcome = offsite.sync(cfg)
                     log.info("offsite sync %s: %s", outcome["status"], outcome.get("message"))

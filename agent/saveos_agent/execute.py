@@ -11,10 +11,14 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
+from saveos_agent import borg_commands as bc
 from saveos_agent import logsetup
 from saveos_agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from saveos_agent.config import Config
 
 log = logging.getLogger("saveos_agent.execute")
 borg_log = logging.getLogger("saveos_agent.borg")
@@ -70,6 +74,11 @@ class Secrets:
             raise AgentError("passphrase_file: passphrase is too long")
         logsetup.add_secret(value)
         return value
+
+
+def secrets_of(cfg: "Config") -> Secrets:
+    """Where the agent config says borg gets the repository passphrase."""
+    return Secrets(passphrase_file=cfg.passphrase_file, passcommand=cfg.passcommand)
 
 
 @dataclass
@@ -262,13 +271,11 @@ def borg_version(borg: str = "borg", cache_dir: Optional[str] = None) -> Optiona
             if cached.get("binary") == identity and cached.get("version"):
                 return str(cached["version"])
     try:
-        out = subprocess.run(
-            [borg, "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        out = run(bc.version(borg), needs_passphrase=False)
+    except (OSError, AgentError):  # borg missing or not executable
         return None
     parts = out.stdout.strip().split()
-    version = parts[-1] if out.returncode == 0 and parts else None
+    version = parts[-1] if out.rc == 0 and parts else None
     if cache and identity and version:
         # Best effort: a read-only state dir only costs the next heartbeat another borg start.
         with contextlib.suppress(OSError):

@@ -7,36 +7,33 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from saveos_api import job_params, schedule, schemas
 from saveos_api.audit import audit
-from saveos_api.auth import (
-    hash_token,
-    new_agent_token,
-    require_admin,
-    require_operate,
-    require_read,
+from saveos_api.auth import hash_token, new_agent_token
+from saveos_api.deps import (
+    ADMIN,
+    NOT_FOUND,
+    OPERATE,
+    READ,
+    AgentId,
+    JobId,
+    SessionDep,
+    admin_router,
+    get_agent_or_404,
 )
-from saveos_api.db import get_session
 from saveos_api.fleet import fleet_status_json
-from saveos_api.heartbeats import expire_jobs
+from saveos_api.jobs import expire_jobs
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
-ERRORS = {
-    401: {"description": "Missing, malformed or unknown token"},
-    403: {"description": "An agent token, or a token without the endpoint's scope"},
-    422: {"description": "Invalid input; the detail names the field"},
-}
-router = APIRouter(prefix="/api/v1", responses=ERRORS)
-READ = [Depends(require_read)]
-OPERATE = [Depends(require_operate)]
-ADMIN = [Depends(require_admin)]
-SessionDep = Annotated[Session, Depends(get_session)]
-AgentId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
-NOT_FOUND = {404: {"description": "No such agent or job"}}
+router = admin_router("admin", scope=None)  # each route names its scope
+
+
+def _target(agent: Agent) -> str:
+    return f"agent {agent.id} ({agent.name})"
 
 
 def _issue_token(request: Request, session: Session, agent_id: int) -> str:
@@ -54,17 +51,6 @@ def _revoke_tokens(session: Session, agent_id: int) -> int:
         .values(revoked_at=utcnow())
     )
     return result.rowcount
-
-
-def _target(agent: Agent) -> str:
-    return f"agent {agent.id} ({agent.name})"
-
-
-def _get_agent(session: Session, agent_id: int) -> Agent:
-    agent = session.get(Agent, agent_id)
-    if agent is None:
-        raise HTTPException(404, detail=f"agent {agent_id} not found")
-    return agent
 
 
 @router.post(
@@ -137,9 +123,18 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
 
 
 @router.get("/agents", response_model=schemas.AgentList, dependencies=READ)
-def list_agents(session: SessionDep):
-    agents = session.scalars(sa.select(Agent).order_by(Agent.name)).all()
-    return {"agents": agents}
+def list_agents(
+    session: SessionDep,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+):
+    """Agents by name; a page of them with `limit`/`offset` (`total` counts them all)."""
+    query = sa.select(Agent).order_by(Agent.name, Agent.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    agents = session.scalars(query).all()
+    total = session.scalar(sa.select(sa.func.count()).select_from(Agent))
+    return {"agents": agents, "total": total}
 
 
 @router.get(
@@ -159,7 +154,7 @@ def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], sess
     "/agents/{agent_id}", response_model=schemas.AgentOut, responses=NOT_FOUND, dependencies=READ
 )
 def get_agent(agent_id: AgentId, session: SessionDep):
-    return _get_agent(session, agent_id)
+    return get_agent_or_404(session, agent_id)
 
 
 @router.get(
@@ -174,7 +169,7 @@ def agent_snapshots(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ):
-    _get_agent(session, agent_id)
+    get_agent_or_404(session, agent_id)
     rows = session.scalars(
         sa.select(Snapshot)
         .where(Snapshot.agent_id == agent_id)
@@ -195,7 +190,7 @@ def agent_snapshots(
     dependencies=ADMIN,
 )
 def revoke_tokens(agent_id: AgentId, request: Request, session: SessionDep):
-    agent = _get_agent(session, agent_id)
+    agent = get_agent_or_404(session, agent_id)
     revoked = _revoke_tokens(session, agent_id)
     audit(session, request, "agents.revoke_tokens", _target(agent), {"revoked": revoked})
     session.commit()
@@ -209,7 +204,7 @@ def revoke_tokens(agent_id: AgentId, request: Request, session: SessionDep):
     dependencies=ADMIN,
 )
 def decommission(agent_id: AgentId, request: Request, session: SessionDep):
-    agent = _get_agent(session, agent_id)
+    agent = get_agent_or_404(session, agent_id)
     if agent.decommissioned_at is None:
         agent.decommissioned_at = utcnow()
     revoked = _revoke_tokens(session, agent_id)
@@ -272,9 +267,7 @@ def create_jobs(body: schemas.JobsIn, request: Request, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND, dependencies=READ)
-def get_job(
-    job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)], request: Request, session: SessionDep
-):
+def get_job(job_id: JobId, request: Request, session: SessionDep):
     if expire_jobs(session, utcnow(), request.app.state.settings.job_timeout_s, job_id):
         session.commit()
     job = session.get(Job, job_id)

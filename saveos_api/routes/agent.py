@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from saveos_api import schemas
-from saveos_api.auth import AgentPrincipal, bearer, forbidden, require_agent
-from saveos_api.db import get_session
+from saveos_api.auth import AgentPrincipal, bearer, forbidden
+from saveos_api.deps import API_PREFIX, AgentDep, JobId, SessionDep
 from saveos_api.models import (
     Agent,
     CheckResult,
@@ -33,9 +33,7 @@ ERRORS = {
     429: {"description": "Too many reports from this agent (Retry-After says when to retry)"},
     422: {"description": "Invalid input; the detail names the field"},
 }
-router = APIRouter(prefix="/api/v1", responses=ERRORS)
-SessionDep = Annotated[Session, Depends(get_session)]
-AgentDep = Annotated[AgentPrincipal, Depends(require_agent)]
+router = APIRouter(prefix=API_PREFIX, tags=["agent"], responses=ERRORS)
 REPORT_RESPONSES = {200: {"model": schemas.ReportAck, "description": "Replay: nothing written"}}
 
 
@@ -52,7 +50,7 @@ def me(principal: AgentDep, session: SessionDep):
 async def heartbeat(
     body: schemas.HeartbeatIn, request: Request, token: Annotated[str, Depends(bearer)]
 ):
-    """Authenticated and written by the group-commit writer (saveos_api/heartbeats.py).
+    """Authenticated and written by the group-commit writer (saveos_api/heartbeats/).
 
     Ordinary heartbeats are answered by HeartbeatFastPath before they reach this route; it
     serves the rest (and documents the endpoint), with the same writer and the same answers.
@@ -184,7 +182,7 @@ def report_offsite(
     },
 )
 def job_result(
-    job_id: Annotated[int, Path(ge=1, le=schemas.INT64_MAX)],
+    job_id: JobId,
     body: schemas.JobResultIn,
     principal: AgentDep,
     response: Response,

@@ -6,15 +6,22 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 
 from saveos_api import schemas
 from saveos_api.audit import audit
-from saveos_api.auth import require_admin, require_read
+from saveos_api.deps import (
+    ADMIN,
+    NOT_FOUND,
+    READ,
+    AgentId,
+    SessionDep,
+    admin_router,
+    get_agent_or_404,
+)
 from saveos_api.models import EscrowProof
-from saveos_api.routes.admin import ERRORS, NOT_FOUND, AgentId, SessionDep, _get_agent
 
-router = APIRouter(prefix="/api/v1", responses=ERRORS)
+router = admin_router("escrow", scope=None)  # recording is admin, reading is read
 
 
 @router.post(
@@ -22,12 +29,12 @@ router = APIRouter(prefix="/api/v1", responses=ERRORS)
     response_model=schemas.EscrowProofOut,
     status_code=201,
     responses=NOT_FOUND,
-    dependencies=[Depends(require_admin)],
+    dependencies=ADMIN,
 )
 def record_escrow_proof(
     agent_id: AgentId, body: schemas.EscrowProofIn, request: Request, session: SessionDep
 ):
-    agent = _get_agent(session, agent_id)
+    agent = get_agent_or_404(session, agent_id)
     proof = EscrowProof(
         agent_id=agent_id,
         duration_s=round((body.finished_at - body.started_at).total_seconds(), 3),
@@ -49,14 +56,14 @@ def record_escrow_proof(
     "/agents/{agent_id}/escrow",
     response_model=list[schemas.EscrowProofOut],
     responses=NOT_FOUND,
-    dependencies=[Depends(require_read)],
+    dependencies=READ,
 )
 def list_escrow_proofs(
     agent_id: AgentId,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ):
-    _get_agent(session, agent_id)
+    get_agent_or_404(session, agent_id)
     return session.scalars(
         sa.select(EscrowProof)
         .where(EscrowProof.agent_id == agent_id)

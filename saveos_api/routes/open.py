@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from saveos_api import schemas
 from saveos_api.auth import require_read
 
-router = APIRouter()
+router = APIRouter(tags=["open"])
 
 
 @router.get(

@@ -176,8 +176,3 @@ def human_age(seconds: float | None) -> str:
                 f"{seconds / size:.0f}{unit} ago" if unit != "d" else f"{seconds / size:.1f}d ago"
             )
     return f"{seconds:.0f}s ago"
-
-
-def mapping_get(data: Mapping, key: str, default=None):
-    value = data.get(key)
-    return default if value is None else value

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -29,33 +33,96 @@ AGENT_KEYS = (
 )
 
 
+# A page of the API's agent list: big enough that 10,000 agents are ten requests, small enough
+# that neither side holds the whole fleet's JSON at once.
+API_PAGE = 1000
+TABLE_PAGE = 50
+
+
+def _json_lines(client, offset: int, limit: int | None) -> Iterator[str]:
+    """The text of json.dumps({"agents": [...], "total": N}, indent=2), written as the pages
+    arrive: `--json` on a large fleet starts printing at once and keeps one page in memory."""
+    first, total, sent = True, 0, 0
+    yield '{\n  "agents": ['
+    while limit is None or sent < limit:
+        want = API_PAGE if limit is None else min(API_PAGE, limit - sent)
+        page = client.agents_page(want, offset + sent)
+        total = page["total"]
+        for agent in page["agents"]:
+            text = json.dumps({k: agent.get(k) for k in AGENT_KEYS}, indent=2)
+            yield ("\n" if first else ",\n") + textwrap.indent(text, "    ")
+            first = False
+        sent += len(page["agents"])
+        if len(page["agents"]) < want:
+            break
+    yield ("]" if first else "\n  ]") + f',\n  "total": {total}\n}}\n'
+
+
 @app.command("list")
 def list_agents(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            help=f"At most this many agents (the table's default: {TABLE_PAGE}; --json: all).",
+        ),
+    ] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many first.")] = 0,
+    show_all: Annotated[bool, typer.Option("--all", help="Every agent in the table.")] = False,
 ) -> None:
-    """List the agents (exit 0; 1 when the API is unreachable or the token is refused)."""
+    """List the agents by name, a page at a time (exit 0; 1 when the API is unreachable or the
+    token is refused). `--json` holds every agent unless --limit says otherwise."""
     with api() as client:
-        agents = sorted(client.agents(), key=lambda a: a["name"])
-    if as_json:
-        doc = {"agents": [{k: a.get(k) for k in AGENT_KEYS} for a in agents]}
-        typer.echo(json.dumps(doc, indent=2))
-        return
+        if as_json:
+            for chunk in _json_lines(client, offset, limit):
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+            return
+        if show_all:
+            limit = None
+        elif limit is None:
+            limit = TABLE_PAGE
+        agents: list[dict] = []
+        total = 0
+        while limit is None or len(agents) < limit:
+            want = API_PAGE if limit is None else min(API_PAGE, limit - len(agents))
+            page = client.agents_page(want, offset + len(agents))
+            total = page["total"]
+            agents.extend(page["agents"])
+            if len(page["agents"]) < want:
+                break
     from rich.table import Table
 
-    table = Table(title=f"{len(agents)} agent(s)", title_justify="left")
+    if agents:
+        title = f"agents {offset + 1}-{offset + len(agents)} of {total}"
+    else:
+        title = f"no agents from {offset + 1} (of {total})"
+    table = Table(title=title, title_justify="left")
     for col in ("id", "name", "agent", "borg", "os", "last seen", "decommissioned"):
         table.add_column(col)
     for a in agents:
         table.add_row(
-            str(a["id"]),
-            a["name"],
-            cell(a.get("agent_version") or "-"),  # agent text: never markup
-            cell(a.get("borg_version") or "-"),
-            cell(a.get("os") or "-"),
-            a.get("last_seen") or "never",
-            a.get("decommissioned_at") or "",
+            *(
+                cell(v)  # agent text: never markup, control characters escaped
+                for v in (
+                    a["id"],
+                    a["name"],
+                    a.get("agent_version") or "-",
+                    a.get("borg_version") or "-",
+                    a.get("os") or "-",
+                    a.get("last_seen") or "never",
+                    a.get("decommissioned_at") or "",
+                )
+            )
         )
     console().print(table)
+    shown_to = offset + len(agents)
+    if shown_to < total and agents:
+        console().print(
+            f"{total - shown_to} more: --offset {shown_to} for the next page, --all for every one."
+        )
 
 
 @app.command()

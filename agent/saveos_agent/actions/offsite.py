@@ -15,9 +15,12 @@ from typing import Any, Dict, Optional
 
 import saveos_agent
 from saveos_agent import logsetup
+from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
 from saveos_agent.errors import AgentError
+from saveos_agent.reporting import report
 from saveos_agent.spool import new_report_id
+from saveos_agent.state import save_state
 
 log = logging.getLogger("saveos_agent.offsite")
 
@@ -86,12 +89,10 @@ def run_program(cfg: Config, command: str, *extra: str) -> Dict[str, Any]:
 
 
 def sync(cfg: Config, job_id: Optional[int] = None) -> Dict[str, Any]:
-    from saveos_agent import actions  # actions imports this module for after_backup
-
-    started = actions.iso(actions.utcnow())
-    actions.save_state(cfg, last_offsite_attempt_at=started)
+    started = iso(utcnow())
+    save_state(cfg, last_offsite_attempt_at=started)
     result = run_program(cfg, "sync")
-    finished = actions.iso(actions.utcnow())
+    finished = iso(utcnow())
     body: Dict[str, Any] = {"report_id": new_report_id()}
     body.update({k: result[k] for k in _REPORT_FIELDS if result.get(k) is not None})
     body.setdefault("started_at", started)
@@ -103,9 +104,9 @@ def sync(cfg: Config, job_id: Optional[int] = None) -> Dict[str, Any]:
     if job_id is not None:
         body["job_id"] = job_id
     if body["result"] == "ok":
-        actions.save_state(cfg, last_offsite_at=body["finished_at"])
-    actions.save_state(cfg, last_offsite_result=body["result"])
-    sent = actions.report(cfg, "offsite", body)
+        save_state(cfg, last_offsite_at=body["finished_at"])
+    save_state(cfg, last_offsite_result=body["result"])
+    sent = report(cfg, "offsite", body)
     out = dict(result)
     out.setdefault("status", "error")
     out.update(report_id=sent["report_id"], reported=sent["reported"])

@@ -1,0 +1,137 @@
+"""`saveos-agent backup`: borg create, prune, compact, then the snapshot report (and offsite)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Dict, List, Optional
+
+from saveos_agent import borg_commands as bc
+from saveos_agent import execute
+from saveos_agent.actions import offsite, worst
+from saveos_agent.clock import iso, utcnow
+from saveos_agent.config import Config
+from saveos_agent.execute import secrets_of
+from saveos_agent.guard import agent_guard, handle_stale_lock, lock_message
+from saveos_agent.reporting import report
+from saveos_agent.spool import new_report_id
+from saveos_agent.state import save_state
+
+
+def archive_name(cfg: Config, moment: dt.datetime) -> str:
+    stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"{cfg.hostname}-{stamp}Z"
+
+
+def backup(
+    cfg: Config,
+    job_id: Optional[int] = None,
+    trigger: str = "command line",
+    wait_s: Optional[int] = None,
+) -> Dict[str, Any]:
+    with agent_guard(cfg, "backup", trigger, wait_s) as guard:
+        out = _backup(cfg, job_id)
+    if guard.get("waited_for"):
+        out["waited_for"] = guard["waited_for"]
+    return {**out, "waited_s": guard["waited_s"]}
+
+
+def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
+    started = utcnow()
+    save_state(cfg, last_attempt_at=iso(started))
+    warnings: List[str] = []
+    stale = handle_stale_lock(cfg)
+    if stale:
+        warnings.append(stale)
+    archive = archive_name(cfg, started)
+    create = execute.run(
+        bc.create(
+            cfg.repository,
+            archive,
+            cfg.sources,
+            excludes=cfg.excludes,
+            compression=cfg.compression,
+            checkpoint_interval=cfg.checkpoint_interval_s,
+            lock_wait=cfg.lock_wait_s,
+            borg=cfg.borg_binary,
+        ),
+        secrets_of(cfg),
+    )
+    stats = {"nfiles": 0, "original_size": 0, "compressed_size": 0, "deduplicated_size": 0}
+    status, rc = create.status, create.rc
+    if create.status == "error":
+        archive_out = ""
+        message = lock_message(cfg, create) if create.lock_timeout else create.error_message
+        if create.interrupted:
+            message = "backup interrupted by SIGTERM: " + message
+    else:
+        archive_out = archive
+        data = create.json() or {}
+        raw = data.get("archive", {}).get("stats", {})
+        stats = {k: int(raw.get(k, 0)) for k in stats}
+        warnings.extend(create.messages)
+        message = "archive created"
+        for step, argv in (
+            (
+                "prune",
+                bc.prune(
+                    cfg.repository,
+                    cfg.retention,
+                    glob_archives=f"{cfg.hostname}-*",
+                    lock_wait=cfg.lock_wait_s,
+                    borg=cfg.borg_binary,
+                ),
+            ),
+            (
+                "compact",
+                bc.compact(cfg.repository, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
+            ),
+        ):
+            result = execute.run(argv, secrets_of(cfg))
+            if result.status != "ok":
+                # the archive is safe; a failed prune/compact is a warning to look at
+                status = worst(status, "warning")
+                warnings.append(f"{step}: {result.error_message}")
+            if result.status == "error":
+                break
+        if warnings:
+            message = "archive created with warnings: " + "; ".join(warnings[:5])
+    finished = utcnow()
+    duration = round((finished - started).total_seconds(), 3)
+    body = {
+        "report_id": new_report_id(),
+        "repo": cfg.repository,
+        "archive": archive_out,
+        "started_at": iso(started),
+        "finished_at": iso(finished),
+        "duration_s": duration,
+        **stats,
+        "exit_status": status,
+        "rc": rc,
+        "warnings": warnings[:50],
+        "message": message[:2000],
+    }
+    if job_id is not None:
+        body["job_id"] = job_id
+    if status == "error" and create.lock_timeout:
+        body["locked"] = True  # the API shows `locked`, which break-lock may fix, not `failing`
+    if status != "error":
+        save_state(
+            cfg, last_backup_at=iso(finished), last_archive=archive_out, last_backup_status=status
+        )
+    else:
+        save_state(cfg, last_backup_status=status)
+    sent = report(cfg, "snapshot", body)
+    out = {
+        "status": status,
+        "rc": rc,
+        "archive": archive_out,
+        "stats": {**stats, "duration_s": duration},
+        "report_id": sent["report_id"],
+        "reported": sent["reported"],
+        "message": message,
+        "warnings": warnings,
+    }
+    if cfg.offsite and cfg.offsite.after_backup and status != "error":
+        # its own report; a failed offsite copy does not make the backup fail
+        out["offsite"] = offsite.sync(cfg)
+    return out

@@ -1,0 +1,64 @@
+"""Jobs the API handed out in a heartbeat answer: run each once, report its result."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict
+
+from saveos_agent import job_params
+from saveos_agent.actions.archives import latest_archive
+from saveos_agent.actions.backup import backup
+from saveos_agent.actions.check import check
+from saveos_agent.actions.drill import drill
+from saveos_agent.actions.restore import restore
+from saveos_agent.config import Config
+from saveos_agent.errors import AgentBusy, AgentError
+from saveos_agent.reporting import report
+from saveos_agent.spool import new_report_id
+
+log = logging.getLogger("saveos_agent.actions")
+
+
+def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
+    """Run one queued job and spool its result (the server handed it out once)."""
+    job_id, kind = job.get("id"), job.get("kind")
+    log.info("running job %s (%s)", job_id, kind)
+    try:
+        # The API checked them too; the agent trusts neither it nor the network path.
+        params = job_params.validate(kind, job.get("params"))
+        if params.get("in_place") and not cfg.allow_in_place_restore_jobs:
+            raise AgentError(
+                "in-place restores over the API are off on this host"
+                " (allow_in_place_restore_jobs in its config)"
+            )
+        trigger = f"API job {job_id}"
+        if kind == "backup":
+            result = backup(cfg, job_id=job_id, trigger=trigger)
+        elif kind == "check":
+            result = check(
+                cfg, verify_data=bool(params.get("verify_data")), job_id=job_id, trigger=trigger
+            )
+        elif kind == "drill":
+            result = drill(
+                cfg, count=params.get("count"), percent=params.get("percent"), job_id=job_id
+            )
+        elif kind == "restore":
+            archive = params.get("archive", "latest")
+            result = restore(
+                cfg,
+                latest_archive(cfg) if archive == "latest" else archive,
+                list(params.get("paths") or []),
+                params.get("target"),
+                bool(params.get("in_place")),
+            )
+        else:
+            raise AgentError(f"unknown job kind {kind!r}")
+        state = "failed" if result.get("status") == "error" else "succeeded"
+    except AgentBusy as exc:
+        result, state = {"status": "error", "result": "busy", "message": exc.message}, "failed"
+    except AgentError as exc:
+        result, state = {"status": "error", "message": exc.message}, "failed"
+    body = {"report_id": new_report_id(), "state": state, "result": result, "_path": ""}
+    body["_path"] = f"/api/v1/jobs/{int(job_id)}/result"
+    report(cfg, "job_result", body)
+    return {"id": job_id, "kind": kind, "state": state, "result": result}
