@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from saveos_api import schedule
 from saveos_api.models import (
     Agent,
     AgentLatest,
@@ -190,7 +191,21 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "schedule_mismatch",
 )
+
+
+def _schedule_mismatch():
+    """True when the agent declared an interval other than the provisioned one (schedule.py:
+    the provisioned one holds, or a stricter declared one)."""
+    differs = [
+        sa.and_(
+            getattr(Agent, f"declared_{f}").is_not(None),
+            getattr(Agent, f"declared_{f}") != getattr(Agent, f"provisioned_{f}"),
+        )
+        for f in schedule.INTERVALS
+    ]
+    return sa.case((sa.or_(*differs), sa.true()), else_=sa.false())
 
 
 def _instants(plain: bool):
@@ -248,6 +263,7 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        _schedule_mismatch().label("schedule_mismatch"),
     ]
 
 
@@ -335,6 +351,7 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        schedule_mismatch,
     ) in rows:
         status = status_at(
             at,
@@ -380,6 +397,7 @@ def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str
                 "last_offsite_result": last_offsite_result,
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
+                "schedule_mismatch": bool(schedule_mismatch),
             }
         )
     return {

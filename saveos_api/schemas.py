@@ -191,6 +191,10 @@ class AgentOut(Output):
     last_seen: datetime | None
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
+    provisioned_backup_interval_s: int | None = None
+    provisioned_heartbeat_interval_s: int | None = None
+    declared_backup_interval_s: int | None = None
+    declared_heartbeat_interval_s: int | None = None
 
 
 class AgentList(Output):
@@ -288,6 +292,9 @@ class AgentStatusOut(Output):
     last_heartbeat_age_s: float | None = None
     last_backup_age_s: float | None = None
     last_offsite_age_s: float | None = None
+    # The agent declared an interval other than the provisioned one (which holds, unless the
+    # declared one is stricter): see GET /agents/{id} for both.
+    schedule_mismatch: bool = False
 
 
 class FleetTotals(Output):

@@ -66,6 +66,7 @@ AGENT_KEYS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "schedule_mismatch",
 )
 
 
@@ -203,7 +204,10 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
     for a in shown:
         table.add_row(
             a["name"],
-            Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
+            Text(
+                a["status"] + (" *" if a.get("schedule_mismatch") else ""),
+                style=STATUS_STYLE.get(a["status"], ""),
+            ),
             human_age(a["last_heartbeat_age_s"]),
             human_age(a["last_backup_age_s"]),
             cell(a["last_archive"] or "-"),  # agent text: never markup, no control characters
@@ -230,6 +234,12 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
         named = ", ".join(alarms[:NAMED_ALARMS])
         more = f" and {len(alarms) - NAMED_ALARMS:,} more" if len(alarms) > NAMED_ALARMS else ""
         out.print(f"[bold red]needs attention ({len(alarms):,}):[/] {named}{more}")
+    mismatched = [a["name"] for a in agents if a.get("schedule_mismatch")]
+    if mismatched:
+        out.print(
+            f"[yellow]* declared a schedule other than the provisioned one[/] (the provisioned"
+            f" one holds): {', '.join(mismatched[:NAMED_ALARMS])}"
+        )
 
 
 def status(
