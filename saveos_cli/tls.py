@@ -78,7 +78,13 @@ def split_sans(values: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _dns_label(part: str) -> bool:
-    return bool(part) and len(part) <= 63 and part.replace("-", "").isalnum() and part.isascii()
+    return (
+        0 < len(part) <= 63
+        and part.replace("-", "").isalnum()
+        and part.isascii()
+        and not part.startswith("-")
+        and not part.endswith("-")
+    )
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
