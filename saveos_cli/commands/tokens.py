@@ -51,14 +51,14 @@ def create(
     with api() as client:
         made = client.create_token(name, scope.value, seconds)
     if output is not None:
-        from saveos_api.settings import ConfigError, write_private
+        import os
 
-        if output.exists():
-            raise SaveOSError(f"{output} exists; pick a new file.")
-        try:
-            write_private(output, made["token"] + "\n")
-        except ConfigError as exc:
-            raise SaveOSError(str(exc)) from None
+        try:  # created 0600 and new: never a window where others could read it
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise SaveOSError(f"cannot create {output}: {exc.strerror}.") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(made["token"] + "\n")
         typer.echo(f"token {made['id']} ({made['scope']}) written to {output}", err=True)
     else:
         typer.echo(made["token"])
