@@ -231,11 +231,12 @@ def load(url: str, agents: int, snapshots: int, seed: int = 9) -> dict:
 
 
 @contextmanager
-def fleet_db(args):
+def fleet_db(args, prefix: str = "saveos_bench_p4"):
     """The loaded database: kept between runs (loading takes minutes) unless --fresh.
 
     Every run brings the kept database to the current schema head first, the way an operator
-    upgrades a live one.
+    upgrades a live one. `prefix` names it (each benchmark keeps its own copy, so one branch's
+    migrations never make another's run reload it).
     """
     from saveos_api import migrations
 
@@ -244,7 +245,7 @@ def fleet_db(args):
             migrations.upgrade(url)
             yield url, load(url, args.agents, args.snapshots)
         return
-    name = f"saveos_bench_p4_{args.agents}_{args.snapshots}"
+    name = f"{prefix}_{args.agents}_{args.snapshots}"
     url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     with psycopg2.connect(PG_ADMIN.replace("postgresql+psycopg2://", "postgresql://")) as conn:
         conn.autocommit = True

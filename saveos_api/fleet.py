@@ -280,11 +280,15 @@ MAX_STALE_IDS = 500
 
 
 def fleet_rows(
-    conn: sa.Connection | sa.orm.Session, at: datetime, use_latest: bool = True
+    conn: sa.Connection | sa.orm.Session,
+    at: datetime,
+    use_latest: bool = True,
+    agent_ids: list[int] | None = None,
 ) -> tuple[list[str], list[sa.Row]]:
     """(column names, one row per agent by name), as fleet_query answers for `at`.
 
     use_latest=False: probes only (the reference the tests hold agent_latest to).
+    agent_ids: only these agents (a host page asks for one).
     """
     bind = conn if isinstance(conn, sa.Connection) else conn.get_bind()
     postgresql = bind.dialect.name == "postgresql"
@@ -294,10 +298,13 @@ def fleet_rows(
         conn.execute(sa.text("SET LOCAL jit = off"))
         conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
     probes = fleet_query(at, lateral=postgresql, plain_instants=postgresql)
+    latest = latest_query(at, plain_instants=postgresql)
+    if agent_ids is not None:
+        probes, latest = (q.where(Agent.id.in_(agent_ids)) for q in (probes, latest))
     if not use_latest:
         result = conn.execute(probes)
         return list(result.keys()), result.all()
-    result = conn.execute(latest_query(at, plain_instants=postgresql))
+    result = conn.execute(latest)
     columns = list(result.keys())[:-1]
     rows = result.all()
     stale = [row[0] for row in rows if row[-1]]
@@ -316,13 +323,16 @@ def _age(at: datetime, when: datetime | None) -> float | None:
     return None if when is None else round((at - when).total_seconds(), 1)
 
 
-def fleet_status(conn: sa.Connection | sa.orm.Session, at: datetime) -> dict[str, Any]:
-    """Every agent's row and status, and the totals; instants as aware UTC datetimes.
+def fleet_status(
+    conn: sa.Connection | sa.orm.Session, at: datetime, agent_ids: list[int] | None = None
+) -> dict[str, Any]:
+    """Every agent's row and status (or only `agent_ids`'), and the totals; instants as aware
+    UTC datetimes.
 
     10,000 agents make this a hot loop, so it reads plain tuples by position and calls the
     positional status function rather than building a StatusInput per agent.
     """
-    columns, rows = fleet_rows(conn, at)
+    columns, rows = fleet_rows(conn, at, agent_ids=agent_ids)
     if tuple(columns) != COLUMNS:  # the unpacking below goes by position
         raise RuntimeError(f"fleet query columns changed: {columns}")
     by_status = dict.fromkeys(STATUSES, 0)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from saveos_api import migrations
+from saveos_api import migrations, web
 from saveos_api.auth import ensure_first_admin_token
 from saveos_api.db import Database
 from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(escrow.router)
     app.include_router(tokens.router)
     app.include_router(open.router)
+    web.mount(app)  # the dashboard: HTML pages and their static files
     _install_error_handlers(app)
     # Innermost first: metrics see 413s too, and the heartbeat fast path sees neither
     # oversized bodies nor escapes the metrics.

@@ -313,3 +313,19 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(sa.String(300))
     client: Mapped[str | None] = mapped_column(sa.String(64))
     detail: Mapped[dict[str, Any] | None] = mapped_column()
+
+
+class WebSession(Base):
+    """A dashboard login: a token exchanged for a cookie whose HMAC alone is kept here."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (sa.Index("ix_web_sessions_expires", "expires_at"),)
+
+    id: Mapped[int] = _bigint_pk()
+    session_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    principal: Mapped[str] = mapped_column(sa.String(200))
+    scope: Mapped[str] = mapped_column(sa.String(16))
+    token_ref: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()

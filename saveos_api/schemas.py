@@ -428,6 +428,20 @@ class EscrowProofOut(Output):
     message: str | None
 
 
+class JobProgressIn(Input):
+    """How far a running job got (borg create's progress): shown while it runs."""
+
+    nfiles: Size
+    original_size: Size
+    compressed_size: Size = 0
+    deduplicated_size: Size = 0
+    path: Text(1000) | None = None  # type: ignore[valid-type]
+
+
+class JobProgressOut(Output):
+    updated: bool
+
+
 class JobResultIn(Input):
     report_id: ReportId
     state: Literal["succeeded", "failed"]

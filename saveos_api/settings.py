@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     report_burst: int = Field(60, ge=1)
     report_rate_per_min: float = Field(30.0, gt=0)
     reports_per_day: int = Field(2000, ge=1)
+    # How long a dashboard login lasts (the session cookie and its row expire together).
+    web_session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86400)
 
     @property
     def effective_database_url(self) -> str:

@@ -13,6 +13,11 @@ from datetime import datetime, timedelta
 
 STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked")
 SILENT_AFTER_INTERVALS = 3
+# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
+ALARM = ("overdue", "failing", "silent", "locked")
+# Worst first, as `saveos status` and the dashboard sort hosts: the precedence below, with the
+# alarms ahead of "never".
+SEVERITY = {"silent": 0, "locked": 1, "failing": 2, "overdue": 3, "never": 4, "late": 5, "ok": 6}
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,12 @@ def create(
     compression: Optional[str] = None,
     checkpoint_interval: Optional[int] = None,
     lock_wait: Optional[int] = None,
+    progress: bool = False,
     borg: str = "borg",
 ) -> Argv:
     argv = _common(borg, ["create"], lock_wait) + ("--json",)
+    if progress:  # archive_progress lines on stderr (JSON, with --log-json)
+        argv += ("--progress",)
     if compression:
         argv += ("--compression", compression)
     if checkpoint_interval is not None:
@@ -98,11 +101,20 @@ def list_archives(repository: str, *, lock_wait: Optional[int] = None, borg: str
 
 
 def list_items(
-    repository: str, archive: str, *, lock_wait: Optional[int] = None, borg: str = "borg"
+    repository: str,
+    archive: str,
+    *,
+    paths: Sequence[str] = (),
+    fmt: Optional[str] = None,
+    lock_wait: Optional[int] = None,
+    borg: str = "borg",
 ) -> Argv:
+    """The archive's items (under `paths`, relative), as JSON lines or in borg's --format."""
+    output = ("--format", fmt) if fmt else ("--json-lines",)
     return _common(borg, ["list"], lock_wait) + (
-        "--json-lines",
+        *output,
         archive_ref(repository, archive),
+        *(p.lstrip("/") for p in paths),
     )
 
 

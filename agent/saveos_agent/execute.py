@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from saveos_agent import borg_commands as bc
 from saveos_agent import logsetup
@@ -167,7 +167,11 @@ def build_env(
     return env
 
 
-def _handle_stderr_line(line: str, logs: List[Dict[str, Any]]) -> None:
+def _handle_stderr_line(
+    line: str,
+    logs: List[Dict[str, Any]],
+    on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> None:
     line = line.rstrip("\n")
     if not line.strip():
         return
@@ -179,6 +183,8 @@ def _handle_stderr_line(line: str, logs: List[Dict[str, Any]]) -> None:
         # plain text (ssh errors, python warnings): keep it as a warning
         entry = {"type": "log_message", "levelname": "WARNING", "message": line}
     if entry.get("type") != "log_message":
+        if on_progress is not None and entry.get("type") == "archive_progress":
+            on_progress(entry)
         return  # progress lines are not logged
     logs.append(entry)
     level = _LEVELS.get(str(entry.get("levelname")), logging.INFO)
@@ -192,8 +198,11 @@ def run(
     cwd: Optional[str] = None,
     env: Optional[Mapping[str, str]] = None,
     needs_passphrase: bool = True,
+    on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> BorgResult:
-    """Run one borg command to completion; the passphrase never touches argv or env values."""
+    """Run one borg command to completion; the passphrase never touches argv or env values.
+
+    on_progress: called with each `archive_progress` line (borg create --progress --log-json)."""
     secrets = secrets or Secrets()
     passphrase = secrets.read_passphrase() if needs_passphrase else None
     read_fd = write_fd = None
@@ -234,7 +243,7 @@ def run(
     logs: List[Dict[str, Any]] = []
     try:
         for line in proc.stderr:
-            _handle_stderr_line(line, logs)
+            _handle_stderr_line(line, logs, on_progress)
         rc = proc.wait()
         reader.join()
     finally:

@@ -92,6 +92,13 @@ def path_list(value: Any, field: str = "paths") -> List[str]:
     return [archive_path(item, f"{field}[{i}]") for i, item in enumerate(value)]
 
 
+def folder_path(value: Any, field: str = "path") -> str:
+    """A folder inside an archive, "" (or "/") for its root; else as archive_path."""
+    if isinstance(value, str) and not value.strip("/"):
+        return ""
+    return archive_path(value, field)
+
+
 def target_dir(value: Any, field: str = "target") -> str:
     """An absolute, normalised directory other than '/', not read as an option."""
     if not isinstance(value, str) or not value.startswith("/"):
@@ -108,6 +115,11 @@ def target_dir(value: Any, field: str = "target") -> str:
 def _drill_rules(params: Dict[str, Any]) -> None:
     if "count" in params and "percent" in params:
         raise JobParamError("count", "give count or percent, not both")
+
+
+def _list_rules(params: Dict[str, Any]) -> None:
+    if "archive" not in params:
+        raise JobParamError("archive", "a list job needs the archive to list")
 
 
 def _restore_rules(params: Dict[str, Any]) -> None:
@@ -127,10 +139,18 @@ SCHEMAS: Dict[str, Dict[str, Callable[[Any, str], Any]]] = {
         "target": target_dir,
         "in_place": boolean,
     },
+    # One page of a folder's direct children (the dashboard's archive browser).
+    "list": {
+        "archive": archive_name,
+        "path": folder_path,
+        "offset": integer(0, 10**9),
+        "limit": integer(1, 200),
+    },
 }
 RULES: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "drill": _drill_rules,
     "restore": _restore_rules,
+    "list": _list_rules,
 }
 
 

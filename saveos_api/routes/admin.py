@@ -26,7 +26,7 @@ from saveos_api.deps import (
     get_agent_or_404,
 )
 from saveos_api.fleet import fleet_status_json
-from saveos_api.jobs import expire_jobs
+from saveos_api.jobs import UnknownAgent, expire_jobs, queue_jobs, resolve_agents
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
 router = admin_router("admin", scope=None)  # each route names its scope
@@ -216,45 +216,16 @@ def decommission(agent_id: AgentId, request: Request, session: SessionDep):
 @router.post("/jobs", response_model=schemas.JobsOut, status_code=201, dependencies=OPERATE)
 def create_jobs(body: schemas.JobsIn, request: Request, session: SessionDep):
     params = job_params.validate(body.kind, body.params)
-    ids = [ref for ref in body.agents if isinstance(ref, int)]
-    names = [ref for ref in body.agents if isinstance(ref, str)]
-    found = session.execute(
-        sa.select(Agent.id, Agent.name, Agent.decommissioned_at).where(
-            sa.or_(Agent.id.in_(ids), Agent.name.in_(names))
-        )
-    ).all()
-    by_id = {row.id: row for row in found}
-    by_name = {row.name: row for row in found}
-    targets: list[int] = []
-    for index, ref in enumerate(body.agents):
-        row = by_id.get(ref) if isinstance(ref, int) else by_name.get(ref)
-        if row is None or row.decommissioned_at is not None:
-            raise HTTPException(
-                422,
-                detail=[
-                    {
-                        "loc": ["body", "agents", index],
-                        "msg": f"unknown or decommissioned agent {ref!r}",
-                        "type": "value_error",
-                    }
-                ],
-            )
-        if row.id not in targets:
-            targets.append(row.id)
+    try:
+        targets = resolve_agents(session, body.agents)
+    except UnknownAgent as exc:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["body", "agents", exc.index], "msg": str(exc), "type": "value_error"}],
+        ) from None
     # Who asked is the token, whatever the client calls itself (kept as its note).
     principal = request.state.principal
-    jobs = [
-        Job(
-            agent_id=agent_id,
-            kind=body.kind,
-            state="queued",
-            params=params,
-            requested_by=principal.actor,
-        )
-        for agent_id in targets
-    ]
-    session.add_all(jobs)
-    session.flush()
+    jobs = queue_jobs(session, body.kind, targets, params, principal.actor, commit=False)
     audit(
         session,
         request,

@@ -217,3 +217,29 @@ def job_result(
         response.status_code = 200
         return schemas.ReportAck(id=job_id, duplicate=True)
     raise HTTPException(409, detail=f"job {job_id} is already finished by another report")
+
+
+@router.post(
+    "/jobs/{job_id}/progress",
+    response_model=schemas.JobProgressOut,
+    responses={404: {"description": "No such job"}},
+)
+def job_progress(
+    job_id: JobId, body: schemas.JobProgressIn, principal: AgentDep, session: SessionDep
+):
+    """While the job runs its result holds {"progress": {...}}; the final result replaces it.
+    Late progress (the job already finished) changes nothing: updated=false."""
+    progress = {**body.model_dump(exclude_none=True), "at": utcnow().isoformat()}
+    updated = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.agent_id == principal.agent_id, Job.state == "running")
+        .values(result={"progress": progress})
+    ).rowcount
+    session.commit()
+    if not updated:
+        owner = session.scalar(sa.select(Job.agent_id).where(Job.id == job_id))
+        if owner is None:
+            raise HTTPException(404, detail=f"job {job_id} not found")
+        if owner != principal.agent_id:
+            raise forbidden(f"job {job_id} belongs to another agent")
+    return {"updated": bool(updated)}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import orjson
 import typer
 
+from saveos_api.status import ALARM, SEVERITY
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 from saveos_cli.safe_text import cell
@@ -31,10 +32,6 @@ STATUS_STYLE = {
     "locked": "bold red",
     "never": "cyan",
 }
-# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
-ALARM = ("overdue", "failing", "silent", "locked")
-# Worst first, as the status precedence goes (API.md), with the alarms ahead of "never".
-SEVERITY = {"silent": 0, "locked": 1, "failing": 2, "overdue": 3, "never": 4, "late": 5, "ok": 6}
 # A larger fleet's table shows this many hosts, worst first, unless --all (10,000 rows take
 # Rich seconds to draw and bury the few hosts that matter); --json always has every host.
 TABLE_ROWS = 50

@@ -94,7 +94,7 @@ def test_r11_an_impostor_with_another_ca_gets_nothing(fleet, tmp_path, figures):
             "python3 -c \"import json,os,sys; c=json.load(open('/etc/saveos/agent.json'));"
             f" c['api_url']='{impostor.url}';"
             f" fd=os.open('{IMPOSTOR_CONFIG}', os.O_WRONLY|os.O_CREAT|os.O_TRUNC, 0o600);"
-            " os.write(fd, json.dumps(c).encode())\""
+            ' os.write(fd, json.dumps(c).encode())"'
         )
         assert fleet.sh("lab1", rewrite).returncode == 0
         try:

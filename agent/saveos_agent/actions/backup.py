@@ -12,6 +12,7 @@ from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
 from saveos_agent.execute import secrets_of
 from saveos_agent.guard import agent_guard, handle_stale_lock, lock_message
+from saveos_agent.progress import JobProgress
 from saveos_agent.reporting import report
 from saveos_agent.spool import new_report_id
 from saveos_agent.state import save_state
@@ -43,19 +44,23 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     if stale:
         warnings.append(stale)
     archive = archive_name(cfg, started)
-    create = execute.run(
-        bc.create(
-            cfg.repository,
-            archive,
-            cfg.sources,
-            excludes=cfg.excludes,
-            compression=cfg.compression,
-            checkpoint_interval=cfg.checkpoint_interval_s,
-            lock_wait=cfg.lock_wait_s,
-            borg=cfg.borg_binary,
-        ),
-        secrets_of(cfg),
-    )
+    # A job's backup tells the API how far it got while it runs (the dashboard shows it).
+    with JobProgress(cfg, job_id) as progress:
+        create = execute.run(
+            bc.create(
+                cfg.repository,
+                archive,
+                cfg.sources,
+                excludes=cfg.excludes,
+                compression=cfg.compression,
+                checkpoint_interval=cfg.checkpoint_interval_s,
+                lock_wait=cfg.lock_wait_s,
+                progress=progress.enabled,
+                borg=cfg.borg_binary,
+            ),
+            secrets_of(cfg),
+            on_progress=progress.update if progress.enabled else None,
+        )
     stats = {"nfiles": 0, "original_size": 0, "compressed_size": 0, "deduplicated_size": 0}
     status, rc = create.status, create.rc
     if create.status == "error":

@@ -10,6 +10,7 @@ from saveos_agent.actions.archives import latest_archive
 from saveos_agent.actions.backup import backup
 from saveos_agent.actions.check import check
 from saveos_agent.actions.drill import drill
+from saveos_agent.actions.listing import list_folder
 from saveos_agent.actions.restore import restore
 from saveos_agent.config import Config
 from saveos_agent.errors import AgentBusy, AgentError
@@ -50,6 +51,14 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
                 list(params.get("paths") or []),
                 params.get("target"),
                 bool(params.get("in_place")),
+            )
+        elif kind == "list":
+            result = list_folder(
+                cfg,
+                params.get("archive"),
+                params.get("path") or "",
+                params.get("offset", 0),
+                params.get("limit", 100),
             )
         else:
             raise AgentError(f"unknown job kind {kind!r}")

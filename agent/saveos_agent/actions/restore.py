@@ -51,7 +51,10 @@ def restore(
                     f"--target {target} is inside source {src}; pick another directory"
                 )
         if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
-            raise AgentError(f"--target {target} exists and is not an empty directory")
+            raise AgentError(
+                f"target {target} exists and is not an empty directory: nothing was restored "
+                "(pick a new or empty one)"
+            )
         os.makedirs(target, mode=0o700, exist_ok=True)
         _no_symlink(target)  # again: a parent may have been swapped meanwhile
     result = execute.run(

@@ -1,0 +1,51 @@
+"""The web dashboard, served by the API process (`saveos server`): see mount()."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from saveos_api.web import auth
+from saveos_api.web.deps import PageError
+from saveos_api.web.render import STATIC_DIR, page
+
+
+def mount(app: FastAPI) -> None:
+    from saveos_api.web import pages
+
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(auth.LoginRequired)
+    async def _login(request: Request, exc: auth.LoginRequired):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # A form posted with an expired session is not replayed after login: back to its page.
+        if request.method != "GET":
+            referer = urlsplit(request.headers.get("referer", ""))
+            same_site = referer.netloc == request.url.netloc
+            target = (referer.path or "/fleet") if same_site else "/fleet"
+        url = f"/login?reason={exc.reason}&next={quote(target, safe='')}"
+        if request.headers.get("hx-request"):
+            return Response(status_code=200, headers={"HX-Redirect": url})
+        return RedirectResponse(url, status_code=303)
+
+    @app.exception_handler(auth.Refused)
+    async def _refused(request: Request, exc: auth.Refused):
+        return page(
+            request,
+            "error.html",
+            {"title": "Refused", "message": exc.message},
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(PageError)
+    async def _page_error(request: Request, exc: PageError):
+        return page(
+            request,
+            "error.html",
+            {"title": exc.title, "message": exc.message},
+            status_code=exc.status_code,
+        )

@@ -1,0 +1,366 @@
+"""The dashboard in process (TestClient) on SQLite and PostgreSQL: login, sessions, CSRF,
+pages, bad input. The browser half (Playwright, lab hosts) is tests/acceptance/test_r9_dashboard.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from api_support import Api, check_report, snapshot_report
+from web_support import csrf_of, login
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'saveos.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def api(db_url, tmp_path):
+    api = Api(db_url, tmp_path / "data")
+    yield api
+    api.close()
+
+
+def _seed(api) -> dict[str, dict]:
+    """web1 ok (3 snapshots), web2 failing, web3 never; labels env=prod on web1 and web3."""
+    now = datetime.now(UTC)
+    agents = {}
+    for name, labels in (
+        ("web1", {"env": "prod"}),
+        ("web2", {"env": "dev"}),
+        ("web3", {"env": "prod"}),
+    ):
+        agent_id, headers = api.agent(name, labels=labels)
+        agents[name] = {"id": agent_id, "headers": headers}
+        api.client.post("/api/v1/agents/heartbeat", json={}, headers=headers)
+    for hours in (3, 2, 1):
+        body = snapshot_report(now - timedelta(hours=hours), archive=f"web1-{hours}h")
+        assert (
+            api.client.post(
+                "/api/v1/reports/snapshots", json=body, headers=agents["web1"]["headers"]
+            ).status_code
+            == 201
+        )
+    body = snapshot_report(now - timedelta(minutes=5), "error", archive="", message="borg died")
+    api.client.post("/api/v1/reports/snapshots", json=body, headers=agents["web2"]["headers"])
+    api.client.post(
+        "/api/v1/reports/checks", json=check_report(now), headers=agents["web1"]["headers"]
+    )
+    return agents
+
+
+def _jobs(api) -> int:
+    return api.count("jobs")
+
+
+def test_pages_need_a_login_and_say_why(api):
+    c = api.client
+    r = c.get("/fleet", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith(
+        "/login?reason=login&next=%2Ffleet"
+    )
+    bad = login(c, "adm_not-the-token-at-all-000000000000")
+    assert bad.status_code == 401 and "not valid" in bad.text
+    assert "saveos_session" not in c.cookies
+    ok = login(c, api.admin_token, "/settings")
+    assert ok.status_code == 303 and ok.headers["location"] == "/settings"
+    cookie = ok.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=28800" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; see the TLS test below
+    assert api.admin_token not in cookie
+    page = c.get("/settings")
+    assert page.status_code == 200 and api.admin_token not in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    # Only the cookie's HMAC is stored.
+    with api.app.state.db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT session_hash, principal, scope FROM web_sessions")
+        ).all()
+    value = c.cookies["saveos_session"]
+    assert [(row[1], row[2]) for row in stored] == [("admin", "admin")]
+    assert value not in {row[0] for row in stored}
+
+
+def test_next_never_leaves_the_site(api):
+    r = login(api.client, api.admin_token, "//evil.example/x")
+    assert r.headers["location"] == "/fleet"
+
+
+def test_session_cookie_is_secure_under_tls(db_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    api = Api(db_url, tmp_path / "data")
+    try:
+        with TestClient(api.app, base_url="https://testserver") as https:
+            r = login(https, api.admin_token)
+            assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+    finally:
+        api.close()
+
+
+def test_login_without_its_csrf_token_is_refused(api):
+    c = api.client
+    c.get("/login")
+    r = c.post("/login", data={"token": api.admin_token, "csrf_token": "forged"})
+    assert r.status_code == 403 and "CSRF" in r.text
+    assert "saveos_session" not in c.cookies
+
+
+def test_logout_ends_the_session_on_the_server(api):
+    c = api.client
+    login(c, api.admin_token)
+    value = c.cookies["saveos_session"]
+    page = c.get("/fleet")
+    r = c.post("/logout", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?reason=logout"
+    # The old cookie replayed (e.g. copied before logout) no longer works.
+    c.cookies.clear()
+    c.cookies.set("saveos_session", value)
+    assert c.get("/fleet", follow_redirects=False).status_code == 303
+
+
+def test_expired_session_sends_back_to_login_and_changes_nothing(api):
+    agents = _seed(api)
+    c = api.client
+    login(c, api.admin_token)
+    csrf = csrf_of(c.get("/hosts/web1").text)
+    with api.app.state.db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE web_sessions SET expires_at = :t"),
+            {"t": datetime.now(UTC) - timedelta(seconds=1)},
+        )
+    before = _jobs(api)
+    r = c.post(
+        "/hosts/web1/jobs", data={"kind": "backup", "csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303 and "reason=expired" in r.headers["location"]
+    assert _jobs(api) == before
+    page = c.get(r.headers["location"])
+    assert "Your session expired" in page.text
+    assert agents  # seeded
+
+
+def test_every_form_needs_the_sessions_csrf_token(api):
+    _seed(api)
+    c = api.client
+    login(c, api.admin_token)
+    before = _jobs(api)
+    for data in ({"kind": "backup"}, {"kind": "backup", "csrf_token": "0" * 64}):
+        r = c.post("/hosts/web1/jobs", data=data)
+        assert r.status_code == 403 and "nothing was changed" in r.text
+    r = c.post("/fleet/jobs", data={"kind": "check", "label": "env=prod"})
+    assert r.status_code == 403
+    # Another origin is refused even with a valid token.
+    csrf = csrf_of(c.get("/fleet").text)
+    r = c.post(
+        "/hosts/web1/jobs",
+        data={"kind": "backup", "csrf_token": csrf},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert r.status_code == 403 and "another origin" in r.text
+    assert _jobs(api) == before
+    # The token of this session works (form field, or the header htmx sends).
+    r = c.post(
+        "/hosts/web1/jobs", data={"kind": "backup", "csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/jobs/")
+    r = c.post(
+        "/hosts/web1/jobs",
+        data={"kind": "check"},
+        headers={"X-CSRF-Token": csrf},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert _jobs(api) == before + 2
+    job = c.get(r.headers["location"])
+    assert "queued" in job.text and "web:admin" in job.text
+
+
+def test_fleet_page_counts_filters_sorts_and_explains(api):
+    _seed(api)
+    c = api.client
+    login(c, api.admin_token)
+    page = c.get("/fleet").text
+    status = api.client.get("/api/v1/fleet/status", headers=api.admin).json()
+    for name, count in status["totals"]["by_status"].items():
+        assert f'data-status="{name}"><b>{count}</b>' in page
+    # Worst first, like `saveos status`: failing, never, ok.
+    assert (
+        page.index('data-host="web2"')
+        < page.index('data-host="web3"')
+        < page.index('data-host="web1"')
+    )
+    assert "failing: the last backup failed" in page and "never backed up" in page
+    assert "last good backup 1 h ago" in page
+    only_prod = c.get("/fleet", params={"label": "env=prod"}).text
+    assert 'data-host="web2"' not in only_prod and 'data-host="web1"' in only_prod
+    searched = c.get("/fleet", params={"q": "EB3"}).text
+    assert 'data-host="web3"' in searched and 'data-host="web1"' not in searched
+    failing = c.get("/fleet", params={"status": "failing"}).text
+    assert 'data-host="web2"' in failing and 'data-host="web1"' not in failing
+    by_name = c.get("/fleet", params={"sort": "name", "order": "desc", "per": 25}).text
+    assert by_name.index('data-host="web3"') < by_name.index('data-host="web1"')
+    paged = c.get("/fleet", params={"sort": "name", "per": 25, "page": 9}).text  # clamps to 1
+    assert 'data-host="web1"' in paged
+    for params, message in (
+        ({"status": "bogus"}, "unknown status"),
+        ({"label": "noequals"}, "not KEY=VALUE"),
+        ({"sort": "colour"}, "unknown sort"),
+        ({"per": 7}, "rows per page"),
+    ):
+        r = c.get("/fleet", params=params)
+        assert r.status_code == 400 and message in r.text
+
+
+def test_host_page_shows_history_and_unknown_hosts_say_so(api):
+    _seed(api)
+    c = api.client
+    login(c, api.admin_token)
+    page = c.get("/hosts/web1").text
+    for text in (
+        "web1-1h",
+        "web1-3h",
+        'id="snapshot-series"',
+        "Checks",
+        "Escrow never proven",
+        'id="queue-backup"',
+    ):
+        assert text in page
+    assert 'Snapshots <span class="dim">(3)</span>' in page
+    r = c.get("/hosts/nosuchhost")
+    assert r.status_code == 404 and "There is no host named &#39;nosuchhost&#39;" in r.text
+
+
+def test_browse_and_restore_refuse_bad_input_and_queue_nothing(api):
+    _seed(api)
+    c = api.client
+    login(c, api.admin_token)
+    csrf = csrf_of(c.get("/hosts/web1/restore").text)
+    before = _jobs(api)
+    cases = [
+        ("/hosts/nosuch/browse", {"archive": "web1-1h"}, 404, "no host named"),
+        ("/hosts/web1/browse", {"archive": "web1-9h"}, 404, "no successful archive named"),
+        ("/hosts/web1/browse", {"archive": "web1-1h", "path": "../etc"}, 422, "climbs out"),
+        (
+            "/hosts/web1/restore",
+            {"archive": "nope", "paths": ["srv/x"], "target": "/var/tmp/r"},
+            404,
+            "no successful archive",
+        ),
+        (
+            "/hosts/web1/restore",
+            {"archive": "web1-1h", "target": "/var/tmp/r"},
+            422,
+            "select at least one",
+        ),
+        (
+            "/hosts/web1/restore",
+            {"archive": "web1-1h", "paths": ["srv/x"], "target": "var/tmp"},
+            422,
+            "not an absolute path",
+        ),
+        (
+            "/hosts/web1/restore",
+            {"archive": "web1-1h", "paths": ["srv/x"], "target": "/"},
+            422,
+            "cannot be /",
+        ),
+        (
+            "/hosts/web1/restore",
+            {"archive": "web1-1h", "paths": ["srv/x"], "target": "/a/../.."},
+            422,
+            "climbs out",
+        ),
+    ]
+    for url, data, code, message in cases:
+        r = c.post(url, data={**data, "csrf_token": csrf})
+        assert r.status_code == code and message in r.text, (
+            url,
+            data,
+            r.status_code,
+            r.text[-500:],
+        )
+    assert _jobs(api) == before
+    # A good listing request queues one `list` job, and asking again reuses it.
+    first = c.post(
+        "/hosts/web1/browse",
+        data={"archive": "web1-1h", "path": "/srv/", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    again = c.post(
+        "/hosts/web1/browse",
+        data={"archive": "web1-1h", "path": "srv", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert first.status_code == again.status_code == 303
+    assert first.headers["location"] == again.headers["location"]
+    assert _jobs(api) == before + 1
+    job = api.client.get(
+        f"/api/v1/jobs/{first.headers['location'].rsplit('/', 1)[1]}", headers=api.admin
+    ).json()
+    assert job["kind"] == "list" and job["params"] == {
+        "archive": "web1-1h",
+        "path": "srv",
+        "offset": 0,
+        "limit": 100,
+    }
+    waiting = c.get(first.headers["location"])
+    assert "waiting for web1" in waiting.text and 'http-equiv="refresh"' in waiting.text
+    assert c.get("/hosts/web1/browse/999999").status_code == 404
+
+
+def test_jobs_page_lists_queued_running_and_finished(api):
+    agents = _seed(api)
+    c = api.client
+    login(c, api.admin_token)
+    csrf = csrf_of(c.get("/fleet").text)
+    r = c.post(
+        "/fleet/jobs",
+        data={"kind": "backup", "label": "env=prod", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    page = c.get(r.headers["location"]).text
+    assert "Queued 2 jobs" in page
+    # web1 takes its job (running), and finishes it.
+    beat = c.post("/api/v1/agents/heartbeat", json={}, headers=agents["web1"]["headers"]).json()
+    (job,) = beat["jobs"]
+    live = c.get("/jobs", params={"partial": 1}).text
+    assert (
+        f'data-job="{job["id"]}" data-state="running"' in live and 'hx-trigger="every 2s"' in live
+    )
+    # Its progress, as the agent sends it while borg runs, on the jobs and the job page.
+    progress = {"nfiles": 12345, "original_size": 2_500_000_000, "path": "srv/data/big.bin"}
+    headers = agents["web1"]["headers"]
+    r = c.post(f"/api/v1/jobs/{job['id']}/progress", json=progress, headers=headers)
+    assert r.json() == {"updated": True}
+    assert "12,345 files, 2.5 GB read" in c.get("/jobs", params={"partial": 1}).text
+    page = c.get(f"/jobs/{job['id']}", params={"partial": 1}).text
+    assert 'id="job-progress"' in page and "srv/data/big.bin" in page and "every 1s" in page
+    done = c.post(
+        f"/api/v1/jobs/{job['id']}/result",
+        json={
+            "report_id": "r" * 16,
+            "state": "failed",
+            "result": {"message": "target exists and is not empty"},
+        },
+        headers=agents["web1"]["headers"],
+    )
+    assert done.status_code == 201
+    live = c.get("/jobs", params={"partial": 1}).text
+    assert f'data-job="{job["id"]}" data-state="failed"' in live
+    detail = c.get(f"/jobs/{job['id']}").text
+    assert (
+        "target exists and is not empty" in detail
+        and "hx-trigger" not in detail.split('id="job-live"')[1][:200]
+    )
+    assert c.get("/jobs/999999").status_code == 404
+    r = c.post("/fleet/jobs", data={"kind": "backup", "label": "env=nowhere", "csrf_token": csrf})
+    assert r.status_code == 404 and "nothing queued" in r.text
+    r = c.post("/fleet/jobs", data={"kind": "rm -rf", "label": "env=prod", "csrf_token": csrf})
+    assert r.status_code == 422
