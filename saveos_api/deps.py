@@ -33,7 +33,6 @@ READ = [Depends(require_read)]
 OPERATE = [Depends(require_operate)]
 ADMIN = [Depends(require_admin)]
 AdminDep = Annotated[ApiPrincipal, Depends(require_admin)]
-__all__ = ["require_scope"]
 AgentId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
 JobId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
 
