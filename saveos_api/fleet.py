@@ -192,6 +192,7 @@ COLUMNS = (
     "last_escrow_at",
     "last_escrow_result",
     "schedule_mismatch",
+    "tampered_at",
 )
 
 
@@ -264,6 +265,7 @@ def _columns(at: datetime, inst, *latest) -> list:
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
         _schedule_mismatch().label("schedule_mismatch"),
+        inst(Agent.tampered_at).label("tampered_at"),
     ]
 
 
@@ -362,6 +364,7 @@ def fleet_status(
         last_escrow_at,
         last_escrow_result,
         schedule_mismatch,
+        tampered_at,
     ) in rows:
         status = status_at(
             at,
@@ -376,6 +379,7 @@ def fleet_status(
             offsite_interval_s,
             last_offsite_at,
             last_snapshot_locked,
+            tampered_at=tampered_at,
         )
         by_status[status] += 1
         original += original_size or 0
@@ -408,6 +412,7 @@ def fleet_status(
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
                 "schedule_mismatch": bool(schedule_mismatch),
+                "tampered_at": tampered_at,
             }
         )
     return {

@@ -73,6 +73,8 @@ class Agent(Base):
     decommissioned_at: Mapped[datetime | None] = mapped_column()
     # Declared by an agent that keeps an offsite copy; null: no offsite copy expected.
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    # A central run found the repository tampered with; cleared by a rollback or clean run.
+    tampered_at: Mapped[datetime | None] = mapped_column()
 
 
 class AgentToken(Base):
@@ -148,6 +150,8 @@ class Snapshot(Base):
     warnings: Mapped[list[str]] = mapped_column(default=list)
     message: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The central prune removed this archive from the repository.
+    pruned_at: Mapped[datetime | None] = mapped_column()
 
 
 class CheckResult(Base):
@@ -234,6 +238,30 @@ class EscrowProof(Base):
     method: Mapped[str] = mapped_column(sa.String(16))
     result: Mapped[str] = mapped_column(sa.String(16))
     archives: Mapped[int | None] = mapped_column(sa.BigInteger)
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RepoMaintenance(Base):
+    """One central run on a host's repository from the controller (prune or rollback)."""
+
+    __tablename__ = "repo_maintenance"
+    __table_args__ = (sa.Index("ix_repo_maintenance_agent_finished", "agent_id", "finished_at"),)
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    kind: Mapped[str] = mapped_column(sa.String(16))  # prune | rollback
+    result: Mapped[str] = mapped_column(sa.String(16))  # ok | tampered | error
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    verify_data: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    transaction_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    archives: Mapped[int | None] = mapped_column(sa.BigInteger)
+    pruned: Mapped[list[str]] = mapped_column(default=list)
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list)
+    # What the next central run holds the repository to (saveos_cli/retention/verify.py).
+    state: Mapped[dict[str, Any] | None] = mapped_column()
     message: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -196,6 +196,8 @@ class AgentOut(Output):
     declared_backup_interval_s: int | None = None
     declared_heartbeat_interval_s: int | None = None
 
+    tampered_at: datetime | None = None
+
 
 class AgentList(Output):
     agents: list[AgentOut]
@@ -221,6 +223,7 @@ class SnapshotOut(Output):
     rc: int
     warnings: list[str]
     message: str | None
+    pruned_at: datetime | None = None
 
 
 class SnapshotPage(Output):
@@ -269,7 +272,7 @@ class JobsOut(Output):
 class AgentStatusOut(Output):
     id: int
     name: str
-    status: Literal["ok", "late", "overdue", "failing", "silent", "never", "locked"]
+    status: Literal["ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered"]
     last_heartbeat: datetime | None
     last_backup_at: datetime | None
     last_archive: str | None
@@ -295,6 +298,8 @@ class AgentStatusOut(Output):
     # The agent declared an interval other than the provisioned one (which holds, unless the
     # declared one is stricter): see GET /agents/{id} for both.
     schedule_mismatch: bool = False
+
+    tampered_at: datetime | None = None
 
 
 class FleetTotals(Output):
@@ -507,3 +512,83 @@ class AuditEventOut(Output):
 
 class AuditPage(Output):
     events: list[AuditEventOut]
+
+
+# ---- central retention (saveos prune / saveos repo rollback) ----
+
+
+class MaintenanceFinding(Input):
+    kind: Text(32, 1)  # type: ignore[valid-type]
+    message: Message  # type: ignore[valid-type]
+    items: Annotated[list[StrictInt | ArchiveName], Field(max_length=100_000)] = []  # type: ignore[valid-type]
+
+
+SegmentNumber = Annotated[str, Field(pattern=r"^[0-9]{1,18}$")]
+# [size, mtime_ns, inode, sha256 or null] of one segment file
+SegmentPrint = Annotated[
+    list[Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | Text(64) | None],  # type: ignore[valid-type]
+    Field(min_length=4, max_length=4),
+]
+
+
+class RepoStateIn(Input):
+    """saveos_cli/retention/verify.RepoState: what a good run leaves the repository as."""
+
+    transaction: Size | None
+    archives: Annotated[dict[ArchiveName, Text(64)], Field(max_length=1_000_000)]  # type: ignore[valid-type]
+    segments: Annotated[dict[SegmentNumber, SegmentPrint], Field(max_length=10_000_000)]
+    log_sha256: Text(64)  # type: ignore[valid-type]
+    finished_at: Text(64) | None = None  # type: ignore[valid-type]
+    key_sha256: Text(64) | None = None  # type: ignore[valid-type]
+
+
+class MaintenanceIn(Input):
+    kind: Literal["prune", "rollback"]
+    result: Literal["ok", "tampered", "error"]
+    started_at: Timestamp
+    finished_at: Timestamp
+    verify_data: StrictBool = False
+    transaction: Size | None = None
+    archives: Size | None = None
+    pruned: Annotated[list[ArchiveName], Field(max_length=100_000)] = []  # type: ignore[valid-type]
+    findings: Annotated[list[MaintenanceFinding], Field(max_length=32)] = []
+    # What the next central run holds the repository to; only a run that left it good has one.
+    state: RepoStateIn | None = None
+    message: Message | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.finished_at < self.started_at:
+            raise ValueError("finished_at is before started_at")
+        if self.result == "tampered" and not self.findings:
+            raise ValueError("a tampered result names its findings")
+        if self.state is not None and self.result != "ok":
+            raise ValueError("only an ok run records a state")
+        return self
+
+
+class MaintenanceOut(Output):
+    id: int
+    agent_id: int
+    kind: str
+    result: str
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float | None
+    verify_data: bool
+    transaction_id: int | None
+    archives: int | None
+    pruned: list[str]
+    findings: list[dict[str, Any]]
+    message: str | None
+
+
+class MaintenanceState(Output):
+    """What the next central run needs: the last good state, and the archives on record."""
+
+    agent_id: int
+    tampered_at: datetime | None
+    last_maintained_at: datetime | None
+    state: dict[str, Any] | None
+    # name -> finished_at of every archive reported made and not pruned by a central run
+    archives_on_record: dict[str, datetime]

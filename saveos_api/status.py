@@ -1,9 +1,11 @@
 """The status of one agent as a pure function of time and its last known facts.
 
-Precedence (API.md): silent > locked > failing > never > overdue > late > ok. Boundaries are
-strict: exactly at a deadline is still on time. `locked`: the latest backup failed because the
-repository stayed locked (another borg process, or a lock the agent would not break), which
-asks for a different remedy than a backup that failed on its own.
+Precedence (API.md): silent > tampered > locked > failing > never > overdue > late > ok.
+Boundaries are strict: exactly at a deadline is still on time. `locked`: the latest backup
+failed because the repository stayed locked (another borg process, or a lock the agent would
+not break), which asks for a different remedy than a backup that failed on its own. `tampered`:
+a central run found the host's repository tampered with (archives gone, deletes logged by the
+host's key, segments changed) and no rollback has been recorded since.
 """
 
 from __future__ import annotations
@@ -11,13 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked")
+STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered")
 SILENT_AFTER_INTERVALS = 3
 # The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
-ALARM = ("overdue", "failing", "silent", "locked")
+ALARM = ("overdue", "failing", "silent", "locked", "tampered")
 # Worst first, as `saveos status` and the dashboard sort hosts: the precedence below, with the
 # alarms ahead of "never".
-SEVERITY = {"silent": 0, "locked": 1, "failing": 2, "overdue": 3, "never": 4, "late": 5, "ok": 6}
+SEVERITY = {
+    "silent": 0,
+    "tampered": 1,
+    "locked": 2,
+    "failing": 3,
+    "overdue": 4,
+    "never": 5,
+    "late": 6,
+    "ok": 7,
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,7 @@ class StatusInput:
     offsite_interval_s: int | None = None
     last_offsite_at: datetime | None = None  # last successful offsite sync
     last_snapshot_locked: bool = False  # the latest snapshot failed on a repository lock
+    tampered_at: datetime | None = None  # a central run found tampering (agents.tampered_at)
 
 
 def compute_status(s: StatusInput) -> str:
@@ -51,6 +63,7 @@ def compute_status(s: StatusInput) -> str:
         s.offsite_interval_s,
         s.last_offsite_at,
         s.last_snapshot_locked,
+        tampered_at=s.tampered_at,
     )
 
 
@@ -67,11 +80,15 @@ def status_at(  # positional on purpose: the fleet view calls it 10,000 times
     offsite_interval_s: int | None,
     last_offsite_at: datetime | None,
     last_snapshot_locked: bool | None = False,
+    *,
+    tampered_at: datetime | None = None,
 ) -> str:
     """compute_status() without building a StatusInput; the same fields in the same order."""
     seen_since = last_heartbeat if last_heartbeat is not None else created_at
     if now - seen_since > timedelta(seconds=SILENT_AFTER_INTERVALS * heartbeat_interval_s):
         return "silent"
+    if tampered_at is not None and tampered_at <= now:
+        return "tampered"
     if last_snapshot_status == "error" and last_snapshot_locked:
         return "locked"
     if last_snapshot_status == "error" or last_check_result == "error":

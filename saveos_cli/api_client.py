@@ -157,6 +157,12 @@ class ApiClient:
     def record_escrow_proof(self, agent_id: int, proof: dict) -> dict:
         return self._request("POST", f"/api/v1/agents/{agent_id}/escrow", json=proof)
 
+    def record_maintenance(self, agent_id: int, run: dict) -> dict:
+        return self._request("POST", f"/api/v1/agents/{agent_id}/maintenance", json=run)
+
+    def maintenance_state(self, agent_id: int) -> dict:
+        return self._request("GET", f"/api/v1/agents/{agent_id}/maintenance/state")
+
     def revoke_tokens(self, agent_id: int) -> int:
         return self._request("POST", f"/api/v1/agents/{agent_id}/tokens/revoke")["revoked"]
 

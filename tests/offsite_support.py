@@ -69,20 +69,20 @@ class MotoS3:
             aws_secret_access_key=self.secret_key,
         )
 
-    def objects(self, prefix: str) -> dict[str, dict]:
+    def objects(self, prefix: str, bucket: str | None = None) -> dict[str, dict]:
         """key -> {size, etag} under prefix."""
         out = {}
         for page in (
             self.client()
             .get_paginator("list_objects_v2")
-            .paginate(Bucket=self.bucket, Prefix=prefix)
+            .paginate(Bucket=bucket or self.bucket, Prefix=prefix)
         ):
             for obj in page.get("Contents", []):
                 out[obj["Key"]] = {"size": obj["Size"], "etag": obj["ETag"].strip('"')}
         return out
 
-    def sha256(self, key: str) -> str:
-        body = self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+    def sha256(self, key: str, bucket: str | None = None) -> str:
+        body = self.client().get_object(Bucket=bucket or self.bucket, Key=key)["Body"].read()
         return hashlib.sha256(body).hexdigest()
 
     def credentials_file(self, path: Path) -> Path:

@@ -1,5 +1,6 @@
 """The dashboard in process (TestClient) on SQLite and PostgreSQL: login, sessions, CSRF,
-pages, bad input. The browser half (Playwright, lab hosts) is tests/acceptance/test_r9_dashboard.py.
+pages, bad input. The browser half (Playwright, lab hosts) is
+tests/acceptance/test_r13_dashboard.py.
 """
 
 from __future__ import annotations
@@ -364,3 +365,50 @@ def test_jobs_page_lists_queued_running_and_finished(api):
     assert r.status_code == 404 and "nothing queued" in r.text
     r = c.post("/fleet/jobs", data={"kind": "rm -rf", "label": "env=prod", "csrf_token": csrf})
     assert r.status_code == 422
+
+
+def _session_as(api, scope: str) -> str:
+    """A dashboard session for an operator of `scope`, as a login would store it."""
+    import hashlib
+    import hmac
+    import secrets
+
+    value = secrets.token_urlsafe(32)
+    digest = hmac.new(api.app.state.secret_key, f"session:{value}".encode(), hashlib.sha256)
+    now = datetime.now(UTC)
+    with api.app.state.db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO web_sessions (session_hash, principal, scope, created_at, expires_at)"
+                " VALUES (:h, :p, :s, :c, :e)"
+            ),
+            {"h": digest.hexdigest(), "p": f"{scope}-op", "s": scope, "c": now,
+             "e": now + timedelta(hours=1)},
+        )  # fmt: skip
+    return value
+
+
+def test_a_read_session_sees_but_cannot_act(api):
+    _seed(api)
+    c = api.client
+    c.cookies.set("saveos_session", _session_as(api, "read"))
+    host = c.get("/hosts/web1").text
+    assert "web1-1h" in host and "read-op" in host
+    for control in ('id="queue-backup"', 'id="queue-check"', 'id="restore"'):
+        assert control not in host
+    assert 'id="queue-label"' not in c.get("/fleet").text
+    assert "needs the operate scope" in c.get("/hosts/web1/restore").text
+    csrf = csrf_of(host)  # the logout form's: a valid token of this session
+    before = _jobs(api)
+    for url, data in (
+        ("/hosts/web1/jobs", {"kind": "backup"}),
+        ("/fleet/jobs", {"kind": "backup", "label": "env=prod"}),
+        ("/hosts/web1/browse", {"archive": "web1-1h"}),
+        ("/hosts/web1/restore", {"archive": "web1-1h", "paths": ["x"], "target": "/var/tmp/r"}),
+    ):
+        r = c.post(url, data={**data, "csrf_token": csrf})
+        assert r.status_code == 403 and "has the read scope" in r.text, (url, r.text[-300:])
+    assert _jobs(api) == before
+    # The same pages with an operate session do show the controls.
+    c.cookies.set("saveos_session", _session_as(api, "operate"))
+    assert 'id="queue-backup"' in c.get("/hosts/web1").text

@@ -9,6 +9,7 @@ Argv = Tuple[str, ...]
 # Retention keys of the agent config and the borg prune flag each maps to.
 RETENTION_FLAGS = (
     ("keep_within", "--keep-within"),
+    ("keep_last", "--keep-last"),
     ("keep_hourly", "--keep-hourly"),
     ("keep_daily", "--keep-daily"),
     ("keep_weekly", "--keep-weekly"),

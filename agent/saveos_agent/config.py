@@ -18,7 +18,14 @@ _KEEP_WITHIN = re.compile(r"^[1-9][0-9]*[Hdwmy]$")
 _COMPRESSION = re.compile(
     r"^(none|lz4|zstd(,\d{1,2})?|zlib(,\d)?|lzma(,\d)?|auto,.+|obfuscate,.+)$"
 )
-_RETENTION_INTS = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+_RETENTION_INTS = (
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+)
 
 
 def user_config_path() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import sys
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("sync", "upload what changed in the repository, delete what vanished (after a delay)"),
         ("fetch", "download a host's offsite copy into an empty directory and verify it"),
+        ("verify", "prove the copy is locked: versioning, Object Lock, every object locked"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", help=f"offsite config (default {settings_mod.DEFAULT_CONFIG})")
@@ -35,7 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "fetch":
             cmd.add_argument("--dest", required=True, help="empty directory for the repository")
             cmd.add_argument("--host", help="whose copy (default: the config's host)")
+            cmd.add_argument(
+                "--as-of", help="the copy as it stood at this ISO 8601 instant (object versions)"
+            )
     return parser
+
+
+def _instant(text: Optional[str]) -> Optional[dt.datetime]:
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise OffsiteError(f"--as-of {text!r} is not an ISO 8601 instant") from None
+    if moment.tzinfo is None:
+        raise OffsiteError(f"--as-of {text!r} needs a timezone (e.g. Z)")
+    return moment
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -49,10 +66,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = settings_mod.load(args.config)
         if args.command == "sync":
             result = replicate.sync(settings)
+        elif args.command == "verify":
+            result = replicate.verify(settings)
         else:
             if args.host:
                 settings.host = args.host
-            result = replicate.fetch(settings, args.dest)
+            result = replicate.fetch(settings, args.dest, as_of=_instant(args.as_of))
     except OffsiteError as exc:
         result = {"status": "error", "result": "error", "message": exc.message}
     except KeyboardInterrupt:

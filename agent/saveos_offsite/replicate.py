@@ -150,6 +150,42 @@ def remote_objects(client, settings: Settings) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def remote_versions(client, settings: Settings, as_of: dt.datetime) -> Dict[str, Dict[str, Any]]:
+    """key -> {size, etag, version_id} of the version each key had at `as_of` (object versions:
+    the copy as it stood then, even after later overwrites, deletes or delete markers)."""
+    newest: Dict[str, Tuple[dt.datetime, Optional[Dict[str, Any]]]] = {}
+    paginator = client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=settings.bucket, Prefix=settings.key_prefix):
+        entries = [(v, False) for v in page.get("Versions", [])]
+        entries += [(m, True) for m in page.get("DeleteMarkers", [])]
+        for entry, is_marker in entries:
+            when = entry["LastModified"]
+            if when > as_of:
+                continue
+            key = entry["Key"]
+            if key in newest and newest[key][0] >= when:
+                continue
+            info = None
+            if not is_marker:
+                info = {
+                    "size": entry["Size"],
+                    "etag": entry["ETag"].strip('"'),
+                    "version_id": entry["VersionId"],
+                }
+            newest[key] = (when, info)
+    return {key: info for key, (_when, info) in newest.items() if info is not None}
+
+
+def lock_args(settings: Settings, now: float) -> Dict[str, Any]:
+    """PutObject arguments that lock the new version (none when no lock is configured)."""
+    if not settings.object_lock_mode:
+        return {}
+    until = dt.datetime.fromtimestamp(now, dt.timezone.utc) + dt.timedelta(
+        days=settings.object_lock_days
+    )
+    return {"ObjectLockMode": settings.object_lock_mode, "ObjectLockRetainUntilDate": until}
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for a boto/botocore failure; these never carry the secret key."""
     try:
@@ -221,14 +257,20 @@ def sync(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
                 entry["etag"] = known.get("etag")
             local[rel] = entry
 
-        uploaded = restored = 0
+        uploaded = restored = relocked = 0
         sent_bytes = 0
         config = transfer_config(settings)
+        now = time.time() if now is None else now
+        locking = lock_args(settings, now)
         for rel in sorted(local, key=upload_order):
             entry = local[rel]
             key = settings.key_prefix + rel
             there = remote.get(key)
             if there and there["size"] == entry["size"] and there["etag"] == entry.get("etag"):
+                known = files.get(rel) or {}
+                for field in ("version_id", "locked_until"):
+                    if field in known:
+                        entry[field] = known[field]
                 continue
             if there is None and entry.get("etag"):
                 restored += 1  # we uploaded it before: someone removed it
@@ -236,16 +278,21 @@ def sync(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
                 os.path.join(repo, rel),
                 settings.bucket,
                 key,
-                ExtraArgs={"Metadata": {"sha256": entry["sha256"]}},
+                ExtraArgs={"Metadata": {"sha256": entry["sha256"]}, **locking},
                 Config=config,
             )
             head = client.head_object(Bucket=settings.bucket, Key=key)
             entry["etag"] = head["ETag"].strip('"')
+            if locking:
+                entry["version_id"] = head.get("VersionId")
+                entry["locked_until"] = locking["ObjectLockRetainUntilDate"].timestamp()
             uploaded += 1
             sent_bytes += entry["size"]
             log.info("uploaded %s (%d bytes)", rel, entry["size"])
             files[rel] = entry  # progress survives an interruption
         manifest["files"] = local
+        if locking:
+            relocked = extend_locks(client, settings, local, now)
 
         # a lock taken while we uploaded means borg may have rewritten what we read: say so,
         # and delete nothing this time
@@ -265,7 +312,6 @@ def sync(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
                 + "; the next sync completes the copy",
             )
 
-        now = time.time() if now is None else now
         missing: Dict[str, float] = {}
         doomed = []
         local_keys = {settings.key_prefix + rel for rel in local}
@@ -304,9 +350,114 @@ def sync(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
         objects_uploaded=uploaded,
         bytes_uploaded=sent_bytes,
         objects_restored=restored,
+        objects_relocked=relocked,
         objects_deleted=len(doomed),
         pending_delete=len(missing),
         message=message,
+    )
+
+
+def extend_locks(client, settings: Settings, local: Dict[str, Dict[str, Any]], now: float) -> int:
+    """Keep every current object locked for the whole period: a segment borg still uses may be
+    years old, and its lock must not run out while it is current. Extended once half the period
+    is gone (one PutObjectRetention per object per half period)."""
+    period = settings.object_lock_days * 86400
+    extended = 0
+    for rel, entry in sorted(local.items()):
+        if float(entry.get("locked_until") or 0) - now > period / 2:
+            continue
+        key = settings.key_prefix + rel
+        version = entry.get("version_id")
+        if not version:
+            version = client.head_object(Bucket=settings.bucket, Key=key).get("VersionId")
+        until = lock_args(settings, now)["ObjectLockRetainUntilDate"]
+        args = {"Bucket": settings.bucket, "Key": key, "VersionId": version}
+        client.put_object_retention(
+            **args, Retention={"Mode": settings.object_lock_mode, "RetainUntilDate": until}
+        )
+        entry["version_id"], entry["locked_until"] = version, until.timestamp()
+        extended += 1
+    return extended
+
+
+# ---- verify ----------------------------------------------------------------------------------
+
+
+def verify(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
+    """Prove the copy cannot be deleted: the bucket keeps versions and has Object Lock on, and
+    every current object version is locked (in the declared mode, for at least half the
+    declared period from now: the sync extends it before that)."""
+    started = utcnow()
+    now = time.time() if now is None else now
+    try:
+        client = s3_client(settings)
+        versioning = client.get_bucket_versioning(Bucket=settings.bucket).get("Status")
+        try:
+            lock_conf = client.get_object_lock_configuration(Bucket=settings.bucket)
+            bucket_lock = lock_conf["ObjectLockConfiguration"].get("ObjectLockEnabled")
+        except Exception as exc:  # ObjectLockConfigurationNotFoundError: no lock on the bucket
+            log.debug("no object lock configuration: %s", describe_error(exc))
+            bucket_lock = None
+        remote = remote_objects(client, settings)
+        unlocked, short, weak = [], [], []
+        earliest: Optional[dt.datetime] = None
+        floor = dt.datetime.fromtimestamp(now, dt.timezone.utc) + dt.timedelta(
+            days=settings.object_lock_days / 2
+        )
+        for key in sorted(remote):
+            head = client.head_object(Bucket=settings.bucket, Key=key)
+            mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+            rel = key[len(settings.key_prefix) :]
+            if (
+                not mode
+                or until is None
+                or until <= dt.datetime.fromtimestamp(now, dt.timezone.utc)
+            ):
+                unlocked.append(rel)
+                continue
+            if settings.object_lock_mode and mode != settings.object_lock_mode:
+                weak.append(rel)
+            if until < floor:
+                short.append(rel)
+            earliest = until if earliest is None or until < earliest else earliest
+    except OffsiteError:
+        raise
+    except Exception as exc:
+        log.debug("verify failed", exc_info=True)
+        return _result(
+            settings, started, status="error", result="error", message=describe_error(exc)
+        )
+    problems = []
+    if versioning != "Enabled":
+        problems.append(f"bucket versioning is {versioning or 'off'}")
+    if bucket_lock != "Enabled":
+        problems.append("the bucket has no Object Lock")
+    if not remote:
+        problems.append(f"no object at {settings.target}")
+    if unlocked:
+        problems.append(f"{len(unlocked)} object(s) not locked: " + ", ".join(unlocked[:5]))
+    if weak:
+        problems.append(
+            f"{len(weak)} object(s) locked in another mode than {settings.object_lock_mode}"
+        )
+    if short:
+        problems.append(
+            f"{len(short)} object(s) locked for less than half of {settings.object_lock_days} days"
+        )
+    status = "error" if problems else "ok"
+    return _result(
+        settings,
+        started,
+        status=status,
+        result=status,
+        objects=len(remote),
+        objects_locked=len(remote) - len(unlocked),
+        unlocked=unlocked,
+        versioning=versioning,
+        object_lock=bucket_lock,
+        locked_until_min=iso(earliest) if earliest else None,
+        message="; ".join(problems)
+        or f"{len(remote)} objects locked, the earliest until {iso(earliest)}",
     )
 
 
@@ -328,13 +479,18 @@ def _proof_order(rel: str) -> Tuple[int, int]:
 
 
 def fetch(
-    settings: Settings, dest: str, enough: Optional[Callable[[], bool]] = None
+    settings: Settings,
+    dest: str,
+    enough: Optional[Callable[[], bool]] = None,
+    as_of: Optional[dt.datetime] = None,
 ) -> Dict[str, Any]:
     """Download the offsite copy into an empty dest and verify every object's sha256.
 
     enough: to prove the copy opens without downloading all of it. The repository's other
     files come first, then its segments newest first (the last commit and the manifest are
     in the newest ones), and after each segment enough() says whether to stop.
+    as_of: the copy as it stood at that instant, from object versions (a copy overwritten or
+    deleted since, by a compromised host or by mistake, comes back as it was).
     """
     started = utcnow()
     if os.path.exists(dest) and os.listdir(dest):
@@ -342,9 +498,13 @@ def fetch(
     os.makedirs(dest, mode=0o700, exist_ok=True)
     try:
         client = s3_client(settings)
-        remote = remote_objects(client, settings)
+        if as_of is None:
+            remote = remote_objects(client, settings)
+        else:
+            remote = remote_versions(client, settings, as_of)
         if not remote:
-            raise OffsiteError(f"no offsite copy at {settings.target}")
+            when = f" as of {iso(as_of)}" if as_of else ""
+            raise OffsiteError(f"no offsite copy at {settings.target}{when}")
         config = transfer_config(settings)
         fetched = size = 0
         bad = []
@@ -356,9 +516,12 @@ def fetch(
                 raise OffsiteError(f"refusing unsafe object key {key!r}")
             path = os.path.join(dest, *rel.split("/"))
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            client.download_file(settings.bucket, key, path, Config=config)
+            version = remote[key].get("version_id")
+            extra = {"VersionId": version} if version else {}
+            client.download_file(settings.bucket, key, path, ExtraArgs=extra or None, Config=config)
             os.chmod(path, 0o600)
-            expected = client.head_object(Bucket=settings.bucket, Key=key)["Metadata"].get("sha256")
+            head = client.head_object(Bucket=settings.bucket, Key=key, **extra)
+            expected = head["Metadata"].get("sha256")
             if expected is None or sha256_file(path) != expected:
                 bad.append(rel)
             fetched += 1

@@ -41,6 +41,10 @@ class Settings:
     multipart_chunksize: int = 64 * MIB
     max_concurrency: int = 4
     connect_timeout_s: int = 10
+    # S3 Object Lock: every object version written is locked in this mode for this many days
+    # (and extended while it is current), so no credential can delete or overwrite it sooner.
+    object_lock_mode: Optional[str] = None  # GOVERNANCE | COMPLIANCE
+    object_lock_days: int = 0
 
     @property
     def key_prefix(self) -> str:
@@ -67,6 +71,8 @@ _KEYS = {
     "multipart_chunksize",
     "max_concurrency",
     "connect_timeout_s",
+    "object_lock_mode",
+    "object_lock_days",
 }
 _INTS = {
     "delete_delay_s": 0,
@@ -74,7 +80,9 @@ _INTS = {
     "multipart_chunksize": MIN_PART,
     "max_concurrency": 1,
     "connect_timeout_s": 1,
+    "object_lock_days": 0,
 }
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
@@ -125,6 +133,16 @@ def validate(data: Any, path: str) -> Settings:
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise OffsiteError(f"config key '{key}' must be an integer >= {minimum}")
             setattr(settings, key, value)
+    mode = data.get("object_lock_mode")
+    if mode is not None:
+        if mode not in LOCK_MODES:
+            raise OffsiteError("config key 'object_lock_mode' must be GOVERNANCE or COMPLIANCE")
+        settings.object_lock_mode = mode
+    if bool(settings.object_lock_mode) != (settings.object_lock_days > 0):
+        raise OffsiteError(
+            "config keys 'object_lock_mode' and 'object_lock_days' go together "
+            "(a mode and a period of at least 1 day, or neither)"
+        )
     if settings.credentials_file:
         check_private(settings.credentials_file, "credentials_file")
     return settings

@@ -168,18 +168,22 @@ def agent_snapshots(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    include_pruned: Annotated[
+        bool, Query(description="Also the archives a central prune removed")
+    ] = False,
 ):
     get_agent_or_404(session, agent_id)
+    where = [Snapshot.agent_id == agent_id]
+    if not include_pruned:
+        where.append(Snapshot.pruned_at.is_(None))
     rows = session.scalars(
         sa.select(Snapshot)
-        .where(Snapshot.agent_id == agent_id)
+        .where(*where)
         .order_by(Snapshot.finished_at.desc(), Snapshot.id.desc())
         .limit(limit)
         .offset(offset)
     ).all()
-    total = session.scalar(
-        sa.select(sa.func.count()).select_from(Snapshot).where(Snapshot.agent_id == agent_id)
-    )
+    total = session.scalar(sa.select(sa.func.count()).select_from(Snapshot).where(*where))
     return {"snapshots": rows, "total": total}
 
 

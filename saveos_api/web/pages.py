@@ -468,6 +468,11 @@ def settings_page(request: Request, session: SessionDep, operator: OperatorDep):
         ("dashboard session lifetime", f"{settings.web_session_ttl_s} s"),
     ]
     tls = "on (HTTPS)" if request.url.scheme == "https" else "off: plain HTTP"
+    tls_rows = [
+        (label, str(getattr(settings, field)))
+        for label, field in (("certificate", "tls_cert_file"), ("CA", "tls_ca_file"))
+        if getattr(settings, field, None)
+    ]
     return page(
         request,
         "settings.html",
@@ -477,6 +482,9 @@ def settings_page(request: Request, session: SessionDep, operator: OperatorDep):
             "admin_from": admin_from,
             "agent_tokens_live": tokens[0],
             "agent_tokens_revoked": tokens[1],
+            "tls_rows": tls_rows,
+            "operator_tokens": queries.operator_tokens(session),
+            "channels": queries.alert_channels(session),
         },
         operator=operator,
     )

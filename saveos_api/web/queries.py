@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from saveos_api import models
 from saveos_api.fleet import fleet_status
 from saveos_api.jobs import agents_with_label
 from saveos_api.models import (
@@ -145,7 +146,24 @@ def host_history(session: Session, agent_id: int, page: int, per: int = 25) -> d
         "offsite": _recent(session, OffsiteSync, agent_id, 10),
         "escrow": _recent(session, EscrowProof, agent_id, 10),
         "jobs": agent_jobs(session, agent_id, 20),
+        "flips": status_changes(session, agent_id, 20),
     }
+
+
+def status_changes(session: Session, agent_id: int, limit: int) -> list | None:
+    """The agent's latest status flips (the alert evaluator's `flips`), newest first; None on a
+    server without that table."""
+    flip = getattr(models, "Flip", None)
+    if flip is None:
+        return None
+    return list(
+        session.scalars(
+            sa.select(flip)
+            .where(flip.agent_id == agent_id)
+            .order_by(flip.at.desc(), flip.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def snapshot_series(session: Session, agent_id: int, limit: int = 1000) -> dict[str, list]:
@@ -237,3 +255,28 @@ def jobs_board(session: Session, host: Agent | None, finished_limit: int = 50) -
             limit=finished_limit,
         ),
     }
+
+
+def operator_tokens(session: Session) -> list:
+    """Operators' scoped tokens (names, scopes, dates; the table keeps only hashes)."""
+    token = getattr(models, "ApiToken", None)
+    if token is None:
+        return []
+    return list(session.scalars(sa.select(token).order_by(token.id)))
+
+
+def alert_channels(session: Session) -> list[dict[str, Any]]:
+    """Alert channels as the settings page shows them: never the URL, only its kind."""
+    channel = getattr(models, "AlertChannel", None)
+    if channel is None:
+        return []
+    return [
+        {
+            "name": c.name or f"channel {c.id}",
+            "kind": (c.url_redacted or "").partition("://")[0] or "?",
+            "statuses": f"{c.min_status} and worse" + (", daily digest" if c.digest else ""),
+            "labels": c.labels or {},
+            "state": "disabled" if c.disabled_at else "active",
+        }
+        for c in session.scalars(sa.select(channel).order_by(channel.id))
+    ]

@@ -66,6 +66,7 @@ env = Environment(
     autoescape=select_autoescape(["html"]),
     trim_blocks=True,
     lstrip_blocks=True,
+    extensions=["jinja2.ext.do"],
 )
 env.filters.update(size=size, ts=ts, ago=ago, duration=duration, as_json=as_json)
 env.globals.update(htmx=HTMX, uplot_js=UPLOT_JS, uplot_css=UPLOT_CSS)

@@ -30,6 +30,7 @@ STATUS_STYLE = {
     "failing": "bold red",
     "silent": "bold magenta",
     "locked": "bold red",
+    "tampered": "bold white on red",
     "never": "cyan",
 }
 # A larger fleet's table shows this many hosts, worst first, unless --all (10,000 rows take
@@ -64,6 +65,7 @@ AGENT_KEYS = (
     "last_escrow_at",
     "last_escrow_result",
     "schedule_mismatch",
+    "tampered_at",
 )
 
 
@@ -254,8 +256,9 @@ def status(
 ) -> None:
     """The fleet from the API: one row per agent, totals under it.
 
-    Exit codes: 0 no host overdue / failing / silent / locked, 1 usage or internal error (API
-    unreachable, bad token), 2 some host is overdue, failing, silent or locked.
+    Exit codes: 0 no host overdue / failing / silent / locked / tampered, 1 usage or internal
+    error (API unreachable, bad token), 2 some host is overdue, failing, silent, locked or
+    tampered.
     """
     when = parse_when(at)
     with api() as client:

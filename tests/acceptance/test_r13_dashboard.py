@@ -1,4 +1,4 @@
-"""R9 the web dashboard in a real browser: Playwright driving the distribution's Chromium
+"""R13 the web dashboard in a real browser: Playwright driving the distribution's Chromium
 against `saveos server` on PostgreSQL and the deployed lab hosts.
 
 One operator's session, in order: log in, see the fleet, open a host, queue a backup and
@@ -23,8 +23,8 @@ from acceptance.conftest import SOURCES
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 
 HOST = "lab1"
-SEED_DIR = f"{SOURCES}/r9"
-TARGET = "/var/tmp/r9-restore"
+SEED_DIR = f"{SOURCES}/r13"
+TARGET = "/var/tmp/r13-restore"
 JOB_TIMEOUT_MS = 180_000
 
 

@@ -1,0 +1,2 @@
+"""Central retention: verify, check, prune and compact each repository from the controller with
+its own full-access key; find tampering first, and roll it back."""
