@@ -73,6 +73,7 @@ def test_other_builders():
     assert "--verify-data" not in bc.check("/r")
     assert bc.list_archives("/r") == ("borg", "list", "--log-json", "--json", "/r")
     assert bc.list_items("/r", "a") == ("borg", "list", "--log-json", "--json-lines", "/r::a")
+    assert bc.list_items("/r", "a", paths=["-x"])[-3:] == ("/r::a", "--", "-x")
     assert bc.info("/r", "a")[-2:] == ("--json", "/r::a")
     assert bc.info("/r")[-1] == "/r"
     # Paths after "--": one starting with "-" is never read as an option.

@@ -112,11 +112,10 @@ def list_items(
 ) -> Argv:
     """The archive's items (under `paths`, relative), as JSON lines or in borg's --format."""
     output = ("--format", fmt) if fmt else ("--json-lines",)
-    return _common(borg, ["list"], lock_wait) + (
-        *output,
-        archive_ref(repository, archive),
-        *(p.lstrip("/") for p in paths),
-    )
+    argv = _common(borg, ["list"], lock_wait) + (*output, archive_ref(repository, archive))
+    relative = tuple(p.lstrip("/") for p in paths)
+    # After "--" a path starting with '-' is a path, never an option (as in extract).
+    return argv + ("--", *relative) if relative else argv
 
 
 def info(
