@@ -49,6 +49,8 @@ def status_reason(agent: dict[str, Any], at: datetime) -> str:
             return "silent: never sent a heartbeat"
         quiet = age_text((at - heartbeat).total_seconds())
         return f"silent since {when_text(heartbeat, at)} (no heartbeat for {quiet})"
+    if status == "tampered":
+        return "tampered: a central run found the repository tampered with (no rollback since)"
     if status == "locked":
         return "locked: the last backup gave up on a repository lock held by another process"
     if status == "failing":
@@ -66,4 +68,6 @@ def status_reason(agent: dict[str, Any], at: datetime) -> str:
         if offsite_at is None:
             return f"{status}: never copied offsite"
         return f"{status}: last offsite copy {_ago(offsite_at, at)}"
+    if status != "ok":  # a status this module does not know yet: say it plainly
+        return status
     return f"last good backup {_ago(backup_at, at)}"

@@ -204,6 +204,15 @@ class AgentList(Output):
     total: int  # every agent, whatever page `agents` is
 
 
+class DatabaseDumpOut(Output):
+    name: str
+    type: str
+    format: str | None = None
+    size: int
+    status: str
+    message: str | None = None
+
+
 class SnapshotOut(Output):
     id: int
     agent_id: int
@@ -224,6 +233,8 @@ class SnapshotOut(Output):
     warnings: list[str]
     message: str | None
     pruned_at: datetime | None = None
+    # The database dumps the archive holds (null: none declared, or an older agent).
+    databases: list[DatabaseDumpOut] | None = None
 
 
 class SnapshotPage(Output):
@@ -354,6 +365,27 @@ class _Timed(Input):
         return self
 
 
+# A database as the agent names it (letters, digits, _ . -; `globals` of a PostgreSQL `all`).
+DatabaseName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}$")]
+DatabaseType = Literal["postgresql", "mariadb", "mysql", "sqlite"]
+
+
+class DatabaseDump(Input):
+    name: DatabaseName
+    type: DatabaseType
+    format: Literal["custom", "plain", "tar", "sql"] | None = None
+    size: Size
+    status: Literal["ok", "error"]
+    message: Text(4096) | None = None  # type: ignore[valid-type]
+
+
+class DatabaseDrill(Input):
+    name: DatabaseName
+    type: DatabaseType
+    result: Literal["pass", "fail"]
+    message: Text(4096) | None = None  # type: ignore[valid-type]
+
+
 class SnapshotReport(_Timed):
     repo: RepoPath
     archive: ArchiveName
@@ -368,6 +400,7 @@ class SnapshotReport(_Timed):
     rc: ReturnCode
     warnings: Annotated[list[WarningText], Field(max_length=200)] | None = None
     message: Message | None = None
+    databases: Annotated[list[DatabaseDump], Field(max_length=1000)] | None = None
 
     @model_validator(mode="after")
     def _bounded_text(self):
@@ -393,6 +426,7 @@ class DrillReport(_Timed):
     files_mismatched: Size
     result: Literal["pass", "fail"]
     message: Message | None = None
+    databases: Annotated[list[DatabaseDrill], Field(max_length=1000)] | None = None
 
 
 class OffsiteReport(_Timed):

@@ -71,12 +71,23 @@ def _root(
 
 
 def _register() -> None:
-    from saveos_cli.commands import agents, ca, fleet, lab, offsite, server, status, tokens
+    from saveos_cli.commands import (
+        agents,
+        alerts,
+        ca,
+        fleet,
+        lab,
+        offsite,
+        server,
+        status,
+        tokens,
+    )
 
     fleet.register(app)
     status.register(app)
     offsite.register(app)
     app.add_typer(agents.app, name="agents")
+    app.add_typer(alerts.app, name="alerts")
     app.add_typer(lab.app, name="lab")
     app.add_typer(server.app, name="server")
     app.add_typer(ca.app, name="ca")

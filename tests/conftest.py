@@ -85,6 +85,8 @@ class ApiServer:
     """A real uvicorn process serving saveos_api on loopback; with tls=True over HTTPS with a
     certificate from `saveos ca init` (data_dir/tls/ca.crt is the CA to verify it with)."""
 
+    start_timeout = 20.0  # seconds for /health to answer
+
     def __init__(
         self, database_url: str, data_dir: Path, port: int | None = None, tls: bool = False
     ):
@@ -134,7 +136,7 @@ class ApiServer:
             cwd=REPO_ROOT,
         )
         try:
-            wait_http(self.url + "/health", verify=self.verify)
+            wait_http(self.url + "/health", self.start_timeout, verify=self.verify)
         except TimeoutError:
             self.stop()
             raise RuntimeError("API did not start:\n" + self.log_path.read_text()[-4000:]) from None

@@ -412,3 +412,39 @@ def test_a_read_session_sees_but_cannot_act(api):
     # The same pages with an operate session do show the controls.
     c.cookies.set("saveos_session", _session_as(api, "operate"))
     assert 'id="queue-backup"' in c.get("/hosts/web1").text
+
+
+def test_host_page_shows_status_changes_and_databases_settings_show_channels(api):
+    agents = _seed(api)
+    c = api.client
+    now = datetime.now(UTC)
+    with api.app.state.db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO flips (agent_id, from_status, to_status, at, reason) "
+                "VALUES (:a, 'ok', 'overdue', :t, 'stale backup (overdue)')"
+            ),
+            {"a": agents["web1"]["id"], "t": now - timedelta(hours=1)},
+        )
+    dumps = [{"name": "shop", "type": "postgresql", "format": "custom", "size": 123_456,
+              "status": "ok"}]  # fmt: skip
+    body = snapshot_report(now, archive="web1-db", databases=dumps)
+    r = c.post("/api/v1/reports/snapshots", json=body, headers=agents["web1"]["headers"])
+    assert r.status_code == 201, r.text
+    secret_url = "mailto://alerts:s3cretpass@mail.example.org?to=ops@example.org"
+    r = c.post(
+        "/api/v1/alerts/channels",
+        json={"url": secret_url, "name": "ops-mail", "min_status": "overdue"},
+        headers=api.admin,
+    )
+    assert r.status_code == 201, r.text
+    login(c, api.admin_token)
+    host = c.get("/hosts/web1").text
+    flips = host.split('id="flips"')[1].split("</table>")[0]
+    assert "s-ok" in flips and "s-overdue" in flips and "stale backup (overdue)" in flips
+    databases = host.split('id="databases"')[1].split("</table>")[0]
+    assert "web1-db" in databases and "shop" in databases and "123.5 kB" in databases
+    settings = c.get("/settings").text
+    channels = settings.split('id="channels"')[1].split("</table>")[0]
+    assert "ops-mail" in channels and "mailto" in channels and "overdue and worse" in channels
+    assert "s3cretpass" not in settings and "mail.example.org" not in settings

@@ -198,10 +198,12 @@ def run(
     cwd: Optional[str] = None,
     env: Optional[Mapping[str, str]] = None,
     needs_passphrase: bool = True,
+    stdout: Optional[int] = None,
     on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> BorgResult:
     """Run one borg command to completion; the passphrase never touches argv or env values.
 
+    stdout: an fd that gets borg's output (extract --stdout into a loader), else captured.
     on_progress: called with each `archive_progress` line (borg create --progress --log-json)."""
     secrets = secrets or Secrets()
     passphrase = secrets.read_passphrase() if needs_passphrase else None
@@ -221,7 +223,7 @@ def run(
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if stdout is None else stdout,
             stderr=subprocess.PIPE,
             cwd=cwd,
             env=full_env,
@@ -238,7 +240,9 @@ def run(
     with _running_lock:
         _running.add(proc)
     stdout_chunks: List[str] = []
-    reader = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True)
+    reader = threading.Thread(
+        target=lambda: proc.stdout and stdout_chunks.append(proc.stdout.read()), daemon=True
+    )
     reader.start()
     logs: List[Dict[str, Any]] = []
     try:
@@ -249,7 +253,8 @@ def run(
     finally:
         with _running_lock:
             _running.discard(proc)
-        proc.stdout.close()
+        if proc.stdout:
+            proc.stdout.close()
         proc.stderr.close()
     result = BorgResult(
         argv=tuple(argv),

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from saveos_api.jobs import agents_with_label, queue_jobs
 from saveos_api.models import Agent, AgentToken, Job, utcnow
-from saveos_api.status import STATUSES
+from saveos_api.status import SEVERITY, STATUSES
 from saveos_api.web import auth, browse, queries
 from saveos_api.web.deps import OperatorDep, PageError, SessionDep
 from saveos_api.web.render import page
@@ -186,7 +186,7 @@ def fleet(
             "data": data,
             "error": error,
             "filters": filters,
-            "statuses": STATUSES,
+            "statuses": sorted(STATUSES, key=lambda s: SEVERITY.get(s, -1)),  # worst first
             "sorts": list(queries.SORTS),
             "pers": queries.PER_PAGE,
             "link": link,

@@ -75,6 +75,9 @@ def serve(
     # Check the cheap things before importing the server stack.
     settings = _settings()
     _config_errors(settings.validate_secrets)
+    from saveos_api.alerts.service import settings_channels
+
+    _config_errors(settings_channels, settings)  # a bad declared channel URL, before serving
     tls = _tls_options(host, tls_cert, tls_key, insecure_http)
     import uvicorn
 

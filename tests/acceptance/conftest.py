@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
+from db_support import MariaDB
 
 from saveos_cli.lab import Lab
 
@@ -121,6 +122,9 @@ def api_pg(tmp_path_factory) -> ApiOnPg:
 
 LAB_PORT = int(os.environ.get("SAVEOS_ACCEPT_LAB_PORT", "18822"))
 SOURCES = "/srv/accept"
+# lab2 also dumps a MariaDB database with a password of its own (R7: never in argv or logs)
+DB_HOST, DB_NAME = "lab2", "saveos_t22_r7"
+DB_PASSWORD_ENV = "SAVEOS_TEST_R7_DB_PASSWORD"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -167,6 +171,8 @@ class Fleet:
         self.inventory = work / "inventory.yml"
         self.outputs: list[str] = []  # everything ansible and the CLI printed
         self.deploy_cmdlines: set[str] = set()  # every argv seen during the first deploy
+        self.db = MariaDB()
+        self.db_password = "db-" + uuid.uuid4().hex + ':"\\'
 
     @property
     def env(self) -> dict[str, str]:
@@ -184,6 +190,7 @@ class Fleet:
             NO_COLOR="1",
             COLUMNS="200",
         )
+        env[DB_PASSWORD_ENV] = self.db_password  # the role reads it from the environment
         return env
 
     def write_inventory(self, path: Path | None = None, extra_host: dict | None = None) -> Path:
@@ -194,6 +201,11 @@ class Fleet:
             "saveos_agent_heartbeat_interval_s": 5,
             "saveos_agent_lock_wait_s": 60,
         }
+        password = f"{{{{ lookup('ansible.builtin.env', '{DB_PASSWORD_ENV}') }}}}"
+        group["hosts"][DB_HOST]["saveos_agent_databases"] = [
+            {"type": "mariadb", "name": DB_NAME, "host": "127.0.0.1", "port": 3306,
+             "user": DB_NAME, "password": password}
+        ]  # fmt: skip
         group["hosts"].update(extra_host or {})
         path = path or self.inventory
         path.write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -237,6 +249,7 @@ class Fleet:
         for host in self.hosts:
             found[f"{host} passphrase"] = (self.escrow / host / "passphrase").read_text().strip()
             found[f"{host} token"] = self.sh(host, "cat /etc/saveos/token").stdout.strip()
+        found[f"{DB_HOST} database password"] = self.db_password
         return found
 
 
@@ -253,6 +266,9 @@ def fleet(tmp_path_factory) -> Fleet:
     try:
         lab.up(len(Fleet.hosts))
         api.server.start()
+        fleet.db.make(DB_NAME, rows=100)
+        escaped = fleet.db_password.replace("\\", "\\\\").replace("'", "\\'")
+        fleet.db.user(DB_NAME, escaped, [DB_NAME, "saveos\\_drill\\_%"])  # drills: scratch dbs
         fleet.write_inventory()
         for host in Fleet.hosts:
             assert (
@@ -267,3 +283,5 @@ def fleet(tmp_path_factory) -> Fleet:
     finally:
         api.close()
         lab.down()
+        fleet.db.drop(DB_NAME)
+        fleet.db.drop_user(DB_NAME)
