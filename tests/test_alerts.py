@@ -107,7 +107,7 @@ def test_silent_then_recovered_arrive_once_by_mail_and_webhook(db_url, tmp_path,
         assert pairs[:2] == [("silent", "ok"), ("ok", "silent")]
         assert pairs[2:] in ([], [("never", "ok")])  # a pass between provision and backup
         assert {d["state"] for d in deliveries(api)} == {"sent"}
-        metrics = api.client.get("/metrics").text
+        metrics = api.client.get("/metrics", headers=api.admin).text
         assert 'saveos_flips_total{to="silent"} 1.0' in metrics
         assert 'saveos_alert_deliveries_total{result="sent"} 4.0' in metrics
     finally:
@@ -548,7 +548,7 @@ def test_server_refuses_to_start_with_a_bad_declared_channel(tmp_path):
     cases = [
         ({"SAVEOS_ALERT_CHANNELS": '[{"url": "json://h/", "min_status": "meh"}]'},
          "SAVEOS_ALERT_CHANNELS: channel 1: min status 'meh'"),
-        ({"SAVEOS_ALERT_CHANNELS_FILE": str(channels)}, "is readable by group/others"),
+        ({"SAVEOS_ALERT_CHANNELS_FILE": str(channels)}, "is accessible by group/others"),
     ]  # fmt: skip
     for env, message in cases:
         server.extra = env
