@@ -582,3 +582,16 @@ def test_after_an_outage_of_saveos_itself_hosts_get_time_to_report_before_silent
         assert [d["title"] for d in deliveries(api)] == ["SaveOS: quiet is silent"]
     finally:
         api.close()
+
+
+def test_a_message_no_channel_takes_is_given_up_after_the_give_up_time(sqlite_url, tmp_path):
+    api = Api(sqlite_url, tmp_path / "data", **dict(FAST, alert_give_up_s=1.0))
+    try:
+        add_channel(api, f"json://127.0.0.1:{free_port()}/nobody")  # nothing listens there
+        healthy_agent(api, "gone")
+        wait_for(lambda: [d for d in deliveries(api) if d["state"] == "dead"], 20, "given up")
+        (row,) = deliveries(api)
+        assert row["attempts"] >= 2 and "127.0.0.1" in row["last_error"]
+        assert 'saveos_alert_deliveries_total{result="dead"} 1.0' in api.client.get("/metrics").text
+    finally:
+        api.close()

@@ -468,11 +468,7 @@ def settings_page(request: Request, session: SessionDep, operator: OperatorDep):
         ("dashboard session lifetime", f"{settings.web_session_ttl_s} s"),
     ]
     tls = "on (HTTPS)" if request.url.scheme == "https" else "off: plain HTTP"
-    tls_rows = [
-        (label, str(getattr(settings, field)))
-        for label, field in (("certificate", "tls_cert_file"), ("CA", "tls_ca_file"))
-        if getattr(settings, field, None)
-    ]
+    tls_rows = queries.tls_certificate(settings.data_dir)
     return page(
         request,
         "settings.html",
