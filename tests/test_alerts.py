@@ -592,6 +592,9 @@ def test_a_message_no_channel_takes_is_given_up_after_the_give_up_time(sqlite_ur
         wait_for(lambda: [d for d in deliveries(api) if d["state"] == "dead"], 20, "given up")
         (row,) = deliveries(api)
         assert row["attempts"] >= 2 and "127.0.0.1" in row["last_error"]
-        assert 'saveos_alert_deliveries_total{result="dead"} 1.0' in api.client.get("/metrics").text
+        assert (
+            'saveos_alert_deliveries_total{result="dead"} 1.0'
+            in api.client.get("/metrics", headers=api.admin).text
+        )
     finally:
         api.close()
