@@ -7,9 +7,9 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
+import saveos_rules as rules
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from saveos_agent.config import check_private
 
 MIN_ADMIN_TOKEN_LEN = 24
 # Tokens people paste from examples; refusing them beats running an open server.
@@ -33,8 +33,14 @@ class Settings(BaseSettings):
     admin_token_file: Path | None = None
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
-    heartbeat_interval_s: int = Field(60, ge=1)
-    backup_interval_s: int = Field(86400, ge=1)
+    heartbeat_interval_s: int = Field(
+        rules.DEFAULT_HEARTBEAT_INTERVAL_S,
+        ge=rules.HEARTBEAT_INTERVAL_MIN_S,
+        le=rules.INTERVAL_MAX_S,
+    )
+    backup_interval_s: int = Field(
+        rules.DEFAULT_BACKUP_INTERVAL_S, ge=rules.BACKUP_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S
+    )
     backup_grace_s: int = Field(3600, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     heartbeat_history: int = Field(100, ge=1)
@@ -135,9 +141,10 @@ def check_admin_token(token: str, origin: str) -> None:
 
 
 def _read_private(path: Path) -> str:
-    # The one rule for secret-bearing files (mode and owner), shared with the agent and CLI.
-    check_private(str(path), str(path), ConfigError)
     try:
+        problem = rules.private_file_problem(str(path))
+        if problem:
+            raise ConfigError(problem)
         return path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None

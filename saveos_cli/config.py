@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from saveos_rules import private_file_problem
+
 from saveos_cli.errors import SaveOSError
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -28,20 +30,12 @@ def config_file_candidates() -> list[Path]:
     return [Path.home() / ".config" / "saveos" / "cli.json", Path("/etc/saveos/cli.json")]
 
 
-class _Refused(Exception):
-    pass
-
-
 def _read_private(path: Path) -> str:
     """Read a secret-bearing file, refusing one that group or others can read."""
-    # The one rule for secret-bearing files (mode and owner), shared with the agent and API.
-    from saveos_agent.config import check_private
-
     try:
-        check_private(str(path), str(path), _Refused)
-    except _Refused as exc:
-        raise SaveOSError(f"refusing to read a token from {exc}.") from None
-    try:
+        problem = private_file_problem(str(path))
+        if problem:
+            raise SaveOSError(f"{problem}; refusing to read a token from it.")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SaveOSError(f"cannot read {path}: {exc.strerror}.") from exc

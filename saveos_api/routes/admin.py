@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import saveos_rules as rules
 import sqlalchemy as sa
 from fastapi import HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -143,7 +144,7 @@ def list_agents(
     responses=NOT_FOUND,
     dependencies=READ,
 )
-def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], session: SessionDep):
+def agent_by_name(name: Annotated[str, Path(pattern=rules.NAME_PATTERN)], session: SessionDep):
     agent = session.scalars(sa.select(Agent).where(Agent.name == name)).first()
     if agent is None:
         raise HTTPException(404, detail=f"agent {name!r} not found")
