@@ -83,6 +83,7 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
                 heartbeat_interval_s=heartbeat_s,
                 provisioned_heartbeat_interval_s=heartbeat_s,
                 heartbeat_count=0,
+                **{f: getattr(body, f) for f in schemas.VERIFY_FIELDS},
             )
             session.add(agent)
             try:
@@ -101,8 +102,9 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
     # (or when a decommissioned agent comes back, since all its tokens were revoked).
     if body.labels is not None:
         agent.labels = body.labels
-    if body.backup_grace_s is not None:
-        agent.backup_grace_s = body.backup_grace_s
+    for field in ("backup_grace_s", *schemas.VERIFY_FIELDS):
+        if getattr(body, field) is not None:
+            setattr(agent, field, getattr(body, field))
     for field in schedule.INTERVALS:
         if getattr(body, field) is not None:
             schedule.provision(agent, field, getattr(body, field))

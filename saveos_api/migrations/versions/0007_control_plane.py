@@ -9,7 +9,7 @@ stricter). Existing agents keep their current values as the provisioned ones.
 ix_*_agent_received: the per-agent bound on reports received in a day counts with an index.
 
 Revision ID: 0007
-Revises: 0011
+Revises: 0008
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -23,7 +23,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
 
 revision = "0007"
-down_revision = "0011"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
