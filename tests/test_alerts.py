@@ -595,3 +595,25 @@ def test_a_message_no_channel_takes_is_given_up_after_the_give_up_time(sqlite_ur
         assert 'saveos_alert_deliveries_total{result="dead"} 1.0' in api.client.get("/metrics").text
     finally:
         api.close()
+
+
+def test_test_send_answers_in_time_when_a_channel_never_answers(sqlite_url, tmp_path, webhook):
+    import socket
+
+    silent = socket.socket()  # accepts connections (the backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    api = Api(sqlite_url, tmp_path / "data", alerts_enabled=False)
+    try:
+        add_channel(api, f"json://127.0.0.1:{silent.getsockname()[1]}/mute?rto=60")
+        add_channel(api, f"json://127.0.0.1:{silent.getsockname()[1]}/mute2?rto=60")
+        add_channel(api, webhook.url())
+        started = time.monotonic()
+        r = api.client.post("/api/v1/alerts/test", json={}, headers=api.admin)
+        took = time.monotonic() - started
+        assert [x["ok"] for x in r.json()["results"]] == [False, False, True], r.text
+        assert took < 14, took  # both mute channels waited out together, under the CLI's 15 s
+        assert len(webhook.posts) == 1
+    finally:
+        api.close()
+        silent.close()
