@@ -6,6 +6,9 @@ agent's latest report (`?at=` in the past, or a report stamped in the future by 
 that agent's rows come from per-agent index probes instead: `... WHERE agent_id = a.id AND
 finished_at <= :at ORDER BY finished_at DESC LIMIT 1`, one backward index scan per agent and
 kind, whose cost grows with the number of agents, not with the history kept.
+
+Longer than most modules on purpose: the two queries (agent_latest, probes) and the row
+builder share one column list and must be read side by side.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from saveos_rules import STATUSES, SUCCESSFUL_BACKUP
 
 from saveos_api.models import (
     Agent,
@@ -27,9 +31,8 @@ from saveos_api.models import (
     Snapshot,
     UTCDateTime,
 )
-from saveos_api.status import STATUSES, status_at
+from saveos_api.status import status_at
 
-SUCCESS = ("ok", "warning")
 _PLAIN = sa.DateTime(timezone=True)
 
 
@@ -102,7 +105,7 @@ def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = Fals
         ("exit_status", "locked"),
         ("finished_at", "archive", "original_size", "deduplicated_size"),
         "exit_status",
-        SUCCESS,
+        SUCCESSFUL_BACKUP,
     )
     check = _latest(CheckResult, "last_check", at, ("finished_at", "result"), lateral)
     drill = _latest(DrillResult, "last_drill", at, ("finished_at", "result"), lateral)

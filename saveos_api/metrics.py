@@ -10,11 +10,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from saveos_rules import STATUSES
 
 from saveos_api.db import Database
 from saveos_api.fleet import fleet_status
 from saveos_api.models import utcnow
-from saveos_api.status import STATUSES
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

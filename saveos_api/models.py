@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import saveos_rules as rules
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,8 +32,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+utcnow = rules.utcnow
 
 
 class Base(DeclarativeBase):

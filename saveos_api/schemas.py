@@ -3,6 +3,9 @@
 Inputs are strict: unknown fields are rejected, sizes are non-negative int64, strings are
 bounded and free of NUL / lone surrogates (PostgreSQL rejects both), free-form JSON is bounded
 in depth and size, timestamps carry a timezone and are not in the far future.
+
+Longer than most modules on purpose: it is the API contract, every body in one place beside
+API.md, so a reviewer checks one file against the other.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import saveos_rules as rules
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -28,7 +32,6 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 MAX_FUTURE = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
 REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 JSON_MAX_DEPTH = 8
 JSON_MAX_ITEMS = 2000
@@ -136,11 +139,19 @@ Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Duration = Annotated[StrictFloat, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+# The host name rule (saveos_rules), also for the routes' path and query parameters.
+NAME_PATTERN = rules.NAME_PATTERN
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 ReportId = Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
 # Bounded so that date arithmetic never overflows.
-Interval = Annotated[StrictInt, Field(ge=1, le=366 * 86400)]
-Grace = Annotated[StrictInt, Field(ge=0, le=366 * 86400)]
+Interval = Annotated[StrictInt, Field(ge=1, le=rules.INTERVAL_MAX_S)]
+BackupInterval = Annotated[
+    StrictInt, Field(ge=rules.BACKUP_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+HeartbeatInterval = Annotated[
+    StrictInt, Field(ge=rules.HEARTBEAT_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+Grace = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
 ReturnCode = Annotated[StrictInt, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
     dict[LabelKey, HostText],
@@ -162,9 +173,9 @@ class Output(BaseModel):
 class ProvisionIn(Input):
     name: AgentName
     labels: Labels | None = None
-    backup_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
     backup_grace_s: Grace | None = None
-    heartbeat_interval_s: Interval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
     rotate: StrictBool = False
 
 
@@ -245,7 +256,7 @@ class DecommissionOut(Output):
 
 
 JobKind = Literal["backup", "check", "drill", "restore", "list"]
-JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
+JobState = Literal[rules.JOB_STATES]
 
 
 class JobsIn(Input):
@@ -275,7 +286,7 @@ class JobsOut(Output):
 class AgentStatusOut(Output):
     id: int
     name: str
-    status: Literal["ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered"]
+    status: Literal[rules.STATUSES]
     last_heartbeat: datetime | None
     last_backup_at: datetime | None
     last_archive: str | None
@@ -322,8 +333,8 @@ class HeartbeatIn(Input):
     borg_version: Version | None = None
     os: ShortText | None = None
     hostname: HostText | None = None
-    backup_interval_s: Interval | None = None
-    heartbeat_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
     offsite_interval_s: Interval | None = None
     facts: JsonObject | None = None
 
@@ -382,7 +393,7 @@ class SnapshotReport(_Timed):
     original_size: Size
     compressed_size: Size
     deduplicated_size: Size
-    exit_status: Literal["ok", "warning", "error"]
+    exit_status: Literal[rules.SNAPSHOT_RESULTS]
     # The backup failed because the repository stayed locked (status `locked`, not `failing`).
     locked: StrictBool = False
     rc: ReturnCode
@@ -394,7 +405,7 @@ class SnapshotReport(_Timed):
 class CheckReport(_Timed):
     repo: RepoPath
     verify_data: StrictBool
-    result: Literal["ok", "warning", "error"]
+    result: Literal[rules.CHECK_RESULTS]
     rc: ReturnCode
     message: Message | None = None
 
@@ -404,7 +415,7 @@ class DrillReport(_Timed):
     files_checked: Size
     files_matched: Size
     files_mismatched: Size
-    result: Literal["pass", "fail"]
+    result: Literal[rules.DRILL_RESULTS]
     message: Message | None = None
     databases: Annotated[list[DatabaseDrill], Field(max_length=1000)] | None = None
 
@@ -416,7 +427,7 @@ class OffsiteReport(_Timed):
     objects_uploaded: Size = 0
     bytes_uploaded: Size = 0
     objects_deleted: Size = 0
-    result: Literal["ok", "error", "skipped"]
+    result: Literal[rules.OFFSITE_RESULTS]
     message: Text(65536) | None = None  # type: ignore[valid-type]
 
 
@@ -424,7 +435,7 @@ class EscrowProofIn(Input):
     started_at: Timestamp
     finished_at: Timestamp
     method: Literal["live", "offsite"]
-    result: Literal["ok", "fail"]
+    result: Literal[rules.ESCROW_RESULTS]
     archives: Size | None = None
     message: Text(65536) | None = None  # type: ignore[valid-type]
 

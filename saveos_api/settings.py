@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from functools import cached_property
 from pathlib import Path
 
+import saveos_rules as rules
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,8 +33,14 @@ class Settings(BaseSettings):
     admin_token_file: Path | None = None
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
-    heartbeat_interval_s: int = Field(60, ge=1)
-    backup_interval_s: int = Field(86400, ge=1)
+    heartbeat_interval_s: int = Field(
+        rules.DEFAULT_HEARTBEAT_INTERVAL_S,
+        ge=rules.HEARTBEAT_INTERVAL_MIN_S,
+        le=rules.INTERVAL_MAX_S,
+    )
+    backup_interval_s: int = Field(
+        rules.DEFAULT_BACKUP_INTERVAL_S, ge=rules.BACKUP_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S
+    )
     backup_grace_s: int = Field(3600, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     heartbeat_history: int = Field(100, ge=1)
@@ -129,11 +135,9 @@ def check_admin_token(token: str, origin: str) -> None:
 
 def _read_private(path: Path) -> str:
     try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{path} is readable by group/others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-            )
+        problem = rules.private_file_problem(str(path))
+        if problem:
+            raise ConfigError(problem)
         return path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None

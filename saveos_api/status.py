@@ -13,22 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered")
+from saveos_rules import ALARM_STATUSES, SEVERITY, STATUSES  # noqa: F401 - see ALARM
+
 SILENT_AFTER_INTERVALS = 3
-# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
-ALARM = ("overdue", "failing", "silent", "locked", "tampered")
-# Worst first, as `saveos status` and the dashboard sort hosts: the precedence below, with the
-# alarms ahead of "never".
-SEVERITY = {
-    "silent": 0,
-    "tampered": 1,
-    "locked": 2,
-    "failing": 3,
-    "overdue": 4,
-    "never": 5,
-    "late": 6,
-    "ok": 7,
-}
+# The statuses and their order are shared with the CLI (saveos_rules); the names here are kept
+# for the dashboard and older imports.
+ALARM = ALARM_STATUSES
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from saveos_rules import private_file_problem
 
 from saveos_cli.errors import SaveOSError
 
@@ -32,13 +33,9 @@ def config_file_candidates() -> list[Path]:
 def _read_private(path: Path) -> str:
     """Read a secret-bearing file, refusing one that group or others can read."""
     try:
-        st = path.stat()
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SaveOSError(
-                f"{path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
-                " refusing to read a token from it.",
-                hint=f"Run: chmod 600 {path}",
-            )
+        problem = private_file_problem(str(path))
+        if problem:
+            raise SaveOSError(f"{problem}; refusing to read a token from it.")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SaveOSError(f"cannot read {path}: {exc.strerror}.") from exc

@@ -16,6 +16,10 @@ on loopback), /tmp, /mnt, /media, /dev and /sys. Private: the directories in OVE
 the process table and the hostname. The lab directory itself is hidden inside each host, so hosts
 cannot read the client key or each other's layers. Everything else under / (e.g. /mnt, /tmp) is the
 controller's: keep secrets out of the shared /tmp when hosts must not read them.
+
+Longer than most modules on purpose: one host's whole life (namespaces, overlay, sshd, state
+file, teardown) is easier to get right read top to bottom; it is test and demo
+infrastructure, not imported by the product commands (saveos lab loads it when called).
 """
 
 from __future__ import annotations

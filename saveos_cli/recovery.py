@@ -4,6 +4,9 @@ Hosts come from the Ansible inventory (connection vars + `saveos_agent_offsite_*
 controller talks to them with plain `ssh` using those vars. Secrets stay off every command line:
 borg reads the escrowed passphrase through BORG_PASSCOMMAND (a file path) on the controller, or
 through BORG_PASSPHRASE_FD=0 fed over the SSH session's stdin on a host.
+
+Longer than most modules on purpose: escrow verify and recover share the inventory, escrow
+and SSH plumbing above them; split them when a third flow needs it.
 """
 
 from __future__ import annotations
@@ -16,31 +19,30 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from saveos_rules import iso, private_file_problem, utcnow
+
 from saveos_cli import config
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
+from saveos_cli.runner import ROLES_DIR
 
-REPOSITORY = "/var/lib/saveos/repo"
-OFFSITE_PYTHON = "/opt/saveos/offsite-venv/bin/python"
-AGENT_PYZ = "/opt/saveos/saveos-agent.pyz"
-OFFSITE_CONFIG = "/etc/saveos/offsite.json"
+# Where the role put things on a host: its own variables, rendered with the host's inventory
+# vars (the role is their one home; an inventory that overrides them is followed).
+ROLE_DIR = ROLES_DIR / "saveos_agent"
+LAYOUT = {
+    "repository": "saveos_agent_repository_url | default(saveos_agent_repository)",
+    "agent_pyz": "saveos_agent_pyz",
+    "offsite_python": "saveos_agent_offsite_venv ~ '/bin/python'",
+    "offsite_config": "saveos_agent_offsite_config_file",
+}
 # Borg may meet a repository it never saw (a fresh BORG_BASE_DIR, a copy in a new place).
 BORG_QUIET_ENV = {
     "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
     "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
     "BORG_EXIT_CODES": "legacy",
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # ---- inventory -------------------------------------------------------------------------------
@@ -55,10 +57,11 @@ class Host:
     key_file: str | None = None
     ssh_args: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
+    layout: dict[str, str] = field(default_factory=dict)
 
     @property
     def repository(self) -> str:
-        return str(self.vars.get("saveos_agent_repository") or REPOSITORY)
+        return self.layout["repository"]
 
     def ssh_base(self) -> list[str]:
         argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
@@ -89,6 +92,7 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
     if limit:
         manager.subset(limit)
     variables = VariableManager(loader=loader, inventory=manager)
+    defaults, role_vars = (_role_file(loader, part) for part in ("defaults", "vars"))
     hosts = []
     for item in manager.get_hosts("all"):
         hv = variables.get_vars(host=item)
@@ -102,12 +106,31 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
                 key_file=hv.get("ansible_ssh_private_key_file"),
                 ssh_args=shlex.split(common),
                 vars={k: v for k, v in hv.items() if k.startswith("saveos_")},
+                layout=_layout(loader, {**defaults, **hv, **role_vars}),
             )
         )
     if not hosts:
         target = f" matches --limit {limit!r}" if limit else ""
         raise SaveOSError(f"no host in {inventory}{target}.")
     return hosts
+
+
+def _role_file(loader, part: str) -> dict:
+    """The role's defaults/ or vars/ main.yml, its templates trusted like Ansible trusts them."""
+    from ansible.template import trust_as_template
+
+    data = loader.load_from_file(str(ROLE_DIR / part / "main.yml")) or {}
+    return {k: trust_as_template(v) if isinstance(v, str) else v for k, v in data.items()}
+
+
+def _layout(loader, variables: dict) -> dict[str, str]:
+    from ansible.template import Templar, trust_as_template
+
+    templar = Templar(loader=loader, variables=variables)
+    return {
+        key: str(templar.template(trust_as_template(f"{{{{ {expression} }}}}")))
+        for key, expression in LAYOUT.items()
+    }
 
 
 def find_host(inventory: Path, name: str) -> Host:
@@ -133,8 +156,9 @@ def escrow_files(name: str) -> tuple[Path, Path]:
         path = folder / leaf
         if not path.is_file():
             raise SaveOSError(f"{name}: no escrowed {leaf} at {path} (was the host deployed?).")
-        if path.stat().st_mode & 0o077:
-            raise SaveOSError(f"{name}: {path} is readable by group/others; run chmod 600 {path}.")
+        problem = private_file_problem(str(path))
+        if problem:
+            raise SaveOSError(f"{name}: {problem}.")
         out.append(path)
     return out[0], out[1]
 
@@ -351,8 +375,9 @@ def recover(
     try:
         log(f"fetching {settings.target} onto {onto} ...")
         fetch_cmd = (
-            f"PYTHONPATH={q(AGENT_PYZ)} {q(OFFSITE_PYTHON)} -m saveos_offsite fetch "
-            f"--config {q(OFFSITE_CONFIG)} --host {q(source)} --dest {q(repo)}"
+            f"PYTHONPATH={q(new_host.layout['agent_pyz'])} "
+            f"{q(new_host.layout['offsite_python'])} -m saveos_offsite fetch "
+            f"--config {q(new_host.layout['offsite_config'])} --host {q(source)} --dest {q(repo)}"
         )
         proc = new_host.ssh(fetch_cmd)
         lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()

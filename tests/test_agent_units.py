@@ -230,7 +230,10 @@ def test_valid_config_gets_defaults(tmp_path):
     [
         (lambda c: c.pop("repository"), "missing required config key 'repository'"),
         (lambda c: c.update(colour="red"), "unknown config key 'colour'"),
-        (lambda c: c.update(retention={"keep_daily": -1}), "'retention.keep_daily' must be >= 0"),
+        (
+            lambda c: c.update(retention={"keep_daily": -1}),
+            "'retention.keep_daily' must be an integer >= 0",
+        ),
         (
             lambda c: c.update(retention={"keep_daily": "7"}),
             "'retention.keep_daily' must be an integer",
@@ -239,12 +242,21 @@ def test_valid_config_gets_defaults(tmp_path):
         (lambda c: c.update(retention={"keep_daily": 0}), "'retention' keeps nothing"),
         (
             lambda c: c.update(retention={"keep_dayly": 3}),
-            "unknown config key 'retention.keep_dayly'",
+            "config key 'retention.keep_dayly' is not a retention key",
         ),
         (lambda c: c.update(sources="/etc"), "'sources' must be a list"),
         (lambda c: c.update(sources=["/definitely/not/here"]), "'sources[0]'"),
         (lambda c: c.update(lock_wait_s=True), "'lock_wait_s' must be an integer"),
         (lambda c: c.update(schedule={"backup_interval_s": 0}), "'schedule.backup_interval_s'"),
+        (
+            lambda c: c.update(schedule={"heartbeat_interval_s": 1}),
+            "'schedule.heartbeat_interval_s' must be between 5 and",
+        ),
+        (
+            lambda c: c.update(schedule={"backup_interval_s": 600, "heartbeat_interval_s": 600}),
+            "'schedule.heartbeat_interval_s' (600) must be shorter than backup_interval_s",
+        ),
+        (lambda c: c.update(hostname="-bad"), "'hostname' is not a valid host name"),
         (lambda c: c.update(passcommand="cat /x"), "exclusive"),
         (lambda c: c.pop("passphrase_file"), "'passphrase_file'"),
         (lambda c: c.update(api_url="http://127.0.0.1:1"), "'token_file'"),

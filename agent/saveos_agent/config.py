@@ -5,26 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+import saveos_rules as rules
 
 from saveos_agent.errors import AgentError
 
 SYSTEM_CONFIG = "/etc/saveos/agent.json"
 
-_KEEP_WITHIN = re.compile(r"^[1-9][0-9]*[Hdwmy]$")
 _COMPRESSION = re.compile(
     r"^(none|lz4|zstd(,\d{1,2})?|zlib(,\d)?|lzma(,\d)?|auto,.+|obfuscate,.+)$"
-)
-_RETENTION_INTS = (
-    "keep_last",
-    "keep_hourly",
-    "keep_daily",
-    "keep_weekly",
-    "keep_monthly",
-    "keep_yearly",
 )
 
 
@@ -84,10 +76,10 @@ class Config:
     passcommand: Optional[str] = None
     excludes: List[str] = field(default_factory=list)
     retention: Dict[str, Any] = field(default_factory=dict)
-    backup_interval_s: int = 86400
+    backup_interval_s: int = rules.DEFAULT_BACKUP_INTERVAL_S
     # Backups fall on slots k * interval + offset (epoch seconds, UTC); None: whenever due.
     backup_offset_s: Optional[int] = None
-    heartbeat_interval_s: int = 60
+    heartbeat_interval_s: int = rules.DEFAULT_HEARTBEAT_INTERVAL_S
     lock_wait_s: int = 30
     # How long a backup or check started by hand (CLI, timer, API job) waits for another one
     # running on this host (e.g. the daemon's scheduled backup) before giving up as "busy".
@@ -142,19 +134,7 @@ def check_private(path: str, key: str, error: type = AgentError) -> None:
     """Refuse a secret-bearing file that group or others can read (or write).
 
     `error` lets the offsite program (same zipapp) raise its own exception type."""
-    if os.name != "posix":
-        return
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise error(f"{key}: {path} does not exist") from None
-    except OSError as exc:
-        raise error(f"{key}: cannot stat {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise error(
-            f"{key}: {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
+    rules.check_private(path, key, error)
 
 
 def read_private_json(path: str, error: type = AgentError) -> Any:
@@ -220,7 +200,6 @@ _TOP_KEYS = {
     "dump_dir",
 }
 _OFFSITE_KEYS = {"config", "python", "interval_s", "after_backup", "timeout_s"}
-_RETENTION_KEYS = {"keep_within", *_RETENTION_INTS}
 _SCHEDULE_KEYS = {"backup_interval_s", "backup_offset_s", "heartbeat_interval_s"}
 
 
@@ -231,26 +210,9 @@ def _unknown(keys, allowed, prefix: str = "") -> None:
 
 
 def _validate_retention(raw: Any) -> Dict[str, Any]:
-    _expect(raw, dict, "retention")
-    _unknown(raw, _RETENTION_KEYS, "retention.")
-    out: Dict[str, Any] = {}
-    within = raw.get("keep_within")
-    if within is not None:
-        _expect(within, str, "retention.keep_within")
-        if not _KEEP_WITHIN.match(within):
-            raise AgentError(
-                f"config key 'retention.keep_within' must look like 7d (units H d w m y), "
-                f"got {within!r}"
-            )
-        out["keep_within"] = within
-    for key in _RETENTION_INTS:
-        if key in raw:
-            out[key] = _nonneg_int(raw[key], f"retention.{key}")
-    if not out.get("keep_within") and not any(out.get(k) for k in _RETENTION_INTS):
-        raise AgentError(
-            "config key 'retention' keeps nothing: set keep_within or a keep_* count above 0"
-        )
-    return out
+    for key, problem in rules.retention_problems(raw):
+        raise AgentError(f"config key '{key}' {problem}")
+    return {k: v for k, v in raw.items() if v is not None}
 
 
 def _validate_offsite(raw: Any, check_paths: bool) -> Offsite:
@@ -322,15 +284,13 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
     cfg.excludes = list(_expect(data.get("excludes", []), list, "excludes"))
     for i, pattern in enumerate(cfg.excludes):
         _expect(pattern, str, f"excludes[{i}]")
-    cfg.retention = _validate_retention(
-        data.get("retention", {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6})
-    )
+    cfg.retention = _validate_retention(data.get("retention", rules.RETENTION_DEFAULT))
     schedule = _expect(data.get("schedule", {}), dict, "schedule")
     _unknown(schedule, _SCHEDULE_KEYS, "schedule.")
-    if "backup_interval_s" in schedule:
-        cfg.backup_interval_s = _nonneg_int(
-            schedule["backup_interval_s"], "schedule.backup_interval_s", 1
-        )
+    cfg.backup_interval_s = schedule.get("backup_interval_s", cfg.backup_interval_s)
+    cfg.heartbeat_interval_s = schedule.get("heartbeat_interval_s", cfg.heartbeat_interval_s)
+    for key, problem in rules.interval_problems(cfg.backup_interval_s, cfg.heartbeat_interval_s):
+        raise AgentError(f"config key 'schedule.{key}' {problem}")
     if schedule.get("backup_offset_s") is not None:
         cfg.backup_offset_s = _nonneg_int(schedule["backup_offset_s"], "schedule.backup_offset_s")
         if cfg.backup_offset_s >= cfg.backup_interval_s:
@@ -338,10 +298,6 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
                 "config key 'schedule.backup_offset_s' must be less than"
                 " 'schedule.backup_interval_s'"
             )
-    if "heartbeat_interval_s" in schedule:
-        cfg.heartbeat_interval_s = _nonneg_int(
-            schedule["heartbeat_interval_s"], "schedule.heartbeat_interval_s", 1
-        )
     if "lock_wait_s" in data:
         cfg.lock_wait_s = _nonneg_int(data["lock_wait_s"], "lock_wait_s")
     if "busy_wait_s" in data:
@@ -372,8 +328,11 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         import socket
 
         cfg.hostname = socket.gethostname().split(".")[0] or "host"
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cfg.hostname):
-        raise AgentError(f"config key 'hostname' has characters borg cannot use: {cfg.hostname!r}")
+    if not rules.is_valid_name(cfg.hostname):
+        raise AgentError(
+            f"config key 'hostname' is not a valid host name (letters, digits, '.', '_', '-',"
+            f" at most {rules.NAME_MAX_LENGTH}): {cfg.hostname!r}"
+        )
     return cfg
 
 

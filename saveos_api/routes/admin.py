@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import saveos_rules as rules
 import sqlalchemy as sa
 from fastapi import HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -106,7 +107,7 @@ def list_agents(
 
 
 @router.get("/agents/by-name/{name}", response_model=schemas.AgentOut, responses=NOT_FOUND)
-def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], session: SessionDep):
+def agent_by_name(name: Annotated[str, Path(pattern=rules.NAME_PATTERN)], session: SessionDep):
     agent = session.scalars(sa.select(Agent).where(Agent.name == name)).first()
     if agent is None:
         raise HTTPException(404, detail=f"agent {name!r} not found")

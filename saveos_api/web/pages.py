@@ -9,11 +9,11 @@ from urllib.parse import quote, urlencode
 import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
+from saveos_rules import SEVERITY, STATUSES
 from sqlalchemy.engine import make_url
 
 from saveos_api.jobs import agents_with_label, queue_jobs
 from saveos_api.models import Agent, AgentToken, Job, utcnow
-from saveos_api.status import SEVERITY, STATUSES
 from saveos_api.web import auth, browse, queries
 from saveos_api.web.deps import OperatorDep, PageError, SessionDep
 from saveos_api.web.render import page

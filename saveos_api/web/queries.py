@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from saveos_rules import SEVERITY, STATUSES
 from sqlalchemy.orm import Session
 
 from saveos_api import models
@@ -22,7 +23,6 @@ from saveos_api.models import (
     Snapshot,
 )
 from saveos_api.reasons import status_reason
-from saveos_api.status import SEVERITY, STATUSES
 
 SORTS = {
     "status": lambda a: (SEVERITY.get(a["status"], -1), a["name"]),

@@ -6,11 +6,12 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from saveos_rules import parse_iso
 
 from saveos_cli import config
 from saveos_cli.api_client import ApiClient
@@ -144,16 +145,13 @@ def parse_when(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError as exc:
         raise SaveOSError(f"--at {value!r} is not an ISO 8601 timestamp.") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_iso(value) if value else None
 
 
 def age_seconds(value: str | None, now: datetime) -> float | None:

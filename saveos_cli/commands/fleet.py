@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import typer
+from saveos_rules import SUCCESSFUL_BACKUP
 
 from saveos_cli.commands._common import (
     INVENTORY_OPTION,
@@ -223,7 +224,7 @@ def _latest_archive(host: str) -> str:
         agent = client.agent_by_name(host)
         snaps = client.snapshots(agent["id"], limit=50)["snapshots"]
     for snap in snaps:  # newest first
-        if snap.get("archive") and snap.get("exit_status") in ("ok", "warning"):
+        if snap.get("archive") and snap.get("exit_status") in SUCCESSFUL_BACKUP:
             return snap["archive"]
     raise SaveOSError(f"host {host!r} has no successful backup to restore from.")
 

@@ -11,6 +11,22 @@ from saveos_cli.errors import SaveOSError
 app = typer.Typer(help="Run the SaveOS API server.", invoke_without_command=True)
 
 
+def _server_stack() -> None:
+    """The API needs the `server` extra; a CLI-only install says so instead of a traceback."""
+    import importlib.util
+
+    missing = [
+        name
+        for name in ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise SaveOSError(
+            f"the API server needs {', '.join(missing)}, which this installation lacks.",
+            hint="Install the server extra: pip install 'saveos[server]'",
+        )
+
+
 def _settings():
     from pydantic import ValidationError
 
@@ -48,6 +64,7 @@ def serve(
     workers: int = typer.Option(1, envvar="SAVEOS_WORKERS", min=1, max=64, help="Processes."),
 ) -> None:
     """Serve the API with uvicorn (migrations are applied first)."""
+    _server_stack()
     if ctx.invoked_subcommand is not None:
         return
     # Check the cheap things before importing the server stack.

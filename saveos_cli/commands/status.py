@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 import typer
+from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS, SEVERITY
 
-from saveos_api.status import ALARM, SEVERITY
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 
@@ -32,39 +32,15 @@ STATUS_STYLE = {
     "tampered": "bold white on red",
     "never": "cyan",
 }
+# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
+ALARM = ALARM_STATUSES
 # A larger fleet's table shows this many hosts, worst first, unless --all (10,000 rows take
 # Rich seconds to draw and bury the few hosts that matter); --json always has every host.
 TABLE_ROWS = 50
 NAMED_ALARMS = 20
 
 # `status --json` keys per agent, in order; documented in README (CLI section). Only additions.
-AGENT_KEYS = (
-    "name",
-    "id",
-    "status",
-    "last_heartbeat",
-    "last_heartbeat_age_s",
-    "last_backup_at",
-    "last_backup_age_s",
-    "last_archive",
-    "last_snapshot_status",
-    "original_size",
-    "deduplicated_size",
-    "last_check_at",
-    "last_check_result",
-    "last_drill_at",
-    "last_drill_result",
-    "backup_interval_s",
-    "backup_grace_s",
-    "heartbeat_interval_s",
-    "offsite_interval_s",
-    "last_offsite_at",
-    "last_offsite_age_s",
-    "last_offsite_result",
-    "last_escrow_at",
-    "last_escrow_result",
-    "tampered_at",
-)
+AGENT_KEYS = FLEET_ROW_KEYS
 
 
 def status_report(raw: dict, at: datetime | None) -> dict:
