@@ -31,7 +31,8 @@ from saveos_api.models import (
     Snapshot,
     UTCDateTime,
 )
-from saveos_api.status import status_at
+from saveos_api.schemas import VERIFY_FIELDS
+from saveos_api.status import Verification, assess
 
 _PLAIN = sa.DateTime(timezone=True)
 
@@ -194,6 +195,8 @@ COLUMNS = (
     "last_escrow_at",
     "last_escrow_result",
     "tampered_at",
+    *VERIFY_FIELDS,
+    "running",
 )
 
 
@@ -253,6 +256,9 @@ def _columns(at: datetime, inst, *latest) -> list:
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
         inst(Agent.tampered_at).label("tampered_at"),
+        *(getattr(Agent, f) for f in VERIFY_FIELDS),
+        # What its last heartbeat said runs (the heartbeat folds it into facts.running).
+        Agent.facts["running"].label("running"),
     ]
 
 
@@ -351,8 +357,28 @@ def fleet_status(
         last_escrow_at,
         last_escrow_result,
         tampered_at,
+        check_interval_s,
+        check_grace_s,
+        drill_interval_s,
+        drill_grace_s,
+        escrow_interval_s,
+        escrow_grace_s,
+        running,
     ) in rows:
-        status = status_at(
+        verification = Verification(
+            last_check_at,
+            check_interval_s,
+            check_grace_s,
+            last_drill_at,
+            last_drill_result,
+            drill_interval_s,
+            drill_grace_s,
+            last_escrow_at,
+            escrow_interval_s,
+            escrow_grace_s,
+            running if isinstance(running, list) else None,
+        )
+        status, reasons = assess(
             at,
             created_at,
             heartbeat_interval_s,
@@ -365,6 +391,7 @@ def fleet_status(
             offsite_interval_s,
             last_offsite_at,
             last_snapshot_locked,
+            verification,
             tampered_at=tampered_at,
         )
         by_status[status] += 1
@@ -398,6 +425,11 @@ def fleet_status(
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
                 "tampered_at": tampered_at,
+                "reasons": reasons,
+                "running": verification.running or [],
+                "check_interval_s": check_interval_s,
+                "drill_interval_s": drill_interval_s,
+                "escrow_interval_s": escrow_interval_s,
             }
         )
     return {

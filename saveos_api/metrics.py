@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -14,7 +16,7 @@ from saveos_rules import STATUSES
 
 from saveos_api.db import Database
 from saveos_api.fleet import fleet_status
-from saveos_api.models import utcnow
+from saveos_api.models import DrillResult, utcnow
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -58,6 +60,11 @@ class FleetCollector(Collector):
                 labels=["agent"],
             ),
         }
+        verified = GaugeMetricFamily(
+            "saveos_agent_last_verified_restore_timestamp_seconds",
+            "Unix time the agent's last passing restore drill finished",
+            labels=["agent"],
+        )
         by_status = GaugeMetricFamily(
             "saveos_agents", "Agents by computed status", labels=["status"]
         )
@@ -65,6 +72,7 @@ class FleetCollector(Collector):
         try:
             with self.db.engine.connect() as conn:
                 fleet = fleet_status(conn, utcnow())
+                passed = dict(conn.execute(last_passing_drills()).all())
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB is down
             up.add_metric([], 0)
             yield up
@@ -74,11 +82,28 @@ class FleetCollector(Collector):
             for key, gauge in gauges.items():
                 if agent[key] is not None:
                     gauge.add_metric([agent["name"]], agent[key].timestamp())
+            if passed.get(agent["id"]) is not None:
+                verified.add_metric([agent["name"]], _aware(passed[agent["id"]]).timestamp())
         for status in STATUSES:
             by_status.add_metric([status], fleet["totals"]["by_status"][status])
         yield up
         yield from gauges.values()
+        yield verified
         yield by_status
+
+
+def last_passing_drills() -> sa.Select:
+    """(agent id, finished_at of its last passing drill): a failed drill verifies nothing."""
+    return (
+        sa.select(DrillResult.agent_id, sa.func.max(DrillResult.finished_at))
+        .where(DrillResult.result == "pass")
+        .group_by(DrillResult.agent_id)
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    """max() comes back without UTCDateTime's conversion: naive on SQLite, meaning UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Metrics:

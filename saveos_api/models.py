@@ -69,6 +69,13 @@ class Agent(Base):
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
     # A central run found the repository tampered with; cleared by a rollback or clean run.
     tampered_at: Mapped[datetime | None] = mapped_column()
+    # The verification schedule it was provisioned with (null or 0: none expected; 0008).
+    check_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    check_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 class AgentToken(Base):

@@ -152,6 +152,17 @@ HeartbeatInterval = Annotated[
     StrictInt, Field(ge=rules.HEARTBEAT_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
 ]
 Grace = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
+# A verification interval (check, drill, escrow proof); 0: none expected.
+VerifyInterval = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
+# The verification schedule an agent is provisioned with (the role's saveos_agent_* variables).
+VERIFY_FIELDS = (
+    "check_interval_s",
+    "check_grace_s",
+    "drill_interval_s",
+    "drill_grace_s",
+    "escrow_interval_s",
+    "escrow_grace_s",
+)
 ReturnCode = Annotated[StrictInt, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
     dict[LabelKey, HostText],
@@ -176,6 +187,12 @@ class ProvisionIn(Input):
     backup_interval_s: BackupInterval | None = None
     backup_grace_s: Grace | None = None
     heartbeat_interval_s: HeartbeatInterval | None = None
+    check_interval_s: VerifyInterval | None = None
+    check_grace_s: Grace | None = None
+    drill_interval_s: VerifyInterval | None = None
+    drill_grace_s: Grace | None = None
+    escrow_interval_s: VerifyInterval | None = None
+    escrow_grace_s: Grace | None = None
     rotate: StrictBool = False
 
 
@@ -201,6 +218,12 @@ class AgentOut(Output):
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
     tampered_at: datetime | None = None
+    check_interval_s: int | None = None
+    check_grace_s: int | None = None
+    drill_interval_s: int | None = None
+    drill_grace_s: int | None = None
+    escrow_interval_s: int | None = None
+    escrow_grace_s: int | None = None
 
 
 class AgentList(Output):
@@ -310,6 +333,12 @@ class AgentStatusOut(Output):
     last_backup_age_s: float | None = None
     last_offsite_age_s: float | None = None
     tampered_at: datetime | None = None
+    # Why the status is what it is, worst first ("stale drill", "running: backup since 10:02").
+    reasons: list[str] = []
+    running: list[RunningWork] = []
+    check_interval_s: int | None = None
+    drill_interval_s: int | None = None
+    escrow_interval_s: int | None = None
 
 
 class FleetTotals(Output):
@@ -328,6 +357,15 @@ class FleetStatusOut(Output):
 # ---- agent ----
 
 
+class RunningWork(BaseModel):
+    """One action running on the host while it heartbeats (a backup that takes hours)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    job_id: Id | None = None
+    started_at: Timestamp
+
+
 class HeartbeatIn(Input):
     agent_version: Version | None = None
     borg_version: Version | None = None
@@ -337,6 +375,16 @@ class HeartbeatIn(Input):
     heartbeat_interval_s: HeartbeatInterval | None = None
     offsite_interval_s: Interval | None = None
     facts: JsonObject | None = None
+    # What runs on the host now; kept with the agent's facts (facts.running), which every
+    # heartbeat overwrites, so an empty list clears it.
+    running: Annotated[list[RunningWork], Field(max_length=16)] | None = None
+
+    @model_validator(mode="after")
+    def _fold_running(self) -> HeartbeatIn:
+        if self.running is not None:
+            work = [w.model_dump(mode="json") for w in self.running]
+            self.facts = {**(self.facts or {}), "running": work}
+        return self
 
 
 class HeartbeatJob(Output):

@@ -65,6 +65,21 @@ class Offsite:
 
 
 @dataclass
+class Verify:
+    """Scheduled verification (what the systemd timers or the daemon run): a borg check every
+    check_interval_s (with --verify-data when the last such check is older than
+    verify_data_interval_s; 0 never), a restore drill of drill_count files every
+    drill_interval_s; offsets place the slots like schedule.backup_offset_s. 0: not scheduled."""
+
+    check_interval_s: int = 0
+    check_offset_s: int = 0
+    verify_data_interval_s: int = 0
+    drill_interval_s: int = 0
+    drill_offset_s: int = 0
+    drill_count: int = 20
+
+
+@dataclass
 class Config:
     path: str
     repository: str
@@ -97,6 +112,7 @@ class Config:
     hooks: Dict[str, List[Any]] = field(default_factory=dict)  # phase -> [hooks.Hook]
     # Where the dump FIFOs live during a backup (never data: FIFOs hold nothing on disk).
     dump_dir: str = ""
+    verify: "Verify" = field(default_factory=lambda: Verify())
 
     @property
     def local_repository(self) -> Optional[str]:
@@ -198,7 +214,9 @@ _TOP_KEYS = {
     "databases",
     "hooks",
     "dump_dir",
+    "verify",
 }
+_VERIFY_KEYS = set(Verify.__dataclass_fields__)
 _OFFSITE_KEYS = {"config", "python", "interval_s", "after_backup", "timeout_s"}
 _SCHEDULE_KEYS = {"backup_interval_s", "backup_offset_s", "heartbeat_interval_s"}
 
@@ -324,6 +342,17 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         cfg.hooks = hooks.validate(data["hooks"])
     if not os.path.isabs(cfg.dump_dir):
         raise AgentError("config key 'dump_dir' must be an absolute path")
+    verify = _expect(data.get("verify", {}), dict, "verify")
+    _unknown(verify, _VERIFY_KEYS, "verify.")
+    for key in _VERIFY_KEYS:
+        if key in verify:
+            setattr(cfg.verify, key, _nonneg_int(verify[key], f"verify.{key}"))
+    for kind in ("check", "drill"):
+        interval, offset = getattr(cfg.verify, f"{kind}_interval_s"), f"{kind}_offset_s"
+        if interval and getattr(cfg.verify, offset) >= interval:
+            raise AgentError(
+                f"config key 'verify.{offset}' must be less than 'verify.{kind}_interval_s'"
+            )
     if not cfg.hostname:
         import socket
 

@@ -161,6 +161,11 @@ FLEET_ROW_KEYS = (
     "last_escrow_at",
     "last_escrow_result",
     "tampered_at",
+    "reasons",  # why the status, worst first (saveos_api.status.assess)
+    "running",  # what the agent's last heartbeat said runs
+    "check_interval_s",
+    "drill_interval_s",
+    "escrow_interval_s",
 )
 
 

@@ -61,6 +61,7 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
                 else settings.backup_grace_s,
                 heartbeat_interval_s=body.heartbeat_interval_s or settings.heartbeat_interval_s,
                 heartbeat_count=0,
+                **{f: getattr(body, f) for f in schemas.VERIFY_FIELDS},
             )
             session.add(agent)
             try:
@@ -78,7 +79,12 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
     # (or when a decommissioned agent comes back, since all its tokens were revoked).
     if body.labels is not None:
         agent.labels = body.labels
-    for field in ("backup_interval_s", "backup_grace_s", "heartbeat_interval_s"):
+    for field in (
+        "backup_interval_s",
+        "backup_grace_s",
+        "heartbeat_interval_s",
+        *schemas.VERIFY_FIELDS,
+    ):
         if getattr(body, field) is not None:
             setattr(agent, field, getattr(body, field))
     token = None

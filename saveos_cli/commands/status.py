@@ -167,6 +167,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
         "drill",
         "offsite",
         "escrow",
+        "why",
     )
     for col in columns:
         table.add_column(
@@ -187,6 +188,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
             _result(a["last_drill_at"], a["last_drill_result"], now),
             _offsite(a),
             _escrow(a, now),
+            "; ".join(a.get("reasons") or []) or "-",
         )
     out.print(table)
     totals = report["totals"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict
 
+from saveos_agent import activity, jobqueue
 from saveos_agent.actions.archives import latest_archive
 from saveos_agent.actions.backup import backup
 from saveos_agent.actions.check import check
@@ -37,8 +38,9 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
                 cfg, count=params.get("count"), percent=params.get("percent"), job_id=job_id
             )
         elif kind == "restore":
-            result = restore(
+            result = _restore_job(
                 cfg,
+                job_id,
                 str(params.get("archive") or latest_archive(cfg)),
                 list(params.get("paths") or []),
                 params.get("target"),
@@ -63,3 +65,15 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     body["_path"] = f"/api/v1/jobs/{int(job_id)}/result"
     report(cfg, "job_result", body)
     return {"id": job_id, "kind": kind, "state": state, "result": result}
+
+
+def _restore_job(cfg: Config, job_id: Any, *args: Any) -> Dict[str, Any]:
+    with activity.running(cfg, "restore", job_id):
+        return restore(cfg, *args)
+
+
+def run_jobs(cfg: Config) -> Dict[str, Any]:
+    """Run the queued jobs (saveos-agent-jobs.service, the daemon's worker)."""
+    done = jobqueue.run_pending(cfg, run_job)
+    failed = [j for j in done if j["state"] != "succeeded"]
+    return {"status": "warning" if failed else "ok", "jobs": done}
