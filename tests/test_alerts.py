@@ -617,3 +617,31 @@ def test_test_send_answers_in_time_when_a_channel_never_answers(sqlite_url, tmp_
     finally:
         api.close()
         silent.close()
+
+
+def test_the_reason_details_the_headline_and_keeps_the_status_rules_other_findings():
+    from saveos_api.alerts.messages import reason
+
+    now = datetime.now(UTC)
+    base = {"heartbeat_interval_s": 60, "backup_interval_s": 86400, "backup_grace_s": 3600}
+    silent = dict(
+        base,
+        status="silent",
+        last_heartbeat=now,
+        last_heartbeat_age_s=200.0,
+        reasons=["no heartbeat", "last said running: backup (job 3) since 10:02"],
+    )
+    assert reason(silent, now) == (
+        "no heartbeat for 3m20s (expected every 1m); last said running: backup (job 3) since 10:02"
+    )
+    late_check = dict(base, status="late", last_backup_age_s=60.0, reasons=["stale check"])
+    assert reason(late_check, now) == "stale check"
+    late = dict(
+        base,
+        status="overdue",
+        last_backup_age_s=95000.0,
+        reasons=["late backup (overdue)", "stale drill"],
+    )
+    assert reason(late, now) == "last good backup 1d2h ago (every 1d, grace 1h); stale drill"
+    tampered = dict(base, status="tampered", reasons=["repository tampered with"])
+    assert reason(tampered, now) == "a central run found the repository tampered with"
