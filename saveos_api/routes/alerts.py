@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -18,6 +19,8 @@ from saveos_api.models import Agent, AlertChannel, AlertDelivery, Flip, utcnow
 from saveos_api.schemas import INT64_MAX, NAME_PATTERN
 
 router = admin_router("alerts")
+# `saveos alerts test` waits for the answer (the CLI gives up after 15 s).
+TEST_TIMEOUT_S = 10.0
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -195,24 +198,23 @@ def test(body: s.TestIn, request: Request, session: SessionDep):
     if not targets:
         what = f"channel {body.channel_id}" if body.channel_id else "any enabled channel"
         raise HTTPException(404, detail=f"no {what} to test (`saveos alerts channel add`)")
-    results = []
-    for channel in targets:
-        now = utcnow()
-        label = channel.name or channel.url_redacted
-        notice = messages.test_notice(now, label)
+    now = utcnow()
+    timeout = min(TEST_TIMEOUT_S, service.settings.alert_send_timeout_s)
+
+    def attempt(channel: AlertChannel) -> tuple[messages.Notice, bool, str | None]:
+        notice = messages.test_notice(now, channel.name or channel.url_redacted)
         try:
             url = service.sealer.open(channel.url_encrypted)
         except ch.ChannelError as exc:
-            outcome_ok, error = False, str(exc)
-        else:
-            result = send(
-                url,
-                notice.title,
-                notice.body,
-                notice.notify_type,
-                service.settings.alert_send_timeout_s,
-            )
-            outcome_ok, error = result.ok, result.error
+            return notice, False, str(exc)
+        result = send(url, notice.title, notice.body, notice.notify_type, timeout)
+        return notice, result.ok, result.error
+
+    # All at once: a channel that does not answer costs the timeout once, not once per channel.
+    with ThreadPoolExecutor(min(8, len(targets))) as pool:
+        outcomes = list(pool.map(attempt, targets))
+    results = []
+    for channel, (notice, outcome_ok, error) in zip(targets, outcomes, strict=True):
         # Kept with the deliveries for `saveos alerts list`; never retried.
         _insert_ignore(
             session,
@@ -232,6 +234,7 @@ def test(body: s.TestIn, request: Request, session: SessionDep):
                 "last_error": error,
             },
         )
+        label = channel.name or channel.url_redacted
         results.append(
             s.TestResult(channel_id=channel.id, channel=label, ok=outcome_ok, error=error)
         )

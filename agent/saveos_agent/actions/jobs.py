@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Dict
 
 from saveos_agent import activity, job_params, jobqueue
@@ -20,9 +21,24 @@ from saveos_agent.spool import new_report_id
 log = logging.getLogger("saveos_agent.actions")
 
 
+# After a job someone is likely watching (the dashboard's archive browser queues one `list` job
+# per folder), the daemon heartbeats every INTERACTIVE_BEAT_S for INTERACTIVE_S, so the next
+# click waits seconds, not a whole heartbeat interval. In memory: the daemon's worker runs jobs.
+INTERACTIVE_KINDS = ("list", "restore")
+INTERACTIVE_S = 120.0
+INTERACTIVE_BEAT_S = 2.0
+_interactive_until = [0.0]
+
+
+def interactive() -> bool:
+    return time.time() < _interactive_until[0]
+
+
 def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     """Run one queued job and spool its result (the server handed it out once)."""
     job_id, kind = job.get("id"), job.get("kind")
+    if kind in INTERACTIVE_KINDS:
+        _interactive_until[0] = time.time() + INTERACTIVE_S
     log.info("running job %s (%s)", job_id, kind)
     try:
         # The API checked them too; the agent trusts neither it nor the network path.
