@@ -20,6 +20,7 @@ import orjson
 import sqlalchemy as sa
 from saveos_rules import STATUSES, SUCCESSFUL_BACKUP
 
+from saveos_api import schedule
 from saveos_api.models import (
     Agent,
     AgentLatest,
@@ -194,6 +195,7 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "schedule_mismatch",
     "tampered_at",
     *VERIFY_FIELDS,
     "running",
@@ -202,6 +204,19 @@ COLUMNS = (
     "repo_quota_bytes",
     "repo_used_bytes",
 )
+
+
+def _schedule_mismatch():
+    """True when the agent declared an interval other than the provisioned one (schedule.py:
+    the provisioned one holds, or a stricter declared one)."""
+    differs = [
+        sa.and_(
+            getattr(Agent, f"declared_{f}").is_not(None),
+            getattr(Agent, f"declared_{f}") != getattr(Agent, f"provisioned_{f}"),
+        )
+        for f in schedule.INTERVALS
+    ]
+    return sa.case((sa.or_(*differs), sa.true()), else_=sa.false())
 
 
 def _instants(plain: bool):
@@ -259,6 +274,7 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        _schedule_mismatch().label("schedule_mismatch"),
         inst(Agent.tampered_at).label("tampered_at"),
         *(getattr(Agent, f) for f in VERIFY_FIELDS),
         # What its last heartbeat said runs (the heartbeat folds it into facts.running).
@@ -364,6 +380,7 @@ def fleet_status(
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        schedule_mismatch,
         tampered_at,
         check_interval_s,
         check_grace_s,
@@ -442,6 +459,7 @@ def fleet_status(
                 "check_interval_s": check_interval_s,
                 "drill_interval_s": drill_interval_s,
                 "escrow_interval_s": escrow_interval_s,
+                "schedule_mismatch": bool(schedule_mismatch),
                 "repo_server": repo_server,
                 "repo_path": repo_path,
                 "repo_quota_bytes": repo_quota_bytes,

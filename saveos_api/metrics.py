@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,8 +25,24 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class FleetCollector(Collector):
     """Reads the database on every scrape so the gauges are never stale and never leak agents."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, cache_s: float = 15.0):
         self.db = db
+        # A scrape is a full fleet query: served from this cache for cache_s seconds, so
+        # scrapes (one per Prometheus replica, or a flood of them) cost one query per period.
+        self.cache_s = cache_s
+        self._cached: tuple[float, tuple[dict, dict]] | None = None
+        self._lock = threading.Lock()
+
+    def _fleet(self) -> tuple[dict, dict]:
+        """(the fleet status, each agent's last passing drill), read at most every cache_s."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self.cache_s:
+                with self.db.engine.connect() as conn:
+                    fleet = fleet_status(conn, utcnow())
+                    passed = dict(conn.execute(last_passing_drills()).all())
+                self._cached = (now, (fleet, passed))
+            return self._cached[1]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauges = {
@@ -83,9 +100,7 @@ class FleetCollector(Collector):
         )
         up = GaugeMetricFamily("saveos_database_up", "1 when the database answered this scrape")
         try:
-            with self.db.engine.connect() as conn:
-                fleet = fleet_status(conn, utcnow())
-                passed = dict(conn.execute(last_passing_drills()).all())
+            fleet, passed = self._fleet()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB is down
             up.add_metric([], 0)
             yield up
@@ -125,7 +140,7 @@ def _aware(moment: datetime) -> datetime:
 
 
 class Metrics:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, cache_s: float = 15.0):
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "saveos_http_requests",
@@ -146,7 +161,7 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
-        self.registry.register(FleetCollector(db))
+        self.registry.register(FleetCollector(db, cache_s))
 
 
 class MetricsMiddleware:
@@ -200,11 +215,15 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = None
+        length = chunked = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
-        if length is not None:
+            elif name == b"transfer-encoding":
+                chunked = value
+        # With Transfer-Encoding the server reads the body as chunks whatever Content-Length
+        # says (h11 does, as RFC 9112 asks): only the bytes counted below can be trusted.
+        if length is not None and chunked is None:
             if not length.isdigit():
                 return await _reply(send, 400, "invalid Content-Length header")
             if int(length) > self.max_bytes:

@@ -27,6 +27,7 @@ from pydantic import (
     StrictInt,
     model_validator,
 )
+from saveos_agent.job_params import SCHEMAS as JOB_KINDS
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -36,6 +37,7 @@ REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 JSON_MAX_DEPTH = 8
 JSON_MAX_ITEMS = 2000
 JSON_MAX_STR = 8192
+REPORT_TEXT_MAX = 65536
 
 
 def _clean_str(value: str) -> str:
@@ -217,6 +219,11 @@ class AgentOut(Output):
     last_seen: datetime | None
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
+    provisioned_backup_interval_s: int | None = None
+    provisioned_heartbeat_interval_s: int | None = None
+    declared_backup_interval_s: int | None = None
+    declared_heartbeat_interval_s: int | None = None
+
     tampered_at: datetime | None = None
     check_interval_s: int | None = None
     check_grace_s: int | None = None
@@ -283,7 +290,8 @@ class DecommissionOut(Output):
     decommissioned_at: datetime
 
 
-JobKind = Literal["backup", "check", "drill", "restore", "list"]
+# One allow-listed parameter schema per kind: saveos_agent/job_params.py (API and agent).
+JobKind = Literal[tuple(JOB_KINDS)]  # type: ignore[valid-type]
 JobState = Literal[rules.JOB_STATES]
 
 
@@ -342,6 +350,10 @@ class AgentStatusOut(Output):
     last_heartbeat_age_s: float | None = None
     last_backup_age_s: float | None = None
     last_offsite_age_s: float | None = None
+    # The agent declared an interval other than the provisioned one (which holds, unless the
+    # declared one is stricter): see GET /agents/{id} for both.
+    schedule_mismatch: bool = False
+
     tampered_at: datetime | None = None
     # Why the status is what it is, worst first ("stale drill", "running: backup since 10:02").
     reasons: list[str] = []
@@ -470,6 +482,14 @@ class SnapshotReport(_Timed):
     databases: Annotated[list[DatabaseDump], Field(max_length=1000)] | None = None
     repository: RepositoryReport | None = None
 
+    @model_validator(mode="after")
+    def _bounded_text(self):
+        # Each field is bounded; together too, or one report could store 800 KB of warnings.
+        total = len(self.message or "") + sum(len(w) for w in self.warnings or ())
+        if total > REPORT_TEXT_MAX:
+            raise ValueError(f"message and warnings hold more than {REPORT_TEXT_MAX} characters")
+        return self
+
 
 class CheckReport(_Timed):
     repo: RepoPath
@@ -559,6 +579,53 @@ class HealthOut(Output):
 
 class LiveOut(Output):
     status: Literal["ok"]
+
+
+# ---- operators' tokens and the audit log ----
+
+Scope = Literal["read", "operate", "admin"]
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$"  # noqa: S105
+
+
+class ApiTokenIn(Input):
+    name: Annotated[str, Field(pattern=TOKEN_NAME_PATTERN)]
+    scope: Scope
+    # None: does not expire. At most ten years.
+    expires_in_s: Annotated[StrictInt, Field(ge=60, le=3660 * 86400)] | None = None
+
+
+class ApiTokenOut(Output):
+    id: int
+    name: str
+    scope: str
+    created_at: datetime
+    created_by: int | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token: str | None = None
+
+
+class ApiTokenList(Output):
+    tokens: list[ApiTokenOut]
+
+
+class AuditEventOut(Output):
+    id: int
+    at: datetime
+    token_id: int | None
+    actor: str
+    action: str
+    target: str | None
+    client: str | None
+    detail: dict[str, Any] | None
+
+
+class AuditPage(Output):
+    events: list[AuditEventOut]
 
 
 # ---- central retention (saveos prune / saveos repo rollback) ----

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     # A job not finished this long after it was queued is marked expired (never handed out later).
     job_timeout_s: int = Field(86400, ge=1)
     db_pool_size: int = Field(8, ge=1)
+    # Seconds a scrape of /metrics reuses the fleet query of the one before.
+    metrics_cache_s: float = Field(15.0, ge=0)
+    # Reports (snapshots, checks, drills, offsite) one agent may send: a burst, refilled at
+    # report_rate_per_min (per API process), and at most reports_per_day of each kind stored.
+    report_burst: int = Field(60, ge=1)
+    report_rate_per_min: float = Field(30.0, gt=0)
+    reports_per_day: int = Field(2000, ge=1)
     # How long a dashboard login lasts (the session cookie and its row expire together).
     web_session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86400)
     # Alerts (saveos_api/alerts): see README "Alerts" for what each one does.

@@ -73,9 +73,12 @@ def test_other_builders():
     assert "--verify-data" not in bc.check("/r")
     assert bc.list_archives("/r") == ("borg", "list", "--log-json", "--json", "/r")
     assert bc.list_items("/r", "a") == ("borg", "list", "--log-json", "--json-lines", "/r::a")
+    assert bc.list_items("/r", "a", paths=["-x"])[-3:] == ("/r::a", "--", "-x")
     assert bc.info("/r", "a")[-2:] == ("--json", "/r::a")
     assert bc.info("/r")[-1] == "/r"
-    assert bc.extract("/r", "a", ["/etc/x", "srv/y"])[-3:] == ("/r::a", "etc/x", "srv/y")
+    # Paths after "--": one starting with "-" is never read as an option.
+    assert bc.extract("/r", "a", ["/etc/x", "srv/y"])[-4:] == ("/r::a", "--", "etc/x", "srv/y")
+    assert bc.extract("/r", "a", ["-x"])[-2:] == ("--", "-x")
     assert bc.init("/r") == ("borg", "init", "--log-json", "--encryption", "repokey-blake2", "/r")
     assert bc.key_export("/r", "/k") == ("borg", "key", "export", "--log-json", "/r", "/k")
     assert bc.break_lock("/r") == ("borg", "break-lock", "--log-json", "/r")

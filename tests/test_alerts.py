@@ -107,7 +107,7 @@ def test_silent_then_recovered_arrive_once_by_mail_and_webhook(db_url, tmp_path,
         assert pairs[:2] == [("silent", "ok"), ("ok", "silent")]
         assert pairs[2:] in ([], [("never", "ok")])  # a pass between provision and backup
         assert {d["state"] for d in deliveries(api)} == {"sent"}
-        metrics = api.client.get("/metrics").text
+        metrics = api.client.get("/metrics", headers=api.admin).text
         assert 'saveos_flips_total{to="silent"} 1.0' in metrics
         assert 'saveos_alert_deliveries_total{result="sent"} 4.0' in metrics
     finally:
@@ -592,6 +592,59 @@ def test_a_message_no_channel_takes_is_given_up_after_the_give_up_time(sqlite_ur
         wait_for(lambda: [d for d in deliveries(api) if d["state"] == "dead"], 20, "given up")
         (row,) = deliveries(api)
         assert row["attempts"] >= 2 and "127.0.0.1" in row["last_error"]
-        assert 'saveos_alert_deliveries_total{result="dead"} 1.0' in api.client.get("/metrics").text
+        assert (
+            'saveos_alert_deliveries_total{result="dead"} 1.0'
+            in api.client.get("/metrics", headers=api.admin).text
+        )
     finally:
         api.close()
+
+
+def test_test_send_answers_in_time_when_a_channel_never_answers(sqlite_url, tmp_path, webhook):
+    import socket
+
+    silent = socket.socket()  # accepts connections (the backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    api = Api(sqlite_url, tmp_path / "data", alerts_enabled=False)
+    try:
+        add_channel(api, f"json://127.0.0.1:{silent.getsockname()[1]}/mute?rto=60")
+        add_channel(api, f"json://127.0.0.1:{silent.getsockname()[1]}/mute2?rto=60")
+        add_channel(api, webhook.url())
+        started = time.monotonic()
+        r = api.client.post("/api/v1/alerts/test", json={}, headers=api.admin)
+        took = time.monotonic() - started
+        assert [x["ok"] for x in r.json()["results"]] == [False, False, True], r.text
+        assert took < 14, took  # both mute channels waited out together, under the CLI's 15 s
+        assert len(webhook.posts) == 1
+    finally:
+        api.close()
+        silent.close()
+
+
+def test_the_reason_details_the_headline_and_keeps_the_status_rules_other_findings():
+    from saveos_api.alerts.messages import reason
+
+    now = datetime.now(UTC)
+    base = {"heartbeat_interval_s": 60, "backup_interval_s": 86400, "backup_grace_s": 3600}
+    silent = dict(
+        base,
+        status="silent",
+        last_heartbeat=now,
+        last_heartbeat_age_s=200.0,
+        reasons=["no heartbeat", "last said running: backup (job 3) since 10:02"],
+    )
+    assert reason(silent, now) == (
+        "no heartbeat for 3m20s (expected every 1m); last said running: backup (job 3) since 10:02"
+    )
+    late_check = dict(base, status="late", last_backup_age_s=60.0, reasons=["stale check"])
+    assert reason(late_check, now) == "stale check"
+    late = dict(
+        base,
+        status="overdue",
+        last_backup_age_s=95000.0,
+        reasons=["late backup (overdue)", "stale drill"],
+    )
+    assert reason(late, now) == "last good backup 1d2h ago (every 1d, grace 1h); stale drill"
+    tampered = dict(base, status="tampered", reasons=["repository tampered with"])
+    assert reason(tampered, now) == "a central run found the repository tampered with"

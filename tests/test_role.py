@@ -365,6 +365,24 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
         )  # fmt: skip
         repo_ids[host] = re.search(r'"id": "([0-9a-f]{64})"', info.stdout).group(1)
 
+    # A compromised lab1 names lab2 in its own agent.json: uninstalling lab1 decommissions the
+    # API's record of lab1 (looked up from the controller), never the agent the host names.
+    def decommissioned() -> dict[str, bool]:
+        agents = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()
+        return {a["name"]: bool(a["decommissioned_at"]) for a in agents["agents"]}
+
+    lab2_id = httpx.get(
+        f"{api.url}/api/v1/agents/by-name/lab2", headers=api.admin_headers()
+    ).json()["id"]
+    forged = host_sh(
+        lab3, "lab1", "python3 -c \"import json; p='/etc/saveos/agent.json'; c=json.load(open(p));"
+        f" c['agent_id']={lab2_id}; open(p, 'w').write(json.dumps(c))\"",
+    )  # fmt: skip
+    assert forged.returncode == 0, forged.stderr
+    first = run("uninstall.yml", inventory, "--limit", "lab1")
+    assert first.returncode == 0, explain(first)
+    assert decommissioned() == {"lab1": True, "lab2": False, "lab3": False}
+
     # Uninstall: agent, schedule and config gone; repository and escrow kept.
     removed = run("uninstall.yml", inventory)
     assert removed.returncode == 0, explain(removed)

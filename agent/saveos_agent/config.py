@@ -85,6 +85,10 @@ class Config:
     repository: str
     sources: List[str]
     api_url: Optional[str] = None
+    # The fleet's CA (PEM) the API's certificate must chain to; None: the system's trust store.
+    ca_file: Optional[str] = None
+    # An API job may restore over the live files (in_place) only when this host says so.
+    allow_in_place_restore_jobs: bool = False
     agent_id: Optional[int] = None
     token_file: Optional[str] = None
     passphrase_file: Optional[str] = None
@@ -175,7 +179,8 @@ def borg_size(text: str) -> Optional[int]:
 
 
 def check_private(path: str, key: str, error: type = AgentError) -> None:
-    """Refuse a secret-bearing file that group or others can read (or write).
+    """Refuse a secret-bearing file that group or others can read (or write), or that another
+    user owns (they could widen it, or swap its content, at any time).
 
     `error` lets the offsite program (same zipapp) raise its own exception type."""
     rules.check_private(path, key, error)
@@ -219,6 +224,8 @@ def _nonneg_int(value: Any, key: str, minimum: int = 0) -> int:
 
 _TOP_KEYS = {
     "api_url",
+    "ca_file",
+    "allow_in_place_restore_jobs",
     "agent_id",
     "token_file",
     "repository",
@@ -316,6 +323,7 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
 
     for key in (
         "api_url",
+        "ca_file",
         "token_file",
         "passphrase_file",
         "passcommand",
@@ -329,8 +337,20 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         if key in data:
             setattr(cfg, key, _expect(data[key], str, key))
     cfg.agent_id = _expect(data.get("agent_id"), int, "agent_id", nullable=True)
-    if cfg.api_url and not re.match(r"^https?://[^\s/]+", cfg.api_url):
-        raise AgentError(f"config key 'api_url' must be an http(s) URL, got {cfg.api_url!r}")
+    if cfg.api_url:
+        from saveos_agent.transport import InsecureUrl, check_api_url
+
+        try:
+            check_api_url(cfg.api_url)
+        except InsecureUrl as exc:
+            raise AgentError(f"config key 'api_url': {exc}") from None
+    if cfg.ca_file and not os.path.isabs(cfg.ca_file):
+        raise AgentError("config key 'ca_file' must be an absolute path")
+    if cfg.ca_file and check_paths and not os.path.isfile(cfg.ca_file):
+        raise AgentError(f"config key 'ca_file': {cfg.ca_file} does not exist")
+    cfg.allow_in_place_restore_jobs = _expect(
+        data.get("allow_in_place_restore_jobs", False), bool, "allow_in_place_restore_jobs"
+    )
     if cfg.api_url and not cfg.token_file:
         raise AgentError("missing config key 'token_file' (required with 'api_url')")
     if cfg.passphrase_file and cfg.passcommand:

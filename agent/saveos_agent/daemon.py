@@ -126,6 +126,8 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
                 break
             # the next beat one interval after this one began, whatever the worker does
             wait = cfg.heartbeat_interval_s - (time.time() - beat_at) if cfg.api_url else 30.0
+            if jobs.interactive():  # someone browses an archive: answer the next click fast
+                wait = min(wait, jobs.INTERACTIVE_BEAT_S)
             stop.wait(max(0.5, min(wait, 30.0)) if cfg.api_url else 30.0)
         if max_loops is not None:
             worker.join()  # tests: let the bounded worker finish its rounds

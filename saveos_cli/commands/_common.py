@@ -58,7 +58,8 @@ def cli_config() -> config.CliConfig:
 @contextmanager
 def api():
     cfg = cli_config()
-    client = ApiClient(cfg.api_url, cfg.admin_token)
+    ca = config.ca_file()
+    client = ApiClient(cfg.api_url, cfg.admin_token, ca_file=str(ca) if ca else None)
     try:
         yield client
     finally:
@@ -69,6 +70,9 @@ def secret_env() -> dict[str, str]:
     """What the playbooks need from the controller, passed through the run's environment only."""
     cfg = cli_config()
     env = {"SAVEOS_API_URL": cfg.api_url}
+    ca = config.ca_file()
+    if ca:  # the role copies it to every host and verifies the API against it
+        env["SAVEOS_CA_FILE"] = str(ca)
     # Playbooks that need the token fail with their own clear message when there is none.
     with suppress(SaveOSError):
         env["SAVEOS_ADMIN_TOKEN"] = cfg.admin_token

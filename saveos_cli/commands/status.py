@@ -14,6 +14,7 @@ from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS, SEVERITY
 
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+from saveos_cli.safe_text import cell
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -195,10 +196,13 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
     for a in shown:
         table.add_row(
             a["name"],
-            Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
+            Text(
+                a["status"] + (" *" if a.get("schedule_mismatch") else ""),
+                style=STATUS_STYLE.get(a["status"], ""),
+            ),
             human_age(a["last_heartbeat_age_s"]),
             human_age(a["last_backup_age_s"]),
-            a["last_archive"] or "-",
+            cell(a["last_archive"] or "-"),  # agent text: never markup, no control characters
             _size(a["original_size"]),
             _size(a["deduplicated_size"]),
             _repository(a),
@@ -224,6 +228,12 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
         named = ", ".join(alarms[:NAMED_ALARMS])
         more = f" and {len(alarms) - NAMED_ALARMS:,} more" if len(alarms) > NAMED_ALARMS else ""
         out.print(f"[bold red]needs attention ({len(alarms):,}):[/] {named}{more}")
+    mismatched = [a["name"] for a in agents if a.get("schedule_mismatch")]
+    if mismatched:
+        out.print(
+            f"[yellow]* declared a schedule other than the provisioned one[/] (the provisioned"
+            f" one holds): {', '.join(mismatched[:NAMED_ALARMS])}"
+        )
 
 
 def status(
@@ -319,7 +329,7 @@ def snapshots(
         table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
     for s in page["snapshots"]:
         table.add_row(
-            s.get("archive") or "-",
+            cell(s.get("archive") or "-"),
             s.get("finished_at") or "-",
             Text(
                 s["exit_status"] + (" (locked)" if s.get("locked") else ""),

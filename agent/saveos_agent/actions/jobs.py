@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Dict
 
-from saveos_agent import activity, jobqueue
+from saveos_agent import activity, job_params, jobqueue
 from saveos_agent.actions.archives import latest_archive
 from saveos_agent.actions.backup import backup
 from saveos_agent.actions.check import check
@@ -20,12 +21,33 @@ from saveos_agent.spool import new_report_id
 log = logging.getLogger("saveos_agent.actions")
 
 
+# After a job someone is likely watching (the dashboard's archive browser queues one `list` job
+# per folder), the daemon heartbeats every INTERACTIVE_BEAT_S for INTERACTIVE_S, so the next
+# click waits seconds, not a whole heartbeat interval. In memory: the daemon's worker runs jobs.
+INTERACTIVE_KINDS = ("list", "restore")
+INTERACTIVE_S = 120.0
+INTERACTIVE_BEAT_S = 2.0
+_interactive_until = [0.0]
+
+
+def interactive() -> bool:
+    return time.time() < _interactive_until[0]
+
+
 def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     """Run one queued job and spool its result (the server handed it out once)."""
     job_id, kind = job.get("id"), job.get("kind")
-    params = job.get("params") or {}
+    if kind in INTERACTIVE_KINDS:
+        _interactive_until[0] = time.time() + INTERACTIVE_S
     log.info("running job %s (%s)", job_id, kind)
     try:
+        # The API checked them too; the agent trusts neither it nor the network path.
+        params = job_params.validate(kind, job.get("params"))
+        if params.get("in_place") and not cfg.allow_in_place_restore_jobs:
+            raise AgentError(
+                "in-place restores over the API are off on this host"
+                " (allow_in_place_restore_jobs in its config)"
+            )
         trigger = f"API job {job_id}"
         if kind == "backup":
             result = backup(cfg, job_id=job_id, trigger=trigger)
@@ -38,10 +60,11 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
                 cfg, count=params.get("count"), percent=params.get("percent"), job_id=job_id
             )
         elif kind == "restore":
+            archive = params.get("archive", "latest")
             result = _restore_job(
                 cfg,
                 job_id,
-                str(params.get("archive") or latest_archive(cfg)),
+                latest_archive(cfg) if archive == "latest" else archive,
                 list(params.get("paths") or []),
                 params.get("target"),
                 bool(params.get("in_place")),

@@ -68,6 +68,17 @@ options:
     description: Verify the API's TLS certificate.
     type: bool
     default: true
+  ca_path:
+    description: The fleet's CA on the host; the API's certificate must chain to it (only).
+    type: path
+  ca_file:
+    description: Like an element of O(files), for that CA file (checked when given).
+    type: dict
+  follow_redirects:
+    description: Never follow a redirect (it would resend the agent token elsewhere).
+    type: str
+    default: none
+    choices: [none]
   passphrase_file:
     description: Path of the repository passphrase on the host.
     type: path
@@ -286,6 +297,7 @@ def token_agent_id(module: AnsibleModule, token_file: str, api_url: str) -> tupl
         api_url.rstrip("/") + "/api/v1/agents/me",
         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
         timeout=15,
+        ca_path=module.params["ca_path"],
     )
     if info.get("status") != 200 or response is None:
         return 0, f"the API answered {info.get('status')} for the agent token"
@@ -390,6 +402,8 @@ def probe(module: AnsibleModule) -> dict:
     for spec in p["directories"]:
         drift += check_directory(spec)
     files = p["files"] + p["systemd_files" if scheduler == "systemd" else "supervisor_files"]
+    if p["ca_file"]:
+        files = [*files, p["ca_file"]]
     for spec in files:
         drift += check_file(spec, module.sha256)
     drift += check_file({"path": p["token_file"], "mode": "0600"})
@@ -450,6 +464,10 @@ def main() -> None:
             "token_file": {"type": "path", "required": True},
             "api_url": {"type": "str", "required": True},
             "validate_certs": {"type": "bool", "default": True},
+            "ca_path": {"type": "path"},
+            "ca_file": {"type": "dict"},
+            # fetch_url reads it: a redirect would resend the agent token elsewhere.
+            "follow_redirects": {"type": "str", "default": "none", "choices": ["none"]},
             "passphrase_file": {"type": "path", "required": True},
             "passphrase": {"type": "str", "no_log": True},
             "repository": {"type": "str", "required": True},
