@@ -220,6 +220,9 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     shot(page, "jobs")
     page.goto("/settings")
     expect(page.locator("#tokens")).to_contain_text("admin")
+    if fleet.api.url.startswith("https://"):
+        expect(page.locator("#tls")).to_contain_text("on (HTTPS)")
+        expect(page.locator("#tls")).to_contain_text("valid until")
     assert fleet.api.server.admin_token not in page.content()
     shot(page, "settings")
 
