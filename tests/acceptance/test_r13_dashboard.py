@@ -91,13 +91,8 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     from playwright.sync_api import expect
 
     shot = Shots("dashboard")
-    # The fleet's API is on HTTPS with its own CA, which Chromium's trust store does not hold
-    # (the CA pinning itself is R11's proof).
-    context = browser.new_context(
-        base_url=fleet.api.url,
-        viewport={"width": 1400, "height": 900},
-        ignore_https_errors=fleet.api.url.startswith("https://"),
-    )
+    # The fleet's API is on HTTPS with its own CA: the browser fixture pins its certificate.
+    context = browser.new_context(base_url=fleet.api.url, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -258,7 +253,6 @@ def test_reading_pages_and_the_archive_browser_work_without_javascript(fleet, br
         base_url=fleet.api.url,
         java_script_enabled=False,
         viewport={"width": 1400, "height": 900},
-        ignore_https_errors=fleet.api.url.startswith("https://"),
     )
     page = context.new_page()
     page.goto("/fleet")
