@@ -389,7 +389,7 @@ class RepoFleet(Fleet):
 @pytest.fixture(scope="package")
 def repo_fleet(tmp_path_factory) -> RepoFleet:
     """lab1..lab3 + repo1, API on PostgreSQL, the deploy playbook run once (servers first)."""
-    with lab_fleet(tmp_path_factory, RepoFleet, REPO_LAB_PORT, repo_servers=1) as fleet:
+    with lab_fleet(tmp_path_factory, RepoFleet, REPO_LAB_PORT, repo_servers=1, tls=True) as fleet:
         for host in RepoFleet.hosts:
             made = fleet.sh(
                 host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host && "
