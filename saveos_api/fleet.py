@@ -199,6 +199,10 @@ COLUMNS = (
     "tampered_at",
     *VERIFY_FIELDS,
     "running",
+    "repo_server",
+    "repo_path",
+    "repo_quota_bytes",
+    "repo_used_bytes",
 )
 
 
@@ -275,6 +279,10 @@ def _columns(at: datetime, inst, *latest) -> list:
         *(getattr(Agent, f) for f in VERIFY_FIELDS),
         # What its last heartbeat said runs (the heartbeat folds it into facts.running).
         Agent.facts["running"].label("running"),
+        Agent.repo_server,
+        Agent.repo_path,
+        Agent.repo_quota_bytes,
+        Agent.repo_used_bytes,
     ]
 
 
@@ -381,6 +389,10 @@ def fleet_status(
         escrow_interval_s,
         escrow_grace_s,
         running,
+        repo_server,
+        repo_path,
+        repo_quota_bytes,
+        repo_used_bytes,
     ) in rows:
         verification = Verification(
             last_check_at,
@@ -448,6 +460,10 @@ def fleet_status(
                 "drill_interval_s": drill_interval_s,
                 "escrow_interval_s": escrow_interval_s,
                 "schedule_mismatch": bool(schedule_mismatch),
+                "repo_server": repo_server,
+                "repo_path": repo_path,
+                "repo_quota_bytes": repo_quota_bytes,
+                "repo_used_bytes": repo_used_bytes,
             }
         )
     return {

@@ -82,6 +82,13 @@ class Agent(Base):
     drill_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
     escrow_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
     escrow_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    # Where the agent's repository lives, as its last snapshot report said: the repository
+    # server (null: on the host itself), the path there, the storage quota and the bytes used.
+    repo_server: Mapped[str | None] = mapped_column(sa.String(253))
+    repo_path: Mapped[str | None] = mapped_column(sa.String(1024))
+    repo_quota_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    repo_used_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    repo_reported_at: Mapped[datetime | None] = mapped_column()
 
 
 class AgentToken(Base):

@@ -231,6 +231,11 @@ class AgentOut(Output):
     drill_grace_s: int | None = None
     escrow_interval_s: int | None = None
     escrow_grace_s: int | None = None
+    repo_server: str | None = None
+    repo_path: str | None = None
+    repo_quota_bytes: int | None = None
+    repo_used_bytes: int | None = None
+    repo_reported_at: datetime | None = None
 
 
 class AgentList(Output):
@@ -336,6 +341,11 @@ class AgentStatusOut(Output):
     offsite_interval_s: int | None = None
     last_escrow_at: datetime | None = None
     last_escrow_result: str | None = None
+    # Where the repository lives (null server: on the host itself), as last reported.
+    repo_server: str | None = None
+    repo_path: str | None = None
+    repo_quota_bytes: int | None = None
+    repo_used_bytes: int | None = None
     # Seconds from that instant to generated_at, to a tenth (what `saveos status` shows).
     last_heartbeat_age_s: float | None = None
     last_backup_age_s: float | None = None
@@ -445,6 +455,16 @@ class DatabaseDrill(Input):
     message: Text(4096) | None = None  # type: ignore[valid-type]
 
 
+class RepositoryReport(Input):
+    """Where the repository lives: its server (null: the host's own disk), the path there,
+    the host's storage quota on it and the bytes the repository's archives use."""
+
+    server: AgentName | None = None
+    path: RepoPath
+    quota_bytes: Size | None = None
+    used_bytes: Size | None = None
+
+
 class SnapshotReport(_Timed):
     repo: RepoPath
     archive: ArchiveName
@@ -460,6 +480,7 @@ class SnapshotReport(_Timed):
     warnings: Annotated[list[WarningText], Field(max_length=200)] | None = None
     message: Message | None = None
     databases: Annotated[list[DatabaseDump], Field(max_length=1000)] | None = None
+    repository: RepositoryReport | None = None
 
     @model_validator(mode="after")
     def _bounded_text(self):

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from saveos_cli import lab_systemd
+from saveos_cli import lab_repo, lab_systemd
 from saveos_cli.errors import SaveOSError
 
 SSHD = Path("/usr/sbin/sshd")
@@ -321,11 +321,12 @@ class Lab:
         ]
 
     # -- up ----------------------------------------------------------------------------------
-    def up(self, hosts: int, systemd: int = 0) -> Path:
-        """Start lab1..labN (or keep them running) and return the inventory path; the last
-        `systemd` of them boot systemd as PID 1 (saveos_cli.lab_systemd)."""
+    def up(self, hosts: int, systemd: int = 0, repo_servers: int = 0) -> Path:
+        """Start lab1..labN and repo1..repoM (or keep them running) and return the inventory
+        path; the last `systemd` hosts boot systemd as PID 1 (saveos_cli.lab_systemd)."""
         require_root()
         validate_hosts(hosts)
+        lab_repo.validate_count(repo_servers)
         if not 0 <= systemd <= hosts:
             raise SaveOSError(f"--systemd must be between 0 and --hosts ({hosts}), got {systemd}")
         self.systemd = systemd
@@ -343,7 +344,7 @@ class Lab:
             if fresh:
                 self._check_empty_dir()
             try:
-                self._up_locked(hosts)
+                self._up_locked(hosts, repo_servers)
             except BaseException:
                 if fresh:
                     self._down_locked()
@@ -423,7 +424,7 @@ class Lab:
         finally:
             os.close(fd)
 
-    def _up_locked(self, count: int) -> None:
+    def _up_locked(self, count: int, repo_servers: int = 0) -> None:
         os.chmod(self.dir, 0o700)
         self._client_key()
         first_systemd = count - self.systemd + 1
@@ -435,7 +436,7 @@ class Lab:
                 flavour=lab_systemd.FLAVOUR if i >= first_systemd else "sshd",
             )
             for i in range(1, count + 1)
-        ]
+        ] + lab_repo.wanted(self.net, self.port, repo_servers, LabHost)
         if any(h.flavour == lab_systemd.FLAVOUR for h in wanted):
             self.systemd_root = lab_systemd.ensure_root()
         recorded = {h.name: h for h in self.hosts()}
@@ -504,6 +505,7 @@ class Lab:
         shutil.copyfile(self.key_path.with_suffix(".pub"), ssh_dir / "authorized_keys")
         (ssh_dir / "sshd_config").write_text(
             SSHD_CONFIG.format(name=host.name, address=host.address, port=host.port)
+            + lab_repo.sshd_extra(host.name)
         )
         if host.flavour == lab_systemd.FLAVOUR:
             lab_systemd.prepare(self, host)
@@ -592,27 +594,23 @@ class Lab:
             f"-o UserKnownHostsFile={shlex.quote(str(self.known_hosts_path))}"
             " -o StrictHostKeyChecking=yes"
         )
-        systemd = [h.name for h in hosts if h.flavour == lab_systemd.FLAVOUR]
-        inventory = {
-            "all": {
-                "children": {
-                    **({"lab_systemd": {"hosts": dict.fromkeys(systemd)}} if systemd else {}),
-                    "lab": {
-                        "hosts": {
-                            h.name: {
-                                "ansible_host": h.address,
-                                "ansible_port": h.port,
-                                "ansible_user": "root",
-                                "ansible_ssh_private_key_file": str(self.key_path),
-                                "ansible_python_interpreter": "/usr/bin/python3",
-                                "ansible_ssh_common_args": common,
-                            }
-                            for h in hosts
-                        }
-                    },
-                }
+        entries = {
+            h.name: {
+                "ansible_host": h.address,
+                "ansible_port": h.port,
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.key_path),
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_common_args": common,
             }
+            for h in hosts
         }
+        systemd = [h.name for h in hosts if h.flavour == lab_systemd.FLAVOUR]
+        children = {
+            **({"lab_systemd": {"hosts": dict.fromkeys(systemd)}} if systemd else {}),
+            **lab_repo.inventory_groups(entries),
+        }
+        inventory = {"all": {"children": children}}
         header = f"# SaveOS lab inventory, written by `saveos lab up` ({len(hosts)} hosts).\n"
         self.inventory_path.write_text(
             header + yaml.safe_dump(inventory, sort_keys=False, width=1000)
@@ -644,6 +642,12 @@ class Lab:
         with contextlib.suppress(OSError):
             self.dir.rmdir()  # only when nothing else was left in it
         return True
+
+    def stop_host(self, name: str) -> None:
+        """Stop one host, as if it went down; its layers stay and `up` starts it again."""
+        require_root()
+        with self._locked(create=False):
+            self._stop([h for h in self.hosts() if h.name == name])
 
     def _down_locked(self) -> None:
         self._stop(self.hosts())

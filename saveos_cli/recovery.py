@@ -24,7 +24,7 @@ from typing import Any
 
 from saveos_rules import iso, private_file_problem, utcnow
 
-from saveos_cli import config
+from saveos_cli import config, repo_servers
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
 from saveos_cli.runner import ROLES_DIR
 
@@ -58,6 +58,8 @@ class Host:
     ssh_args: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     layout: dict[str, str] = field(default_factory=dict)
+    # The inventory's groups (name -> host names, in inventory order), as Ansible's `groups`.
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def repository(self) -> str:
@@ -107,6 +109,7 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
                 ssh_args=shlex.split(common),
                 vars={k: v for k, v in hv.items() if k.startswith("saveos_")},
                 layout=_layout(loader, {**defaults, **hv, **role_vars}),
+                groups={g: list(names) for g, names in (hv.get("groups") or {}).items()},
             )
         )
     if not hosts:
@@ -131,6 +134,11 @@ def _layout(loader, variables: dict) -> dict[str, str]:
         key: str(templar.template(trust_as_template(f"{{{{ {expression} }}}}")))
         for key, expression in LAYOUT.items()
     }
+
+
+def backed_up(hosts: list[Host]) -> list[Host]:
+    """The hosts that have a repository of their own (not the repository servers)."""
+    return [h for h in hosts if h.name not in h.groups.get(repo_servers.GROUP, [])]
 
 
 def find_host(inventory: Path, name: str) -> Host:
@@ -250,7 +258,9 @@ class _OpensWithEscrow:
         return ok or not missing
 
 
-def verify_escrow(host: Host, method: str = "auto") -> dict[str, Any]:
+def verify_escrow(
+    host: Host, method: str = "auto", hosts: dict[str, Host] | None = None
+) -> dict[str, Any]:
     """Open the host's repository with only the escrowed passphrase and key (read-only).
 
     offsite: download the S3 copy to a temp dir, newest segments first and only until it
@@ -284,9 +294,16 @@ def verify_escrow(host: Host, method: str = "auto") -> dict[str, Any]:
                     raise SaveOSError(f"{settings.target} holds no repository segment.")
                 ok, archives, error = opens.outcome
             else:
-                repo = f"ssh://{host.user}@{host.address}:{host.port}{host.repository}"
-                rsh = shlex.join(host.ssh_base())
-                env = _borg_env(base, passphrase, rsh=rsh)
+                where = repo_servers.location(host, hosts or {host.name: host})
+                machine = where.server if where else host
+                repo = (
+                    where.admin_url()
+                    if where
+                    else (f"ssh://{host.user}@{host.address}:{host.port}{host.repository}")
+                )
+                env = _borg_env(base, passphrase, rsh=shlex.join(machine.ssh_base()))
+                if where:
+                    env["BORG_REMOTE_PATH"] = f"runuser -u {where.user} -- borg"
                 ok, archives, error, _ = _try_list(repo, env)
         result.update(result="ok" if ok else "fail", archives=archives if ok else None)
         result["message"] = (
@@ -346,9 +363,16 @@ def recover(
     if not target.startswith("/"):
         raise SaveOSError(f"--target {target!r} must be an absolute path on {onto}.")
     paths = [p.lstrip("/") for p in (paths or [])]
-    src_host = find_host(inventory, source)
-    new_host = find_host(inventory, onto)
+    hosts = {h.name: h for h in load_hosts(inventory)}
+    for name in (source, onto):
+        if name not in hosts:
+            raise SaveOSError(f"host {name!r} is not in {inventory}.")
+    src_host, new_host = hosts[source], hosts[onto]
     passphrase_file, key_export = escrow_files(source)
+    on_server = repo_servers.location(src_host, hosts)
+    if on_server:
+        return _recover_from_server(on_server, new_host, target, archive, paths, passphrase_file,
+                                    t0, started, log)  # fmt: skip
     passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
     stamp = started.strftime("%Y%m%dT%H%M%S")
     work = f"/var/lib/saveos/recover/{source}-{stamp}"
@@ -397,32 +421,9 @@ def recover(
         )
         borg = _remote_borg(repo, base)
         step("importing the escrowed key", f"{borg} key import {q(repo)} {q(key_path)}", passphrase)
-        listing = json.loads(step("listing archives", f"{borg} list --json {q(repo)}", passphrase))
-        names = [a["name"] for a in listing.get("archives", [])]
-        if not names:
-            raise SaveOSError(f"{source}'s offsite copy holds no archive.", exit_code=EXIT_FLEET)
-        if archive == "latest":
-            archive = names[-1]
-        elif archive not in names:
-            raise SaveOSError(f"archive {archive!r} is not in {source}'s offsite copy.")
-        ref = q(f"{repo}::{archive}")
-        quoted_paths = " ".join(q(p) for p in paths)
-        log(f"extracting {archive} into {onto}:{target} ...")
-        step("extracting", f"cd {q(target)} && {borg} extract {ref} {quoted_paths}", passphrase)
-        items = step(
-            "reading the archive's sha256",
-            f"{borg} list --json-lines --format '{{sha256}}' {ref} {quoted_paths}",
-            passphrase,
+        archive, expected, mismatched = _extract_verified(
+            step, borg, repo, archive, paths, target, passphrase, source, log
         )
-        expected = {}
-        for line in items.splitlines():
-            item = json.loads(line)
-            if item.get("type") == "-":
-                expected[item["path"]] = item["sha256"]
-        actual = json.loads(
-            step("hashing the restored files", f"python3 -c {q(_HASH_SCRIPT)} {q(target)}")
-        )
-        mismatched = sorted(p for p, h in expected.items() if actual.get(p) != h)
     finally:
         cleanup = f"rm -f {q(key_path)}; rm -rf {q(base)}"
         if not keep_repo:
@@ -440,5 +441,121 @@ def recover(
         "bytes_fetched": fetched.get("bytes_downloaded", 0),
         "repository": repo if keep_repo else None,
         "rto_s": rto,
+        "started_at": iso(started),
+    }
+
+
+q = shlex.quote
+
+
+def _stepper(host: Host, name: str):
+    def step(what: str, command: str, stdin: bytes | None = None) -> str:
+        proc = host.ssh(command, stdin=stdin)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = err[-1] if err else proc.returncode
+            raise SaveOSError(f"{name}: {what} failed: {reason}", exit_code=EXIT_FLEET)
+        return proc.stdout.decode("utf-8", "replace")
+
+    return step
+
+
+def _open_on_server(on_server, new_host: Host, work: str, step, log) -> tuple[str, str]:
+    """A key made on the new host for this recovery only, granted on the server (the caller
+    revokes it), and the server's host key pinned: (repository URL, borg command line)."""
+    key = f"{work}/id_ed25519"
+    public = step(
+        "making a recovery key",
+        f"ssh-keygen -q -t ed25519 -N '' -C saveos-recover-{q(on_server.host)} -f {q(key)} "
+        f"&& cat {q(key)}.pub",
+    ).strip()
+    granted = on_server.grant(new_host.name, public)
+    log(f"granted {new_host.name} {on_server.host}'s repository on {on_server.server.name}")
+    known = on_server.known_hosts_line(granted["host_key"])
+    step("pinning the server's host key", f"umask 077 && cat > {q(work)}/known_hosts",
+         known.encode())  # fmt: skip
+    rsh = (
+        f"ssh -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={work}/known_hosts"
+        " -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes"
+        " -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+    )
+    borg = f"BORG_RSH={q(rsh)} " + _remote_borg(on_server.url, f"{work}/borg")
+    return on_server.url, borg
+
+
+def _extract_verified(
+    step, borg: str, repo: str, archive: str, paths: list[str], target: str,
+    passphrase: bytes, source: str, log,
+) -> tuple[str, dict[str, str], list[str]]:  # fmt: skip
+    """Extract the archive into target on the host, then compare every regular file's sha256
+    with the archive's own: (archive, expected digests, mismatched paths)."""
+    listing = json.loads(step("listing archives", f"{borg} list --json {q(repo)}", passphrase))
+    names = [a["name"] for a in listing.get("archives", [])]
+    if not names:
+        raise SaveOSError(f"{source}'s repository holds no archive.", exit_code=EXIT_FLEET)
+    if archive == "latest":
+        archive = names[-1]
+    elif archive not in names:
+        raise SaveOSError(f"archive {archive!r} is not in {source}'s repository.")
+    ref = q(f"{repo}::{archive}")
+    quoted_paths = " ".join(q(p) for p in paths)
+    log(f"extracting {archive} into {target} ...")
+    step("extracting", f"cd {q(target)} && {borg} extract {ref} {quoted_paths}", passphrase)
+    items = step(
+        "reading the archive's sha256",
+        f"{borg} list --json-lines --format '{{sha256}}' {ref} {quoted_paths}",
+        passphrase,
+    )
+    expected = {}
+    for line in items.splitlines():
+        item = json.loads(line)
+        if item.get("type") == "-":
+            expected[item["path"]] = item["sha256"]
+    actual = json.loads(
+        step("hashing the restored files", f"python3 -c {q(_HASH_SCRIPT)} {q(target)}")
+    )
+    return archive, expected, sorted(p for p, h in expected.items() if actual.get(p) != h)
+
+
+def _recover_from_server(
+    on_server, new_host: Host, target: str, archive: str, paths: list[str],
+    passphrase_file: Path, t0: float, started, log,
+) -> dict[str, Any]:  # fmt: skip
+    """From the repository server: a key made on the new host for this recovery, a separate
+    grant line for the source's repository (revoked afterwards, whatever happened), the
+    server's host key pinned; extract and verify every file's sha256 against the archive."""
+    source, onto = on_server.host, new_host.name
+    passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
+    work = f"/var/lib/saveos/recover/{source}-{started.strftime('%Y%m%dT%H%M%S')}"
+    step = _stepper(new_host, onto)
+    step(
+        "checking the target",
+        f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
+        f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
+    )
+    step("preparing", f"umask 077 && mkdir -p {q(work)}/borg && mkdir -p {q(target)}")
+    try:
+        repo, borg = _open_on_server(on_server, new_host, work, step, log)
+        try:
+            archive, expected, mismatched = _extract_verified(
+                step, borg, repo, archive, paths, target, passphrase, source, log
+            )
+        finally:
+            on_server.revoke(onto)
+            log(f"revoked {onto}'s grant on {on_server.server.name}")
+    finally:
+        new_host.ssh(f"rm -rf {q(work)}")
+    return {
+        "status": "ok" if not mismatched and expected else "error",
+        "from": source,
+        "onto": onto,
+        "archive": archive,
+        "target": target,
+        "files_verified": len(expected) - len(mismatched),
+        "files_mismatched": mismatched,
+        "bytes_fetched": 0,
+        "repository": None,
+        "server": on_server.server.name,
+        "rto_s": round(time.monotonic() - t0, 2),
         "started_at": iso(started),
     }

@@ -168,6 +168,10 @@ FLEET_ROW_KEYS = (
     "escrow_interval_s",
     # The agent declared an interval other than the provisioned one (saveos_api/schedule.py).
     "schedule_mismatch",
+    "repo_server",  # where the repository lives (null: on the host's own disk), as last reported
+    "repo_path",
+    "repo_quota_bytes",
+    "repo_used_bytes",
 )
 
 

@@ -58,10 +58,15 @@ def up(
         help="How many of the hosts (the last ones) boot systemd as PID 1 (systemd-nspawn over a "
         "cached Debian 12 root; the first build takes about a minute).",
     ),
+    repo_servers: int = typer.Option(
+        0,
+        "--repo-servers",
+        help="Repository servers repo1..repoN (0-9) on .2, .3…, group saveos_repo_servers.",
+    ),
 ) -> None:
     """Start lab1..labN (idempotent: a running lab is kept) and print the inventory path."""
     lab = _lab(directory, net=net, port=port)
-    inventory = lab.up(hosts, systemd=systemd)
+    inventory = lab.up(hosts, systemd=systemd, repo_servers=repo_servers)
     for host in lab.hosts():
         console().print(
             f"  {host.name}  {host.address}:{host.port}  {host.flavour}", highlight=False
