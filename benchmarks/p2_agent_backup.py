@@ -240,6 +240,52 @@ def rotated(tools: list, k: int) -> list:
     return tools[k % len(tools) :] + tools[: k % len(tools)]
 
 
+def rounds(tools: list, repeat: int, incrementals: int) -> tuple[dict, dict, dict, list]:
+    """Per repetition: fresh repositories, the initial backup, then `incrementals` backups of
+    the same rewritten files; every tool back to back, the order rotating. Returns the wall
+    and CPU times, the agent/raw ratio of each back-to-back pair, what each saved, the loads."""
+    names = [t.name for t in tools]
+    times = {
+        kind: {name: {"initial": [], "incremental": []} for name in names}
+        for kind in ("wall", "cpu")
+    }
+    pairs: dict[str, list[float]] = {"initial": [], "incremental": []}
+    saved: dict[tuple, set] = {}
+    loads = []
+    step = 0
+    for rep in range(repeat):
+        set_generation(0)
+        for tool in tools:
+            tool.reset()
+        for generation in range(incrementals + 1):
+            phase = "initial" if generation == 0 else "incremental"
+            if generation:
+                set_generation(generation)
+            loads.append(os.getloadavg()[0])
+            wall = {}
+            for tool in rotated(tools, step):  # nobody always runs first
+                wall[tool.name], cpu = timed(tool)
+                times["wall"][tool.name][phase].append(wall[tool.name])
+                times["cpu"][tool.name][phase].append(cpu)
+                key = (rep, generation)
+                saved.setdefault(key, set()).add(tuple(sorted(tool.last_archive().items())))
+            step += 1
+            pairs[phase].append(wall["saveos_agent"] / wall["raw_borg"])
+            print(
+                f"run {rep + 1} {phase} {generation}: "
+                + "; ".join(
+                    f"{name} {wall[name]:.2f} s ({times['cpu'][name][phase][-1]:.2f} s CPU)"
+                    for name in names
+                )
+                + f"; load {loads[-1]:.1f}",
+                flush=True,
+            )
+        for tool in tools:
+            shutil.rmtree(tool.work, ignore_errors=True)
+    set_generation(0)
+    return times, pairs, saved, loads
+
+
 def summarize(times: dict, pairs: dict, same: bool) -> dict:
     med = {name: {phase: median(v) for phase, v in t.items()} for name, t in times["wall"].items()}
     cpu = {name: {phase: median(v) for phase, v in t.items()} for name, t in times["cpu"].items()}
@@ -292,43 +338,7 @@ def main() -> int:
         Borgmatic(ROOT / "run" / "borgmatic", passfile, borgmatic),
     ]
     names = [t.name for t in tools]
-    times = {
-        kind: {name: {"initial": [], "incremental": []} for name in names}
-        for kind in ("wall", "cpu")
-    }
-    pairs: dict[str, list[float]] = {"initial": [], "incremental": []}
-    saved: dict[tuple, set] = {}
-    loads = []
-    step = 0
-    for rep in range(args.repeat):
-        set_generation(0)
-        for tool in tools:
-            tool.reset()
-        for generation in range(args.incrementals + 1):
-            phase = "initial" if generation == 0 else "incremental"
-            if generation:
-                set_generation(generation)
-            loads.append(os.getloadavg()[0])
-            wall = {}
-            for tool in rotated(tools, step):  # nobody always runs first
-                wall[tool.name], cpu = timed(tool)
-                times["wall"][tool.name][phase].append(wall[tool.name])
-                times["cpu"][tool.name][phase].append(cpu)
-                key = (rep, generation)
-                saved.setdefault(key, set()).add(tuple(sorted(tool.last_archive().items())))
-            step += 1
-            pairs[phase].append(wall["saveos_agent"] / wall["raw_borg"])
-            print(
-                f"run {rep + 1} {phase} {generation}: "
-                + "; ".join(
-                    f"{name} {wall[name]:.2f} s ({times['cpu'][name][phase][-1]:.2f} s CPU)"
-                    for name in names
-                )
-                + f"; load {loads[-1]:.1f}",
-                flush=True,
-            )
-        for tool in tools:
-            shutil.rmtree(tool.work, ignore_errors=True)
+    times, pairs, saved, loads = rounds(tools, args.repeat, args.incrementals)
     set_generation(0)
     same = all(len(v) == 1 for v in saved.values())
     print(

@@ -22,18 +22,20 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE, NAME = "saveos", "fleet"
-ROLE = "saveos_agent"
+ROLES = ("saveos_agent", "saveos_repo_server")
+ROLE = ROLES[0]
 FQCN_ROLE = f"{NAMESPACE}.{NAME}.{ROLE}"
 # `role: saveos_agent` (play roles) and `name: saveos_agent` (include_role/import_role).
-ROLE_REF = re.compile(rf"^([ \t]*(?:- )?(?:role|name): ){ROLE}[ \t]*$", re.MULTILINE)
+ROLE_REF = re.compile(rf"^([ \t]*(?:- )?(?:role|name): )({'|'.join(ROLES)})[ \t]*$", re.MULTILINE)
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyz", "*.retry")
 
 README = f"""\
 # {NAMESPACE}.{NAME}
 
-SaveOS: centralised BorgBackup for a fleet of Linux hosts. This collection carries the
-`{FQCN_ROLE}` role and the fleet playbooks (`{NAMESPACE}.{NAME}.deploy`, `.backup`, `.check`,
-`.drill`, `.restore`, `.uninstall`, `.site`), built from the SaveOS repository.
+SaveOS: centralised BorgBackup for a fleet of Linux hosts. This collection carries the roles
+`{FQCN_ROLE}` and `{NAMESPACE}.{NAME}.{ROLES[1]}` (the repository server) and the
+fleet playbooks (`{NAMESPACE}.{NAME}.deploy`, `.backup`, `.check`, `.drill`, `.restore`,
+`.uninstall`, `.site`), built from the SaveOS repository.
 
     ansible-playbook -i INVENTORY {NAMESPACE}.{NAME}.deploy
 
@@ -101,7 +103,7 @@ def copy_playbooks(src: Path, dest: Path) -> None:
     """Copy the playbooks, naming the role by its FQCN; refuse any role reference left short."""
     dest.mkdir(parents=True)
     for playbook in sorted(src.glob("*.yml")):
-        text = ROLE_REF.sub(rf"\g<1>{FQCN_ROLE}", playbook.read_text())
+        text = ROLE_REF.sub(rf"\g<1>{NAMESPACE}.{NAME}.\g<2>", playbook.read_text())
         left = unqualified_roles(yaml.safe_load(text))
         if left:
             raise SystemExit(f"{playbook.name}: role reference(s) not rewritten to FQCN: {left}")
@@ -116,13 +118,14 @@ def assemble(root: Path, version: str) -> Path:
     (root / "README.md").write_text(README)
     (root / "meta").mkdir()
     (root / "meta" / "runtime.yml").write_text('---\nrequires_ansible: ">=2.15.0"\n')
-    shutil.copytree(REPO_ROOT / "roles" / ROLE, root / "roles" / ROLE, ignore=SKIP)
-    # A role's library/ is not searched inside a collection: its modules become the collection's
-    # own (plugins/modules), which the role's tasks find first by their short names.
-    library = root / "roles" / ROLE / "library"
-    if library.is_dir():
-        shutil.copytree(library, root / "plugins" / "modules")
-        shutil.rmtree(library)
+    for role in ROLES:
+        shutil.copytree(REPO_ROOT / "roles" / role, root / "roles" / role, ignore=SKIP)
+        # A role's library/ is not searched inside a collection: its modules become the
+        # collection's own (plugins/modules), which the role's tasks find by their short names.
+        library = root / "roles" / role / "library"
+        if library.is_dir():
+            shutil.copytree(library, root / "plugins" / "modules", dirs_exist_ok=True)
+            shutil.rmtree(library)
     copy_playbooks(REPO_ROOT / "playbooks", root / "playbooks")
     # The role's default saveos_agent_source_dir is role_path/../../agent: the collection root.
     shutil.copytree(REPO_ROOT / "agent", root / "agent", ignore=SKIP)

@@ -190,6 +190,10 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "repo_server",
+    "repo_path",
+    "repo_quota_bytes",
+    "repo_used_bytes",
     "tampered_at",
 )
 
@@ -249,6 +253,10 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        Agent.repo_server,
+        Agent.repo_path,
+        Agent.repo_quota_bytes,
+        Agent.repo_used_bytes,
         inst(Agent.tampered_at).label("tampered_at"),
     ]
 
@@ -347,6 +355,10 @@ def fleet_status(
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        repo_server,
+        repo_path,
+        repo_quota_bytes,
+        repo_used_bytes,
         tampered_at,
     ) in rows:
         status = status_at(
@@ -394,6 +406,10 @@ def fleet_status(
                 "last_offsite_result": last_offsite_result,
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
+                "repo_server": repo_server,
+                "repo_path": repo_path,
+                "repo_quota_bytes": repo_quota_bytes,
+                "repo_used_bytes": repo_used_bytes,
                 "tampered_at": tampered_at,
             }
         )

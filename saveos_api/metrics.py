@@ -58,6 +58,19 @@ class FleetCollector(Collector):
                 labels=["agent"],
             ),
         }
+        # Where each repository lives: server="" is a repository on the host's own disk.
+        repo_gauges = {
+            "repo_used_bytes": GaugeMetricFamily(
+                "saveos_agent_repository_used_bytes",
+                "Bytes the archives of the agent's repository use (deduplicated, compressed)",
+                labels=["agent", "server", "path"],
+            ),
+            "repo_quota_bytes": GaugeMetricFamily(
+                "saveos_agent_repository_quota_bytes",
+                "Storage quota of the agent's repository on its repository server",
+                labels=["agent", "server", "path"],
+            ),
+        }
         by_status = GaugeMetricFamily(
             "saveos_agents", "Agents by computed status", labels=["status"]
         )
@@ -74,10 +87,15 @@ class FleetCollector(Collector):
             for key, gauge in gauges.items():
                 if agent[key] is not None:
                     gauge.add_metric([agent["name"]], agent[key].timestamp())
+            where = [agent["name"], agent["repo_server"] or "", agent["repo_path"] or ""]
+            for key, gauge in repo_gauges.items():
+                if agent[key] is not None:
+                    gauge.add_metric(where, agent[key])
         for status in STATUSES:
             by_status.add_metric([status], fleet["totals"]["by_status"][status])
         yield up
         yield from gauges.values()
+        yield from repo_gauges.values()
         yield by_status
 
 

@@ -67,6 +67,13 @@ class Agent(Base):
     decommissioned_at: Mapped[datetime | None] = mapped_column()
     # Declared by an agent that keeps an offsite copy; null: no offsite copy expected.
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    # Where the agent's repository lives, as its last snapshot report said: the repository
+    # server (null: on the host itself), the path there, the storage quota and the bytes used.
+    repo_server: Mapped[str | None] = mapped_column(sa.String(253))
+    repo_path: Mapped[str | None] = mapped_column(sa.String(1024))
+    repo_quota_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    repo_used_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    repo_reported_at: Mapped[datetime | None] = mapped_column()
     # A central run found the repository tampered with; cleared by a rollback or clean run.
     tampered_at: Mapped[datetime | None] = mapped_column()
 

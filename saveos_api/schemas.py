@@ -189,6 +189,11 @@ class AgentOut(Output):
     last_seen: datetime | None
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
+    repo_server: str | None = None
+    repo_path: str | None = None
+    repo_quota_bytes: int | None = None
+    repo_used_bytes: int | None = None
+    repo_reported_at: datetime | None = None
     tampered_at: datetime | None = None
 
 
@@ -283,6 +288,11 @@ class AgentStatusOut(Output):
     offsite_interval_s: int | None = None
     last_escrow_at: datetime | None = None
     last_escrow_result: str | None = None
+    # Where the repository lives (null server: on the host itself), as last reported.
+    repo_server: str | None = None
+    repo_path: str | None = None
+    repo_quota_bytes: int | None = None
+    repo_used_bytes: int | None = None
     # Seconds from that instant to generated_at, to a tenth (what `saveos status` shows).
     last_heartbeat_age_s: float | None = None
     last_backup_age_s: float | None = None
@@ -342,6 +352,16 @@ class _Timed(Input):
         return self
 
 
+class RepositoryReport(Input):
+    """Where the repository lives: its server (null: the host's own disk), the path there,
+    the host's storage quota on it and the bytes the repository's archives use."""
+
+    server: AgentName | None = None
+    path: RepoPath
+    quota_bytes: Size | None = None
+    used_bytes: Size | None = None
+
+
 class SnapshotReport(_Timed):
     repo: RepoPath
     archive: ArchiveName
@@ -356,6 +376,7 @@ class SnapshotReport(_Timed):
     rc: ReturnCode
     warnings: Annotated[list[WarningText], Field(max_length=200)] | None = None
     message: Message | None = None
+    repository: RepositoryReport | None = None
 
 
 class CheckReport(_Timed):

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from saveos_cli import lab_repo
 from saveos_cli.errors import SaveOSError
 
 SSHD = Path("/usr/sbin/sshd")
@@ -311,10 +312,11 @@ class Lab:
         ]
 
     # -- up ----------------------------------------------------------------------------------
-    def up(self, hosts: int) -> Path:
-        """Start lab1..labN (or keep them running) and return the inventory path."""
+    def up(self, hosts: int, repo_servers: int = 0) -> Path:
+        """Start lab1..labN and repo1..repoM (or keep them running); return the inventory path."""
         require_root()
         validate_hosts(hosts)
+        lab_repo.validate_count(repo_servers)
         self.net = validate_net(self.net)
         validate_port(self.port)
         self._preflight()
@@ -329,7 +331,7 @@ class Lab:
             if fresh:
                 self._check_empty_dir()
             try:
-                self._up_locked(hosts)
+                self._up_locked(hosts, repo_servers)
             except BaseException:
                 if fresh:
                     self._down_locked()
@@ -407,13 +409,13 @@ class Lab:
         finally:
             os.close(fd)
 
-    def _up_locked(self, count: int) -> None:
+    def _up_locked(self, count: int, repo_servers: int = 0) -> None:
         os.chmod(self.dir, 0o700)
         self._client_key()
         wanted = [
             LabHost(f"lab{i}", f"{self.net}.{FIRST_HOST_OCTET + i - 1}", self.port)
             for i in range(1, count + 1)
-        ]
+        ] + lab_repo.wanted(self.net, self.port, repo_servers, LabHost)
         recorded = {h.name: h for h in self.hosts()}
         # Hosts beyond the wanted count go away entirely.
         for name in sorted(set(recorded) - {h.name for h in wanted}):
@@ -476,6 +478,7 @@ class Lab:
         shutil.copyfile(self.key_path.with_suffix(".pub"), ssh_dir / "authorized_keys")
         (ssh_dir / "sshd_config").write_text(
             SSHD_CONFIG.format(name=host.name, address=host.address, port=host.port)
+            + lab_repo.sshd_extra(host.name)
         )
 
     def _spawn(self, host: LabHost) -> None:
@@ -554,25 +557,18 @@ class Lab:
             f"-o UserKnownHostsFile={shlex.quote(str(self.known_hosts_path))}"
             " -o StrictHostKeyChecking=yes"
         )
-        inventory = {
-            "all": {
-                "children": {
-                    "lab": {
-                        "hosts": {
-                            h.name: {
-                                "ansible_host": h.address,
-                                "ansible_port": h.port,
-                                "ansible_user": "root",
-                                "ansible_ssh_private_key_file": str(self.key_path),
-                                "ansible_python_interpreter": "/usr/bin/python3",
-                                "ansible_ssh_common_args": common,
-                            }
-                            for h in hosts
-                        }
-                    }
-                }
+        entries = {
+            h.name: {
+                "ansible_host": h.address,
+                "ansible_port": h.port,
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.key_path),
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_common_args": common,
             }
+            for h in hosts
         }
+        inventory = {"all": {"children": lab_repo.inventory_groups(entries)}}
         header = f"# SaveOS lab inventory, written by `saveos lab up` ({len(hosts)} hosts).\n"
         self.inventory_path.write_text(
             header + yaml.safe_dump(inventory, sort_keys=False, width=1000)
@@ -604,6 +600,12 @@ class Lab:
         with contextlib.suppress(OSError):
             self.dir.rmdir()  # only when nothing else was left in it
         return True
+
+    def stop_host(self, name: str) -> None:
+        """Stop one host, as if it went down; its layers stay and `up` starts it again."""
+        require_root()
+        with self._locked(create=False):
+            self._stop([h for h in self.hosts() if h.name == name])
 
     def _down_locked(self) -> None:
         self._stop(self.hosts())

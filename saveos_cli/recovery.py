@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from saveos_cli import config
+from saveos_cli import config, repo_servers
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
 
 REPOSITORY = "/var/lib/saveos/repo"
@@ -55,6 +55,8 @@ class Host:
     key_file: str | None = None
     ssh_args: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
+    # The inventory's groups (name -> host names, in inventory order), as Ansible's `groups`.
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def repository(self) -> str:
@@ -102,6 +104,7 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
                 key_file=hv.get("ansible_ssh_private_key_file"),
                 ssh_args=shlex.split(common),
                 vars={k: v for k, v in hv.items() if k.startswith("saveos_")},
+                groups={g: list(names) for g, names in (hv.get("groups") or {}).items()},
             )
         )
     if not hosts:
@@ -110,11 +113,9 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
     return hosts
 
 
-def find_host(inventory: Path, name: str) -> Host:
-    for host in load_hosts(inventory):
-        if host.name == name:
-            return host
-    raise SaveOSError(f"host {name!r} is not in {inventory}.")
+def backed_up(hosts: list[Host]) -> list[Host]:
+    """The hosts that have a repository of their own (not the repository servers)."""
+    return [h for h in hosts if h.name not in h.groups.get(repo_servers.GROUP, [])]
 
 
 # ---- escrow ----------------------------------------------------------------------------------
@@ -226,13 +227,17 @@ class _OpensWithEscrow:
         return ok or not missing
 
 
-def verify_escrow(host: Host, method: str = "auto") -> dict[str, Any]:
+def verify_escrow(
+    host: Host, method: str = "auto", hosts: dict[str, Host] | None = None
+) -> dict[str, Any]:
     """Open the host's repository with only the escrowed passphrase and key (read-only).
 
     offsite: download the S3 copy to a temp dir, newest segments first and only until it
     opens, `borg key import` the escrowed key into it (a wrong key export fails there), list
     archives with the escrowed passphrase.
-    live: `borg list` over SSH with the escrowed passphrase (the key is the one in the repo).
+    live: `borg list` over SSH with the escrowed passphrase (the key is the one in the repo),
+    on the host, or on its repository server (the controller's login there, borg run as the
+    service user). `hosts`: the whole inventory, to find the repository server.
     """
     started = utcnow()
     result: dict[str, Any] = {"host": host.name, "method": method, "archives": None}
@@ -260,9 +265,16 @@ def verify_escrow(host: Host, method: str = "auto") -> dict[str, Any]:
                     raise SaveOSError(f"{settings.target} holds no repository segment.")
                 ok, archives, error = opens.outcome
             else:
-                repo = f"ssh://{host.user}@{host.address}:{host.port}{host.repository}"
-                rsh = shlex.join(host.ssh_base())
-                env = _borg_env(base, passphrase, rsh=rsh)
+                where = repo_servers.location(host, hosts or {host.name: host})
+                machine = where.server if where else host
+                repo = (
+                    where.admin_url()
+                    if where
+                    else (f"ssh://{host.user}@{host.address}:{host.port}{host.repository}")
+                )
+                env = _borg_env(base, passphrase, rsh=shlex.join(machine.ssh_base()))
+                if where:
+                    env["BORG_REMOTE_PATH"] = f"runuser -u {where.user} -- borg"
                 ok, archives, error, _ = _try_list(repo, env)
         result.update(result="ok" if ok else "fail", archives=archives if ok else None)
         result["message"] = (
@@ -301,7 +313,7 @@ print(json.dumps(out))
 """
 
 
-def _remote_borg(repo: str, base: str) -> str:
+def _remote_borg(base: str) -> str:
     env = " ".join(f"{k}={v}" for k, v in BORG_QUIET_ENV.items())
     return f"BORG_BASE_DIR={shlex.quote(base)} BORG_PASSPHRASE_FD=0 {env} borg"
 
@@ -316,92 +328,66 @@ def recover(
     keep_repo: bool = False,
     log=print,
 ) -> dict[str, Any]:
-    """Fetch SOURCE's offsite copy onto ONTO, open it with the escrow, extract, verify sha256."""
+    """Bring SOURCE's files back onto ONTO, verify every file's sha256, time it (the RTO).
+
+    From SOURCE's repository server when it has one (a temporary grant for a key made on ONTO,
+    revoked afterwards; nothing downloaded first), else from its offsite copy on S3."""
     t0 = time.monotonic()
     started = utcnow()
     if not target.startswith("/"):
         raise SaveOSError(f"--target {target!r} must be an absolute path on {onto}.")
     paths = [p.lstrip("/") for p in (paths or [])]
-    src_host = find_host(inventory, source)
-    new_host = find_host(inventory, onto)
+    hosts = {h.name: h for h in load_hosts(inventory)}
+    for name in (source, onto):
+        if name not in hosts:
+            raise SaveOSError(f"host {name!r} is not in {inventory}.")
+    src_host, new_host = hosts[source], hosts[onto]
     passphrase_file, key_export = escrow_files(source)
     passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
     stamp = started.strftime("%Y%m%dT%H%M%S")
     work = f"/var/lib/saveos/recover/{source}-{stamp}"
-    repo, base, key_path = f"{work}/repo", f"{work}/borg", f"{work}/key.export"
-    q = shlex.quote
-
-    def step(what: str, command: str, stdin: bytes | None = None) -> str:
-        proc = new_host.ssh(command, stdin=stdin)
-        if proc.returncode != 0:
-            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            reason = err[-1] if err else proc.returncode
-            raise SaveOSError(f"{onto}: {what} failed: {reason}", exit_code=EXIT_FLEET)
-        return proc.stdout.decode("utf-8", "replace")
-
-    settings = offsite_settings(src_host)
-    if settings is None:
-        raise SaveOSError(f"{source}: no saveos_agent_offsite_bucket in the inventory.")
+    on_server = repo_servers.location(src_host, hosts)
+    settings = None if on_server else offsite_settings(src_host)
+    if on_server is None and settings is None:
+        raise SaveOSError(
+            f"{source}: neither a repository server nor a saveos_agent_offsite_bucket in the "
+            "inventory: nothing to recover from off the host."
+        )
+    step = _stepper(new_host, onto)
     step(
         "checking the target",
         f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
         f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
     )
-    step("preparing", f"umask 077 && mkdir -p {q(work)} {q(base)} && mkdir -p {q(target)}")
+    step("preparing", f"umask 077 && mkdir -p {q(work)}/borg && mkdir -p {q(target)}")
+    out: dict[str, Any] = {"bytes_fetched": 0, "repository": None}
     try:
-        log(f"fetching {settings.target} onto {onto} ...")
-        fetch_cmd = (
-            f"PYTHONPATH={q(AGENT_PYZ)} {q(OFFSITE_PYTHON)} -m saveos_offsite fetch "
-            f"--config {q(OFFSITE_CONFIG)} --host {q(source)} --dest {q(repo)}"
-        )
-        proc = new_host.ssh(fetch_cmd)
-        lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-        try:
-            fetched = json.loads(lines[-1])
-        except (IndexError, ValueError):
-            err = proc.stderr.decode("utf-8", "replace").strip()
-            raise SaveOSError(
-                f"{onto}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
-            ) from None
-        if fetched.get("status") != "ok":
-            raise SaveOSError(
-                f"{onto}: offsite fetch failed: {fetched.get('message')}", exit_code=EXIT_FLEET
+        if on_server:
+            repo, borg = _open_on_server(on_server, new_host, work, step, log)
+            out["server"] = on_server.server.name
+            try:
+                archive, expected, mismatched = _extract_verified(
+                    step, borg, repo, archive, paths, target, passphrase, source, log
+                )
+            finally:
+                on_server.revoke(onto)
+                log(f"revoked {onto}'s grant on {on_server.server.name}")
+        else:
+            repo = f"{work}/repo"
+            out["bytes_fetched"] = _fetch_offsite(settings, new_host, source, repo, log)
+            step("copying the escrowed key", f"umask 077 && cat > {q(work)}/key.export",
+                 key_export.read_bytes())  # fmt: skip
+            borg = _remote_borg(f"{work}/borg")
+            step("importing the escrowed key",
+                 f"{borg} key import {q(repo)} {q(work)}/key.export", passphrase)  # fmt: skip
+            archive, expected, mismatched = _extract_verified(
+                step, borg, repo, archive, paths, target, passphrase, source, log
             )
-        step(
-            "copying the escrowed key", f"umask 077 && cat > {q(key_path)}", key_export.read_bytes()
-        )
-        borg = _remote_borg(repo, base)
-        step("importing the escrowed key", f"{borg} key import {q(repo)} {q(key_path)}", passphrase)
-        listing = json.loads(step("listing archives", f"{borg} list --json {q(repo)}", passphrase))
-        names = [a["name"] for a in listing.get("archives", [])]
-        if not names:
-            raise SaveOSError(f"{source}'s offsite copy holds no archive.", exit_code=EXIT_FLEET)
-        if archive == "latest":
-            archive = names[-1]
-        elif archive not in names:
-            raise SaveOSError(f"archive {archive!r} is not in {source}'s offsite copy.")
-        ref = q(f"{repo}::{archive}")
-        quoted_paths = " ".join(q(p) for p in paths)
-        log(f"extracting {archive} into {onto}:{target} ...")
-        step("extracting", f"cd {q(target)} && {borg} extract {ref} {quoted_paths}", passphrase)
-        items = step(
-            "reading the archive's sha256",
-            f"{borg} list --json-lines --format '{{sha256}}' {ref} {quoted_paths}",
-            passphrase,
-        )
-        expected = {}
-        for line in items.splitlines():
-            item = json.loads(line)
-            if item.get("type") == "-":
-                expected[item["path"]] = item["sha256"]
-        actual = json.loads(
-            step("hashing the restored files", f"python3 -c {q(_HASH_SCRIPT)} {q(target)}")
-        )
-        mismatched = sorted(p for p, h in expected.items() if actual.get(p) != h)
+            out["repository"] = repo if keep_repo else None
     finally:
-        cleanup = f"rm -f {q(key_path)}; rm -rf {q(base)}"
-        if not keep_repo:
-            cleanup = f"rm -rf {q(work)}"
+        cleanup = f"rm -rf {q(work)}"
+        if keep_repo and not on_server:
+            cleanup = f"rm -rf {q(work)}/key.export {q(work)}/borg {q(work)}/id_ed25519*"
         new_host.ssh(cleanup)
     rto = round(time.monotonic() - t0, 2)
     return {
@@ -412,8 +398,102 @@ def recover(
         "target": target,
         "files_verified": len(expected) - len(mismatched),
         "files_mismatched": mismatched,
-        "bytes_fetched": fetched.get("bytes_downloaded", 0),
-        "repository": repo if keep_repo else None,
+        **out,
         "rto_s": rto,
         "started_at": iso(started),
     }
+
+
+q = shlex.quote
+
+
+def _stepper(host: Host, name: str):
+    def step(what: str, command: str, stdin: bytes | None = None) -> str:
+        proc = host.ssh(command, stdin=stdin)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = err[-1] if err else proc.returncode
+            raise SaveOSError(f"{name}: {what} failed: {reason}", exit_code=EXIT_FLEET)
+        return proc.stdout.decode("utf-8", "replace")
+
+    return step
+
+
+def _open_on_server(on_server, new_host: Host, work: str, step, log) -> tuple[str, str]:
+    """A key made on the new host for this recovery only, granted on the server (the caller
+    revokes it), and the server's host key pinned: (repository URL, borg command line)."""
+    key = f"{work}/id_ed25519"
+    public = step(
+        "making a recovery key",
+        f"ssh-keygen -q -t ed25519 -N '' -C saveos-recover-{q(on_server.host)} -f {q(key)} "
+        f"&& cat {q(key)}.pub",
+    ).strip()
+    granted = on_server.grant(new_host.name, public)
+    log(f"granted {new_host.name} {on_server.host}'s repository on {on_server.server.name}")
+    known = on_server.known_hosts_line(granted["host_key"])
+    step("pinning the server's host key", f"umask 077 && cat > {q(work)}/known_hosts",
+         known.encode())  # fmt: skip
+    rsh = (
+        f"ssh -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={work}/known_hosts"
+        " -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes"
+        " -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+    )
+    borg = f"BORG_RSH={q(rsh)} " + _remote_borg(f"{work}/borg")
+    return on_server.url, borg
+
+
+def _fetch_offsite(settings, new_host: Host, source: str, repo: str, log) -> int:
+    log(f"fetching {settings.target} onto {new_host.name} ...")
+    fetch_cmd = (
+        f"PYTHONPATH={q(AGENT_PYZ)} {q(OFFSITE_PYTHON)} -m saveos_offsite fetch "
+        f"--config {q(OFFSITE_CONFIG)} --host {q(source)} --dest {q(repo)}"
+    )
+    proc = new_host.ssh(fetch_cmd)
+    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        fetched = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        raise SaveOSError(
+            f"{new_host.name}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
+        ) from None
+    if fetched.get("status") != "ok":
+        raise SaveOSError(
+            f"{new_host.name}: offsite fetch failed: {fetched.get('message')}",
+            exit_code=EXIT_FLEET,
+        )
+    return fetched.get("bytes_downloaded", 0)
+
+
+def _extract_verified(
+    step, borg: str, repo: str, archive: str, paths: list[str], target: str,
+    passphrase: bytes, source: str, log,
+) -> tuple[str, dict[str, str], list[str]]:  # fmt: skip
+    """Extract the archive into target on the host, then compare every regular file's sha256
+    with the archive's own: (archive, expected digests, mismatched paths)."""
+    listing = json.loads(step("listing archives", f"{borg} list --json {q(repo)}", passphrase))
+    names = [a["name"] for a in listing.get("archives", [])]
+    if not names:
+        raise SaveOSError(f"{source}'s repository holds no archive.", exit_code=EXIT_FLEET)
+    if archive == "latest":
+        archive = names[-1]
+    elif archive not in names:
+        raise SaveOSError(f"archive {archive!r} is not in {source}'s repository.")
+    ref = q(f"{repo}::{archive}")
+    quoted_paths = " ".join(q(p) for p in paths)
+    log(f"extracting {archive} into {target} ...")
+    step("extracting", f"cd {q(target)} && {borg} extract {ref} {quoted_paths}", passphrase)
+    items = step(
+        "reading the archive's sha256",
+        f"{borg} list --json-lines --format '{{sha256}}' {ref} {quoted_paths}",
+        passphrase,
+    )
+    expected = {}
+    for line in items.splitlines():
+        item = json.loads(line)
+        if item.get("type") == "-":
+            expected[item["path"]] = item["sha256"]
+    actual = json.loads(
+        step("hashing the restored files", f"python3 -c {q(_HASH_SCRIPT)} {q(target)}")
+    )
+    return archive, expected, sorted(p for p, h in expected.items() if actual.get(p) != h)

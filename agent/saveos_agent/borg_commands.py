@@ -33,8 +33,17 @@ def version(borg: str = "borg") -> Argv:
     return (borg, "--version")
 
 
-def init(repository: str, encryption: str = "repokey-blake2", borg: str = "borg") -> Argv:
-    return (*_common(borg, ["init"], None), "--encryption", encryption, repository)
+def init(
+    repository: str,
+    encryption: str = "repokey-blake2",
+    *,
+    make_parent_dirs: bool = False,
+    borg: str = "borg",
+) -> Argv:
+    argv = (*_common(borg, ["init"], None), "--encryption", encryption)
+    if make_parent_dirs:
+        argv += ("--make-parent-dirs",)
+    return argv + (repository,)
 
 
 def create(

@@ -101,6 +101,11 @@ class Config:
     borg_binary: str = "borg"
     hostname: str = ""
     offsite: Optional["Offsite"] = None
+    # A SaveOS repository server holds the repository (append-only for this host): its name,
+    # the host's Borg storage quota there, and the SSH command Borg uses (BORG_RSH).
+    repository_server: Optional[str] = None
+    repository_quota: Optional[str] = None
+    rsh: Optional[str] = None
 
     @property
     def local_repository(self) -> Optional[str]:
@@ -111,6 +116,16 @@ class Config:
         if "://" in repo or re.match(r"^[^/]+@[^/]+:", repo) or re.match(r"^[^/:]+:", repo):
             return None
         return repo
+
+    @property
+    def repository_path(self) -> str:
+        """The repository's path on the machine that holds it (the URL's path for ssh://)."""
+        match = re.match(r"^ssh://[^/]+(/.*)$", self.repository)
+        return match.group(1) if match else (self.local_repository or self.repository)
+
+    @property
+    def quota_bytes(self) -> Optional[int]:
+        return borg_size(self.repository_quota) if self.repository_quota else None
 
     def summary(self) -> Dict[str, Any]:
         return {
@@ -129,7 +144,20 @@ class Config:
             "spool_dir": self.spool_dir,
             "state_dir": self.state_dir,
             "compression": self.compression,
+            "repository_server": self.repository_server,
+            "repository_quota": self.repository_quota,
         }
+
+
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE]?)$")
+
+
+def borg_size(text: str) -> Optional[int]:
+    """Bytes of a borg size ('500M', '1.5T': powers of 1000, as borg reads --storage-quota)."""
+    match = _SIZE.match(text or "")
+    if not match:
+        return None
+    return int(float(match.group(1)) * 1000 ** " KMGTPE".index(match.group(2) or " "))
 
 
 def check_private(path: str, key: str, error: type = AgentError) -> None:
@@ -209,6 +237,9 @@ _TOP_KEYS = {
     "borg_binary",
     "hostname",
     "offsite",
+    "repository_server",
+    "repository_quota",
+    "rsh",
 }
 _OFFSITE_KEYS = {"config", "python", "interval_s", "after_backup", "timeout_s"}
 _RETENTION_KEYS = {"keep_within", *_RETENTION_INTS}
@@ -293,7 +324,16 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         if check_paths and not os.path.exists(src):
             raise AgentError(f"config key 'sources[{i}]': {src} does not exist")
 
-    for key in ("api_url", "token_file", "passphrase_file", "passcommand", "log_file"):
+    for key in (
+        "api_url",
+        "token_file",
+        "passphrase_file",
+        "passcommand",
+        "log_file",
+        "repository_server",
+        "repository_quota",
+        "rsh",
+    ):
         setattr(cfg, key, _expect(data.get(key), str, key, nullable=True))
     for key in ("spool_dir", "state_dir", "compression", "borg_binary", "hostname"):
         if key in data:
@@ -307,6 +347,10 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         raise AgentError("config keys 'passphrase_file' and 'passcommand' are exclusive")
     if not cfg.passphrase_file and not cfg.passcommand:
         raise AgentError("missing config key 'passphrase_file' (or 'passcommand')")
+    if cfg.repository_quota and borg_size(cfg.repository_quota) is None:
+        raise AgentError(
+            f"config key 'repository_quota' is not a borg size like 10G: {cfg.repository_quota!r}"
+        )
     if not _COMPRESSION.match(cfg.compression):
         raise AgentError(f"config key 'compression' is not a borg compression: {cfg.compression!r}")
     cfg.excludes = list(_expect(data.get("excludes", []), list, "excludes"))

@@ -33,6 +33,25 @@ _SECRET_ENV = (
 _LOCK_MSGIDS = {"LockTimeout", "LockFailed", "LockError"}
 # borg >= 1.4, BORG_EXIT_CODES=modern: LockError 70, LockErrorT 71, LockFailed 72, LockTimeout 73
 _LOCK_RCS = {70, 71, 72, 73}
+# What ssh (relayed by borg as "Remote: ..." lines) or borg serve says when a repository server
+# cannot be used, and what that means for the operator.
+_HOST_KEY = "its SSH host key does not match the one pinned in known_hosts (connection refused)"
+_SSH_PROBLEMS = (
+    ("Host key verification failed", _HOST_KEY),
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", _HOST_KEY),
+    ("host key is known for", _HOST_KEY),
+    ("Permission denied (publickey", "it refused this host's SSH key"),
+    ("Connection refused", "it does not answer"),
+    ("Connection timed out", "it does not answer"),
+    ("No route to host", "it does not answer"),
+    ("Network is unreachable", "it does not answer"),
+    ("Could not resolve hostname", "its name does not resolve"),
+    ("Timeout, server", "it stopped answering"),
+)
+_SERVER_MSGIDS = {
+    "Repository.StorageQuotaExceeded": "it is full: this host's storage quota is used up",
+    "PathNotAllowed": "it does not serve this repository path to this host's key",
+}
 _LEVELS = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -53,10 +72,12 @@ def classify(rc: int) -> str:
 
 @dataclass(frozen=True)
 class Secrets:
-    """Where borg gets the repo passphrase: a file we pipe through an fd, or a command."""
+    """How borg opens the repository: the passphrase (a file we pipe through an fd, or a
+    command) and, for a repository server, the SSH command that carries the host's key."""
 
     passphrase_file: Optional[str] = None
     passcommand: Optional[str] = None
+    rsh: Optional[str] = None
 
     def read_passphrase(self) -> Optional[str]:
         if not self.passphrase_file:
@@ -77,8 +98,9 @@ class Secrets:
 
 
 def secrets_of(cfg: "Config") -> Secrets:
-    """Where the agent config says borg gets the repository passphrase."""
-    return Secrets(passphrase_file=cfg.passphrase_file, passcommand=cfg.passcommand)
+    """Where the agent config says borg gets the passphrase (and, for a repository server,
+    its SSH command)."""
+    return Secrets(passphrase_file=cfg.passphrase_file, passcommand=cfg.passcommand, rsh=cfg.rsh)
 
 
 @dataclass
@@ -102,7 +124,25 @@ class BorgResult:
         ]
 
     @property
+    def server_problem(self) -> Optional[str]:
+        """Why a repository server could not be used (down, full, refusing the key, another
+        host key), in words, with ssh's or borg's own line; None for any other failure."""
+        for entry in self.logs:
+            text = str(entry.get("message", "")).strip()
+            meaning = _SERVER_MSGIDS.get(str(entry.get("msgid", "")))
+            if meaning is None and "quota" in text.lower() and "exceeded" in text.lower():
+                meaning = _SERVER_MSGIDS["Repository.StorageQuotaExceeded"]
+            if meaning is None and text.startswith("Remote: "):
+                meaning = next((m for needle, m in _SSH_PROBLEMS if needle in text), None)
+            if meaning:
+                return f"repository server: {meaning} ({text})"
+        return None
+
+    @property
     def error_message(self) -> str:
+        problem = self.server_problem
+        if problem and self.rc != 0:
+            return problem
         errors = [
             str(e.get("message", "")).strip()
             for e in self.logs
@@ -160,6 +200,8 @@ def build_env(
     env["BORG_RELOCATED_REPO_ACCESS_IS_OK"] = "no"
     env["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "no"
     env.setdefault("LANG", "C.UTF-8")
+    if secrets.rsh:
+        env["BORG_RSH"] = secrets.rsh
     if passphrase_fd is not None:
         env["BORG_PASSPHRASE_FD"] = str(passphrase_fd)
     elif secrets.passcommand:
@@ -213,7 +255,9 @@ def run(
         os.close(write_fd)
         pass_fds = (read_fd,)
     full_env = build_env(
-        secrets if needs_passphrase else Secrets(), env, read_fd if needs_passphrase else None
+        secrets if needs_passphrase else Secrets(rsh=secrets.rsh),
+        env,
+        read_fd if needs_passphrase else None,
     )
     log.info("running %s", " ".join(argv))
     started = time.monotonic()

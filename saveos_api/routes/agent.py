@@ -67,7 +67,12 @@ def _check_job(session: Session, principal: AgentPrincipal, job_id: int | None) 
 
 
 def _record_report(
-    session: Session, principal: AgentPrincipal, model, body: schemas.Input, response: Response
+    session: Session,
+    principal: AgentPrincipal,
+    model,
+    body: schemas.Input,
+    response: Response,
+    exclude: frozenset[str] = frozenset(),
 ) -> schemas.ReportAck:
     """Insert once per (agent, report_id); a replay answers 200 with the first row's id."""
     existing = session.scalar(
@@ -77,7 +82,7 @@ def _record_report(
     )
     if existing is None:
         _check_job(session, principal, body.job_id)
-        values = body.model_dump()
+        values = body.model_dump(exclude=set(exclude))
         values.update(agent_id=principal.agent_id, received_at=utcnow())
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         new_id = session.execute(
@@ -111,7 +116,32 @@ def report_snapshot(
 ):
     if body.warnings is None:
         body.warnings = []
-    return _record_report(session, principal, Snapshot, body, response)
+    ack = _record_report(session, principal, Snapshot, body, response, frozenset({"repository"}))
+    if body.repository is not None and not ack.duplicate:
+        _record_repository(session, principal.agent_id, body.repository, body.finished_at)
+    return ack
+
+
+def _record_repository(
+    session: Session, agent_id: int, repo: schemas.RepositoryReport, finished_at
+) -> None:
+    """Where the agent's repository lives; a report older than the one recorded changes nothing
+    (reports replayed from a spool arrive out of order)."""
+    session.execute(
+        sa.update(Agent)
+        .where(
+            Agent.id == agent_id,
+            sa.or_(Agent.repo_reported_at.is_(None), Agent.repo_reported_at <= finished_at),
+        )
+        .values(
+            repo_server=repo.server,
+            repo_path=repo.path,
+            repo_quota_bytes=repo.quota_bytes,
+            repo_used_bytes=repo.used_bytes,
+            repo_reported_at=finished_at,
+        )
+    )
+    session.commit()
 
 
 @router.post(

@@ -52,10 +52,15 @@ def up(
     directory: Path | None = DIR_OPTION,
     net: str = typer.Option("127.0.0", "--net", help="Loopback /24 prefix; hosts get .11, .12…"),
     port: int = typer.Option(22, "--port", help="SSH port every host listens on."),
+    repo_servers: int = typer.Option(
+        0,
+        "--repo-servers",
+        help="Repository servers repo1..repoN (0-9) on .2, .3…, group saveos_repo_servers.",
+    ),
 ) -> None:
     """Start lab1..labN (idempotent: a running lab is kept) and print the inventory path."""
     lab = _lab(directory, net=net, port=port)
-    inventory = lab.up(hosts)
+    inventory = lab.up(hosts, repo_servers)
     for host in lab.hosts():
         console().print(f"  {host.name}  {host.address}:{host.port}", highlight=False)
     console().print(f"[green]lab up:[/] {len(lab.hosts())} hosts", highlight=False)

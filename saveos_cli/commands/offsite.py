@@ -37,8 +37,10 @@ def escrow_verify(
     from rich.markup import escape
     from rich.table import Table
 
+    everyone = {h.name: h for h in recovery.load_hosts(inventory)}
     results = [
-        recovery.verify_escrow(host, method) for host in recovery.load_hosts(inventory, limit)
+        recovery.verify_escrow(host, method, everyone)
+        for host in recovery.backed_up(recovery.load_hosts(inventory, limit))
     ]
     if report:
         try:
@@ -101,8 +103,9 @@ def recover(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Disaster recovery: fetch --from's offsite copy onto --onto, open it with the escrowed
-    passphrase and key, extract, verify every file's sha256 against the archive, print the RTO.
+    """Disaster recovery: restore --from's files onto --onto from its repository server (a
+    temporary grant for a key made on --onto, revoked afterwards) or else from its offsite copy
+    (fetched, opened with the escrowed key); verify every file's sha256, print the RTO.
 
     Exit codes: 0 recovered and verified, 1 usage or internal error, 2 recovery failed.
     """

@@ -63,6 +63,10 @@ AGENT_KEYS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "repo_server",
+    "repo_path",
+    "repo_quota_bytes",
+    "repo_used_bytes",
     "tampered_at",
 )
 
@@ -154,6 +158,22 @@ def _escrow(a: dict, now: datetime) -> Text:
     return Text(text, style="green")
 
 
+def _repository(a: dict) -> Text:
+    """Where the repository lives and what it uses: `repo1 12 MB / 5 GB`; on the host's own
+    disk it is flagged (it dies with the host)."""
+    from rich.text import Text
+
+    if not a.get("repo_path"):
+        return Text("-", style="dim")
+    used = _size(a.get("repo_used_bytes"))
+    if not a.get("repo_server"):
+        return Text(f"on host {used}", style="yellow")
+    quota = a.get("repo_quota_bytes")
+    text = f"{a['repo_server']} {used}" + (f" / {_size(quota)}" if quota else "")
+    full = quota and (a.get("repo_used_bytes") or 0) >= 0.9 * quota
+    return Text(text, style="yellow" if full else "")
+
+
 def shown_agents(agents: list[dict], show_all: bool) -> list[dict]:
     """Every host of a small fleet (by name); of a large one, the worst TABLE_ROWS hosts that
     are not ok (worst first, then by name)."""
@@ -187,6 +207,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
         "last archive",
         "original",
         "dedup",
+        "repository",
         "check",
         "drill",
         "offsite",
@@ -207,6 +228,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
             a["last_archive"] or "-",
             _size(a["original_size"]),
             _size(a["deduplicated_size"]),
+            _repository(a),
             _result(a["last_check_at"], a["last_check_result"], now),
             _result(a["last_drill_at"], a["last_drill_result"], now),
             _offsite(a),

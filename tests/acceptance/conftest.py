@@ -7,8 +7,11 @@ The API always runs as a real uvicorn process (`saveos server`) on a fresh Postg
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -238,19 +241,29 @@ class Fleet:
         return found
 
 
+@contextlib.contextmanager
+def lab_fleet(tmp_path_factory, cls: type[Fleet], port: int, repo_servers: int = 0):
+    """A Fleet of `cls` on a new lab and a new API on PostgreSQL; both stopped afterwards."""
+    require_root()
+    work = tmp_path_factory.mktemp(cls.__name__.lower())
+    work.chmod(0o700)
+    lab = Lab(work / "lab", net=lab_net(), port=port)
+    api = ApiOnPg(work / "api")
+    fleet = cls(lab, api, work)
+    try:
+        lab.up(len(cls.hosts), repo_servers=repo_servers)
+        api.server.start()
+        fleet.write_inventory()
+        yield fleet
+    finally:
+        api.close()
+        lab.down()
+
+
 @pytest.fixture(scope="package")
 def fleet(tmp_path_factory) -> Fleet:
     """Lab up (3 hosts), API on PostgreSQL, role deployed at -vvv while /proc is watched."""
-    require_root()
-    work = tmp_path_factory.mktemp("fleet")
-    work.chmod(0o700)
-    lab = Lab(work / "lab", net=lab_net(), port=LAB_PORT)
-    api = ApiOnPg(work / "api")
-    fleet = Fleet(lab, api, work)
-    try:
-        lab.up(len(Fleet.hosts))
-        api.server.start()
-        fleet.write_inventory()
+    with lab_fleet(tmp_path_factory, Fleet, LAB_PORT) as fleet:
         for host in Fleet.hosts:
             assert (
                 fleet.sh(host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host").returncode
@@ -261,6 +274,83 @@ def fleet(tmp_path_factory) -> Fleet:
         fleet.deploy_cmdlines = watcher.seen
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
         yield fleet
-    finally:
-        api.close()
-        lab.down()
+
+
+# -- the fleet backing up to a repository server: 3 lab hosts + repo1 (issue 14) ------------------
+
+REPO_LAB_PORT = LAB_PORT + 1
+
+
+class RepoFleet(Fleet):
+    """lab1..lab3 backing up to repo1, a SaveOS repository server, deployed once."""
+
+    server = "repo1"
+
+    def write_inventory(self, path: Path | None = None, extra_host: dict | None = None) -> Path:
+        path = super().write_inventory(path, extra_host)
+        inventory = yaml.safe_load(path.read_text())
+        inventory["all"]["children"]["lab"]["vars"]["saveos_agent_lock_wait_s"] = 10
+        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        return path
+
+    def repository_dir(self, host: str) -> Path:
+        """The host's repository as the controller sees it: the server's overlay layer."""
+        return self.lab.host_dir(self.server) / "upper" / "srv" / "saveos-repos" / host
+
+    def repository_files(self, host: str) -> dict[str, str]:
+        """sha256 of every file of the host's repository on the server, by relative path."""
+        root = self.repository_dir(host)
+        return {
+            str(p.relative_to(root)): self.sha256(p)
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith("lock")
+        }
+
+    @staticmethod
+    def sha256(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def lab_ssh_stdin(self, host: str, command: str, stdin: bytes) -> subprocess.CompletedProcess:
+        """Like sh(), with bytes on the command's stdin (secrets stay off argv)."""
+        entry = next(h for h in self.lab.hosts() if h.name == host)
+        argv = [
+            "ssh", "-i", str(self.lab.key_path), "-p", str(entry.port),
+            "-o", f"UserKnownHostsFile={self.lab.known_hosts_path}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            f"root@{entry.address}", command,
+        ]  # fmt: skip
+        return subprocess.run(argv, input=stdin, capture_output=True, timeout=300)
+
+    def borg_on_copy(
+        self, host: str, copy: Path, *args: str, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess:
+        """borg on the controller against a copy of the host's repository, with its escrow."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+        env.update(
+            BORG_BASE_DIR=str(copy.parent / f"{copy.name}-borg"),
+            BORG_PASSCOMMAND=f"cat {self.escrow / host / 'passphrase'}",
+            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
+            BORG_EXIT_CODES="legacy",
+        )
+        return subprocess.run(
+            ["borg", *args], env=env, capture_output=True, text=True, timeout=600, cwd=cwd
+        )
+
+    def copy_repository(self, host: str, dest: Path) -> Path:
+        shutil.copytree(self.repository_dir(host), dest, symlinks=True)
+        return dest
+
+
+@pytest.fixture(scope="package")
+def repo_fleet(tmp_path_factory) -> RepoFleet:
+    """lab1..lab3 + repo1, API on PostgreSQL, the deploy playbook run once (servers first)."""
+    with lab_fleet(tmp_path_factory, RepoFleet, REPO_LAB_PORT, repo_servers=1) as fleet:
+        for host in RepoFleet.hosts:
+            made = fleet.sh(
+                host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host && "
+                f"head -c 300000 /dev/urandom > {SOURCES}/random.bin && cp -r /etc/ssh {SOURCES}/"
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr
+        deployed = fleet.playbook("deploy.yml")
+        assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
+        yield fleet

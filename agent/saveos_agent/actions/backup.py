@@ -23,6 +23,32 @@ def archive_name(cfg: Config, moment: dt.datetime) -> str:
     return f"{cfg.hostname}-{stamp}Z"
 
 
+def maintenance(cfg: Config) -> tuple:
+    """(step, argv) to run after a good create: prune and compact, on a repository of the host's
+    own. On a repository server the host appends only (retention runs there, centrally)."""
+    if cfg.repository_server:
+        return ()
+    prune = bc.prune(
+        cfg.repository,
+        cfg.retention,
+        glob_archives=f"{cfg.hostname}-*",
+        lock_wait=cfg.lock_wait_s,
+        borg=cfg.borg_binary,
+    )
+    compact = bc.compact(cfg.repository, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary)
+    return (("prune", prune), ("compact", compact))
+
+
+def repository_report(cfg: Config, used_bytes: Optional[int]) -> Dict[str, Any]:
+    """Where the repository lives, for the API: server (None: this host), path, quota, use."""
+    out: Dict[str, Any] = {"server": cfg.repository_server, "path": cfg.repository_path}
+    if cfg.quota_bytes is not None:
+        out["quota_bytes"] = cfg.quota_bytes
+    if isinstance(used_bytes, int) and used_bytes >= 0:
+        out["used_bytes"] = used_bytes
+    return out
+
+
 def backup(
     cfg: Config,
     job_id: Optional[int] = None,
@@ -62,6 +88,7 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
             on_progress=progress.update if progress.enabled else None,
         )
     stats = {"nfiles": 0, "original_size": 0, "compressed_size": 0, "deduplicated_size": 0}
+    used_bytes = None
     status, rc = create.status, create.rc
     if create.status == "error":
         archive_out = ""
@@ -73,24 +100,11 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         data = create.json() or {}
         raw = data.get("archive", {}).get("stats", {})
         stats = {k: int(raw.get(k, 0)) for k in stats}
+        # What all archives of the repository take after dedup and compression.
+        used_bytes = (data.get("cache") or {}).get("stats", {}).get("unique_csize")
         warnings.extend(create.messages)
         message = "archive created"
-        for step, argv in (
-            (
-                "prune",
-                bc.prune(
-                    cfg.repository,
-                    cfg.retention,
-                    glob_archives=f"{cfg.hostname}-*",
-                    lock_wait=cfg.lock_wait_s,
-                    borg=cfg.borg_binary,
-                ),
-            ),
-            (
-                "compact",
-                bc.compact(cfg.repository, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
-            ),
-        ):
+        for step, argv in maintenance(cfg):
             result = execute.run(argv, secrets_of(cfg))
             if result.status != "ok":
                 # the archive is safe; a failed prune/compact is a warning to look at
@@ -114,6 +128,7 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         "rc": rc,
         "warnings": warnings[:50],
         "message": message[:2000],
+        "repository": repository_report(cfg, used_bytes),
     }
     if job_id is not None:
         body["job_id"] = job_id

@@ -17,7 +17,10 @@ def init(cfg: Config, encryption: str = "repokey-blake2") -> Dict[str, Any]:
     repo = cfg.local_repository
     if repo and os.path.exists(os.path.join(repo, "config")):
         return {"status": "ok", "created": False, "message": "repository already exists"}
-    result = execute.run(bc.init(cfg.repository, encryption, borg=cfg.borg_binary), secrets_of(cfg))
+    result = execute.run(
+        bc.init(cfg.repository, encryption, make_parent_dirs=bool(repo), borg=cfg.borg_binary),
+        secrets_of(cfg),
+    )
     if result.status == "error":
         ids = {e.get("msgid") for e in result.logs}
         if "Repository.AlreadyExists" in ids:
