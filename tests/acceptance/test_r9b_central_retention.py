@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acceptance.conftest import CmdlineWatcher
+
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 HOSTS = ("lab2", "lab3")
@@ -91,9 +93,19 @@ def test_retention_keeps_the_policy_and_bad_input_deletes_nothing(repo_fleet, tm
     assert result["message"].startswith("lab2: the offsite Object Lock period (1 days)"), result
     assert {host: _archives(fleet, host, tmp_path) for host in HOSTS} == before
 
-    # the policy: keep the last two, on every host's repository; the API lists the same set
-    rc, out = _prune(fleet, keep_two, ",".join(HOSTS))
+    # the policy: keep the last two, on every host's repository; the API lists the same set.
+    # The escrowed passphrases never show in any process's argv, nor in what the run prints.
+    with CmdlineWatcher() as watcher:
+        run = fleet.saveos(
+            "-v", "prune", "--inventory", str(keep_two), "--limit", ",".join(HOSTS), "--json"
+        )
+    rc, out = run.returncode, json.loads(run.stdout)
     assert rc == 0, out
+    assert any("borg" in c and " prune " in c for c in watcher.seen), "the watcher saw no prune"
+    for host in HOSTS:
+        secret = (fleet.escrow / host / "passphrase").read_text().strip()
+        assert not [c for c in watcher.seen if secret in c], host
+        assert secret not in run.stdout + run.stderr
     for result in out["results"]:
         host = result["host"]
         assert result["result"] == "ok", result
