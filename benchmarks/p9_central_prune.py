@@ -1,4 +1,4 @@
-"""P8 central prune: `saveos prune`'s per-repository run (verify -> borg check -> prune ->
+"""P9 central prune: `saveos prune`'s per-repository run (verify -> borg check -> prune ->
 re-verify -> compact, with the controller's full-access key) on N repositories of a lab
 repository server, against the raw baseline an operator's cron would run over the same SSH
 (`borg check && borg prune && borg compact`), in the same run, on copies of the same repositories.
@@ -9,7 +9,7 @@ lines, as the role gives hosts); each makes `--archives` backups of a small tree
 repository, a hard-link copy is made on the server for the baseline, and both runs keep the
 last 2 archives. Wall time in total and per repository, and the ratio SaveOS / raw.
 
-    python benchmarks/p8_central_prune.py [--repos 20] [--archives 4] [--net 127.0.15]
+    python benchmarks/p9_central_prune.py [--repos 20] [--archives 4] [--net 127.0.15]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from saveos_cli import recovery  # noqa: E402
 from saveos_cli.retention import borg, maintain  # noqa: E402
 from saveos_cli.retention.servers import SshFiles  # noqa: E402
 
-ROOT = Path(os.environ.get("SAVEOS_BENCH_P8_DIR", "/var/tmp/saveos-bench-p8"))
+ROOT = Path(os.environ.get("SAVEOS_BENCH_P9_DIR", "/var/tmp/saveos-bench-p9"))
 os.environ.setdefault("SAVEOS_DATA_DIR", str(ROOT / "data"))
 # P5's repo_server() writes its known_hosts into its own ROOT
 P5_ROOT = Path(os.environ.get("SAVEOS_BENCH_P5_DIR", "/var/tmp/saveos-bench-p5"))
@@ -58,9 +58,9 @@ def main() -> int:
     ROOT.mkdir(parents=True, exist_ok=True)
     P5_ROOT.mkdir(parents=True, exist_ok=True)
     passfile = ROOT / "passphrase"
-    passfile.write_text("bench-p7-not-a-real-secret\n")
+    passfile.write_text("bench-p9-not-a-real-secret\n")
     passfile.chmod(0o600)
-    lab = repo_server(args.net, args.port, Path(tempfile.mkdtemp(prefix="saveos-bench-p8-lab-")))
+    lab = repo_server(args.net, args.port, Path(tempfile.mkdtemp(prefix="saveos-bench-p9-lab-")))
     try:
         server = next(h for h in lab.hosts() if h.name == "repo1")
         known = P5_ROOT / "known_hosts"
@@ -144,14 +144,14 @@ def main() -> int:
         lab.down()
     ratio = ours_wall / raw_wall
     line = (
-        f"P8 central prune + compact of {args.repos} lab repositories ({args.archives} archives "
+        f"P9 central prune + compact of {args.repos} lab repositories ({args.archives} archives "
         f"each, keep_last 2): SaveOS {ours_wall:.1f}s wall ({ours_wall / args.repos:.2f}s per "
         f"repository), raw borg check+prune+compact {raw_wall:.1f}s "
         f"({raw_wall / args.repos:.2f}s per repository): {ratio:.2f}x raw"
     )
     print(line)
     path = write_result(
-        "p8_central_prune",
+        "p9_central_prune",
         {
             "repos": args.repos, "archives": args.archives, "saveos_wall_s": ours_wall,
             "raw_wall_s": raw_wall, "saveos_per_repo_s": ours, "raw_per_repo_s": raw_times,
