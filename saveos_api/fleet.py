@@ -190,11 +190,11 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "tampered_at",
     "repo_server",
     "repo_path",
     "repo_quota_bytes",
     "repo_used_bytes",
-    "tampered_at",
 )
 
 
@@ -253,11 +253,11 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        inst(Agent.tampered_at).label("tampered_at"),
         Agent.repo_server,
         Agent.repo_path,
         Agent.repo_quota_bytes,
         Agent.repo_used_bytes,
-        inst(Agent.tampered_at).label("tampered_at"),
     ]
 
 
@@ -355,11 +355,11 @@ def fleet_status(
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        tampered_at,
         repo_server,
         repo_path,
         repo_quota_bytes,
         repo_used_bytes,
-        tampered_at,
     ) in rows:
         status = status_at(
             at,
@@ -406,11 +406,11 @@ def fleet_status(
                 "last_offsite_result": last_offsite_result,
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
+                "tampered_at": tampered_at,
                 "repo_server": repo_server,
                 "repo_path": repo_path,
                 "repo_quota_bytes": repo_quota_bytes,
                 "repo_used_bytes": repo_used_bytes,
-                "tampered_at": tampered_at,
             }
         )
     return {

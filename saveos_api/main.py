@@ -14,10 +14,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saveos_api import migrations, web
+from saveos_api.alerts.metrics import AlertCollector
+from saveos_api.alerts.service import AlertService
 from saveos_api.db import Database
 from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from saveos_api.routes import admin, agent, escrow, maintenance, open
+from saveos_api.routes import admin, agent, alerts, escrow, maintenance, open
 from saveos_api.settings import Settings
 
 log = logging.getLogger("saveos_api")
@@ -33,12 +35,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await app.state.heartbeats.start()
+        await app.state.alerts.start()
         # Everything built so far (FastAPI, SQLAlchemy, pydantic) lives as long as the process:
         # frozen, the collector stops re-scanning it in every full collection, which otherwise
         # stalls all requests of this worker at once and sets the heartbeat p99.
         gc.collect()
         gc.freeze()
         yield
+        await app.state.alerts.stop()
         await app.state.heartbeats.stop()
         db.dispose()
 
@@ -54,10 +58,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.secret_key = settings.secret_key_bytes
     app.state.metrics = Metrics(db)
     app.state.heartbeats = HeartbeatWriter(app.state)
+    app.state.alerts = AlertService(app.state)  # raises ConfigError on a bad declared channel
+    app.state.metrics.registry.register(AlertCollector(db, app.state.alerts))
     # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.
     app.include_router(agent.router)
     app.include_router(admin.router)
     app.include_router(escrow.router)
+    app.include_router(alerts.router)
     app.include_router(maintenance.router)
     app.include_router(open.router)
     web.mount(app)  # the dashboard: HTML pages and their static files

@@ -67,6 +67,8 @@ class Agent(Base):
     decommissioned_at: Mapped[datetime | None] = mapped_column()
     # Declared by an agent that keeps an offsite copy; null: no offsite copy expected.
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    # A central run found the repository tampered with; cleared by a rollback or clean run.
+    tampered_at: Mapped[datetime | None] = mapped_column()
     # Where the agent's repository lives, as its last snapshot report said: the repository
     # server (null: on the host itself), the path there, the storage quota and the bytes used.
     repo_server: Mapped[str | None] = mapped_column(sa.String(253))
@@ -74,8 +76,6 @@ class Agent(Base):
     repo_quota_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     repo_used_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     repo_reported_at: Mapped[datetime | None] = mapped_column()
-    # A central run found the repository tampered with; cleared by a rollback or clean run.
-    tampered_at: Mapped[datetime | None] = mapped_column()
 
 
 class AgentToken(Base):
@@ -149,6 +149,8 @@ class Snapshot(Base):
     rc: Mapped[int] = mapped_column(sa.Integer)
     warnings: Mapped[list[str]] = mapped_column(default=list)
     message: Mapped[str | None] = mapped_column(sa.Text)
+    # Database dumps in the archive: [{name, type, format, size, status, message}] (0011).
+    databases: Mapped[list[Any] | None] = mapped_column(sa.JSON)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The central prune removed this archive from the repository.
     pruned_at: Mapped[datetime | None] = mapped_column()
@@ -194,6 +196,8 @@ class DrillResult(Base):
     files_mismatched: Mapped[int] = mapped_column(sa.BigInteger)
     result: Mapped[str] = mapped_column(sa.String(16))
     message: Mapped[str | None] = mapped_column(sa.Text)
+    # Databases restored into a scratch database: [{name, type, result, message}] (0011).
+    databases: Mapped[list[Any] | None] = mapped_column(sa.JSON)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -321,3 +325,96 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+# ---- alerts (saveos_api/alerts; migration 0009) ----
+
+
+class AlertState(Base):
+    """The status each agent was last seen in by the alert evaluator; a flip changes it.
+
+    Changed only by a conditional `UPDATE ... WHERE status = <old>`, so of several workers that
+    see the same change exactly one writes the flip.
+    """
+
+    __tablename__ = "alert_states"
+
+    agent_id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("agents.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    status: Mapped[str] = mapped_column(sa.String(16))
+    since: Mapped[datetime] = mapped_column()  # the reason is the latest flip's
+    # Last notice about this status (the flip's, then each repeat's).
+    notified_at: Mapped[datetime | None] = mapped_column()
+
+
+class Flip(Base):
+    """One change of an agent's status: from (null: first seen), to, when and why."""
+
+    __tablename__ = "flips"
+    __table_args__ = (
+        sa.Index("ix_flips_agent_at", "agent_id", "at"),
+        sa.Index("ix_flips_at", "at"),
+    )
+
+    id: Mapped[int] = _bigint_pk()
+    agent_id: Mapped[int] = _agent_fk()
+    from_status: Mapped[str | None] = mapped_column(sa.String(16))
+    to_status: Mapped[str] = mapped_column(sa.String(16))
+    at: Mapped[datetime] = mapped_column()
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class AlertChannel(Base):
+    """An Apprise URL to notify, encrypted at rest (Fernet, key derived from the server secret)."""
+
+    __tablename__ = "alert_channels"
+
+    id: Mapped[int] = _bigint_pk()
+    name: Mapped[str | None] = mapped_column(sa.String(100))
+    url_encrypted: Mapped[str] = mapped_column(sa.Text)
+    # HMAC-SHA256 of the URL: finds the same URL again without decrypting every row.
+    url_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    url_redacted: Mapped[str] = mapped_column(sa.String(300))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    min_status: Mapped[str] = mapped_column(sa.String(16))
+    digest: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    # The digest period last handled (sent, or skipped at the channel's first period).
+    digest_period: Mapped[int | None] = mapped_column(sa.BigInteger)
+    source: Mapped[str] = mapped_column(sa.String(16))  # "api" | "settings"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column()
+
+
+class AlertDelivery(Base):
+    """The outbox: one message for one channel, sent by the delivery worker with retries."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("channel_id", "dedupe_key", name="uq_alert_deliveries_channel_key"),
+        sa.Index("ix_alert_deliveries_state_next", "state", "next_attempt_at"),
+        sa.Index("ix_alert_deliveries_created", "created_at"),
+    )
+
+    id: Mapped[int] = _bigint_pk()
+    channel_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("alert_channels.id", ondelete="CASCADE"), index=True
+    )
+    flip_id: Mapped[int | None] = mapped_column(sa.ForeignKey("flips.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(sa.String(16))  # flip|recovery|repeat|summary|digest|test
+    dedupe_key: Mapped[str] = mapped_column(sa.String(200))
+    notify_type: Mapped[str] = mapped_column(sa.String(16))  # Apprise: info|success|warning|failure
+    title: Mapped[str] = mapped_column(sa.String(250))
+    body: Mapped[str] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(
+        sa.String(16), default="pending"
+    )  # pending|sending|sent|dead
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(sa.Text)

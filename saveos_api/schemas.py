@@ -189,17 +189,26 @@ class AgentOut(Output):
     last_seen: datetime | None
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
+    tampered_at: datetime | None = None
     repo_server: str | None = None
     repo_path: str | None = None
     repo_quota_bytes: int | None = None
     repo_used_bytes: int | None = None
     repo_reported_at: datetime | None = None
-    tampered_at: datetime | None = None
 
 
 class AgentList(Output):
     agents: list[AgentOut]
     total: int  # every agent, whatever page `agents` is
+
+
+class DatabaseDumpOut(Output):
+    name: str
+    type: str
+    format: str | None = None
+    size: int
+    status: str
+    message: str | None = None
 
 
 class SnapshotOut(Output):
@@ -222,6 +231,8 @@ class SnapshotOut(Output):
     warnings: list[str]
     message: str | None
     pruned_at: datetime | None = None
+    # The database dumps the archive holds (null: none declared, or an older agent).
+    databases: list[DatabaseDumpOut] | None = None
 
 
 class SnapshotPage(Output):
@@ -352,6 +363,27 @@ class _Timed(Input):
         return self
 
 
+# A database as the agent names it (letters, digits, _ . -; `globals` of a PostgreSQL `all`).
+DatabaseName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}$")]
+DatabaseType = Literal["postgresql", "mariadb", "mysql", "sqlite"]
+
+
+class DatabaseDump(Input):
+    name: DatabaseName
+    type: DatabaseType
+    format: Literal["custom", "plain", "tar", "sql"] | None = None
+    size: Size
+    status: Literal["ok", "error"]
+    message: Text(4096) | None = None  # type: ignore[valid-type]
+
+
+class DatabaseDrill(Input):
+    name: DatabaseName
+    type: DatabaseType
+    result: Literal["pass", "fail"]
+    message: Text(4096) | None = None  # type: ignore[valid-type]
+
+
 class RepositoryReport(Input):
     """Where the repository lives: its server (null: the host's own disk), the path there,
     the host's storage quota on it and the bytes the repository's archives use."""
@@ -376,6 +408,7 @@ class SnapshotReport(_Timed):
     rc: ReturnCode
     warnings: Annotated[list[WarningText], Field(max_length=200)] | None = None
     message: Message | None = None
+    databases: Annotated[list[DatabaseDump], Field(max_length=1000)] | None = None
     repository: RepositoryReport | None = None
 
 
@@ -394,6 +427,7 @@ class DrillReport(_Timed):
     files_mismatched: Size
     result: Literal["pass", "fail"]
     message: Message | None = None
+    databases: Annotated[list[DatabaseDrill], Field(max_length=1000)] | None = None
 
 
 class OffsiteReport(_Timed):

@@ -43,6 +43,25 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(8, ge=1)
     # How long a dashboard login lasts (the session cookie and its row expire together).
     web_session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86400)
+    # Alerts (saveos_api/alerts): see README "Alerts" for what each one does.
+    alerts_enabled: bool = True
+    alert_evaluate_s: float = Field(10.0, gt=0)
+    alert_outbox_s: float = Field(5.0, gt=0)
+    alert_retry_base_s: float = Field(30.0, gt=0)
+    alert_retry_max_s: float = Field(900.0, gt=0)
+    alert_give_up_s: float = Field(3 * 86400.0, gt=0)
+    alert_send_timeout_s: float = Field(30.0, gt=0)
+    alert_repeat_s: float = Field(86400.0, ge=0)  # 0: never repeat
+    alert_burst: int = Field(10, ge=1)
+    alert_digest_period_s: int = Field(86400, ge=1)
+    alert_digest_offset_s: int = Field(8 * 3600, ge=0)
+    # Channels declared here (JSON list of URLs or {url, name, labels, min_status, digest});
+    # the file form keeps the URLs out of the environment (0600, JSON or one URL a line).
+    alert_channels: SecretStr | None = None
+    alert_channels_file: Path | None = None
+    dashboard_url: str | None = None
+    deadman_url: SecretStr | None = None
+    deadman_interval_s: float = Field(60.0, gt=0)
 
     @property
     def effective_database_url(self) -> str:

@@ -156,6 +156,30 @@ class ApiClient:
         }
         return self._request("POST", "/api/v1/jobs", json=body)["jobs"]
 
+    # --- alerts (saveos alerts) --------------------------------------------------------------
+    def alert_channels(self) -> list[dict]:
+        return self._request("GET", "/api/v1/alerts/channels")["channels"]
+
+    def add_alert_channel(self, body: dict) -> dict:
+        return self._request("POST", "/api/v1/alerts/channels", json=body)
+
+    def remove_alert_channel(self, channel_id: int) -> None:
+        self._request("DELETE", f"/api/v1/alerts/channels/{channel_id}")
+
+    def flips(self, limit: int = 50, host: str | None = None) -> list[dict]:
+        params = {"limit": limit, **({"host": host} if host else {})}
+        return self._request("GET", "/api/v1/alerts/flips", params=params)["flips"]
+
+    def deliveries(self, limit: int = 50) -> list[dict]:
+        return self._request("GET", "/api/v1/alerts/deliveries", params={"limit": limit})[
+            "deliveries"
+        ]
+
+    def test_alerts(self, channel_id: int | None = None) -> list[dict]:
+        return self._request("POST", "/api/v1/alerts/test", json={"channel_id": channel_id})[
+            "results"
+        ]
+
 
 def _detail(body: bytes, reason: str) -> str:
     try:

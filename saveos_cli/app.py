@@ -71,13 +71,14 @@ def _root(
 
 
 def _register() -> None:
-    from saveos_cli.commands import agents, fleet, lab, offsite, retention, server, status
+    from saveos_cli.commands import agents, alerts, fleet, lab, offsite, retention, server, status
 
     fleet.register(app)
     status.register(app)
     offsite.register(app)
     retention.register(app)
     app.add_typer(agents.app, name="agents")
+    app.add_typer(alerts.app, name="alerts")
     app.add_typer(lab.app, name="lab")
     app.add_typer(server.app, name="server")
 

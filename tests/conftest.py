@@ -84,6 +84,8 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 class ApiServer:
     """A real uvicorn process serving saveos_api on loopback."""
 
+    start_timeout = 20.0  # seconds for /health to answer
+
     def __init__(self, database_url: str, data_dir: Path, port: int | None = None):
         self.database_url = database_url
         self.data_dir = data_dir
@@ -123,7 +125,7 @@ class ApiServer:
             cwd=REPO_ROOT,
         )
         try:
-            wait_http(self.url + "/health")
+            wait_http(self.url + "/health", self.start_timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError("API did not start:\n" + self.log_path.read_text()[-4000:]) from None

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta
 
 import httpx
@@ -46,7 +47,7 @@ def fleet_env(lab3, tmp_path_factory):
     """The API on a fresh PostgreSQL database and the environment the operator's shell has."""
     from conftest import PG_ADMIN_URL, ApiServer, _pg_exec
 
-    name = "saveos_test_cli_lab"
+    name = f"saveos_test_cli_lab_{uuid.uuid4().hex[:8]}"  # runs side by side never share it
     _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _pg_exec(f'CREATE DATABASE "{name}"')
     tmp = tmp_path_factory.mktemp("cli-lab")

@@ -55,10 +55,16 @@ def create(
     compression: Optional[str] = None,
     checkpoint_interval: Optional[int] = None,
     lock_wait: Optional[int] = None,
+    read_special: bool = False,
+    exclude_if_present: Iterable[str] = (),
     progress: bool = False,
     borg: str = "borg",
 ) -> Argv:
     argv = _common(borg, ["create"], lock_wait) + ("--json",)
+    if read_special:  # database dumps come in through FIFOs
+        argv += ("--read-special",)
+    for name in exclude_if_present:
+        argv += ("--exclude-if-present", name)
     if progress:  # archive_progress lines on stderr (JSON, with --log-json)
         argv += ("--progress",)
     if compression:
@@ -150,6 +156,17 @@ def extract(
     # borg stores paths without the leading slash; callers may pass either form.
     relative = tuple(p.lstrip("/") for p in paths)
     return _common(borg, ["extract"], lock_wait) + (archive_ref(repository, archive), *relative)
+
+
+def extract_stdout(
+    repository: str, archive: str, path: str, *, lock_wait: Optional[int] = None, borg: str = "borg"
+) -> Argv:
+    """One file of the archive on stdout (a dump, straight into its loader)."""
+    return _common(borg, ["extract"], lock_wait) + (
+        "--stdout",
+        archive_ref(repository, archive),
+        path.lstrip("/"),
+    )
 
 
 def key_export(repository: str, out_path: str, borg: str = "borg") -> Argv:

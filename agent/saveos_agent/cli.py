@@ -65,11 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("check", "borg check of repository and archives, reported")
     check.add_argument("--verify-data", action="store_true")
     check.add_argument("--wait", type=int, metavar="SECONDS", help=wait_help)
-    restore = add("restore", "extract an archive into a target directory")
-    restore.add_argument("archive")
+    restore = add("restore", "extract an archive into a target directory, or load a database")
+    restore.add_argument("archive", help="archive name ('latest' with --database)")
     restore.add_argument("paths", nargs="*", metavar="PATH")
     restore.add_argument("--target", metavar="DIR")
     restore.add_argument("--in-place", action="store_true", help="overwrite the source paths")
+    restore.add_argument("--database", metavar="NAME", help="load this database's dump")
+    restore.add_argument("--into", metavar="NAME", help="into this database (default: its own)")
+    restore.add_argument(
+        "--force", action="store_true", help="drop and replace a non-empty target database"
+    )
     drill = add("drill", "restore a sample of the latest archive and compare with the source")
     size = drill.add_mutually_exclusive_group()
     size.add_argument("--count", type=int, metavar="N")
@@ -106,7 +111,7 @@ def _text(result: Dict[str, Any], command: str) -> str:
     if command == "info":
         return json.dumps(result["info"], indent=2)
     parts = [result.get("status", "ok")]
-    for key in ("archive", "result", "message", "target"):
+    for key in ("archive", "result", "message", "target", "into"):
         if result.get(key):
             parts.append(f"{key}={result[key]}")
     if command == "drill":
@@ -133,6 +138,12 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
         return archives.info(cfg, args.archive)
     if command == "check":
         return check.check(cfg, verify_data=args.verify_data, wait_s=args.wait)
+    if command == "restore" and args.database:
+        if args.paths or args.target or args.in_place:
+            raise AgentError("--database restores a database: no PATH, --target or --in-place")
+        return restore.restore_database(cfg, args.archive, args.database, args.into, args.force)
+    if command == "restore" and (args.into or args.force):
+        raise AgentError("--into and --force go with --database")
     if command == "restore":
         return restore.restore(cfg, args.archive, args.paths, args.target, args.in_place)
     if command == "drill":

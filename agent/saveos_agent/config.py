@@ -101,6 +101,10 @@ class Config:
     borg_binary: str = "borg"
     hostname: str = ""
     offsite: Optional["Offsite"] = None
+    databases: List[Any] = field(default_factory=list)  # databases.Database
+    hooks: Dict[str, List[Any]] = field(default_factory=dict)  # phase -> [hooks.Hook]
+    # Where the dump FIFOs live during a backup (never data: FIFOs hold nothing on disk).
+    dump_dir: str = ""
     # A SaveOS repository server holds the repository (append-only for this host): its name,
     # the host's Borg storage quota there, and the SSH command Borg uses (BORG_RSH).
     repository_server: Optional[str] = None
@@ -144,6 +148,8 @@ class Config:
             "spool_dir": self.spool_dir,
             "state_dir": self.state_dir,
             "compression": self.compression,
+            "databases": [f"{d.type}/{d.name}" for d in self.databases],
+            "hooks": {phase: len(hooks) for phase, hooks in self.hooks.items()},
             "repository_server": self.repository_server,
             "repository_quota": self.repository_quota,
         }
@@ -237,6 +243,9 @@ _TOP_KEYS = {
     "borg_binary",
     "hostname",
     "offsite",
+    "databases",
+    "hooks",
+    "dump_dir",
     "repository_server",
     "repository_quota",
     "rsh",
@@ -312,6 +321,7 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         sources=list(_expect(data["sources"], list, "sources")),
         spool_dir=os.path.join(data_dir, "spool"),
         state_dir=os.path.join(data_dir, "state"),
+        dump_dir=os.path.join(data_dir, "dumps"),
     )
     if not cfg.repository.strip():
         raise AgentError("config key 'repository' must not be empty")
@@ -335,7 +345,7 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         "rsh",
     ):
         setattr(cfg, key, _expect(data.get(key), str, key, nullable=True))
-    for key in ("spool_dir", "state_dir", "compression", "borg_binary", "hostname"):
+    for key in ("spool_dir", "state_dir", "compression", "borg_binary", "hostname", "dump_dir"):
         if key in data:
             setattr(cfg, key, _expect(data[key], str, key))
     cfg.agent_id = _expect(data.get("agent_id"), int, "agent_id", nullable=True)
@@ -392,6 +402,16 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
             check_private(value, key)
     if data.get("offsite") is not None:
         cfg.offsite = _validate_offsite(data["offsite"], check_paths)
+    if data.get("databases") is not None:
+        from saveos_agent import databases
+
+        cfg.databases = databases.validate(data["databases"], check_paths)
+    if data.get("hooks") is not None:
+        from saveos_agent import hooks
+
+        cfg.hooks = hooks.validate(data["hooks"])
+    if not os.path.isabs(cfg.dump_dir):
+        raise AgentError("config key 'dump_dir' must be an absolute path")
     if not cfg.hostname:
         import socket
 

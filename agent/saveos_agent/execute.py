@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -240,10 +241,12 @@ def run(
     cwd: Optional[str] = None,
     env: Optional[Mapping[str, str]] = None,
     needs_passphrase: bool = True,
+    stdout: Optional[int] = None,
     on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> BorgResult:
     """Run one borg command to completion; the passphrase never touches argv or env values.
 
+    stdout: an fd that gets borg's output (extract --stdout into a loader), else captured.
     on_progress: called with each `archive_progress` line (borg create --progress --log-json)."""
     secrets = secrets or Secrets()
     passphrase = secrets.read_passphrase() if needs_passphrase else None
@@ -265,7 +268,7 @@ def run(
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if stdout is None else stdout,
             stderr=subprocess.PIPE,
             cwd=cwd,
             env=full_env,
@@ -282,7 +285,9 @@ def run(
     with _running_lock:
         _running.add(proc)
     stdout_chunks: List[str] = []
-    reader = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True)
+    reader = threading.Thread(
+        target=lambda: proc.stdout and stdout_chunks.append(proc.stdout.read()), daemon=True
+    )
     reader.start()
     logs: List[Dict[str, Any]] = []
     try:
@@ -293,7 +298,8 @@ def run(
     finally:
         with _running_lock:
             _running.discard(proc)
-        proc.stdout.close()
+        if proc.stdout:
+            proc.stdout.close()
         proc.stderr.close()
     result = BorgResult(
         argv=tuple(argv),
@@ -305,8 +311,41 @@ def run(
         interrupted=_abort.is_set(),
     )
     result.lock_timeout = rc in _LOCK_RCS or any(e.get("msgid") in _LOCK_MSGIDS for e in logs)
+    if (
+        rc != 0
+        and secrets.rsh
+        and result.server_problem is None
+        and any(e.get("msgid") == "ConnectionClosedWithHint" for e in logs)
+    ):
+        # Borg does not always relay ssh's own words before the connection closes: ask ssh.
+        logs.extend(_ssh_probe(secrets.rsh, argv))
     log.info("%s finished rc=%d (%s) in %.1fs", argv[1], rc, result.status, result.duration_s)
     return result
+
+
+_SSH_URL = re.compile(r"^ssh://(?:([^@/]+)@)?(\[[^\]]+\]|[^:/]+)(?::(\d+))?/")
+
+
+def _ssh_probe(rsh: str, argv: Sequence[str]) -> List[Dict[str, Any]]:
+    """ssh's own stderr for the repository's server, as borg's "Remote: " log lines."""
+    import shlex
+
+    target = next((m for m in map(_SSH_URL.match, argv) if m), None)
+    if target is None:
+        return []
+    user, host, port = target.groups()
+    command = [*shlex.split(rsh), "-p", port or "22", f"{user}@{host}" if user else host, "true"]
+    try:
+        probe = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [
+        {"type": "log_message", "levelname": "WARNING", "message": f"Remote: {line.strip()}"}
+        for line in probe.stderr.splitlines()
+        if line.strip()
+    ]
 
 
 def borg_version(borg: str = "borg", cache_dir: Optional[str] = None) -> Optional[str]:

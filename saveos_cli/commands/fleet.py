@@ -132,16 +132,36 @@ def restore(
     host: str = typer.Argument(..., help="Inventory name of the host whose repository to use."),
     inventory: Path = INVENTORY_OPTION,
     archive: str = typer.Option("latest", "--archive", help="Archive name, or 'latest'."),
-    paths: list[str] = typer.Option(
-        ..., "--path", help="Path inside the archive to restore (repeatable)."
+    paths: list[str] | None = typer.Option(
+        None, "--path", help="Path inside the archive to restore (repeatable)."
     ),
-    target: str = typer.Option(..., "--target", help="Directory on the host to restore into."),
+    target: str | None = typer.Option(
+        None, "--target", help="Directory on the host to restore into."
+    ),
+    database: str | None = typer.Option(
+        None, "--database", help="Load this database's dump (NAME or TYPE/NAME) instead of files."
+    ),
+    into: str | None = typer.Option(
+        None, "--into", help="With --database: load into this database (default: its own name)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="With --database: drop and replace a non-empty target database."
+    ),
 ) -> None:
-    """Restore paths from a host's archive into a target directory on that host.
+    """Restore paths from a host's archive into a target directory on that host, or load one
+    database's dump (--database) into its server.
 
     Exit codes: 0 restored, 1 usage or internal error (unknown host, no archive), 2 the restore
-    failed on the host or the host was unreachable.
+    failed on the host (e.g. the target database exists and is not empty) or it was unreachable.
     """
+    if database:
+        if paths or target:
+            raise SaveOSError("--database loads a database: give no --path or --target.")
+        _restore_database(host, inventory, archive, database, into, force)
+    if into or force:
+        raise SaveOSError("--into and --force go with --database.")
+    if not paths or not target:
+        raise SaveOSError("give --path P (repeatable) and --target DIR, or --database NAME.")
     if not target.startswith("/"):
         raise SaveOSError(f"--target {target!r} must be an absolute path on the host.")
     if archive == "latest":
@@ -158,6 +178,44 @@ def restore(
     if code == EXIT_OK:
         console().print(f"restored {len(paths)} path(s) from {archive} into {host}:{target}")
     raise typer.Exit(code)
+
+
+def _restore_database(
+    host: str, inventory: Path, archive: str, database: str, into: str | None, force: bool
+) -> None:
+    if archive == "latest":
+        archive = _latest_with_database(host, database)
+    extravars: dict = {"archive": archive, "database": database, "force": force}
+    if into:
+        extravars["into"] = into
+    code, _ = run_fleet_playbook(
+        "restore.yml",
+        inventory,
+        title=f"restore {database} from {archive} on {host}",
+        limit=host,
+        extravars=extravars,
+    )
+    if code == EXIT_OK:
+        console().print(f"restored {database} from {archive} into {host}:{into or database}")
+    raise typer.Exit(code)
+
+
+def _latest_with_database(host: str, database: str) -> str:
+    """The newest snapshot the API says holds a whole dump of `database` (NAME or TYPE/NAME)."""
+    kind, _, name = database.rpartition("/")
+    with api() as client:
+        agent = client.agent_by_name(host)
+        snaps = client.snapshots(agent["id"], limit=200)["snapshots"]
+    for snap in snaps:  # newest first
+        for dump in snap.get("databases") or []:
+            if (
+                snap.get("archive")
+                and dump.get("name") == name
+                and (not kind or dump.get("type") == kind)
+                and dump.get("status") == "ok"
+            ):
+                return snap["archive"]
+    raise SaveOSError(f"no snapshot of {host!r} holds a whole dump of database {database!r}.")
 
 
 def _latest_archive(host: str) -> str:

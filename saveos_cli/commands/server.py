@@ -53,6 +53,9 @@ def serve(
     # Check the cheap things before importing the server stack.
     settings = _settings()
     _config_errors(settings.validate_secrets)
+    from saveos_api.alerts.service import settings_channels
+
+    _config_errors(settings_channels, settings)  # a bad declared channel URL, before serving
     import uvicorn
 
     from saveos_api import migrations

@@ -63,11 +63,11 @@ AGENT_KEYS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "tampered_at",
     "repo_server",
     "repo_path",
     "repo_quota_bytes",
     "repo_used_bytes",
-    "tampered_at",
 )
 
 
@@ -310,6 +310,7 @@ SNAPSHOT_KEYS = (
     "deduplicated_size",
     "repo",
     "message",
+    "databases",
 )
 
 
@@ -338,7 +339,9 @@ def snapshots(
     from rich.text import Text
 
     table = Table(title=f"{agent['name']}: {page['total']} snapshot(s)", title_justify="left")
-    for col in ("archive", "finished", "status", "files", "original", "dedup", "duration"):
+    columns = ("archive", "finished", "status", "files", "original", "dedup", "duration")
+    with_dbs = any(s.get("databases") for s in page["snapshots"])
+    for col in columns + (("databases",) if with_dbs else ()):
         table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
     for s in page["snapshots"]:
         table.add_row(
@@ -352,8 +355,22 @@ def snapshots(
             _size(s.get("original_size")),
             _size(s.get("deduplicated_size")),
             f"{s['duration_s']:.1f}s" if s.get("duration_s") is not None else "-",
+            *((_databases_cell(s.get("databases")),) if with_dbs else ()),
         )
     console().print(table)
+
+
+def _databases_cell(dumps: list | None):
+    """One line per dump: type/name and size, red with 'failed' when the dump did not finish."""
+    from rich.text import Text
+
+    cell = Text()
+    for i, dump in enumerate(dumps or []):
+        ok = dump.get("status") == "ok"
+        line = f"{dump.get('type')}/{dump.get('name')} {_size(dump.get('size'))}"
+        text = ("\n" if i else "") + line + ("" if ok else " failed")
+        cell.append(text, style=None if ok else "red")
+    return cell if dumps else "-"
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
+from db_support import MariaDB
 
 from saveos_cli.lab import Lab
 
@@ -124,6 +125,9 @@ def api_pg(tmp_path_factory) -> ApiOnPg:
 
 LAB_PORT = int(os.environ.get("SAVEOS_ACCEPT_LAB_PORT", "18822"))
 SOURCES = "/srv/accept"
+# lab2 also dumps a MariaDB database with a password of its own (R7: never in argv or logs)
+DB_HOST, DB_NAME = "lab2", "saveos_t22_r7"
+DB_PASSWORD_ENV = "SAVEOS_TEST_R7_DB_PASSWORD"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -170,6 +174,8 @@ class Fleet:
         self.inventory = work / "inventory.yml"
         self.outputs: list[str] = []  # everything ansible and the CLI printed
         self.deploy_cmdlines: set[str] = set()  # every argv seen during the first deploy
+        self.db = MariaDB()
+        self.db_password = "db-" + uuid.uuid4().hex + ':"\\'
 
     @property
     def env(self) -> dict[str, str]:
@@ -185,6 +191,7 @@ class Fleet:
             NO_COLOR="1",
             COLUMNS="200",
         )
+        env[DB_PASSWORD_ENV] = self.db_password  # the role reads it from the environment
         return env
 
     def write_inventory(self, path: Path | None = None, extra_host: dict | None = None) -> Path:
@@ -195,6 +202,11 @@ class Fleet:
             "saveos_agent_heartbeat_interval_s": 5,
             "saveos_agent_lock_wait_s": 60,
         }
+        password = f"{{{{ lookup('ansible.builtin.env', '{DB_PASSWORD_ENV}') }}}}"
+        group["hosts"][DB_HOST]["saveos_agent_databases"] = [
+            {"type": "mariadb", "name": DB_NAME, "host": "127.0.0.1", "port": 3306,
+             "user": DB_NAME, "password": password}
+        ]  # fmt: skip
         group["hosts"].update(extra_host or {})
         path = path or self.inventory
         path.write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -238,12 +250,27 @@ class Fleet:
         for host in self.hosts:
             found[f"{host} passphrase"] = (self.escrow / host / "passphrase").read_text().strip()
             found[f"{host} token"] = self.sh(host, "cat /etc/saveos/token").stdout.strip()
+        found[f"{DB_HOST} database password"] = self.db_password
         return found
 
 
+def _make_database(fleet: Fleet) -> None:
+    fleet.db.make(DB_NAME, rows=100)
+    escaped = fleet.db_password.replace("\\", "\\\\").replace("'", "\\'")
+    fleet.db.user(DB_NAME, escaped, [DB_NAME, "saveos\\_drill\\_%"])  # drills: scratch dbs
+
+
+def _drop_database(fleet: Fleet) -> None:
+    fleet.db.drop(DB_NAME)
+    fleet.db.drop_user(DB_NAME)
+
+
 @contextlib.contextmanager
-def lab_fleet(tmp_path_factory, cls: type[Fleet], port: int, repo_servers: int = 0):
-    """A Fleet of `cls` on a new lab and a new API on PostgreSQL; both stopped afterwards."""
+def lab_fleet(
+    tmp_path_factory, cls: type[Fleet], port: int, repo_servers: int = 0, prepare=None, cleanup=None
+):
+    """A Fleet of `cls` on a new lab and a new API on PostgreSQL; both stopped afterwards.
+    `prepare(fleet)` runs before the inventory is written, `cleanup(fleet)` after the end."""
     require_root()
     work = tmp_path_factory.mktemp(cls.__name__.lower())
     work.chmod(0o700)
@@ -253,17 +280,23 @@ def lab_fleet(tmp_path_factory, cls: type[Fleet], port: int, repo_servers: int =
     try:
         lab.up(len(cls.hosts), repo_servers=repo_servers)
         api.server.start()
+        if prepare:
+            prepare(fleet)
         fleet.write_inventory()
         yield fleet
     finally:
         api.close()
         lab.down()
+        if cleanup:
+            cleanup(fleet)
 
 
 @pytest.fixture(scope="package")
 def fleet(tmp_path_factory) -> Fleet:
     """Lab up (3 hosts), API on PostgreSQL, role deployed at -vvv while /proc is watched."""
-    with lab_fleet(tmp_path_factory, Fleet, LAB_PORT) as fleet:
+    with lab_fleet(
+        tmp_path_factory, Fleet, LAB_PORT, prepare=_make_database, cleanup=_drop_database
+    ) as fleet:
         for host in Fleet.hosts:
             assert (
                 fleet.sh(host, f"mkdir -p {SOURCES} && echo {host} > {SOURCES}/host").returncode
@@ -289,7 +322,10 @@ class RepoFleet(Fleet):
     def write_inventory(self, path: Path | None = None, extra_host: dict | None = None) -> Path:
         path = super().write_inventory(path, extra_host)
         inventory = yaml.safe_load(path.read_text())
-        inventory["all"]["children"]["lab"]["vars"]["saveos_agent_lock_wait_s"] = 10
+        group = inventory["all"]["children"]["lab"]
+        group["vars"]["saveos_agent_lock_wait_s"] = 10
+        # No database dumps here: the R7 fleet owns the MariaDB test database.
+        group["hosts"][DB_HOST].pop("saveos_agent_databases", None)
         path.write_text(yaml.safe_dump(inventory, sort_keys=False))
         return path
 

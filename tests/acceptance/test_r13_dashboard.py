@@ -223,3 +223,35 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     shot(page, "logged-out")
     assert not errors, errors
     context.close()
+
+
+def test_reading_pages_and_the_archive_browser_work_without_javascript(fleet, browser):
+    """JavaScript off: the same pages render, forms post, waiting pages refresh themselves."""
+    from playwright.sync_api import expect
+
+    shot = Shots("dashboard-nojs")
+    context = browser.new_context(
+        base_url=fleet.api.url, java_script_enabled=False, viewport={"width": 1400, "height": 900}
+    )
+    page = context.new_page()
+    page.goto("/fleet")
+    page.fill("#token", fleet.api.server.admin_token)
+    page.click("form[action='/login'] button[type=submit]")
+    expect(page.locator("tr[data-host=lab2]")).to_be_visible()
+    page.select_option("select[name=status]", "ok")
+    page.click("form.filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"status=ok"))
+    shot(page, "fleet-filtered")
+    page.goto("/hosts/lab1")
+    expect(page.locator("#snapshots tbody tr").first).not_to_contain_text("No snapshot")
+    expect(page.locator("#charts canvas")).to_have_count(0)  # no charts, the table instead
+    shot(page, "host")
+    page.click("#restore")
+    page.locator("#archives button.browse").first.click()
+    # The waiting page carries <meta http-equiv=refresh> in <noscript>: it reloads until the
+    # agent's listing is in.
+    expect(page.locator("#tree")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    shot(page, "browse")
+    page.goto("/jobs")
+    expect(page.locator("#jobs-live")).to_contain_text("list")
+    context.close()

@@ -1,13 +1,15 @@
-"""R7 secrets: no passphrase or token shows up in what ansible and the CLI printed in any case
-(the fleet's first deploy ran at -vvv, plus a -vvv backup here), in the API or agent logs, or in
-any process's argv (/proc/*/cmdline snapshots of the controller and every lab host, taken during
-the deploy and the backup). Secret files are 0600 on hosts and in the controller's escrow."""
+"""R7 secrets: no passphrase, token or database password shows up in what ansible and the CLI
+printed in any case (the fleet's first deploy ran at -vvv, plus a -vvv backup here), in the API
+or agent logs, or in any process's argv (/proc/*/cmdline snapshots of the controller and every
+lab host, taken during the deploy and the backup, lab2's MariaDB dump included). Secret files
+are 0600 on hosts and in the controller's escrow; no file others can read holds the database
+password."""
 
 from __future__ import annotations
 
 import pytest
 
-from acceptance.conftest import CmdlineWatcher
+from acceptance.conftest import DB_HOST, CmdlineWatcher
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 PRIVATE_ON_HOST = ("/etc/saveos/agent.json", "/etc/saveos/token", "/etc/saveos/passphrase")
@@ -24,7 +26,7 @@ def leaks(sources: dict[str, str], secrets: dict[str, str]) -> list[str]:
 
 def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
     secrets = fleet.secrets()
-    assert len(secrets) == 1 + 2 * len(fleet.hosts)
+    assert len(secrets) == 1 + 2 * len(fleet.hosts) + 1  # + lab2's database password
     assert all(len(v) >= 32 for v in secrets.values()), "a secret looks empty"
     with CmdlineWatcher() as watcher:
         backup = fleet.playbook("backup.yml", "-vvv")
@@ -39,6 +41,7 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
     cmdlines = fleet.deploy_cmdlines | watcher.seen
     sources["/proc/*/cmdline"] = "\n".join(cmdlines)
     assert any("borg create" in c for c in watcher.seen), "the watcher missed the backup"
+    assert any("mariadb-dump" in c for c in watcher.seen), "the watcher missed the dump"
     assert leaks(sources, secrets) == []
 
     bad_modes = []
@@ -52,6 +55,19 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
         bad_modes += [f"{host}:{p} {modes.get(p)}" for p in expected if modes.get(p) != expected[p]]
         loose = fleet.sh(host, "find /etc/saveos /var/lib/saveos/spool -perm /077 -type f")
         bad_modes += [f"{host}:{p} group/world access" for p in loose.stdout.split()]
+    # the database password: only in its 0600 credentials file, in no file others can read
+    creds = fleet.sh(
+        DB_HOST, "stat -c '%a %U' /etc/saveos/databases/*; cat /etc/saveos/databases/*"
+    )
+    assert creds.stdout.startswith("600 root\n[client]\npassword="), creds.stdout
+    readable = fleet.sh(
+        DB_HOST,
+        "find /etc /var /opt /srv /root -xdev -type f -perm -o+r -size -2M "
+        f"-exec grep -lF -- {fleet.db_password[3:35]} {{}} + 2>/dev/null",  # its 32 hex digits
+    )
+    bad_modes += [
+        f"{DB_HOST}:{p} readable by others, holds the password" for p in readable.stdout.split()
+    ]
     for path in fleet.escrow.rglob("*"):
         want = 0o700 if path.is_dir() else 0o600
         if path.stat().st_mode & 0o777 != want:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from saveos_agent import borg_commands as bc
 from saveos_agent import execute
@@ -36,12 +36,17 @@ def info(cfg: Config, archive: Optional[str] = None) -> Dict[str, Any]:
     return {"status": result.status, "info": result.json()}
 
 
-def latest_archive(cfg: Config) -> str:
-    archives = [
+def archive_names(cfg: Config) -> List[str]:
+    """Every complete archive, oldest first (checkpoints left out)."""
+    return [
         a["name"]
         for a in list_archives(cfg)["archives"]
         if a["name"] and not a["name"].endswith(".checkpoint")
     ]
+
+
+def latest_archive(cfg: Config) -> str:
+    archives = archive_names(cfg)
     if not archives:
         raise AgentError("the repository has no archive yet: run a backup first")
     return archives[-1]

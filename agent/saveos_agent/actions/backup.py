@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any, Dict, List, Optional
 
 from saveos_agent import borg_commands as bc
-from saveos_agent import execute
+from saveos_agent import dumps, execute, hooks
 from saveos_agent.actions import offsite, worst
 from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
@@ -70,23 +70,27 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     if stale:
         warnings.append(stale)
     archive = archive_name(cfg, started)
-    # A job's backup tells the API how far it got while it runs (the dashboard shows it).
-    with JobProgress(cfg, job_id) as progress:
+    hook_env = {"SAVEOS_ARCHIVE": archive}
+    failed = hooks.run_phase(cfg.hooks, "before_backup", hook_env)
+    # A job's backup tells the API how far it got while it runs (the dashboard shows it);
+    # declared databases stream into the same borg create (no session without any).
+    with JobProgress(cfg, job_id) as progress, dumps.for_backup(cfg) as session:
         create = execute.run(
             bc.create(
                 cfg.repository,
                 archive,
-                cfg.sources,
-                excludes=cfg.excludes,
                 compression=cfg.compression,
                 checkpoint_interval=cfg.checkpoint_interval_s,
                 lock_wait=cfg.lock_wait_s,
                 progress=progress.enabled,
                 borg=cfg.borg_binary,
+                **dumps.create_options(cfg, session),
             ),
             secrets_of(cfg),
             on_progress=progress.update if progress.enabled else None,
         )
+        databases = session.finish() if session else []
+    failed += dumps.failures(databases) if create.status != "error" else []
     stats = {"nfiles": 0, "original_size": 0, "compressed_size": 0, "deduplicated_size": 0}
     used_bytes = None
     status, rc = create.status, create.rc
@@ -104,7 +108,10 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         used_bytes = (data.get("cache") or {}).get("stats", {}).get("unique_csize")
         warnings.extend(create.messages)
         message = "archive created"
+        failed += [] if failed else hooks.run_phase(cfg.hooks, "after_backup", hook_env)
         for step, argv in maintenance(cfg):
+            if failed:  # a failed dump or hook keeps the archive, but prunes nothing for it
+                break
             result = execute.run(argv, secrets_of(cfg))
             if result.status != "ok":
                 # the archive is safe; a failed prune/compact is a warning to look at
@@ -114,6 +121,10 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
                 break
         if warnings:
             message = "archive created with warnings: " + "; ".join(warnings[:5])
+    if failed and status != "error":
+        status, message = "error", dumps.failed_message(failed, archive_out, stats["nfiles"])
+    if status == "error":
+        message += "".join(f"; {m}" for m in hooks.on_error(cfg.hooks, hook_env, message))
     finished = utcnow()
     duration = round((finished - started).total_seconds(), 3)
     body = {
@@ -130,6 +141,8 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
         "message": message[:2000],
         "repository": repository_report(cfg, used_bytes),
     }
+    if databases:
+        body["databases"] = [dumps.report_record(d) for d in databases]
     if job_id is not None:
         body["job_id"] = job_id
     if status == "error" and create.lock_timeout:

@@ -7,7 +7,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from saveos_agent import borg_commands as bc
-from saveos_agent import execute
+from saveos_agent import db_restore, execute
 from saveos_agent.actions.archives import latest_archive
 from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
@@ -105,6 +105,7 @@ def drill(
                 mismatched.append(f"extract failed: {failures[0]}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    databases = db_restore.drill(cfg, archive)  # each into a scratch database, then dropped
     finished = utcnow()
     if mismatched:
         outcome, message = "fail", f"{len(mismatched)} of {len(sample)} files differ"
@@ -112,6 +113,8 @@ def drill(
         outcome, message = "fail", "no file unchanged since the archive to compare"
     else:
         outcome, message = "pass", f"{len(matched)} files identical"
+    if databases:
+        outcome, message = db_restore.drill_outcome(outcome, message, databases)
     body = {
         "report_id": new_report_id(),
         "archive": archive,
@@ -123,6 +126,8 @@ def drill(
         "result": outcome,
         "message": message,
     }
+    if databases:
+        body["databases"] = [db_restore.drill_record(d) for d in databases]
     if job_id is not None:
         body["job_id"] = job_id
     save_state(cfg, last_drill_at=iso(finished), last_drill_result=outcome)
@@ -138,5 +143,6 @@ def drill(
         "files_mismatched": len(mismatched),
         "mismatched": mismatched[:50],
         "message": message,
+        **({"databases": databases} if databases else {}),
         **sent,
     }

@@ -104,5 +104,5 @@ def list_folder(
         "total": len(entries),
         "offset": offset,
         "entries": page,
-        "message": f"{len(entries)} entries in /{folder}",
+        "message": f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} in /{folder}",
     }

@@ -59,6 +59,17 @@ def restore(
     }
 
 
+def restore_database(
+    cfg: Config, archive: str, name: str, into: Optional[str] = None, force: bool = False
+) -> Dict[str, Any]:
+    """`restore --database NAME ARCHIVE|latest`: load the dump into its server (db_restore)."""
+    from saveos_agent import db_restore
+    from saveos_agent.actions.archives import archive_names
+
+    archives = archive_names(cfg) if archive == "latest" else []
+    return db_restore.restore(cfg, archive, archives, name, into, force)
+
+
 def _not_in_archive(
     paths: List[str], target: str, messages: List[str], in_place: bool
 ) -> List[str]:

@@ -22,6 +22,7 @@
     var source = document.getElementById("snapshot-series");
     if (!source || typeof uPlot === "undefined") return;
     var s = JSON.parse(source.textContent);
+    document.getElementById("charts").hidden = false;
     var sizeEl = document.getElementById("chart-size");
     var durEl = document.getElementById("chart-duration");
     var sizeAxis = { values: function (u, vals) { return vals.map(sizeText); }, size: 70 };

@@ -1,0 +1,305 @@
+"""Databases out of an archive: restore one (refusing to overwrite a non-empty database unless
+forced), and drill them (restore into a scratch database, run the sanity query, drop it).
+
+The dump goes from `borg extract --stdout` straight into pg_restore/psql/mariadb/sqlite3
+through a pipe: it never lands on disk either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets as _random
+import subprocess
+import tempfile
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+from saveos_agent import borg_commands as bc
+from saveos_agent import databases as dbs
+from saveos_agent import dumps, execute
+from saveos_agent.config import Config
+from saveos_agent.errors import AgentError
+
+log = logging.getLogger("saveos_agent.db_restore")
+
+
+def _in_archive(cfg: Config, name: str) -> str:
+    return os.path.join(cfg.dump_dir, name).lstrip("/")
+
+
+def manifest(cfg: Config, archive: str) -> List[Dict[str, Any]]:
+    """The dumps an archive holds ([] when it holds none: a backup without databases)."""
+    result = execute.run(
+        bc.extract_stdout(
+            cfg.repository,
+            archive,
+            _in_archive(cfg, dumps.MANIFEST),
+            lock_wait=cfg.lock_wait_s,
+            borg=cfg.borg_binary,
+        ),
+        execute.secrets_of(cfg),
+    )
+    if result.status == "error":
+        raise AgentError(f"borg extract failed: {result.error_message}")
+    if not result.stdout.strip():  # "never matched": borg only warns
+        return []
+    return dumps.read_manifest(result.stdout)
+
+
+def _matches(record: Dict[str, Any], wanted: str) -> bool:
+    if "/" in wanted:
+        kind, name = wanted.split("/", 1)
+        return record.get("type") == kind and record.get("name") == name
+    return record.get("name") == wanted
+
+
+def select(records: List[Dict[str, Any]], wanted: str, archive: str) -> Dict[str, Any]:
+    found = [r for r in records if _matches(r, wanted)]
+    if not found:
+        held = ", ".join(f"{r.get('type')}/{r.get('name')}" for r in records) or "none"
+        raise AgentError(f"archive {archive} holds no dump of {wanted} (it holds: {held})")
+    if len(found) > 1:
+        raise AgentError(
+            f"{wanted} names {len(found)} dumps in {archive}: say which, e.g. "
+            f"--database {found[0]['type']}/{wanted}"
+        )
+    record = found[0]
+    if record.get("status") != "ok":
+        raise AgentError(
+            f"the dump of {record['type']}/{record['name']} in {archive} did not finish "
+            f"({record.get('message', 'failed')}): restore it from another archive"
+        )
+    return record
+
+
+def entry_for(cfg: Config, record: Dict[str, Any]) -> dbs.Database:
+    """The declared entry a dump came from (its own name, else the `all` of its type)."""
+    kind, name = record.get("type"), str(record.get("name"))
+    for db in cfg.databases:
+        if db.type == kind and db.name == name:
+            return db
+    for db in cfg.databases:
+        if db.type == kind and db.name == dbs.ALL:
+            return db.one(name)
+    raise AgentError(
+        f"no {kind} database is declared in the agent config for {name} any more: "
+        "declare it (saveos_agent_databases) to say which server to restore into"
+    )
+
+
+def find_archive(cfg: Config, wanted: str, archives: List[str]) -> Tuple[str, Dict[str, Any]]:
+    """The newest archive holding a whole dump of `wanted`."""
+    for archive in reversed(archives):
+        records = manifest(cfg, archive)
+        with contextlib.suppress(AgentError):
+            return archive, select(records, wanted, archive)
+    raise AgentError(f"no archive holds a whole dump of {wanted}")
+
+
+# ---- the server side ------------------------------------------------------------------------
+
+
+def _query(db: dbs.Database, database: Optional[str], sql: str, what: str) -> str:
+    argv = dbs.client_argv(db, database)
+    rc, out, err = dumps.run_client(db, argv, sql)
+    if rc != 0:
+        raise AgentError(f"{what}: {dumps.first_error(err, rc, os.path.basename(argv[0]))}")
+    return out.strip()
+
+
+def _first_value(text: str) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line.split("\t")[0].split("|")[0].strip()
+
+
+def state_of(db: dbs.Database, target: str) -> str:
+    """'absent', 'empty' or 'non-empty' (tables, views) for the target database or file."""
+    if db.type == "sqlite":
+        if not os.path.exists(target):
+            return "absent"
+        if os.path.getsize(target) == 0:
+            return "empty"
+        count = _query(db, target, dbs.TABLE_COUNT["sqlite"] + ";", f"reading {target}")
+        return "empty" if _first_value(count) == "0" else "non-empty"
+    exists = _query(db, None, dbs.exists_sql(db, target), f"looking for database {target}")
+    if _first_value(exists) == "0":
+        return "absent"
+    count = _query(db, target, dbs.TABLE_COUNT[db.type] + ";", f"reading database {target}")
+    return "empty" if _first_value(count) == "0" else "non-empty"
+
+
+def _create(db: dbs.Database, target: str) -> None:
+    if db.type != "sqlite":
+        _query(db, None, dbs.create_sql(db, target), f"creating database {target}")
+
+
+def _drop(db: dbs.Database, target: str) -> None:
+    if db.type == "sqlite":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        return
+    _query(db, None, dbs.drop_sql(db, target), f"dropping database {target}")
+
+
+def load(cfg: Config, db: dbs.Database, archive: str, record: Dict[str, Any], target: str) -> int:
+    """borg extract --stdout | loader; the loader's own error first when both fail."""
+    globals_ = record.get("kind") == dbs.GLOBALS
+    argv = dbs.client_argv(db, None) if globals_ else dbs.load_argv(db, record["format"], target)
+    read_fd, write_fd = os.pipe()
+    try:
+        loader = subprocess.Popen(
+            list(argv),
+            stdin=read_fd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=dbs.env(db),
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise AgentError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    os.close(read_fd)
+    err_chunks: List[bytes] = []
+    reader = threading.Thread(target=lambda: err_chunks.append(loader.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        result = execute.run(
+            bc.extract_stdout(
+                cfg.repository,
+                archive,
+                _in_archive(cfg, record["file"]),
+                lock_wait=cfg.lock_wait_s,
+                borg=cfg.borg_binary,
+            ),
+            execute.secrets_of(cfg),
+            stdout=write_fd,
+        )
+    finally:
+        os.close(write_fd)  # the loader sees the end of the dump
+    rc = loader.wait()
+    reader.join()
+    loader.stderr.close()
+    stderr = b"".join(err_chunks).decode("utf-8", "replace")
+    if rc != 0:
+        raise AgentError(f"loading into {target}: {dumps.first_error(stderr, rc, argv[0])}")
+    if result.status == "error":
+        raise AgentError(f"borg extract failed: {result.error_message}")
+    return int(record.get("size") or 0)
+
+
+def restore(
+    cfg: Config,
+    archive: str,
+    archives: List[str],
+    wanted: str,
+    into: Optional[str] = None,
+    force: bool = False,
+) -> Dict[str, Any]:
+    if archive == "latest":
+        archive, record = find_archive(cfg, wanted, archives)
+    else:
+        record = select(manifest(cfg, archive), wanted, archive)
+    db = entry_for(cfg, record)
+    globals_ = record.get("kind") == dbs.GLOBALS
+    if db.type == "sqlite":
+        target = into or db.path or ""
+        if not os.path.isabs(target):
+            raise AgentError("--into for a sqlite database is the absolute path of the new file")
+    else:
+        target = dbs.check_name(into or record["name"], "--into")
+    state = "globals" if globals_ else state_of(db, target)
+    replaced = state == "non-empty"
+    if replaced:
+        if not force:
+            raise AgentError(
+                f"{db.type} database {target} exists and is not empty: restore --into "
+                "another name, or --force to drop and replace it"
+            )
+        _drop(db, target)
+        state = "absent"
+    if state == "absent":
+        _create(db, target)
+    size = load(cfg, db, archive, record, target)
+    what = "globals (roles, tablespaces)" if globals_ else f"{db.type}/{record['name']}"
+    return {
+        "status": "ok",
+        "archive": archive,
+        "database": record["name"],
+        "type": db.type,
+        "into": target,
+        "size": size,
+        "replaced": replaced,
+        "message": f"restored {what} from {archive} into {target}",
+    }
+
+
+def _passes(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "f", "false", "null")
+
+
+def drill_one(cfg: Config, archive: str, record: Dict[str, Any]) -> Dict[str, Any]:
+    out = {"type": record.get("type"), "name": record.get("name"), "size": record.get("size", 0)}
+    if record.get("status") != "ok":
+        return {**out, "result": "fail", "message": f"dump failed: {record.get('message')}"}
+    try:
+        db = entry_for(cfg, record)
+    except AgentError as exc:
+        return {**out, "result": "fail", "message": exc.message}
+    scratch_dir = None
+    if db.type == "sqlite":
+        scratch_dir = tempfile.mkdtemp(prefix="saveos-drill-db-")
+        scratch = os.path.join(scratch_dir, "drill.sqlite")
+    else:
+        scratch = f"saveos_drill_{_random.token_hex(4)}_{record['name']}"[:63]
+    query = dbs.sanity_query(db)
+    try:
+        if db.type != "sqlite":
+            if state_of(db, scratch) != "absent":
+                raise AgentError(f"scratch database {scratch} already exists")
+            _create(db, scratch)
+        load(cfg, db, archive, record, scratch)
+        value = _first_value(_query(db, scratch, query.rstrip(";") + ";", "sanity query"))
+    except AgentError as exc:
+        return {**out, "result": "fail", "message": exc.message, "scratch": scratch}
+    finally:
+        try:
+            _drop(db, scratch)
+        except AgentError as exc:
+            log.warning("could not drop scratch database %s: %s", scratch, exc.message)
+        if scratch_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(scratch_dir)
+    # The default query only reports (a database may hold no table); a declared one must hold.
+    if db.drill_query and not _passes(value):
+        message = f"restored, but the sanity query gave {value!r}: {query}"
+        return {**out, "result": "fail", "value": value, "message": message}
+    said = f"{value} tables" if not db.drill_query else f"sanity query gave {value!r}"
+    return {**out, "result": "pass", "value": value, "message": f"restored; {said}"}
+
+
+def drill(cfg: Config, archive: str) -> List[Dict[str, Any]]:
+    """Every database dump of the archive (not the globals) through a scratch restore."""
+    if not cfg.databases:
+        return []
+    records = manifest(cfg, archive)
+    return [drill_one(cfg, archive, r) for r in records if r.get("kind") != dbs.GLOBALS]
+
+
+def drill_outcome(outcome: str, message: str, results: List[Dict[str, Any]]) -> Tuple[str, str]:
+    """The drill's result with its databases: any database that failed fails the drill."""
+    failed = [r for r in results if r["result"] != "pass"]
+    passed = len(results) - len(failed)
+    if failed:
+        first = failed[0]
+        text = f"{len(failed)} of {len(results)} databases failed ({first['type']}/" \
+               f"{first['name']}: {first['message']})"  # fmt: skip
+        return "fail", f"{message}; {text}"
+    return outcome, f"{message}; {passed} databases restored and queried"
+
+
+def drill_record(result: Dict[str, Any]) -> Dict[str, Any]:
+    """What the API stores of one database drill: name, type, result, message."""
+    keys = ("name", "type", "result", "message")
+    return {k: str(result[k])[:1000] for k in keys if k in result}

@@ -1,0 +1,265 @@
+"""P7 database dump into Borg: `saveos-agent backup` with a 1 GB PostgreSQL database declared
+(its dump streamed through a FIFO into the backup's own `borg create`), against the
+hand-written `pg_dump | borg create --stdin-name NAME REPO::A -` and against borgmatic's
+PostgreSQL hook, in the same run.
+
+Database: `saveos_t22_p7` on the machine's PostgreSQL (127.0.0.1:5432), created once (about
+1 GB: seeded rows of hex text) and kept between runs. Every tool dumps it in the custom format
+(`pg_dump -Fc`), with the same compression (lz4) into its own fresh repokey-blake2 repository
+per repetition: an initial backup, then an incremental one (the same database: the dump
+deduplicates). SaveOS and borgmatic also archive one small source directory and run their
+prune and compact, as they do in production; the hand-written pipe does nothing else. Tools run
+back to back in rotating order; wall and CPU (user+system of the whole process tree, from
+getrusage) are recorded; after every backup the dump's size in the archive is compared.
+
+    python benchmarks/p7_database_dump.py [--repeat 3] [--borgmatic PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median, write_result  # noqa: E402
+from p2_agent_backup import ensure_borgmatic, rotated, run, timed  # noqa: E402
+
+ROOT = Path(os.environ.get("SAVEOS_BENCH_P7_DIR", "/var/tmp/saveos-bench-p7"))
+DB = "saveos_t22_p7"
+ROWS, SEED = 4_500_000, 20261201
+COMPRESSION = "lz4"
+GOAL_VS_PIPE = 1.05
+PSQL = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
+
+
+def psql(sql: str, db: str = "postgres") -> str:
+    out = subprocess.run([*PSQL, "-d", db], input=sql, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return out.stdout.strip()
+
+
+def ensure_database() -> dict:
+    """The 1 GB database, built once; its marker table says with which parameters."""
+    info = {"rows": ROWS, "seed": SEED}
+    if psql(f"SELECT count(*) FROM pg_database WHERE datname = '{DB}'") == "1":
+        with_marker = psql("SELECT to_regclass('p7_info') IS NOT NULL", DB)
+        if with_marker == "t" and psql("SELECT params FROM p7_info", DB) == json.dumps(info):
+            return {**info, "bytes": int(psql(f"SELECT pg_database_size('{DB}')"))}
+        psql(f'DROP DATABASE "{DB}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{DB}"')
+    # seeded hex text: compresses about 2x, like real rows of ids and hashes
+    psql(
+        f"SELECT setseed({SEED % 1000} / 1000.0);"
+        "CREATE TABLE items AS SELECT g AS id, now()::date - (g % 3650) AS day,"
+        " md5(g::text) || md5(random()::text) || md5(random()::text) || md5(random()::text)"
+        "   || md5(random()::text) || md5(random()::text) AS body"
+        f" FROM generate_series(1, {ROWS}) g;"
+        "ALTER TABLE items ADD PRIMARY KEY (id);"
+        f"CREATE TABLE p7_info AS SELECT '{json.dumps(info)}'::text AS params;",
+        DB,
+    )
+    return {**info, "bytes": int(psql(f"SELECT pg_database_size('{DB}')"))}
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, work: Path, passfile: Path):
+        self.work, self.passfile = work, passfile
+        self.repo = work / "repo"
+        self.files = work / "files"
+        self.env = dict(os.environ, BORG_BASE_DIR=str(work / "borg-base"), BORG_EXIT_CODES="legacy")
+        for key in ("BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD", "PGPASSWORD"):
+            self.env.pop(key, None)
+        self.borg_env = dict(self.env, BORG_PASSCOMMAND=f"cat {passfile}")
+
+    def reset(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.files.mkdir(parents=True)
+        (self.files / "app.conf").write_text("key = value\n")
+        run(["borg", "init", "--encryption", "repokey-blake2", str(self.repo)], self.borg_env)
+
+    def dump_size(self) -> int:
+        """Size of the newest archive's dump (the one file over 1 MB)."""
+        last = subprocess.run(
+            ["borg", "list", "--short", "--last", "1", str(self.repo)],
+            env=self.borg_env, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        listing = subprocess.run(
+            ["borg", "list", "--format", "{size}{NL}", f"{self.repo}::{last}"],
+            env=self.borg_env, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        return max(int(s) for s in listing)
+
+
+class HandPipe(Tool):
+    name = "hand_pipe"
+
+    def backup(self) -> None:
+        script = (
+            f"set -o pipefail; pg_dump -Fc -h 127.0.0.1 -U postgres {DB} | borg create "
+            f"--compression {COMPRESSION} --stdin-name postgresql-{DB}.pgdump "
+            f'"{self.repo}::pipe-$(date +%Y-%m-%dT%H:%M:%S.%N)" -'
+        )
+        run(["bash", "-c", script], self.borg_env)
+
+
+class Agent(Tool):
+    name = "saveos_agent"
+
+    def __init__(self, work: Path, passfile: Path, pyz: Path):
+        super().__init__(work, passfile)
+        self.pyz = pyz
+
+    def reset(self) -> None:
+        super().reset()
+        config = {
+            "repository": str(self.repo),
+            "passphrase_file": str(self.passfile),
+            "sources": [str(self.files)],
+            "retention": {"keep_daily": 7},
+            "compression": COMPRESSION,
+            "hostname": "bench",
+            "spool_dir": str(self.work / "spool"),
+            "state_dir": str(self.work / "state"),
+            "dump_dir": str(self.work / "dumps"),
+            "log_file": str(self.work / "agent.log"),
+            "databases": [
+                {"type": "postgresql", "name": DB, "host": "127.0.0.1", "user": "postgres"}
+            ],
+        }
+        self.config = self.work / "agent.json"
+        self.config.write_text(json.dumps(config))
+        self.config.chmod(0o600)
+
+    def backup(self) -> None:
+        argv = ["/usr/bin/python3", str(self.pyz), "--config", str(self.config), "--json"]
+        run([*argv, "backup"], self.env)
+
+
+class Borgmatic(Tool):
+    name = "borgmatic"
+
+    def __init__(self, work: Path, passfile: Path, borgmatic: str):
+        super().__init__(work, passfile)
+        self.borgmatic = borgmatic
+
+    def reset(self) -> None:
+        super().reset()
+        lines = [
+            "source_directories:",
+            f"    - {self.files}",
+            "repositories:",
+            f"    - path: {self.repo}",
+            f"compression: {COMPRESSION}",
+            f"encryption_passcommand: cat {self.passfile}",
+            "archive_name_format: 'bench-{now:%Y-%m-%dT%H:%M:%S.%f}'",
+            "keep_daily: 7",
+            "store_config_files: false",
+            f"user_runtime_directory: {self.work / 'runtime'}",
+            "postgresql_databases:",
+            f"    - name: {DB}",
+            "      hostname: 127.0.0.1",
+            "      username: postgres",
+            "      format: custom",
+        ]
+        self.config = self.work / "borgmatic.yaml"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.config.chmod(0o600)
+
+    def backup(self) -> None:
+        run([self.borgmatic, "--config", str(self.config), "create", "prune", "compact"], self.env)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--borgmatic", default="/var/tmp/borgmatic-venv/bin/borgmatic")
+    parser.add_argument("--name", default="p7_database_dump")
+    args = parser.parse_args()
+    ROOT.mkdir(parents=True, exist_ok=True)
+    database = ensure_database()
+    print(f"database {DB}: {database['bytes'] / 1e9:.2f} GB", flush=True)
+    passfile = ROOT / "passphrase"
+    passfile.write_text(f"bench-{SEED}-not-a-real-secret\n")
+    passfile.chmod(0o600)
+    pyz = ROOT / "saveos-agent.pyz"
+    build = Path(__file__).resolve().parent.parent / "agent" / "build.py"
+    subprocess.run(["/usr/bin/python3", str(build), "--out", str(pyz)], check=True)
+    borgmatic = ensure_borgmatic(args.borgmatic)
+    versions = {
+        tool: subprocess.run([cmd, "--version"], capture_output=True, text=True).stdout.strip()
+        for tool, cmd in (("borg", "borg"), ("borgmatic", borgmatic), ("pg_dump", "pg_dump"))
+    }
+    tools = [
+        HandPipe(ROOT / "run" / "pipe", passfile),
+        Agent(ROOT / "run" / "agent", passfile, pyz),
+        Borgmatic(ROOT / "run" / "borgmatic", passfile, borgmatic),
+    ]
+    phases = ("initial", "incremental")
+    times = {k: {t.name: {p: [] for p in phases} for t in tools} for k in ("wall", "cpu")}
+    sizes: dict[str, list[int]] = {t.name: [] for t in tools}
+    loads, step = [], 0
+    for rep in range(args.repeat):
+        for tool in tools:
+            tool.reset()
+        for phase in phases:
+            loads.append(os.getloadavg()[0])
+            line = []
+            for tool in rotated(tools, step):
+                wall, cpu = timed(tool)
+                times["wall"][tool.name][phase].append(wall)
+                times["cpu"][tool.name][phase].append(cpu)
+                sizes[tool.name].append(tool.dump_size())
+                line.append(f"{tool.name} {wall:.2f} s ({cpu:.2f} s CPU)")
+            step += 1
+            print(f"run {rep + 1} {phase}: " + "; ".join(line) + f"; load {loads[-1]:.1f}",
+                  flush=True)  # fmt: skip
+        for tool in tools:
+            shutil.rmtree(tool.work, ignore_errors=True)
+    all_sizes = [s for v in sizes.values() for s in v]
+    same = max(all_sizes) - min(all_sizes) <= max(all_sizes) * 0.001
+    med = {t: {p: median(v) for p, v in by.items()} for t, by in times["wall"].items()}
+    cpu = {t: {p: median(v) for p, v in by.items()} for t, by in times["cpu"].items()}
+    summary: dict = {"median_s": med, "median_cpu_s": cpu, "same_dump_size": same}
+    for p in phases:
+        summary[f"{p}_agent_vs_pipe"] = med["saveos_agent"][p] / med["hand_pipe"][p]
+        summary[f"{p}_agent_vs_borgmatic"] = med["saveos_agent"][p] / med["borgmatic"][p]
+        summary[f"{p}_agent_vs_pipe_cpu"] = cpu["saveos_agent"][p] / cpu["hand_pipe"][p]
+        print(
+            f"median {p}: "
+            + ", ".join(f"{t} {med[t][p]:.2f} s ({cpu[t][p]:.2f} s CPU)" for t in med)
+            + f"; agent/pipe {summary[f'{p}_agent_vs_pipe']:.3f} "
+            f"(CPU {summary[f'{p}_agent_vs_pipe_cpu']:.3f}), agent/borgmatic "
+            f"{summary[f'{p}_agent_vs_borgmatic']:.3f}"
+        )
+    summary["goal_met"] = same and all(
+        summary[f"{p}_agent_vs_pipe"] <= GOAL_VS_PIPE and summary[f"{p}_agent_vs_borgmatic"] <= 1
+        for p in phases
+    )
+    print(f"dump sizes equal across tools: {same} ({min(all_sizes)}..{max(all_sizes)} bytes)")
+    print(f"goal (<= {GOAL_VS_PIPE}x the hand-written pipe, <= borgmatic): {summary['goal_met']}")
+    path = write_result(
+        args.name,
+        {
+            "params": vars(args),
+            "database": database,
+            "versions": versions,
+            "load_1min": {"min": min(loads), "median": median(loads), "max": max(loads)},
+            "summary": summary,
+            "times": times,
+            "dump_sizes": sizes,
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
