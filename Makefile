@@ -1,13 +1,15 @@
 # SaveOS developer entry points. Both `demo` and `test` need root (namespaces, mounts, apt).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := openssh-server borgbackup python3 python3-venv iproute2 util-linux sqlite3 chromium
+SYSTEM_PACKAGES := openssh-server borgbackup python3 python3-venv iproute2 util-linux sqlite3 \
+  chromium systemd-container debootstrap
 
 .PHONY: system-deps venv demo demo-down test test-fast lint collection
 
 system-deps:
 	@command -v sshd >/dev/null && command -v borg >/dev/null && command -v unshare >/dev/null \
 	  && command -v chromium >/dev/null \
+	  && command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null \
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml

@@ -19,8 +19,9 @@ import sys
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# saveos_offsite rides along: the offsite virtualenv runs it with the zipapp on PYTHONPATH
-PACKAGES = [os.path.join(HERE, "saveos_agent"), os.path.join(HERE, "saveos_offsite")]
+# saveos_offsite rides along: the offsite virtualenv runs it with the zipapp on PYTHONPATH;
+# saveos_rules are the rules the agent shares with the API, the CLI and the role
+PACKAGES = [os.path.join(HERE, name) for name in ("saveos_agent", "saveos_offsite", "saveos_rules")]
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 MAIN = "import sys\nfrom saveos_agent.cli import main\nsys.exit(main())\n"
 

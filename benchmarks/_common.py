@@ -62,9 +62,11 @@ def scratch_pg():
 class Api:
     """`saveos server` as a separate process, the way operators run it."""
 
-    def __init__(self, database_url: str, data_dir: Path, workers: int = 1):
+    def __init__(self, database_url: str, data_dir: Path, workers: int = 1, tls: bool = False):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        # HTTPS with a certificate from `saveos ca init` in the data dir (the server finds it).
+        self.ca_file = data_dir / "tls" / "ca.crt" if tls else None
         self.admin_token = "adm_" + secrets.token_urlsafe(32)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(
@@ -74,6 +76,11 @@ class Api:
             SAVEOS_DATA_DIR=str(data_dir),
         )
         self.log = data_dir / "api.log"
+        if tls:
+            subprocess.run(
+                [sys.executable, "-m", "saveos_cli.app", "ca", "init", "--name", "127.0.0.1"],
+                env=self.env, cwd=REPO, check=True, capture_output=True,
+            )  # fmt: skip
         cmd = [sys.executable, "-m", "saveos_cli.app", "server", "--port", str(self.port)]
         cmd += ["--workers", str(workers)]
         with open(self.log, "ab") as log:
@@ -90,12 +97,21 @@ class Api:
             if self.proc.poll() is not None:
                 raise RuntimeError("API exited:\n" + self.log.read_text()[-3000:])
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if (
+                    httpx.get(self.url + "/health", timeout=1, verify=self.verify).status_code
+                    == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise RuntimeError("API did not start:\n" + self.log.read_text()[-3000:])
+
+    @property
+    def verify(self):
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
 
     @property
     def admin_headers(self) -> dict[str, str]:

@@ -40,20 +40,30 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _client(host, port, raw, deadline, warmup_end, lat, counters):
-    reader, writer = await asyncio.open_connection(host, port)
+async def _client(host, port, raw, deadline, warmup_end, lat, counters, tls=None, reconnect=False):
+    def connect():
+        # With TLS, server_hostname is the address: the certificate's SAN holds it.
+        return asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
+
+    reader, writer = await connect()
+    fresh = True
     try:
         while True:
             start = time.perf_counter()
             if start >= deadline:
                 return
+            if reconnect and not fresh:
+                # What an agent does: a new connection (and TLS handshake) per heartbeat.
+                writer.close()
+                reader, writer = await connect()
+            fresh = False
             writer.write(raw)
             try:
                 status = await _read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 counters["errors"] += 1
                 writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await connect()
                 continue
             end = time.perf_counter()
             if 200 <= status < 300:
@@ -71,8 +81,14 @@ async def _client(host, port, raw, deadline, warmup_end, lat, counters):
 
 
 async def main(args) -> dict:
-    host, _, port = args.url.removeprefix("http://").partition(":")
+    scheme, _, rest = args.url.partition("://")
+    host, _, port = rest.partition(":")
     port = int(port.rstrip("/"))
+    tls = None
+    if scheme == "https":
+        import ssl
+
+        tls = ssl.create_default_context(cafile=args.cafile)
     tokens = [None]
     if args.tokens:
         with open(args.tokens) as fh:
@@ -92,6 +108,8 @@ async def main(args) -> dict:
             warmup_end,
             lat,
             counters,
+            tls,
+            args.reconnect,
         )
         for i in range(args.concurrency)
     ]
@@ -121,6 +139,8 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--cafile", help="the CA to verify an https:// URL with")
+    parser.add_argument("--reconnect", action="store_true", help="a new connection per request")
     args = parser.parse_args()
     try:
         from uvloop import new_event_loop

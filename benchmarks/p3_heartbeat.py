@@ -6,6 +6,11 @@ Per repetition, on the same server: the framework floor (`GET /livez`, no databa
 as were acknowledged (each is answered only after its commit).
 
     python benchmarks/p3_heartbeat.py [--agents 128] [--workers 2] [--duration 30] [--repeat 3]
+        [--tls] [--reconnect]
+
+--tls: the server on HTTPS with a certificate of `saveos ca init`, the load generator verifying
+it against that CA (what agents do). --reconnect: a new connection per request, as the agent's
+urllib makes one per heartbeat (with --tls: a full TLS handshake per heartbeat).
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ GOAL_RATE, GOAL_P99_MS = 3000, 100
 
 
 def provision(api: Api, n: int, path: Path) -> None:
-    with httpx.Client(base_url=api.url, headers=api.admin_headers, timeout=30) as client:
+    with httpx.Client(
+        base_url=api.url, headers=api.admin_headers, timeout=30, verify=api.verify
+    ) as client:
         tokens = []
         for i in range(n):
             resp = client.post("/api/v1/agents/provision", json={"name": f"bench-{i:04d}"})
@@ -57,6 +64,10 @@ def load(api: Api, path: str, args, method="GET", body="", tokens=None, db_url=N
         cmd += ["--body", body]
     if tokens:
         cmd += ["--tokens", str(tokens)]
+    if api.ca_file:
+        cmd += ["--cafile", str(api.ca_file)]
+    if args.reconnect:
+        cmd += ["--reconnect"]
     server_cpu = cpu_seconds([api.proc.pid])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     backends = []
@@ -77,7 +88,7 @@ def load(api: Api, path: str, args, method="GET", body="", tokens=None, db_url=N
 
 
 def one_run(args, tmp: Path) -> dict:
-    with scratch_pg() as url, Api(url, tmp / "api", workers=args.workers) as api:
+    with scratch_pg() as url, Api(url, tmp / "api", workers=args.workers, tls=args.tls) as api:
         tokens = tmp / "tokens"
         provision(api, args.agents, tokens)
         floor = load(api, FLOOR_PATH, args)
@@ -100,6 +111,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--name", default="p3_heartbeat")
+    parser.add_argument("--tls", action="store_true", help="HTTPS with the fleet's own CA")
+    parser.add_argument("--reconnect", action="store_true", help="a new connection per request")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="saveos-p3-") as tmp:

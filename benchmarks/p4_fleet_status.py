@@ -20,6 +20,9 @@ api; the CLI process + API + backends for cli. On a shared machine wall time swi
 load; CPU per request much less.
 
     python benchmarks/p4_fleet_status.py [--agents 10000] [--snapshots 1000000] [--repeat 5]
+
+Longer than most modules on purpose: the data set, the baselines (raw SQL, psql) and the
+measured commands belong in one script, so a figure is reproduced by one command.
 """
 
 from __future__ import annotations

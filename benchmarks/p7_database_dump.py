@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, write_result  # noqa: E402
 from p2_agent_backup import ensure_borgmatic, rotated, run, timed  # noqa: E402
 
-ROOT = Path(os.environ.get("SAVEOS_BENCH_P7_DIR", "/var/tmp/saveos-bench-p7"))
+ROOT = Path(os.environ.get("SAVEOS_BENCH_P7_DIR", "/var/tmp/saveos-bench-p7-dumps"))
 DB = "saveos_t22_p7"
 ROWS, SEED = 4_500_000, 20261201
 COMPRESSION = "lz4"

@@ -25,6 +25,7 @@ NAMESPACE, NAME = "saveos", "fleet"
 ROLES = ("saveos_agent", "saveos_repo_server", "saveos_prune_schedule")
 ROLE = ROLES[0]
 FQCN_ROLE = f"{NAMESPACE}.{NAME}.{ROLE}"
+MODULE_UTILS = f"from ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils.saveos_"
 # `role: saveos_agent` (play roles) and `name: saveos_agent` (include_role/import_role).
 ROLE_REF = re.compile(rf"^([ \t]*(?:- )?(?:role|name): )({'|'.join(ROLES)})[ \t]*$", re.MULTILINE)
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyz", "*.retry")
@@ -127,6 +128,14 @@ def assemble(root: Path, version: str) -> Path:
         if library.is_dir():
             shutil.copytree(library, root / "plugins" / "modules", dirs_exist_ok=True)
             shutil.rmtree(library)
+    # Nor is its module_utils/: it becomes the collection's, and the modules import it by FQCN.
+    utils = root / "roles" / ROLE / "module_utils"
+    if utils.is_dir():
+        shutil.copytree(utils, root / "plugins" / "module_utils")
+        shutil.rmtree(utils)
+        for module in (root / "plugins" / "modules").glob("*.py"):
+            text = module.read_text()
+            module.write_text(text.replace("from ansible.module_utils.saveos_", MODULE_UTILS))
     copy_playbooks(REPO_ROOT / "playbooks", root / "playbooks")
     # The role's default saveos_agent_source_dir is role_path/../../agent: the collection root.
     shutil.copytree(REPO_ROOT / "agent", root / "agent", ignore=SKIP)

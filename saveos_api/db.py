@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +12,22 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 
+def _private_file(path: Path) -> None:
+    """The SQLite file holds every token hash and report: created 0600 (SQLite gives its -wal
+    and -shm files the database file's mode), and narrowed when an older one is wider."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+
+
 def make_engine(url: str, pool_size: int = 8) -> sa.Engine:
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_file(Path(database))
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @sa.event.listens_for(engine, "connect")

@@ -8,7 +8,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy.orm import Session
 
 from saveos_api import schemas
-from saveos_api.auth import AgentPrincipal, require_admin, require_agent
+from saveos_api.auth import (
+    AgentPrincipal,
+    ApiPrincipal,
+    require_admin,
+    require_agent,
+    require_operate,
+    require_read,
+    require_scope,
+)
 from saveos_api.db import get_session
 from saveos_api.models import Agent
 
@@ -20,23 +28,29 @@ API_PREFIX = "/api/v1"
 
 SessionDep = Annotated[Session, Depends(get_session)]
 AgentDep = Annotated[AgentPrincipal, Depends(require_agent)]
+# Operators' tokens: read < operate < admin (auth.require_scope; the principal is for audit()).
+READ = [Depends(require_read)]
+OPERATE = [Depends(require_operate)]
+ADMIN = [Depends(require_admin)]
+AdminDep = Annotated[ApiPrincipal, Depends(require_admin)]
 AgentId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
 JobId = Annotated[int, Path(ge=1, le=schemas.INT64_MAX)]
 
 ADMIN_ERRORS = {
     401: {"description": "Missing, malformed or unknown token"},
-    403: {"description": "An agent token on an admin endpoint"},
+    403: {"description": "An agent token, or a token without the endpoint's scope"},
     422: {"description": "Invalid input; the detail names the field"},
 }
 NOT_FOUND = {404: {"description": "No such agent or job"}}
 
 
-def admin_router(tag: str) -> APIRouter:
-    """A router of admin endpoints: every route needs the admin token."""
+def admin_router(tag: str, scope: str | None = "admin") -> APIRouter:
+    """A router of operator endpoints: every route needs a token with `scope` (None: each
+    route names its own, with dependencies=READ / OPERATE / ADMIN)."""
     return APIRouter(
         prefix=API_PREFIX,
         tags=[tag],
-        dependencies=[Depends(require_admin)],
+        dependencies=[Depends(require_scope(scope))] if scope else [],
         responses=ADMIN_ERRORS,
     )
 

@@ -6,6 +6,9 @@ agent's latest report (`?at=` in the past, or a report stamped in the future by 
 that agent's rows come from per-agent index probes instead: `... WHERE agent_id = a.id AND
 finished_at <= :at ORDER BY finished_at DESC LIMIT 1`, one backward index scan per agent and
 kind, whose cost grows with the number of agents, not with the history kept.
+
+Longer than most modules on purpose: the two queries (agent_latest, probes) and the row
+builder share one column list and must be read side by side.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from saveos_rules import STATUSES, SUCCESSFUL_BACKUP
 
+from saveos_api import schedule
 from saveos_api.models import (
     Agent,
     AgentLatest,
@@ -27,9 +32,9 @@ from saveos_api.models import (
     Snapshot,
     UTCDateTime,
 )
-from saveos_api.status import STATUSES, status_at
+from saveos_api.schemas import VERIFY_FIELDS
+from saveos_api.status import Verification, assess
 
-SUCCESS = ("ok", "warning")
 _PLAIN = sa.DateTime(timezone=True)
 
 
@@ -102,7 +107,7 @@ def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = Fals
         ("exit_status", "locked"),
         ("finished_at", "archive", "original_size", "deduplicated_size"),
         "exit_status",
-        SUCCESS,
+        SUCCESSFUL_BACKUP,
     )
     check = _latest(CheckResult, "last_check", at, ("finished_at", "result"), lateral)
     drill = _latest(DrillResult, "last_drill", at, ("finished_at", "result"), lateral)
@@ -190,12 +195,28 @@ COLUMNS = (
     "last_offsite_result",
     "last_escrow_at",
     "last_escrow_result",
+    "schedule_mismatch",
     "tampered_at",
+    *VERIFY_FIELDS,
+    "running",
     "repo_server",
     "repo_path",
     "repo_quota_bytes",
     "repo_used_bytes",
 )
+
+
+def _schedule_mismatch():
+    """True when the agent declared an interval other than the provisioned one (schedule.py:
+    the provisioned one holds, or a stricter declared one)."""
+    differs = [
+        sa.and_(
+            getattr(Agent, f"declared_{f}").is_not(None),
+            getattr(Agent, f"declared_{f}") != getattr(Agent, f"provisioned_{f}"),
+        )
+        for f in schedule.INTERVALS
+    ]
+    return sa.case((sa.or_(*differs), sa.true()), else_=sa.false())
 
 
 def _instants(plain: bool):
@@ -253,7 +274,11 @@ def _columns(at: datetime, inst, *latest) -> list:
         offsite_result.label("last_offsite_result"),
         inst(escrow_at).label("last_escrow_at"),
         escrow_result.label("last_escrow_result"),
+        _schedule_mismatch().label("schedule_mismatch"),
         inst(Agent.tampered_at).label("tampered_at"),
+        *(getattr(Agent, f) for f in VERIFY_FIELDS),
+        # What its last heartbeat said runs (the heartbeat folds it into facts.running).
+        Agent.facts["running"].label("running"),
         Agent.repo_server,
         Agent.repo_path,
         Agent.repo_quota_bytes,
@@ -355,13 +380,34 @@ def fleet_status(
         last_offsite_result,
         last_escrow_at,
         last_escrow_result,
+        schedule_mismatch,
         tampered_at,
+        check_interval_s,
+        check_grace_s,
+        drill_interval_s,
+        drill_grace_s,
+        escrow_interval_s,
+        escrow_grace_s,
+        running,
         repo_server,
         repo_path,
         repo_quota_bytes,
         repo_used_bytes,
     ) in rows:
-        status = status_at(
+        verification = Verification(
+            last_check_at,
+            check_interval_s,
+            check_grace_s,
+            last_drill_at,
+            last_drill_result,
+            drill_interval_s,
+            drill_grace_s,
+            last_escrow_at,
+            escrow_interval_s,
+            escrow_grace_s,
+            running if isinstance(running, list) else None,
+        )
+        status, reasons = assess(
             at,
             created_at,
             heartbeat_interval_s,
@@ -374,6 +420,7 @@ def fleet_status(
             offsite_interval_s,
             last_offsite_at,
             last_snapshot_locked,
+            verification,
             tampered_at=tampered_at,
         )
         by_status[status] += 1
@@ -407,6 +454,12 @@ def fleet_status(
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
                 "tampered_at": tampered_at,
+                "reasons": reasons,
+                "running": verification.running or [],
+                "check_interval_s": check_interval_s,
+                "drill_interval_s": drill_interval_s,
+                "escrow_interval_s": escrow_interval_s,
+                "schedule_mismatch": bool(schedule_mismatch),
                 "repo_server": repo_server,
                 "repo_path": repo_path,
                 "repo_quota_bytes": repo_quota_bytes,

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from saveos_agent.job_params import validate as validate_params
 from sqlalchemy.orm import Session
 
 from saveos_api.models import Agent, Job
@@ -102,8 +103,12 @@ def queue_jobs(
     agent_ids: list[int],
     params: dict[str, Any] | None,
     requested_by: str | None,
+    commit: bool = True,
 ) -> list[Job]:
-    """One queued job per agent, committed; agents hand them out on their next heartbeat."""
+    """One queued job per agent, committed (or flushed, for the caller to audit and commit);
+    agents hand them out on their next heartbeat. The parameters must pass the kind's
+    allow-list (saveos_agent/job_params.py: JobParamError otherwise), whoever queues them."""
+    params = validate_params(kind, params)
     jobs = [
         Job(
             agent_id=agent_id,
@@ -115,5 +120,8 @@ def queue_jobs(
         for agent_id in agent_ids
     ]
     session.add_all(jobs)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return jobs

@@ -16,10 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from saveos_api import migrations, web
 from saveos_api.alerts.metrics import AlertCollector
 from saveos_api.alerts.service import AlertService
+from saveos_api.auth import ensure_first_admin_token
 from saveos_api.db import Database
 from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from saveos_api.routes import admin, agent, alerts, escrow, maintenance, open
+from saveos_api.ratelimit import TokenBucket
+from saveos_api.routes import admin, agent, alerts, escrow, maintenance, open, tokens
 from saveos_api.settings import Settings
 
 log = logging.getLogger("saveos_api")
@@ -51,19 +53,27 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         version="1",
         lifespan=lifespan,
         description="Control plane for SaveOS agents; see saveos_api/API.md.",
+        # The schema and its pages describe every endpoint to anyone who asks: closed
+        # (the contract is saveos_api/API.md; tests read app.openapi() in process).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.db = db
     app.state.admin_token = settings.admin_token_value
     app.state.secret_key = settings.secret_key_bytes
-    app.state.metrics = Metrics(db)
+    ensure_first_admin_token(db, app.state.secret_key, app.state.admin_token)
+    app.state.metrics = Metrics(db, settings.metrics_cache_s)
     app.state.heartbeats = HeartbeatWriter(app.state)
+    app.state.report_limiter = TokenBucket(settings.report_burst, settings.report_rate_per_min)
     app.state.alerts = AlertService(app.state)  # raises ConfigError on a bad declared channel
     app.state.metrics.registry.register(AlertCollector(db, app.state.alerts))
     # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.
     app.include_router(agent.router)
     app.include_router(admin.router)
     app.include_router(escrow.router)
+    app.include_router(tokens.router)
     app.include_router(alerts.router)
     app.include_router(maintenance.router)
     app.include_router(open.router)

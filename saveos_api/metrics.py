@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from saveos_rules import STATUSES
 
 from saveos_api.db import Database
 from saveos_api.fleet import fleet_status
-from saveos_api.models import utcnow
-from saveos_api.status import STATUSES
+from saveos_api.models import DrillResult, utcnow
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -22,8 +25,24 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class FleetCollector(Collector):
     """Reads the database on every scrape so the gauges are never stale and never leak agents."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, cache_s: float = 15.0):
         self.db = db
+        # A scrape is a full fleet query: served from this cache for cache_s seconds, so
+        # scrapes (one per Prometheus replica, or a flood of them) cost one query per period.
+        self.cache_s = cache_s
+        self._cached: tuple[float, tuple[dict, dict]] | None = None
+        self._lock = threading.Lock()
+
+    def _fleet(self) -> tuple[dict, dict]:
+        """(the fleet status, each agent's last passing drill), read at most every cache_s."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self.cache_s:
+                with self.db.engine.connect() as conn:
+                    fleet = fleet_status(conn, utcnow())
+                    passed = dict(conn.execute(last_passing_drills()).all())
+                self._cached = (now, (fleet, passed))
+            return self._cached[1]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauges = {
@@ -58,6 +77,11 @@ class FleetCollector(Collector):
                 labels=["agent"],
             ),
         }
+        verified = GaugeMetricFamily(
+            "saveos_agent_last_verified_restore_timestamp_seconds",
+            "Unix time the agent's last passing restore drill finished",
+            labels=["agent"],
+        )
         # Where each repository lives: server="" is a repository on the host's own disk.
         repo_gauges = {
             "repo_used_bytes": GaugeMetricFamily(
@@ -76,8 +100,7 @@ class FleetCollector(Collector):
         )
         up = GaugeMetricFamily("saveos_database_up", "1 when the database answered this scrape")
         try:
-            with self.db.engine.connect() as conn:
-                fleet = fleet_status(conn, utcnow())
+            fleet, passed = self._fleet()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the DB is down
             up.add_metric([], 0)
             yield up
@@ -87,6 +110,8 @@ class FleetCollector(Collector):
             for key, gauge in gauges.items():
                 if agent[key] is not None:
                     gauge.add_metric([agent["name"]], agent[key].timestamp())
+            if passed.get(agent["id"]) is not None:
+                verified.add_metric([agent["name"]], _aware(passed[agent["id"]]).timestamp())
             where = [agent["name"], agent["repo_server"] or "", agent["repo_path"] or ""]
             for key, gauge in repo_gauges.items():
                 if agent[key] is not None:
@@ -95,12 +120,27 @@ class FleetCollector(Collector):
             by_status.add_metric([status], fleet["totals"]["by_status"][status])
         yield up
         yield from gauges.values()
+        yield verified
         yield from repo_gauges.values()
         yield by_status
 
 
+def last_passing_drills() -> sa.Select:
+    """(agent id, finished_at of its last passing drill): a failed drill verifies nothing."""
+    return (
+        sa.select(DrillResult.agent_id, sa.func.max(DrillResult.finished_at))
+        .where(DrillResult.result == "pass")
+        .group_by(DrillResult.agent_id)
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    """max() comes back without UTCDateTime's conversion: naive on SQLite, meaning UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Metrics:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, cache_s: float = 15.0):
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "saveos_http_requests",
@@ -121,7 +161,7 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
-        self.registry.register(FleetCollector(db))
+        self.registry.register(FleetCollector(db, cache_s))
 
 
 class MetricsMiddleware:
@@ -175,11 +215,15 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = None
+        length = chunked = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
-        if length is not None:
+            elif name == b"transfer-encoding":
+                chunked = value
+        # With Transfer-Encoding the server reads the body as chunks whatever Content-Length
+        # says (h11 does, as RFC 9112 asks): only the bytes counted below can be trusted.
+        if length is not None and chunked is None:
             if not length.isdigit():
                 return await _reply(send, 400, "invalid Content-Length header")
             if int(length) > self.max_bytes:

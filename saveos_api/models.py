@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import saveos_rules as rules
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,8 +32,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+utcnow = rules.utcnow
 
 
 class Base(DeclarativeBase):
@@ -61,6 +61,12 @@ class Agent(Base):
     backup_interval_s: Mapped[int] = mapped_column(sa.Integer)
     backup_grace_s: Mapped[int] = mapped_column(sa.Integer)
     heartbeat_interval_s: Mapped[int] = mapped_column(sa.Integer)
+    # The schedule is the provisioned one (role -> API); an agent's heartbeat may only make
+    # the effective values above stricter (shorter). What it declared is kept to show a mismatch.
+    provisioned_backup_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    provisioned_heartbeat_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    declared_backup_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    declared_heartbeat_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime | None] = mapped_column()
     heartbeat_count: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -69,6 +75,13 @@ class Agent(Base):
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
     # A central run found the repository tampered with; cleared by a rollback or clean run.
     tampered_at: Mapped[datetime | None] = mapped_column()
+    # The verification schedule it was provisioned with (null or 0: none expected; 0008).
+    check_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    check_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    drill_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    escrow_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
     # Where the agent's repository lives, as its last snapshot report said: the repository
     # server (null: on the host itself), the path there, the storage quota and the bytes used.
     repo_server: Mapped[str | None] = mapped_column(sa.String(253))
@@ -128,6 +141,7 @@ class Snapshot(Base):
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "report_id", name="uq_snapshots_agent_report"),
         sa.Index("ix_snapshots_agent_finished_id", "agent_id", "finished_at", "id"),
+        sa.Index("ix_snapshots_agent_received", "agent_id", "received_at"),
     )
 
     id: Mapped[int] = _bigint_pk()
@@ -161,6 +175,7 @@ class CheckResult(Base):
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "report_id", name="uq_check_results_agent_report"),
         sa.Index("ix_check_results_agent_finished_id", "agent_id", "finished_at", "id"),
+        sa.Index("ix_check_results_agent_received", "agent_id", "received_at"),
     )
 
     id: Mapped[int] = _bigint_pk()
@@ -182,6 +197,7 @@ class DrillResult(Base):
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "report_id", name="uq_drill_results_agent_report"),
         sa.Index("ix_drill_results_agent_finished_id", "agent_id", "finished_at", "id"),
+        sa.Index("ix_drill_results_agent_received", "agent_id", "received_at"),
     )
 
     id: Mapped[int] = _bigint_pk()
@@ -206,6 +222,7 @@ class OffsiteSync(Base):
     __table_args__ = (
         sa.UniqueConstraint("agent_id", "report_id", name="uq_offsite_syncs_agent_report"),
         sa.Index("ix_offsite_syncs_agent_finished", "agent_id", "finished_at"),
+        sa.Index("ix_offsite_syncs_agent_received", "agent_id", "received_at"),
     )
 
     id: Mapped[int] = _bigint_pk()
@@ -309,6 +326,39 @@ class AgentLatest(Base):
     escrow_result: Mapped[str | None] = mapped_column(sa.String(16))
     escrow_ok_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     escrow_ok_finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiToken(Base):
+    """An operator's token with a scope (read < operate < admin); only its HMAC is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = _bigint_pk()
+    name: Mapped[str] = mapped_column(sa.String(200))
+    scope: Mapped[str] = mapped_column(sa.String(16))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who made it: another token's id (None for the admin token of `saveos server init`).
+    created_by: Mapped[int | None] = mapped_column(sa.BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEvent(Base):
+    """One state-changing call by an operator's token: who (token id), what, when."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = _bigint_pk()
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    token_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str | None] = mapped_column(sa.String(300))
+    client: Mapped[str | None] = mapped_column(sa.String(64))
+    detail: Mapped[dict[str, Any] | None] = mapped_column()
 
 
 class WebSession(Base):

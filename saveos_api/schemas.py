@@ -3,6 +3,9 @@
 Inputs are strict: unknown fields are rejected, sizes are non-negative int64, strings are
 bounded and free of NUL / lone surrogates (PostgreSQL rejects both), free-form JSON is bounded
 in depth and size, timestamps carry a timezone and are not in the far future.
+
+Longer than most modules on purpose: it is the API contract, every body in one place beside
+API.md, so a reviewer checks one file against the other.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import saveos_rules as rules
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -23,16 +27,17 @@ from pydantic import (
     StrictInt,
     model_validator,
 )
+from saveos_agent.job_params import SCHEMAS as JOB_KINDS
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 MAX_FUTURE = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
 REPORT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 JSON_MAX_DEPTH = 8
 JSON_MAX_ITEMS = 2000
 JSON_MAX_STR = 8192
+REPORT_TEXT_MAX = 65536
 
 
 def _clean_str(value: str) -> str:
@@ -136,11 +141,30 @@ Size = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Duration = Annotated[StrictFloat, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+# The host name rule (saveos_rules), also for the routes' path and query parameters.
+NAME_PATTERN = rules.NAME_PATTERN
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 ReportId = Annotated[str, Field(pattern=REPORT_ID_PATTERN)]
 # Bounded so that date arithmetic never overflows.
-Interval = Annotated[StrictInt, Field(ge=1, le=366 * 86400)]
-Grace = Annotated[StrictInt, Field(ge=0, le=366 * 86400)]
+Interval = Annotated[StrictInt, Field(ge=1, le=rules.INTERVAL_MAX_S)]
+BackupInterval = Annotated[
+    StrictInt, Field(ge=rules.BACKUP_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+HeartbeatInterval = Annotated[
+    StrictInt, Field(ge=rules.HEARTBEAT_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S)
+]
+Grace = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
+# A verification interval (check, drill, escrow proof); 0: none expected.
+VerifyInterval = Annotated[StrictInt, Field(ge=0, le=rules.INTERVAL_MAX_S)]
+# The verification schedule an agent is provisioned with (the role's saveos_agent_* variables).
+VERIFY_FIELDS = (
+    "check_interval_s",
+    "check_grace_s",
+    "drill_interval_s",
+    "drill_grace_s",
+    "escrow_interval_s",
+    "escrow_grace_s",
+)
 ReturnCode = Annotated[StrictInt, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Labels = Annotated[
     dict[LabelKey, HostText],
@@ -162,9 +186,15 @@ class Output(BaseModel):
 class ProvisionIn(Input):
     name: AgentName
     labels: Labels | None = None
-    backup_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
     backup_grace_s: Grace | None = None
-    heartbeat_interval_s: Interval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
+    check_interval_s: VerifyInterval | None = None
+    check_grace_s: Grace | None = None
+    drill_interval_s: VerifyInterval | None = None
+    drill_grace_s: Grace | None = None
+    escrow_interval_s: VerifyInterval | None = None
+    escrow_grace_s: Grace | None = None
     rotate: StrictBool = False
 
 
@@ -189,7 +219,18 @@ class AgentOut(Output):
     last_seen: datetime | None
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
+    provisioned_backup_interval_s: int | None = None
+    provisioned_heartbeat_interval_s: int | None = None
+    declared_backup_interval_s: int | None = None
+    declared_heartbeat_interval_s: int | None = None
+
     tampered_at: datetime | None = None
+    check_interval_s: int | None = None
+    check_grace_s: int | None = None
+    drill_interval_s: int | None = None
+    drill_grace_s: int | None = None
+    escrow_interval_s: int | None = None
+    escrow_grace_s: int | None = None
     repo_server: str | None = None
     repo_path: str | None = None
     repo_quota_bytes: int | None = None
@@ -249,8 +290,9 @@ class DecommissionOut(Output):
     decommissioned_at: datetime
 
 
-JobKind = Literal["backup", "check", "drill", "restore", "list"]
-JobState = Literal["queued", "running", "succeeded", "failed", "expired"]
+# One allow-listed parameter schema per kind: saveos_agent/job_params.py (API and agent).
+JobKind = Literal[tuple(JOB_KINDS)]  # type: ignore[valid-type]
+JobState = Literal[rules.JOB_STATES]
 
 
 class JobsIn(Input):
@@ -280,7 +322,7 @@ class JobsOut(Output):
 class AgentStatusOut(Output):
     id: int
     name: str
-    status: Literal["ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered"]
+    status: Literal[rules.STATUSES]
     last_heartbeat: datetime | None
     last_backup_at: datetime | None
     last_archive: str | None
@@ -308,7 +350,17 @@ class AgentStatusOut(Output):
     last_heartbeat_age_s: float | None = None
     last_backup_age_s: float | None = None
     last_offsite_age_s: float | None = None
+    # The agent declared an interval other than the provisioned one (which holds, unless the
+    # declared one is stricter): see GET /agents/{id} for both.
+    schedule_mismatch: bool = False
+
     tampered_at: datetime | None = None
+    # Why the status is what it is, worst first ("stale drill", "running: backup since 10:02").
+    reasons: list[str] = []
+    running: list[RunningWork] = []
+    check_interval_s: int | None = None
+    drill_interval_s: int | None = None
+    escrow_interval_s: int | None = None
 
 
 class FleetTotals(Output):
@@ -327,15 +379,34 @@ class FleetStatusOut(Output):
 # ---- agent ----
 
 
+class RunningWork(BaseModel):
+    """One action running on the host while it heartbeats (a backup that takes hours)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    job_id: Id | None = None
+    started_at: Timestamp
+
+
 class HeartbeatIn(Input):
     agent_version: Version | None = None
     borg_version: Version | None = None
     os: ShortText | None = None
     hostname: HostText | None = None
-    backup_interval_s: Interval | None = None
-    heartbeat_interval_s: Interval | None = None
+    backup_interval_s: BackupInterval | None = None
+    heartbeat_interval_s: HeartbeatInterval | None = None
     offsite_interval_s: Interval | None = None
     facts: JsonObject | None = None
+    # What runs on the host now; kept with the agent's facts (facts.running), which every
+    # heartbeat overwrites, so an empty list clears it.
+    running: Annotated[list[RunningWork], Field(max_length=16)] | None = None
+
+    @model_validator(mode="after")
+    def _fold_running(self) -> HeartbeatIn:
+        if self.running is not None:
+            work = [w.model_dump(mode="json") for w in self.running]
+            self.facts = {**(self.facts or {}), "running": work}
+        return self
 
 
 class HeartbeatJob(Output):
@@ -402,7 +473,7 @@ class SnapshotReport(_Timed):
     original_size: Size
     compressed_size: Size
     deduplicated_size: Size
-    exit_status: Literal["ok", "warning", "error"]
+    exit_status: Literal[rules.SNAPSHOT_RESULTS]
     # The backup failed because the repository stayed locked (status `locked`, not `failing`).
     locked: StrictBool = False
     rc: ReturnCode
@@ -411,11 +482,19 @@ class SnapshotReport(_Timed):
     databases: Annotated[list[DatabaseDump], Field(max_length=1000)] | None = None
     repository: RepositoryReport | None = None
 
+    @model_validator(mode="after")
+    def _bounded_text(self):
+        # Each field is bounded; together too, or one report could store 800 KB of warnings.
+        total = len(self.message or "") + sum(len(w) for w in self.warnings or ())
+        if total > REPORT_TEXT_MAX:
+            raise ValueError(f"message and warnings hold more than {REPORT_TEXT_MAX} characters")
+        return self
+
 
 class CheckReport(_Timed):
     repo: RepoPath
     verify_data: StrictBool
-    result: Literal["ok", "warning", "error"]
+    result: Literal[rules.CHECK_RESULTS]
     rc: ReturnCode
     message: Message | None = None
 
@@ -425,7 +504,7 @@ class DrillReport(_Timed):
     files_checked: Size
     files_matched: Size
     files_mismatched: Size
-    result: Literal["pass", "fail"]
+    result: Literal[rules.DRILL_RESULTS]
     message: Message | None = None
     databases: Annotated[list[DatabaseDrill], Field(max_length=1000)] | None = None
 
@@ -437,7 +516,7 @@ class OffsiteReport(_Timed):
     objects_uploaded: Size = 0
     bytes_uploaded: Size = 0
     objects_deleted: Size = 0
-    result: Literal["ok", "error", "skipped"]
+    result: Literal[rules.OFFSITE_RESULTS]
     message: Text(65536) | None = None  # type: ignore[valid-type]
 
 
@@ -445,7 +524,7 @@ class EscrowProofIn(Input):
     started_at: Timestamp
     finished_at: Timestamp
     method: Literal["live", "offsite"]
-    result: Literal["ok", "fail"]
+    result: Literal[rules.ESCROW_RESULTS]
     archives: Size | None = None
     message: Text(65536) | None = None  # type: ignore[valid-type]
 
@@ -500,6 +579,53 @@ class HealthOut(Output):
 
 class LiveOut(Output):
     status: Literal["ok"]
+
+
+# ---- operators' tokens and the audit log ----
+
+Scope = Literal["read", "operate", "admin"]
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$"  # noqa: S105
+
+
+class ApiTokenIn(Input):
+    name: Annotated[str, Field(pattern=TOKEN_NAME_PATTERN)]
+    scope: Scope
+    # None: does not expire. At most ten years.
+    expires_in_s: Annotated[StrictInt, Field(ge=60, le=3660 * 86400)] | None = None
+
+
+class ApiTokenOut(Output):
+    id: int
+    name: str
+    scope: str
+    created_at: datetime
+    created_by: int | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token: str | None = None
+
+
+class ApiTokenList(Output):
+    tokens: list[ApiTokenOut]
+
+
+class AuditEventOut(Output):
+    id: int
+    at: datetime
+    token_id: int | None
+    actor: str
+    action: str
+    target: str | None
+    client: str | None
+    detail: dict[str, Any] | None
+
+
+class AuditPage(Output):
+    events: list[AuditEventOut]
 
 
 # ---- central retention (saveos prune / saveos repo rollback) ----

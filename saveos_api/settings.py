@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from functools import cached_property
 from pathlib import Path
 
+import saveos_rules as rules
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,14 +33,27 @@ class Settings(BaseSettings):
     admin_token_file: Path | None = None
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
-    heartbeat_interval_s: int = Field(60, ge=1)
-    backup_interval_s: int = Field(86400, ge=1)
+    heartbeat_interval_s: int = Field(
+        rules.DEFAULT_HEARTBEAT_INTERVAL_S,
+        ge=rules.HEARTBEAT_INTERVAL_MIN_S,
+        le=rules.INTERVAL_MAX_S,
+    )
+    backup_interval_s: int = Field(
+        rules.DEFAULT_BACKUP_INTERVAL_S, ge=rules.BACKUP_INTERVAL_MIN_S, le=rules.INTERVAL_MAX_S
+    )
     backup_grace_s: int = Field(3600, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     heartbeat_history: int = Field(100, ge=1)
     # A job not finished this long after it was queued is marked expired (never handed out later).
     job_timeout_s: int = Field(86400, ge=1)
     db_pool_size: int = Field(8, ge=1)
+    # Seconds a scrape of /metrics reuses the fleet query of the one before.
+    metrics_cache_s: float = Field(15.0, ge=0)
+    # Reports (snapshots, checks, drills, offsite) one agent may send: a burst, refilled at
+    # report_rate_per_min (per API process), and at most reports_per_day of each kind stored.
+    report_burst: int = Field(60, ge=1)
+    report_rate_per_min: float = Field(30.0, gt=0)
+    reports_per_day: int = Field(2000, ge=1)
     # How long a dashboard login lasts (the session cookie and its row expire together).
     web_session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86400)
     # Alerts (saveos_api/alerts): see README "Alerts" for what each one does.
@@ -129,11 +142,9 @@ def check_admin_token(token: str, origin: str) -> None:
 
 def _read_private(path: Path) -> str:
     try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{path} is readable by group/others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-            )
+        problem = rules.private_file_problem(str(path))
+        if problem:
+            raise ConfigError(problem)
         return path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None

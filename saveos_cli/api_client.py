@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,23 +20,19 @@ SERVER_HINT = (
 )
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """The API never redirects; do not follow one (and resend the token) somewhere else."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class ApiClient:
     """On the standard library (urllib honours the *_proxy variables as httpx did): an HTTP
     library costs the CLI more to import (0.1-0.3 s with what it pulls in) than a
     `saveos status` needs for all the rest of its start."""
 
-    def __init__(self, base_url: str, token: str, timeout: float = 15.0):
+    def __init__(
+        self, base_url: str, token: str, timeout: float = 15.0, ca_file: str | None = None
+    ):
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._ca_file = ca_file
+        self._opener = None
 
     def close(self) -> None:
         pass  # a connection per request; nothing is kept open
@@ -48,8 +45,19 @@ class ApiClient:
 
     def _send(self, method: str, path: str, params: dict | None, body: Any):
         """(status, body, reason) of one exchange; SaveOSError when there was none."""
-        if not self.base_url.startswith(("http://", "https://")):
-            raise SaveOSError(f"the API URL {self.base_url!r} is not an http:// or https:// URL.")
+        # https:// verified against the fleet's CA, http:// only to loopback, no redirects:
+        # the agent's own transport rules (saveos_agent/transport.py).
+        from saveos_agent.transport import InsecureUrl, check_api_url, opener
+
+        try:
+            check_api_url(self.base_url)
+        except InsecureUrl as exc:
+            raise SaveOSError(f"the API URL {exc}.") from None
+        if self._opener is None:
+            try:
+                self._opener = opener(self._ca_file)
+            except OSError as exc:  # ssl.SSLError is one
+                raise SaveOSError(f"cannot load the CA file {self._ca_file}: {exc}.") from None
         url = self.base_url + path + ("?" + urllib.parse.urlencode(params) if params else "")
         headers = dict(self._headers)
         data = None
@@ -67,6 +75,13 @@ class ApiClient:
                 exc.close()
         except urllib.error.URLError as exc:
             reason = exc.reason if isinstance(exc.reason, BaseException) else exc
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise SaveOSError(
+                    f"the API at {self.base_url} presented a certificate that does not verify"
+                    f" against {self._ca_file or 'the system trust store'}: "
+                    f"{reason.verify_message}; nothing was sent.",
+                    hint="Point SAVEOS_CA_FILE at the fleet's CA (saveos ca init made it).",
+                ) from None
             raise self._unreachable(reason) from exc
         except (OSError, HTTPException) as exc:  # timed out, reset or garbled mid-answer
             raise self._unreachable(exc) from exc
@@ -91,15 +106,20 @@ class ApiClient:
         json: Any = None,  # shadows the module here; callers pass json= as with httpx
     ) -> Any:
         status, body, reason = self._send(method, path, params, json)
+        if 300 <= status < 400:
+            raise SaveOSError(
+                f"the API at {self.base_url} answered {method} {path} with a redirect ({status});"
+                " not followed (it would resend the token elsewhere)."
+            )
         if status == 401:
             raise SaveOSError(
-                f"the API at {self.base_url} rejected the admin token (401).",
+                f"the API at {self.base_url} rejected the admin token (401): "
+                f"{_detail(body, reason)}.",
                 hint="Check SAVEOS_ADMIN_TOKEN or the token file it came from.",
             )
         if status == 403:
             raise SaveOSError(
-                f"the token is not allowed to do this (403): {self.base_url} wants the admin token,"
-                " not an agent token."
+                f"the token is not allowed to do this (403): {_detail(body, reason)}."
             )
         if status == 404 and what:
             raise SaveOSError(f"unknown host {what!r}: no agent with that name is registered.")
@@ -146,6 +166,20 @@ class ApiClient:
 
     def revoke_tokens(self, agent_id: int) -> int:
         return self._request("POST", f"/api/v1/agents/{agent_id}/tokens/revoke")["revoked"]
+
+    def create_token(self, name: str, scope: str, expires_in_s: int | None) -> dict:
+        body = {"name": name, "scope": scope, "expires_in_s": expires_in_s}
+        return self._request("POST", "/api/v1/tokens", json=body)
+
+    def tokens(self) -> list[dict]:
+        return self._request("GET", "/api/v1/tokens")["tokens"]
+
+    def revoke_token(self, token_id: int) -> dict:
+        return self._request("POST", f"/api/v1/tokens/{token_id}/revoke")
+
+    def audit(self, limit: int = 100, action: str | None = None) -> list[dict]:
+        params = {"limit": limit, **({"action": action} if action else {})}
+        return self._request("GET", "/api/v1/audit", params=params)["events"]
 
     def create_jobs(self, kind: str, agents: list[int | str], params: dict | None = None) -> list:
         body = {

@@ -71,7 +71,18 @@ def _root(
 
 
 def _register() -> None:
-    from saveos_cli.commands import agents, alerts, fleet, lab, offsite, retention, server, status
+    from saveos_cli.commands import (
+        agents,
+        alerts,
+        ca,
+        fleet,
+        lab,
+        offsite,
+        retention,
+        server,
+        status,
+        tokens,
+    )
 
     fleet.register(app)
     status.register(app)
@@ -81,6 +92,9 @@ def _register() -> None:
     app.add_typer(alerts.app, name="alerts")
     app.add_typer(lab.app, name="lab")
     app.add_typer(server.app, name="server")
+    app.add_typer(ca.app, name="ca")
+    app.add_typer(tokens.app, name="tokens")
+    app.command("audit")(tokens.audit)
 
 
 _register()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from saveos_rules import private_file_problem
 
 from saveos_cli.errors import SaveOSError
 
@@ -32,13 +33,9 @@ def config_file_candidates() -> list[Path]:
 def _read_private(path: Path) -> str:
     """Read a secret-bearing file, refusing one that group or others can read."""
     try:
-        st = path.stat()
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SaveOSError(
-                f"{path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
-                " refusing to read a token from it.",
-                hint=f"Run: chmod 600 {path}",
-            )
+        problem = private_file_problem(str(path))
+        if problem:
+            raise SaveOSError(f"{problem}; refusing to read a token from it.")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SaveOSError(f"cannot read {path}: {exc.strerror}.") from exc
@@ -96,13 +93,41 @@ def find_admin_token() -> tuple[str, str]:
     )
 
 
+def tls_dir() -> Path:
+    """Where `saveos ca init` keeps the fleet's CA and the server's certificate."""
+    return data_dir() / "tls"
+
+
+def ca_file() -> Path | None:
+    """The CA the API's certificate must chain to (pinned): SAVEOS_CA_FILE, the config file's
+    "ca_file", or the one `saveos ca init` made; None: the system's trust store."""
+    env = os.environ.get("SAVEOS_CA_FILE")
+    if env:
+        return Path(env)
+    found = _config_file()
+    if found and found[1].get("ca_file"):
+        return Path(str(found[1]["ca_file"]))
+    made = tls_dir() / "ca.crt"
+    return made if made.is_file() else None
+
+
 def load(api_url_option: str | None) -> CliConfig:
-    """Resolve the API URL: --api-url, then SAVEOS_API_URL, then the config file, then default."""
+    """Resolve the API URL: --api-url, then SAVEOS_API_URL, then the config file, then default
+    (https:// when `saveos ca init` made a CA here)."""
+    from saveos_agent.transport import InsecureUrl, check_api_url
+
     url = api_url_option or os.environ.get("SAVEOS_API_URL")
     if not url:
         found = _config_file()
-        url = (found[1].get("api_url") if found else None) or DEFAULT_API_URL
+        url = (found[1].get("api_url") if found else None) or default_api_url()
     url = str(url).rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise SaveOSError(f"API URL {url!r} must start with http:// or https://.")
+    try:
+        check_api_url(url)
+    except InsecureUrl as exc:
+        raise SaveOSError(f"API URL {exc}.") from None
     return CliConfig(api_url=url)
+
+
+def default_api_url() -> str:
+    scheme = "https" if (tls_dir() / "ca.crt").is_file() else "http"
+    return f"{scheme}://127.0.0.1:8000"

@@ -16,6 +16,10 @@ on loopback), /tmp, /mnt, /media, /dev and /sys. Private: the directories in OVE
 the process table and the hostname. The lab directory itself is hidden inside each host, so hosts
 cannot read the client key or each other's layers. Everything else under / (e.g. /mnt, /tmp) is the
 controller's: keep secrets out of the shared /tmp when hosts must not read them.
+
+Longer than most modules on purpose: one host's whole life (namespaces, overlay, sshd, state
+file, teardown) is easier to get right read top to bottom; it is test and demo
+infrastructure, not imported by the product commands (saveos lab loads it when called).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from saveos_cli import lab_repo
+from saveos_cli import lab_repo, lab_systemd
 from saveos_cli.errors import SaveOSError
 
 SSHD = Path("/usr/sbin/sshd")
@@ -117,6 +121,7 @@ class LabHost:
     port: int
     unshare_pid: int = 0
     sshd_pid: int = 0
+    flavour: str = "sshd"  # or "systemd": PID 1 is systemd (saveos_cli.lab_systemd)
 
 
 @dataclass
@@ -127,6 +132,7 @@ class HostStatus:
     pid: int
     running: bool
     answers: bool
+    flavour: str = "sshd"
 
 
 def require_root() -> None:
@@ -231,6 +237,8 @@ class Lab:
         self.dir = Path(directory).expanduser().absolute()
         self.net = net
         self.port = port
+        self.systemd = 0  # how many of the hosts `up` starts are systemd hosts (the last ones)
+        self.systemd_root: Path | None = None
 
     # -- paths -------------------------------------------------------------------------------
     @property
@@ -307,16 +315,21 @@ class Lab:
                 pid=h.sshd_pid,
                 running=self._is_our_sshd(h),
                 answers=ssh_banner(h.address, h.port),
+                flavour=h.flavour,
             )
             for h in self.hosts()
         ]
 
     # -- up ----------------------------------------------------------------------------------
-    def up(self, hosts: int, repo_servers: int = 0) -> Path:
-        """Start lab1..labN and repo1..repoM (or keep them running); return the inventory path."""
+    def up(self, hosts: int, systemd: int = 0, repo_servers: int = 0) -> Path:
+        """Start lab1..labN and repo1..repoM (or keep them running) and return the inventory
+        path; the last `systemd` hosts boot systemd as PID 1 (saveos_cli.lab_systemd)."""
         require_root()
         validate_hosts(hosts)
         lab_repo.validate_count(repo_servers)
+        if not 0 <= systemd <= hosts:
+            raise SaveOSError(f"--systemd must be between 0 and --hosts ({hosts}), got {systemd}")
+        self.systemd = systemd
         self.net = validate_net(self.net)
         validate_port(self.port)
         self._preflight()
@@ -358,6 +371,8 @@ class Lab:
             if not Path("/", d).is_dir():
                 raise SaveOSError(f"/{d} does not exist; lab hosts overlay it")
         self._probe_namespaces()
+        if self.systemd:
+            lab_systemd.preflight()
 
     def _probe_namespaces(self) -> None:
         """Fail early with a clear message when namespaces or overlayfs are unavailable."""
@@ -412,10 +427,18 @@ class Lab:
     def _up_locked(self, count: int, repo_servers: int = 0) -> None:
         os.chmod(self.dir, 0o700)
         self._client_key()
+        first_systemd = count - self.systemd + 1
         wanted = [
-            LabHost(f"lab{i}", f"{self.net}.{FIRST_HOST_OCTET + i - 1}", self.port)
+            LabHost(
+                f"lab{i}",
+                f"{self.net}.{FIRST_HOST_OCTET + i - 1}",
+                self.port,
+                flavour=lab_systemd.FLAVOUR if i >= first_systemd else "sshd",
+            )
             for i in range(1, count + 1)
         ] + lab_repo.wanted(self.net, self.port, repo_servers, LabHost)
+        if any(h.flavour == lab_systemd.FLAVOUR for h in wanted):
+            self.systemd_root = lab_systemd.ensure_root()
         recorded = {h.name: h for h in self.hosts()}
         # Hosts beyond the wanted count go away entirely.
         for name in sorted(set(recorded) - {h.name for h in wanted}):
@@ -425,6 +448,10 @@ class Lab:
         to_start: list[LabHost] = []
         for want in wanted:
             have = recorded.get(want.name)
+            if have and have.flavour != want.flavour:  # another kind of host: start afresh
+                self._stop([recorded.pop(want.name)])
+                shutil.rmtree(self.host_dir(want.name), ignore_errors=True)
+                have = None
             if have and self._is_our_sshd(have):
                 hosts.append(have)
                 continue
@@ -480,6 +507,8 @@ class Lab:
             SSHD_CONFIG.format(name=host.name, address=host.address, port=host.port)
             + lab_repo.sshd_extra(host.name)
         )
+        if host.flavour == lab_systemd.FLAVOUR:
+            lab_systemd.prepare(self, host)
 
     def _spawn(self, host: LabHost) -> None:
         hdir = self.host_dir(host.name)
@@ -489,6 +518,8 @@ class Lab:
             "bash", "-c", HOST_SCRIPT, "saveos-lab-host", str(hdir), str(self.dir), host.name,
             host.address,
         ]  # fmt: skip
+        if host.flavour == lab_systemd.FLAVOUR:
+            argv = lab_systemd.spawn_argv(self, host, self.systemd_root)
         with open(self.log_path(host.name), "ab") as log:
             proc = subprocess.Popen(
                 argv,
@@ -513,7 +544,9 @@ class Lab:
 
     def _wait_ready(self, hosts: list[LabHost]) -> None:
         pending = list(hosts)
-        deadline = time.monotonic() + START_TIMEOUT
+        # systemd hosts boot first: their sshd starts a few seconds later
+        slow = any(h.flavour == lab_systemd.FLAVOUR for h in hosts)
+        deadline = time.monotonic() + (lab_systemd.BOOT_TIMEOUT if slow else START_TIMEOUT)
         while pending:
             for host in list(pending):
                 if ssh_banner(host.address, host.port, timeout=0.5):
@@ -524,6 +557,10 @@ class Lab:
                 raise self._start_error(pending[0], timed_out=True)
             if pending:
                 time.sleep(0.02)
+        boot_deadline = time.monotonic() + lab_systemd.BOOT_TIMEOUT
+        for host in hosts:
+            if host.flavour == lab_systemd.FLAVOUR:
+                lab_systemd.wait_booted(self, host, boot_deadline)
 
     def _start_error(self, host: LabHost, timed_out: bool = False) -> SaveOSError:
         try:
@@ -568,7 +605,12 @@ class Lab:
             }
             for h in hosts
         }
-        inventory = {"all": {"children": lab_repo.inventory_groups(entries)}}
+        systemd = [h.name for h in hosts if h.flavour == lab_systemd.FLAVOUR]
+        children = {
+            **({"lab_systemd": {"hosts": dict.fromkeys(systemd)}} if systemd else {}),
+            **lab_repo.inventory_groups(entries),
+        }
+        inventory = {"all": {"children": children}}
         header = f"# SaveOS lab inventory, written by `saveos lab up` ({len(hosts)} hosts).\n"
         self.inventory_path.write_text(
             header + yaml.safe_dump(inventory, sort_keys=False, width=1000)
@@ -620,7 +662,9 @@ class Lab:
         for h in ours:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(h.sshd_pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
+        # a systemd host powers off in order (nspawn turns SIGTERM into SIGRTMIN+3 for systemd)
+        slow = any(h.flavour == lab_systemd.FLAVOUR for h in ours)
+        deadline = time.monotonic() + (lab_systemd.STOP_TIMEOUT if slow else STOP_TIMEOUT)
         while any(_proc_alive(h.sshd_pid) for h in ours) and time.monotonic() < deadline:
             time.sleep(0.02)
         for h in ours:

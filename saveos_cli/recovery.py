@@ -4,6 +4,9 @@ Hosts come from the Ansible inventory (connection vars + `saveos_agent_offsite_*
 controller talks to them with plain `ssh` using those vars. Secrets stay off every command line:
 borg reads the escrowed passphrase through BORG_PASSCOMMAND (a file path) on the controller, or
 through BORG_PASSPHRASE_FD=0 fed over the SSH session's stdin on a host.
+
+Longer than most modules on purpose: escrow verify and recover share the inventory, escrow
+and SSH plumbing above them; split them when a third flow needs it.
 """
 
 from __future__ import annotations
@@ -16,31 +19,30 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from saveos_rules import iso, private_file_problem, utcnow
+
 from saveos_cli import config, repo_servers
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
+from saveos_cli.runner import ROLES_DIR
 
-REPOSITORY = "/var/lib/saveos/repo"
-OFFSITE_PYTHON = "/opt/saveos/offsite-venv/bin/python"
-AGENT_PYZ = "/opt/saveos/saveos-agent.pyz"
-OFFSITE_CONFIG = "/etc/saveos/offsite.json"
+# Where the role put things on a host: its own variables, rendered with the host's inventory
+# vars (the role is their one home; an inventory that overrides them is followed).
+ROLE_DIR = ROLES_DIR / "saveos_agent"
+LAYOUT = {
+    "repository": "saveos_agent_repository_url | default(saveos_agent_repository)",
+    "agent_pyz": "saveos_agent_pyz",
+    "offsite_python": "saveos_agent_offsite_venv ~ '/bin/python'",
+    "offsite_config": "saveos_agent_offsite_config_file",
+}
 # Borg may meet a repository it never saw (a fresh BORG_BASE_DIR, a copy in a new place).
 BORG_QUIET_ENV = {
     "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
     "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
     "BORG_EXIT_CODES": "legacy",
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # ---- inventory -------------------------------------------------------------------------------
@@ -55,12 +57,13 @@ class Host:
     key_file: str | None = None
     ssh_args: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
+    layout: dict[str, str] = field(default_factory=dict)
     # The inventory's groups (name -> host names, in inventory order), as Ansible's `groups`.
     groups: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def repository(self) -> str:
-        return str(self.vars.get("saveos_agent_repository") or REPOSITORY)
+        return self.layout["repository"]
 
     def ssh_base(self) -> list[str]:
         argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
@@ -91,6 +94,7 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
     if limit:
         manager.subset(limit)
     variables = VariableManager(loader=loader, inventory=manager)
+    defaults, role_vars = (_role_file(loader, part) for part in ("defaults", "vars"))
     hosts = []
     for item in manager.get_hosts("all"):
         hv = variables.get_vars(host=item)
@@ -104,6 +108,7 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
                 key_file=hv.get("ansible_ssh_private_key_file"),
                 ssh_args=shlex.split(common),
                 vars={k: v for k, v in hv.items() if k.startswith("saveos_")},
+                layout=_layout(loader, {**defaults, **hv, **role_vars}),
                 groups={g: list(names) for g, names in (hv.get("groups") or {}).items()},
             )
         )
@@ -113,9 +118,34 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
     return hosts
 
 
+def _role_file(loader, part: str) -> dict:
+    """The role's defaults/ or vars/ main.yml, its templates trusted like Ansible trusts them."""
+    from ansible.template import trust_as_template
+
+    data = loader.load_from_file(str(ROLE_DIR / part / "main.yml")) or {}
+    return {k: trust_as_template(v) if isinstance(v, str) else v for k, v in data.items()}
+
+
+def _layout(loader, variables: dict) -> dict[str, str]:
+    from ansible.template import Templar, trust_as_template
+
+    templar = Templar(loader=loader, variables=variables)
+    return {
+        key: str(templar.template(trust_as_template(f"{{{{ {expression} }}}}")))
+        for key, expression in LAYOUT.items()
+    }
+
+
 def backed_up(hosts: list[Host]) -> list[Host]:
     """The hosts that have a repository of their own (not the repository servers)."""
     return [h for h in hosts if h.name not in h.groups.get(repo_servers.GROUP, [])]
+
+
+def find_host(inventory: Path, name: str) -> Host:
+    for host in load_hosts(inventory):
+        if host.name == name:
+            return host
+    raise SaveOSError(f"host {name!r} is not in {inventory}.")
 
 
 # ---- escrow ----------------------------------------------------------------------------------
@@ -134,8 +164,9 @@ def escrow_files(name: str) -> tuple[Path, Path]:
         path = folder / leaf
         if not path.is_file():
             raise SaveOSError(f"{name}: no escrowed {leaf} at {path} (was the host deployed?).")
-        if path.stat().st_mode & 0o077:
-            raise SaveOSError(f"{name}: {path} is readable by group/others; run chmod 600 {path}.")
+        problem = private_file_problem(str(path))
+        if problem:
+            raise SaveOSError(f"{name}: {problem}.")
         out.append(path)
     return out[0], out[1]
 
@@ -235,9 +266,7 @@ def verify_escrow(
     offsite: download the S3 copy to a temp dir, newest segments first and only until it
     opens, `borg key import` the escrowed key into it (a wrong key export fails there), list
     archives with the escrowed passphrase.
-    live: `borg list` over SSH with the escrowed passphrase (the key is the one in the repo),
-    on the host, or on its repository server (the controller's login there, borg run as the
-    service user). `hosts`: the whole inventory, to find the repository server.
+    live: `borg list` over SSH with the escrowed passphrase (the key is the one in the repo).
     """
     started = utcnow()
     result: dict[str, Any] = {"host": host.name, "method": method, "archives": None}
@@ -313,7 +342,7 @@ print(json.dumps(out))
 """
 
 
-def _remote_borg(base: str) -> str:
+def _remote_borg(repo: str, base: str) -> str:
     env = " ".join(f"{k}={v}" for k, v in BORG_QUIET_ENV.items())
     return f"BORG_BASE_DIR={shlex.quote(base)} BORG_PASSPHRASE_FD=0 {env} borg"
 
@@ -328,10 +357,7 @@ def recover(
     keep_repo: bool = False,
     log=print,
 ) -> dict[str, Any]:
-    """Bring SOURCE's files back onto ONTO, verify every file's sha256, time it (the RTO).
-
-    From SOURCE's repository server when it has one (a temporary grant for a key made on ONTO,
-    revoked afterwards; nothing downloaded first), else from its offsite copy on S3."""
+    """Fetch SOURCE's offsite copy onto ONTO, open it with the escrow, extract, verify sha256."""
     t0 = time.monotonic()
     started = utcnow()
     if not target.startswith("/"):
@@ -343,51 +369,65 @@ def recover(
             raise SaveOSError(f"host {name!r} is not in {inventory}.")
     src_host, new_host = hosts[source], hosts[onto]
     passphrase_file, key_export = escrow_files(source)
+    on_server = repo_servers.location(src_host, hosts)
+    if on_server:
+        return _recover_from_server(on_server, new_host, target, archive, paths, passphrase_file,
+                                    t0, started, log)  # fmt: skip
     passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
     stamp = started.strftime("%Y%m%dT%H%M%S")
     work = f"/var/lib/saveos/recover/{source}-{stamp}"
-    on_server = repo_servers.location(src_host, hosts)
-    settings = None if on_server else offsite_settings(src_host)
-    if on_server is None and settings is None:
-        raise SaveOSError(
-            f"{source}: neither a repository server nor a saveos_agent_offsite_bucket in the "
-            "inventory: nothing to recover from off the host."
-        )
-    step = _stepper(new_host, onto)
+    repo, base, key_path = f"{work}/repo", f"{work}/borg", f"{work}/key.export"
+    q = shlex.quote
+
+    def step(what: str, command: str, stdin: bytes | None = None) -> str:
+        proc = new_host.ssh(command, stdin=stdin)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = err[-1] if err else proc.returncode
+            raise SaveOSError(f"{onto}: {what} failed: {reason}", exit_code=EXIT_FLEET)
+        return proc.stdout.decode("utf-8", "replace")
+
+    settings = offsite_settings(src_host)
+    if settings is None:
+        raise SaveOSError(f"{source}: no saveos_agent_offsite_bucket in the inventory.")
     step(
         "checking the target",
         f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
         f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
     )
-    step("preparing", f"umask 077 && mkdir -p {q(work)}/borg && mkdir -p {q(target)}")
-    out: dict[str, Any] = {"bytes_fetched": 0, "repository": None}
+    step("preparing", f"umask 077 && mkdir -p {q(work)} {q(base)} && mkdir -p {q(target)}")
     try:
-        if on_server:
-            repo, borg = _open_on_server(on_server, new_host, work, step, log)
-            out["server"] = on_server.server.name
-            try:
-                archive, expected, mismatched = _extract_verified(
-                    step, borg, repo, archive, paths, target, passphrase, source, log
-                )
-            finally:
-                on_server.revoke(onto)
-                log(f"revoked {onto}'s grant on {on_server.server.name}")
-        else:
-            repo = f"{work}/repo"
-            out["bytes_fetched"] = _fetch_offsite(settings, new_host, source, repo, log)
-            step("copying the escrowed key", f"umask 077 && cat > {q(work)}/key.export",
-                 key_export.read_bytes())  # fmt: skip
-            borg = _remote_borg(f"{work}/borg")
-            step("importing the escrowed key",
-                 f"{borg} key import {q(repo)} {q(work)}/key.export", passphrase)  # fmt: skip
-            archive, expected, mismatched = _extract_verified(
-                step, borg, repo, archive, paths, target, passphrase, source, log
+        log(f"fetching {settings.target} onto {onto} ...")
+        fetch_cmd = (
+            f"PYTHONPATH={q(new_host.layout['agent_pyz'])} "
+            f"{q(new_host.layout['offsite_python'])} -m saveos_offsite fetch "
+            f"--config {q(new_host.layout['offsite_config'])} --host {q(source)} --dest {q(repo)}"
+        )
+        proc = new_host.ssh(fetch_cmd)
+        lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+        try:
+            fetched = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            raise SaveOSError(
+                f"{onto}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
+            ) from None
+        if fetched.get("status") != "ok":
+            raise SaveOSError(
+                f"{onto}: offsite fetch failed: {fetched.get('message')}", exit_code=EXIT_FLEET
             )
-            out["repository"] = repo if keep_repo else None
+        step(
+            "copying the escrowed key", f"umask 077 && cat > {q(key_path)}", key_export.read_bytes()
+        )
+        borg = _remote_borg(repo, base)
+        step("importing the escrowed key", f"{borg} key import {q(repo)} {q(key_path)}", passphrase)
+        archive, expected, mismatched = _extract_verified(
+            step, borg, repo, archive, paths, target, passphrase, source, log
+        )
     finally:
-        cleanup = f"rm -rf {q(work)}"
-        if keep_repo and not on_server:
-            cleanup = f"rm -rf {q(work)}/key.export {q(work)}/borg {q(work)}/id_ed25519*"
+        cleanup = f"rm -f {q(key_path)}; rm -rf {q(base)}"
+        if not keep_repo:
+            cleanup = f"rm -rf {q(work)}"
         new_host.ssh(cleanup)
     rto = round(time.monotonic() - t0, 2)
     return {
@@ -398,7 +438,8 @@ def recover(
         "target": target,
         "files_verified": len(expected) - len(mismatched),
         "files_mismatched": mismatched,
-        **out,
+        "bytes_fetched": fetched.get("bytes_downloaded", 0),
+        "repository": repo if keep_repo else None,
         "rto_s": rto,
         "started_at": iso(started),
     }
@@ -438,31 +479,8 @@ def _open_on_server(on_server, new_host: Host, work: str, step, log) -> tuple[st
         " -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes"
         " -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
     )
-    borg = f"BORG_RSH={q(rsh)} " + _remote_borg(f"{work}/borg")
+    borg = f"BORG_RSH={q(rsh)} " + _remote_borg(on_server.url, f"{work}/borg")
     return on_server.url, borg
-
-
-def _fetch_offsite(settings, new_host: Host, source: str, repo: str, log) -> int:
-    log(f"fetching {settings.target} onto {new_host.name} ...")
-    fetch_cmd = (
-        f"PYTHONPATH={q(AGENT_PYZ)} {q(OFFSITE_PYTHON)} -m saveos_offsite fetch "
-        f"--config {q(OFFSITE_CONFIG)} --host {q(source)} --dest {q(repo)}"
-    )
-    proc = new_host.ssh(fetch_cmd)
-    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-    try:
-        fetched = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        raise SaveOSError(
-            f"{new_host.name}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
-        ) from None
-    if fetched.get("status") != "ok":
-        raise SaveOSError(
-            f"{new_host.name}: offsite fetch failed: {fetched.get('message')}",
-            exit_code=EXIT_FLEET,
-        )
-    return fetched.get("bytes_downloaded", 0)
 
 
 def _extract_verified(
@@ -497,3 +515,47 @@ def _extract_verified(
         step("hashing the restored files", f"python3 -c {q(_HASH_SCRIPT)} {q(target)}")
     )
     return archive, expected, sorted(p for p, h in expected.items() if actual.get(p) != h)
+
+
+def _recover_from_server(
+    on_server, new_host: Host, target: str, archive: str, paths: list[str],
+    passphrase_file: Path, t0: float, started, log,
+) -> dict[str, Any]:  # fmt: skip
+    """From the repository server: a key made on the new host for this recovery, a separate
+    grant line for the source's repository (revoked afterwards, whatever happened), the
+    server's host key pinned; extract and verify every file's sha256 against the archive."""
+    source, onto = on_server.host, new_host.name
+    passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
+    work = f"/var/lib/saveos/recover/{source}-{started.strftime('%Y%m%dT%H%M%S')}"
+    step = _stepper(new_host, onto)
+    step(
+        "checking the target",
+        f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
+        f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
+    )
+    step("preparing", f"umask 077 && mkdir -p {q(work)}/borg && mkdir -p {q(target)}")
+    try:
+        repo, borg = _open_on_server(on_server, new_host, work, step, log)
+        try:
+            archive, expected, mismatched = _extract_verified(
+                step, borg, repo, archive, paths, target, passphrase, source, log
+            )
+        finally:
+            on_server.revoke(onto)
+            log(f"revoked {onto}'s grant on {on_server.server.name}")
+    finally:
+        new_host.ssh(f"rm -rf {q(work)}")
+    return {
+        "status": "ok" if not mismatched and expected else "error",
+        "from": source,
+        "onto": onto,
+        "archive": archive,
+        "target": target,
+        "files_verified": len(expected) - len(mismatched),
+        "files_mismatched": mismatched,
+        "bytes_fetched": 0,
+        "repository": None,
+        "server": on_server.server.name,
+        "rto_s": round(time.monotonic() - t0, 2),
+        "started_at": iso(started),
+    }

@@ -25,9 +25,12 @@ from pathlib import Path
 
 from saveos_cli.errors import SaveOSError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PLAYBOOK_DIR = REPO_ROOT / "playbooks"
-ANSIBLE_CFG = REPO_ROOT / "ansible.cfg"
+# The playbooks, the role and the agent sources: package data of an installed wheel, links to
+# the checkout's own directories in a source tree (resolved, so Ansible sees the real paths).
+SHARE = Path(__file__).resolve().parent / "share"
+PLAYBOOK_DIR = (SHARE / "playbooks").resolve()
+ANSIBLE_CFG = (SHARE / "ansible.cfg").resolve()
+ROLES_DIR = (SHARE / "roles").resolve()
 IDENT = "run"
 
 

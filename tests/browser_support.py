@@ -26,10 +26,30 @@ CHROMIUM_ARGS = [
 ]
 
 
-def launch(playwright):
+def spki_pin(cert_file: Path) -> str:
+    """Chromium's pin of a certificate: base64 of the SHA-256 of its public key (SPKI)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(cert_file.read_bytes()).public_key()
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def launch(playwright, trust_cert: Path | None = None):
+    """Chromium; with trust_cert, that one server certificate is accepted (pinned by its key,
+    as the fleet's own CA is not in the browser's store) and no other is."""
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    args = list(CHROMIUM_ARGS)
+    if trust_cert is not None:
+        args.append(f"--ignore-certificate-errors-spki-list={spki_pin(trust_cert)}")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=args)
 
 
 class Shots:

@@ -66,13 +66,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 20.0) -> None:
+def wait_http(url: str, timeout: float = 20.0, verify=True) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
+            if httpx.get(url, timeout=1.0, verify=verify).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
@@ -82,15 +82,20 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 
 
 class ApiServer:
-    """A real uvicorn process serving saveos_api on loopback."""
+    """A real uvicorn process serving saveos_api on loopback; with tls=True over HTTPS with a
+    certificate from `saveos ca init` (data_dir/tls/ca.crt is the CA to verify it with)."""
 
     start_timeout = 20.0  # seconds for /health to answer
 
-    def __init__(self, database_url: str, data_dir: Path, port: int | None = None):
+    def __init__(
+        self, database_url: str, data_dir: Path, port: int | None = None, tls: bool = False
+    ):
         self.database_url = database_url
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.ca_file = data_dir / "tls" / "ca.crt"
         self.admin_token = "adm_" + secrets.token_urlsafe(32)
         self.log_path = data_dir / f"api-{self.port}.log"
         self.proc: subprocess.Popen | None = None
@@ -107,6 +112,12 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls and not self.ca_file.exists():
+            subprocess.run(
+                [sys.executable, "-m", "saveos_cli.app", "ca", "init", "--name", "127.0.0.1",
+                 "--name", "localhost"],
+                env=self.env, check=True, capture_output=True, cwd=REPO_ROOT,
+            )  # fmt: skip
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [
@@ -125,11 +136,18 @@ class ApiServer:
             cwd=REPO_ROOT,
         )
         try:
-            wait_http(self.url + "/health", self.start_timeout)
+            wait_http(self.url + "/health", self.start_timeout, verify=self.verify)
         except TimeoutError:
             self.stop()
             raise RuntimeError("API did not start:\n" + self.log_path.read_text()[-4000:]) from None
         return self
+
+    @property
+    def verify(self):
+        """What httpx should verify this server with: its own CA when on TLS."""
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else True
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

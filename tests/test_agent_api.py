@@ -204,7 +204,7 @@ def test_daemon_survives_an_api_outage_then_delivers_and_runs_jobs(tmp_path, age
     finally:
         server.stop()
     host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
-    host.write_config(schedule={"backup_interval_s": 3600, "heartbeat_interval_s": 1})
+    host.write_config(schedule={"backup_interval_s": 3600, "heartbeat_interval_s": 5})
     spool_dir = host.root / "spool"
     daemon = host.popen("daemon")
     server = None

@@ -32,11 +32,14 @@ def host(tmp_path, agent_pyz) -> AgentHost:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except OSError:
-        return []
+    """Children of every thread of pid (the daemon's worker thread starts borg)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
 
 
 def _wait_for_borg(agent: subprocess.Popen, subcommand: str, timeout: float = 30) -> int:

@@ -117,3 +117,19 @@ def build_pyz_once(tmp_path):
             return path
 
     return build_pyz(_Factory)
+
+
+def test_a_list_job_opens_the_interactive_window(tmp_path):
+    """After a list job the daemon heartbeats every few seconds for a while (the next folder
+    of the archive browser waits seconds, not a heartbeat interval); a backup does not."""
+    from saveos_agent.actions import jobs
+    from saveos_agent.config import Config
+
+    jobs._interactive_until[0] = 0.0
+    cfg = Config(path="x", repository=str(tmp_path / "none"), sources=[str(tmp_path)])
+    cfg.spool_dir, cfg.state_dir = str(tmp_path / "spool"), str(tmp_path / "state")
+    assert not jobs.interactive()
+    out = jobs.run_job(cfg, {"id": 1, "kind": "list", "params": {"archive": "nope"}})
+    assert out["state"] == "failed"  # no repository here: it fails, and still opens the window
+    assert jobs.interactive()
+    jobs._interactive_until[0] = 0.0

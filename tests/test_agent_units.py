@@ -73,9 +73,12 @@ def test_other_builders():
     assert "--verify-data" not in bc.check("/r")
     assert bc.list_archives("/r") == ("borg", "list", "--log-json", "--json", "/r")
     assert bc.list_items("/r", "a") == ("borg", "list", "--log-json", "--json-lines", "/r::a")
+    assert bc.list_items("/r", "a", paths=["-x"])[-3:] == ("/r::a", "--", "-x")
     assert bc.info("/r", "a")[-2:] == ("--json", "/r::a")
     assert bc.info("/r")[-1] == "/r"
-    assert bc.extract("/r", "a", ["/etc/x", "srv/y"])[-3:] == ("/r::a", "etc/x", "srv/y")
+    # Paths after "--": one starting with "-" is never read as an option.
+    assert bc.extract("/r", "a", ["/etc/x", "srv/y"])[-4:] == ("/r::a", "--", "etc/x", "srv/y")
+    assert bc.extract("/r", "a", ["-x"])[-2:] == ("--", "-x")
     assert bc.init("/r") == ("borg", "init", "--log-json", "--encryption", "repokey-blake2", "/r")
     assert bc.key_export("/r", "/k") == ("borg", "key", "export", "--log-json", "/r", "/k")
     assert bc.break_lock("/r") == ("borg", "break-lock", "--log-json", "/r")
@@ -230,7 +233,10 @@ def test_valid_config_gets_defaults(tmp_path):
     [
         (lambda c: c.pop("repository"), "missing required config key 'repository'"),
         (lambda c: c.update(colour="red"), "unknown config key 'colour'"),
-        (lambda c: c.update(retention={"keep_daily": -1}), "'retention.keep_daily' must be >= 0"),
+        (
+            lambda c: c.update(retention={"keep_daily": -1}),
+            "'retention.keep_daily' must be an integer >= 0",
+        ),
         (
             lambda c: c.update(retention={"keep_daily": "7"}),
             "'retention.keep_daily' must be an integer",
@@ -239,12 +245,21 @@ def test_valid_config_gets_defaults(tmp_path):
         (lambda c: c.update(retention={"keep_daily": 0}), "'retention' keeps nothing"),
         (
             lambda c: c.update(retention={"keep_dayly": 3}),
-            "unknown config key 'retention.keep_dayly'",
+            "config key 'retention.keep_dayly' is not a retention key",
         ),
         (lambda c: c.update(sources="/etc"), "'sources' must be a list"),
         (lambda c: c.update(sources=["/definitely/not/here"]), "'sources[0]'"),
         (lambda c: c.update(lock_wait_s=True), "'lock_wait_s' must be an integer"),
         (lambda c: c.update(schedule={"backup_interval_s": 0}), "'schedule.backup_interval_s'"),
+        (
+            lambda c: c.update(schedule={"heartbeat_interval_s": 1}),
+            "'schedule.heartbeat_interval_s' must be between 5 and",
+        ),
+        (
+            lambda c: c.update(schedule={"backup_interval_s": 600, "heartbeat_interval_s": 600}),
+            "'schedule.heartbeat_interval_s' (600) must be shorter than backup_interval_s",
+        ),
+        (lambda c: c.update(hostname="-bad"), "'hostname' is not a valid host name"),
         (lambda c: c.update(passcommand="cat /x"), "exclusive"),
         (lambda c: c.pop("passphrase_file"), "'passphrase_file'"),
         (lambda c: c.update(api_url="http://127.0.0.1:1"), "'token_file'"),

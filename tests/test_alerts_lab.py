@@ -89,8 +89,16 @@ def site(tmp_path_factory):
 
 def test_stopped_host_is_notified_silent_once_and_its_recovery_once(site):
     with site.http() as http:
-        for url in (site.mail.url, site.hook.url()):
-            assert http.post("/api/v1/alerts/channels", json={"url": url}).status_code == 201
+        # The role labels the host with its inventory groups: `group=lab` routes, `group=db` not.
+        labels = http.get(f"/api/v1/agents/by-name/{HOST}").json()["labels"]
+        assert labels["groups"] == "lab", labels
+        for url, selector in (
+            (site.mail.url, {}),
+            (site.hook.url(), {"group": "lab"}),
+            (site.hook.url("/db-team"), {"group": "db"}),
+        ):
+            body = {"url": url, "labels": selector}
+            assert http.post("/api/v1/alerts/channels", json=body).status_code == 201
     wait_for(lambda: site.status() == "ok", 30, f"{HOST} ok after its backup")
     time.sleep(1.0)
     assert site.mail.messages == [] and site.hook.posts == []
@@ -112,4 +120,5 @@ def test_stopped_host_is_notified_silent_once_and_its_recovery_once(site):
     time.sleep(2.0)  # ten more evaluator passes: nothing more
     assert site.mail.subjects() == [f"SaveOS: {HOST} is silent", f"SaveOS: {HOST} recovered (ok)"]
     assert [p["title"] for p in site.hook.posts] == site.mail.subjects()
+    assert {p["path"] for p in site.hook.posts} == {"/hook/s3cr3t-token"}  # none for group=db
     print(f"alerts lab: host killed -> silent notice in {took:.1f}s (heartbeat {HEARTBEAT_S}s)")

@@ -127,7 +127,7 @@ def test_escrow_proofs_admin_only_and_in_status_and_metrics(api):
     assert row["last_escrow_at"] == proof["finished_at"] and row["last_escrow_result"] == "fail"
     history = c.get(f"/api/v1/agents/{agent_id}/escrow", headers=api.admin).json()
     assert [p["result"] for p in history] == ["fail", "ok"]
-    metrics = c.get("/metrics").text
+    metrics = c.get("/metrics", headers=api.admin).text
     assert 'saveos_agent_last_escrow_proof_timestamp_seconds{agent="db1"}' in metrics
 
 

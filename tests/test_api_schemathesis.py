@@ -40,9 +40,10 @@ _, AGENT_HEADERS = API.agent("lab1")
 API.agent("lab2")
 # Something for the id-addressed endpoints to find.
 API.client.post("/api/v1/jobs", json={"kind": "backup", "agents": [1, 2]}, headers=API.admin)
-schema = schemathesis.openapi.from_asgi("/openapi.json", API.app).exclude(
-    path="/api/v1/alerts/test"
-)
+# The server does not publish its schema (/openapi.json is closed): read it in process.
+schema = schemathesis.openapi.from_dict(API.app.openapi())
+schema.app = API.app
+schema = schema.exclude(path="/api/v1/alerts/test")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,4 +61,6 @@ def _cleanup():
 )
 def test_openapi_conformance(case):
     headers = AGENT_HEADERS if case.path in AGENT_PATHS else API.admin
+    if case.path == "/api/v1/tokens/{token_id}/revoke":
+        return  # would revoke the admin token the other cases use (covered in test_api_tokens)
     case.call_and_validate(headers=headers, checks=CHECKS)

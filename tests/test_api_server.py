@@ -42,7 +42,10 @@ def test_real_server_on_postgresql(api_server_pg: ApiServer):
         assert fleet["agents"][0]["status"] == "ok"
         assert fleet["agents"][0]["last_archive"] == body["archive"]
         assert http.get(f"/api/v1/jobs/{job_id}", headers=admin).json()["state"] == "succeeded"
-        metrics = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+        metrics = {
+            f.name: f
+            for f in text_string_to_metric_families(http.get("/metrics", headers=admin).text)
+        }
         assert metrics["saveos_agents"].samples
         assert (
             http.post(

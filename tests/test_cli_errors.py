@@ -76,7 +76,7 @@ def test_group_readable_config_file_is_refused(tmp_path):
     cfg.chmod(0o640)
     proc = saveos("status", home=tmp_path)
     assert proc.returncode == 1
-    _one_sentence(proc, str(cfg), "readable by group or others")
+    _one_sentence(proc, str(cfg), "accessible by group/others")
     cfg.chmod(0o600)  # the same file, private: now the token is used and the API is the problem
     url = f"http://127.0.0.1:{free_port()}"
     proc = saveos("--api-url", url, "status", home=tmp_path)

@@ -120,6 +120,22 @@ def test_deploy_backup_status_restore_and_alarm(lab3, fleet_env):
     assert got.returncode == 0, got.stderr
     assert got.stdout.split()[0] == digests["lab2"]
 
+    # A warm re-deploy only reads: its probe asks the API whose token it is (GET /agents/me) and
+    # never heartbeats, so a job queued for the host is still queued after it. lab1's daemon,
+    # the only other heartbeat on a lab host, is paused meanwhile (still alive to the probe).
+    pid = lab3.ssh("lab1", "cat /run/saveos/agent.pid").stdout.strip()
+    assert pid.isdigit(), pid
+    assert lab3.ssh("lab1", f"kill -STOP {pid}").returncode == 0
+    try:
+        with httpx.Client(base_url=server.url, headers=server.admin_headers()) as http:
+            queued = http.post("/api/v1/jobs", json={"kind": "check", "agents": ["lab1"]})
+            job_id = queued.json()["jobs"][0]["id"]
+            redeployed = saveos(env, "deploy", "--inventory", inventory, "--limit", "lab1")
+            assert redeployed.returncode == 0, explain(redeployed)
+            assert http.get(f"/api/v1/jobs/{job_id}").json()["state"] == "queued"
+    finally:
+        lab3.ssh("lab1", f"kill -CONT {pid}")
+
     # lab3's agent stops; once the clock passes 3 heartbeat intervals after its last beat, the
     # fleet is in alarm (exit 2) and lab3 is named. The API's clock moves with `status --at`, not
     # with sleeps. lab1 and lab2 keep beating, so the same instant leaves them ok.

@@ -142,6 +142,7 @@ def dblab(tmp_path_factory):
         cluster.start()
         for name in ALL_DBS:
             t.sums[name] = cluster.admin.make(name, rows=500)
+        cluster.admin.sql("CREATE ROLE saveos_t22_global LOGIN")  # only pg_dumpall has it
         t.pg.drop(PG_DB)
         t.pg.sql(
             f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_USER}') THEN "
@@ -196,6 +197,12 @@ def test_dumps_restore_identical_rows_and_refuse_to_overwrite(dblab):
     assert t.pg.checksum(PG_DB) == t.sums[PG_DB]
     assert t.my.checksum(MY_DB) == t.sums[MY_DB]
     assert t.cluster.admin.checksum(ALL_DBS[1]) == t.sums[ALL_DBS[1]]
+    # the globals of `all` (pg_dumpall --globals-only) bring a dropped role back
+    t.cluster.admin.sql("DROP ROLE saveos_t22_global")
+    code, out = t.agent("restore", "latest", "--database", "globals")
+    assert code == 0, out
+    roles = t.cluster.admin.sql("SELECT rolname FROM pg_roles WHERE rolname LIKE 'saveos_t22_%'")
+    assert roles == "saveos_t22_global"
     # the restored tables keep their owner
     owner = t.pg.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'items'", PG_DB)
     assert owner == PG_USER

@@ -61,8 +61,12 @@ def test_a_batch_is_answered_and_written_alike_on_both_databases(request, tmp_pa
         c.post(f"/api/v1/agents/{ids['revoked']}/tokens/revoke", headers=api.admin)
         c.delete(f"/api/v1/agents/{ids['gone']}", headers=api.admin)
         jobs = {}
-        for name, kind in (("stale", "check"), ("busy", "backup"), ("busy2", "check")):
-            body = {"kind": kind, "agents": ["busy"], "params": {"n": name}}
+        for name, kind, params in (
+            ("stale", "check", {"verify_data": False}),
+            ("busy", "backup", {}),
+            ("busy2", "check", {"verify_data": True}),
+        ):
+            body = {"kind": kind, "agents": ["busy"], "params": params}
             jobs[name] = c.post("/api/v1/jobs", json=body, headers=api.admin).json()["jobs"][0]
         jobs["quiet"] = c.post(
             "/api/v1/jobs", json={"kind": "check", "agents": ["quiet"]}, headers=api.admin
@@ -96,7 +100,7 @@ def test_a_batch_is_answered_and_written_alike_on_both_databases(request, tmp_pa
             (ids["busy"], []),
             refused,
             refused,
-            (403, "this endpoint takes an agent token, not the admin token"),
+            (403, "this endpoint takes an agent token, not an operator's token"),
             refused,
             (ids["busy"], []),
             refused,

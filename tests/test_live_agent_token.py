@@ -96,4 +96,4 @@ def test_every_agent_path_refuses_what_is_not_a_live_agent_token(api, path, case
         assert answer.headers["www-authenticate"] == "Bearer"
         assert answer.json() == {"detail": "invalid or revoked agent token"}
     else:
-        assert "not the admin token" in answer.json()["detail"]
+        assert "not an operator's token" in answer.json()["detail"]

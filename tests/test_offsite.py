@@ -197,7 +197,7 @@ def test_endpoint_down_fails_spools_then_next_sync_succeeds(tmp_path, agent_pyz,
         me = fleet.json()["agents"][0]
         assert me["last_offsite_result"] == "ok" and me["last_offsite_at"]
         assert me["offsite_interval_s"] == 86400
-        metrics = httpx.get(server.url + "/metrics").text
+        metrics = httpx.get(server.url + "/metrics", headers=server.admin_headers()).text
         assert 'saveos_agent_last_offsite_sync_timestamp_seconds{agent="testhost"}' in metrics
     finally:
         server.stop()

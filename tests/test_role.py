@@ -31,6 +31,11 @@ UNITS = [
     "saveos-agent-heartbeat.timer",
     "saveos-agent-backup.service",
     "saveos-agent-backup.timer",
+    "saveos-agent-jobs.service",
+    "saveos-agent-check.service",
+    "saveos-agent-check.timer",
+    "saveos-agent-drill.service",
+    "saveos-agent-drill.timer",
 ]
 
 
@@ -129,11 +134,20 @@ def systemd_verify(tmp_path: Path, unit_dir: Path) -> subprocess.CompletedProces
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
 def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
     fleet = ["web1", "web2", "db1"]
+    six_hours = {"saveos_agent_backup_interval_s": 21600}
+    half_hour = {"saveos_agent_backup_interval_s": 1800}
     out = render_units(
         tmp_path,
-        {**dict.fromkeys(fleet, {}), "broken": {"saveos_agent_backup_on_calendar": "nope"}},
+        {
+            **dict.fromkeys(fleet, {}),
+            "broken": {"saveos_agent_backup_on_calendar": "nope"},
+            "db6h": six_hours,
+            "db30m": half_hour,
+            "db90m": {"saveos_agent_backup_interval_s": 5400},
+            "fixed": {**six_hours, "saveos_agent_backup_on_calendar": "Sun *-*-* 04:00:00"},
+        },
     )
-    for host in fleet:
+    for host in [*fleet, "db6h", "db30m", "db90m", "fixed"]:
         result = systemd_verify(tmp_path, out / host)
         # verify exits 0 on some warnings: any stderr output counts as a failure.
         assert result.returncode == 0 and result.stderr == "", result.stderr
@@ -149,6 +163,33 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
         minute = 60 + int(hashlib.sha1(host.encode()).hexdigest()[:8], 16) % 180
         assert calendars[host] == f"*-*-* {minute // 60:02d}:{minute % 60:02d}:00 UTC", calendars
     assert len({calendars[h] for h in fleet}) == 3, calendars
+
+    # The calendar follows the interval: 6 h is four slots a day at the host's minute.
+    def timer_calendars(host: str, unit: str = "backup") -> list[str]:
+        text = (out / host / f"saveos-agent-{unit}.timer").read_text()
+        return re.findall(r"^OnCalendar=(.+)$", text, re.M)
+
+    minute = 60 + int(hashlib.sha1(b"db6h").hexdigest()[:8], 16) % 180
+    hours = ",".join(f"{(minute // 60 + 6 * k) % 24:02d}" for k in range(4))
+    assert timer_calendars("db6h") == [f"*-*-* {hours}:{minute % 60:02d}:00 UTC"]
+    minute = 60 + int(hashlib.sha1(b"db30m").hexdigest()[:8], 16) % 180
+    assert timer_calendars("db30m") == [f"*-*-* *:{minute % 30:02d}/30:00 UTC"]
+    assert timer_calendars("fixed") == ["Sun *-*-* 04:00:00"]  # on_calendar overrides
+    minute = 60 + int(hashlib.sha1(b"db90m").hexdigest()[:8], 16) % 180
+    assert timer_calendars("db90m") == [
+        f"*-*-* {m // 60:02d}:{m % 60:02d}:00 UTC" for m in range(minute % 90, 1440, 90)
+    ]  # 90 min: sixteen slots, one line each
+    # Checks and drills weekly (the default) on the host's own weekday and minute.
+    weekday = int(hashlib.sha1(b"web1").hexdigest()[8:16], 16) % 7
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    minute = 60 + int(hashlib.sha1(b"web1").hexdigest()[:8], 16) % 180
+    check_minute, drill_minute = (minute + 180) % 1440, (minute + 120) % 1440
+    assert timer_calendars("web1", "check") == [
+        f"{days[weekday]} *-*-* {check_minute // 60:02d}:{check_minute % 60:02d}:00 UTC"
+    ]
+    assert timer_calendars("web1", "drill") == [
+        f"{days[(weekday + 3) % 7]} *-*-* {drill_minute // 60:02d}:{drill_minute % 60:02d}:00 UTC"
+    ]
 
     # The check can fail: a broken calendar expression is reported on stderr.
     assert calendars["broken"] == "nope"
@@ -323,6 +364,24 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
             "borg info --json /var/lib/saveos/repo",
         )  # fmt: skip
         repo_ids[host] = re.search(r'"id": "([0-9a-f]{64})"', info.stdout).group(1)
+
+    # A compromised lab1 names lab2 in its own agent.json: uninstalling lab1 decommissions the
+    # API's record of lab1 (looked up from the controller), never the agent the host names.
+    def decommissioned() -> dict[str, bool]:
+        agents = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()
+        return {a["name"]: bool(a["decommissioned_at"]) for a in agents["agents"]}
+
+    lab2_id = httpx.get(
+        f"{api.url}/api/v1/agents/by-name/lab2", headers=api.admin_headers()
+    ).json()["id"]
+    forged = host_sh(
+        lab3, "lab1", "python3 -c \"import json; p='/etc/saveos/agent.json'; c=json.load(open(p));"
+        f" c['agent_id']={lab2_id}; open(p, 'w').write(json.dumps(c))\"",
+    )  # fmt: skip
+    assert forged.returncode == 0, forged.stderr
+    first = run("uninstall.yml", inventory, "--limit", "lab1")
+    assert first.returncode == 0, explain(first)
+    assert decommissioned() == {"lab1": True, "lab2": False, "lab3": False}
 
     # Uninstall: agent, schedule and config gone; repository and escrow kept.
     removed = run("uninstall.yml", inventory)

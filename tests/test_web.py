@@ -83,7 +83,7 @@ def test_pages_need_a_login_and_say_why(api):
             sa.text("SELECT session_hash, principal, scope FROM web_sessions")
         ).all()
     value = c.cookies["saveos_session"]
-    assert [(row[1], row[2]) for row in stored] == [("admin", "admin")]
+    assert [(row[1], row[2]) for row in stored] == [("server-init", "admin")]
     assert value not in {row[0] for row in stored}
 
 
@@ -179,7 +179,7 @@ def test_every_form_needs_the_sessions_csrf_token(api):
     assert r.status_code == 303
     assert _jobs(api) == before + 2
     job = c.get(r.headers["location"])
-    assert "queued" in job.text and "web:admin" in job.text
+    assert "queued" in job.text and "token 1 (server-init) (dashboard)" in job.text
 
 
 def test_fleet_page_counts_filters_sorts_and_explains(api):
@@ -367,33 +367,20 @@ def test_jobs_page_lists_queued_running_and_finished(api):
     assert r.status_code == 422
 
 
-def _session_as(api, scope: str) -> str:
-    """A dashboard session for an operator of `scope`, as a login would store it."""
-    import hashlib
-    import hmac
-    import secrets
-
-    value = secrets.token_urlsafe(32)
-    digest = hmac.new(api.app.state.secret_key, f"session:{value}".encode(), hashlib.sha256)
-    now = datetime.now(UTC)
-    with api.app.state.db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO web_sessions (session_hash, principal, scope, created_at, expires_at)"
-                " VALUES (:h, :p, :s, :c, :e)"
-            ),
-            {"h": digest.hexdigest(), "p": f"{scope}-op", "s": scope, "c": now,
-             "e": now + timedelta(hours=1)},
-        )  # fmt: skip
-    return value
+def _token(api, name: str, scope: str) -> dict:
+    """A real operator token of `scope` (POST /api/v1/tokens with the admin token)."""
+    r = api.client.post("/api/v1/tokens", json={"name": name, "scope": scope}, headers=api.admin)
+    assert r.status_code == 201, r.text
+    return r.json()
 
 
 def test_a_read_session_sees_but_cannot_act(api):
     _seed(api)
     c = api.client
-    c.cookies.set("saveos_session", _session_as(api, "read"))
+    reader = _token(api, "reader", "read")
+    assert login(c, reader["token"]).status_code == 303
     host = c.get("/hosts/web1").text
-    assert "web1-1h" in host and "read-op" in host
+    assert "web1-1h" in host and 'reader <span class="scope">read</span>' in host
     for control in ('id="queue-backup"', 'id="queue-check"', 'id="restore"'):
         assert control not in host
     assert 'id="queue-label"' not in c.get("/fleet").text
@@ -409,6 +396,76 @@ def test_a_read_session_sees_but_cannot_act(api):
         r = c.post(url, data={**data, "csrf_token": csrf})
         assert r.status_code == 403 and "has the read scope" in r.text, (url, r.text[-300:])
     assert _jobs(api) == before
-    # The same pages with an operate session do show the controls.
-    c.cookies.set("saveos_session", _session_as(api, "operate"))
-    assert 'id="queue-backup"' in c.get("/hosts/web1").text
+    # The API refuses the same token the same way (one authorisation).
+    r = c.post(
+        "/api/v1/jobs",
+        json={"kind": "backup", "agents": ["web1"]},
+        headers={"Authorization": f"Bearer {reader['token']}"},
+    )
+    assert r.status_code == 403 and _jobs(api) == before
+    # An operate token's session shows the controls and acts, audited as that token.
+    c.cookies.clear()
+    operator = _token(api, "oncall", "operate")
+    login(c, operator["token"])
+    host = c.get("/hosts/web1").text
+    assert 'id="queue-backup"' in host
+    r = c.post("/hosts/web1/jobs", data={"kind": "drill", "csrf_token": csrf_of(host)})
+    assert r.status_code == 200 and _jobs(api) == before + 1
+    audit = c.get("/api/v1/audit", headers=api.admin).json()
+    (event,) = [e for e in audit["events"] if e["action"] == "jobs.drill"]
+    assert event["token_id"] == operator["id"] and event["detail"]["note"] == "dashboard"
+    assert any(
+        e["action"] == "web.login" and e["token_id"] == reader["id"] for e in audit["events"]
+    )
+
+
+def test_revoking_the_token_ends_its_sessions(api):
+    _seed(api)
+    c = api.client
+    token = _token(api, "temp", "operate")
+    login(c, token["token"])
+    assert c.get("/fleet", follow_redirects=False).status_code == 200
+    r = c.post(f"/api/v1/tokens/{token['id']}/revoke", headers=api.admin)
+    assert r.status_code == 200, r.text
+    r = c.get("/fleet", follow_redirects=False)
+    assert r.status_code == 303 and "reason=revoked" in r.headers["location"]
+    assert "was revoked or expired" in c.get(r.headers["location"]).text
+    # A revoked token cannot log in again either.
+    c.cookies.clear()
+    assert login(c, token["token"]).status_code == 401
+
+
+def test_host_page_shows_status_changes_and_databases_settings_show_channels(api):
+    agents = _seed(api)
+    c = api.client
+    now = datetime.now(UTC)
+    with api.app.state.db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO flips (agent_id, from_status, to_status, at, reason) "
+                "VALUES (:a, 'ok', 'overdue', :t, 'stale backup (overdue)')"
+            ),
+            {"a": agents["web1"]["id"], "t": now - timedelta(hours=1)},
+        )
+    dumps = [{"name": "shop", "type": "postgresql", "format": "custom", "size": 123_456,
+              "status": "ok"}]  # fmt: skip
+    body = snapshot_report(now, archive="web1-db", databases=dumps)
+    r = c.post("/api/v1/reports/snapshots", json=body, headers=agents["web1"]["headers"])
+    assert r.status_code == 201, r.text
+    secret_url = "mailto://alerts:s3cretpass@mail.example.org?to=ops@example.org"
+    r = c.post(
+        "/api/v1/alerts/channels",
+        json={"url": secret_url, "name": "ops-mail", "min_status": "overdue"},
+        headers=api.admin,
+    )
+    assert r.status_code == 201, r.text
+    login(c, api.admin_token)
+    host = c.get("/hosts/web1").text
+    flips = host.split('id="flips"')[1].split("</table>")[0]
+    assert "s-ok" in flips and "s-overdue" in flips and "stale backup (overdue)" in flips
+    databases = host.split('id="databases"')[1].split("</table>")[0]
+    assert "web1-db" in databases and "shop" in databases and "123.5 kB" in databases
+    settings = c.get("/settings").text
+    channels = settings.split('id="channels"')[1].split("</table>")[0]
+    assert "ops-mail" in channels and "mailto" in channels and "overdue and worse" in channels
+    assert "s3cretpass" not in settings and "mail.example.org" not in settings

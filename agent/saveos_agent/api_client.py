@@ -1,4 +1,7 @@
-"""A small JSON client for the SaveOS API (urllib, bearer token read from the token file)."""
+"""A small JSON client for the SaveOS API (urllib, bearer token read from the token file).
+
+HTTPS is verified against the fleet's CA (config ca_file) only, http:// is taken only to
+loopback, and a redirect is an answer to refuse, never followed (transport.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +21,19 @@ class ApiUnavailable(Exception):
 
 
 class ApiClient:
-    def __init__(self, base_url: str, token_file: str, timeout: float = 15.0):
-        self.base_url = base_url.rstrip("/")
+    def __init__(
+        self, base_url: str, token_file: str, timeout: float = 15.0, ca_file: Optional[str] = None
+    ):
+        from saveos_agent.transport import InsecureUrl, check_api_url
+
+        try:
+            self.base_url = check_api_url(base_url.rstrip("/"))
+        except InsecureUrl as exc:
+            raise AgentError(f"api_url: {exc}") from None
         self.token_file = token_file
         self.timeout = timeout
+        self.ca_file = ca_file
+        self._opener = None
 
     def _token(self) -> str:
         check_private(self.token_file, "token_file")
@@ -40,8 +52,17 @@ class ApiClient:
         # imported here: urllib.request pulls in http.client and ssl, which cost more CPU than
         # the rest of the agent's start-up, and a backup without an API never needs them
         import socket
+        import ssl
         import urllib.error
         import urllib.request
+
+        from saveos_agent.transport import opener
+
+        if self._opener is None:
+            try:
+                self._opener = opener(self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise AgentError(f"ca_file: cannot load {self.ca_file}: {exc}") from None
 
         data = json.dumps(body).encode() if body is not None else None
         # base_url is validated as http(s) by config
@@ -52,10 +73,16 @@ class ApiClient:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+            with self._opener.open(req, timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
+            if 300 <= status < 400:
+                # Not followed: the token would go to wherever the answer points.
+                where = exc.headers.get("Location", "?")
+                raise ApiUnavailable(
+                    f"API {method} {path} answered a redirect ({status} to {where}); not followed"
+                ) from None
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiUnavailable(f"API {self.base_url} unreachable: {reason}") from None

@@ -127,11 +127,10 @@ def list_items(
 ) -> Argv:
     """The archive's items (under `paths`, relative), as JSON lines or in borg's --format."""
     output = ("--format", fmt) if fmt else ("--json-lines",)
-    return _common(borg, ["list"], lock_wait) + (
-        *output,
-        archive_ref(repository, archive),
-        *(p.lstrip("/") for p in paths),
-    )
+    argv = _common(borg, ["list"], lock_wait) + (*output, archive_ref(repository, archive))
+    relative = tuple(p.lstrip("/") for p in paths)
+    # After "--" a path starting with '-' is a path, never an option (as in extract).
+    return argv + ("--", *relative) if relative else argv
 
 
 def info(
@@ -153,9 +152,11 @@ def extract(
     lock_wait: Optional[int] = None,
     borg: str = "borg",
 ) -> Argv:
-    # borg stores paths without the leading slash; callers may pass either form.
+    # borg stores paths without the leading slash; callers may pass either form. After "--",
+    # a path is a path even when it starts with '-' (borg would take it for an option).
     relative = tuple(p.lstrip("/") for p in paths)
-    return _common(borg, ["extract"], lock_wait) + (archive_ref(repository, archive), *relative)
+    argv = _common(borg, ["extract"], lock_wait) + (archive_ref(repository, archive),)
+    return argv + ("--", *relative) if relative else argv
 
 
 def extract_stdout(

@@ -18,6 +18,7 @@ from saveos_agent.actions import (
     check,
     drill,
     heartbeat,
+    jobs,
     offsite,
     repository,
     restore,
@@ -52,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, parents=[common])
 
-    add("heartbeat", "send one heartbeat and run the jobs it hands out")
+    add(
+        "heartbeat",
+        "send one heartbeat (with what runs now); the jobs it hands out go to the jobs service"
+        " on systemd hosts, else run before it returns",
+    )
+    add("run-jobs", "run the jobs queued by heartbeats, in order (saveos-agent-jobs.service)")
     wait_help = (
         "seconds to wait for a backup/check already running on this host before giving up"
         " as busy (exit 75); default: busy_wait_s from the config"
@@ -65,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("check", "borg check of repository and archives, reported")
     check.add_argument("--verify-data", action="store_true")
     check.add_argument("--wait", type=int, metavar="SECONDS", help=wait_help)
+    check.add_argument(
+        "--scheduled",
+        action="store_true",
+        help="the scheduled check: --verify-data when the last one is older than"
+        " verify.verify_data_interval_s",
+    )
     restore = add("restore", "extract an archive into a target directory, or load a database")
     restore.add_argument("archive", help="archive name ('latest' with --database)")
     restore.add_argument("paths", nargs="*", metavar="PATH")
@@ -79,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     size = drill.add_mutually_exclusive_group()
     size.add_argument("--count", type=int, metavar="N")
     size.add_argument("--percent", type=float, metavar="P")
+    size.add_argument(
+        "--scheduled", action="store_true", help="the scheduled drill: verify.drill_count files"
+    )
     daemon = add("daemon", "heartbeats, scheduled backups and queued jobs until SIGTERM")
     daemon.add_argument("--pidfile")
     spool = add("spool", "the report spool")
@@ -137,6 +152,12 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
     if command == "info":
         return archives.info(cfg, args.archive)
     if command == "check":
+        if args.scheduled:
+            from saveos_agent import verify_schedule
+
+            if args.verify_data:
+                raise AgentError("--scheduled chooses --verify-data itself; give one of them")
+            return verify_schedule.scheduled_check(cfg, wait_s=args.wait)
         return check.check(cfg, verify_data=args.verify_data, wait_s=args.wait)
     if command == "restore" and args.database:
         if args.paths or args.target or args.in_place:
@@ -151,9 +172,15 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
             raise AgentError("--count must be at least 1")
         if args.percent is not None and not 0 < args.percent <= 100:
             raise AgentError("--percent must be in (0, 100]")
+        if args.scheduled:
+            from saveos_agent import verify_schedule
+
+            return verify_schedule.scheduled_drill(cfg)
         return drill.drill(cfg, count=args.count, percent=args.percent)
     if command == "heartbeat":
         return heartbeat.heartbeat(cfg)
+    if command == "run-jobs":
+        return jobs.run_jobs(cfg)
     if command == "spool":
         return status.flush(cfg)
     if command == "status":

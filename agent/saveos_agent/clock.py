@@ -1,24 +1,9 @@
-"""The agent's clock: aware UTC instants, written and read as ISO 8601 with a 'Z'."""
+"""The agent's clock: aware UTC instants, written and read as ISO 8601 with a 'Z'.
+
+The implementation is the shared one (saveos_rules); this module names what the agent uses."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Optional
+from saveos_rules import iso, parse_epoch, utcnow
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def parse_epoch(value: Optional[str]) -> Optional[float]:
-    """Seconds since the epoch of an ISO 8601 instant (as `iso` writes it); None if unreadable."""
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+__all__ = ["iso", "parse_epoch", "utcnow"]

@@ -5,26 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+import saveos_rules as rules
 
 from saveos_agent.errors import AgentError
 
 SYSTEM_CONFIG = "/etc/saveos/agent.json"
 
-_KEEP_WITHIN = re.compile(r"^[1-9][0-9]*[Hdwmy]$")
 _COMPRESSION = re.compile(
     r"^(none|lz4|zstd(,\d{1,2})?|zlib(,\d)?|lzma(,\d)?|auto,.+|obfuscate,.+)$"
-)
-_RETENTION_INTS = (
-    "keep_last",
-    "keep_hourly",
-    "keep_daily",
-    "keep_weekly",
-    "keep_monthly",
-    "keep_yearly",
 )
 
 
@@ -73,21 +65,40 @@ class Offsite:
 
 
 @dataclass
+class Verify:
+    """Scheduled verification (what the systemd timers or the daemon run): a borg check every
+    check_interval_s (with --verify-data when the last such check is older than
+    verify_data_interval_s; 0 never), a restore drill of drill_count files every
+    drill_interval_s; offsets place the slots like schedule.backup_offset_s. 0: not scheduled."""
+
+    check_interval_s: int = 0
+    check_offset_s: int = 0
+    verify_data_interval_s: int = 0
+    drill_interval_s: int = 0
+    drill_offset_s: int = 0
+    drill_count: int = 20
+
+
+@dataclass
 class Config:
     path: str
     repository: str
     sources: List[str]
     api_url: Optional[str] = None
+    # The fleet's CA (PEM) the API's certificate must chain to; None: the system's trust store.
+    ca_file: Optional[str] = None
+    # An API job may restore over the live files (in_place) only when this host says so.
+    allow_in_place_restore_jobs: bool = False
     agent_id: Optional[int] = None
     token_file: Optional[str] = None
     passphrase_file: Optional[str] = None
     passcommand: Optional[str] = None
     excludes: List[str] = field(default_factory=list)
     retention: Dict[str, Any] = field(default_factory=dict)
-    backup_interval_s: int = 86400
+    backup_interval_s: int = rules.DEFAULT_BACKUP_INTERVAL_S
     # Backups fall on slots k * interval + offset (epoch seconds, UTC); None: whenever due.
     backup_offset_s: Optional[int] = None
-    heartbeat_interval_s: int = 60
+    heartbeat_interval_s: int = rules.DEFAULT_HEARTBEAT_INTERVAL_S
     lock_wait_s: int = 30
     # How long a backup or check started by hand (CLI, timer, API job) waits for another one
     # running on this host (e.g. the daemon's scheduled backup) before giving up as "busy".
@@ -105,6 +116,7 @@ class Config:
     hooks: Dict[str, List[Any]] = field(default_factory=dict)  # phase -> [hooks.Hook]
     # Where the dump FIFOs live during a backup (never data: FIFOs hold nothing on disk).
     dump_dir: str = ""
+    verify: "Verify" = field(default_factory=lambda: Verify())
     # A SaveOS repository server holds the repository (append-only for this host): its name,
     # the host's Borg storage quota there, and the SSH command Borg uses (BORG_RSH).
     repository_server: Optional[str] = None
@@ -167,22 +179,11 @@ def borg_size(text: str) -> Optional[int]:
 
 
 def check_private(path: str, key: str, error: type = AgentError) -> None:
-    """Refuse a secret-bearing file that group or others can read (or write).
+    """Refuse a secret-bearing file that group or others can read (or write), or that another
+    user owns (they could widen it, or swap its content, at any time).
 
     `error` lets the offsite program (same zipapp) raise its own exception type."""
-    if os.name != "posix":
-        return
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise error(f"{key}: {path} does not exist") from None
-    except OSError as exc:
-        raise error(f"{key}: cannot stat {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise error(
-            f"{key}: {path} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
+    rules.check_private(path, key, error)
 
 
 def read_private_json(path: str, error: type = AgentError) -> Any:
@@ -223,6 +224,8 @@ def _nonneg_int(value: Any, key: str, minimum: int = 0) -> int:
 
 _TOP_KEYS = {
     "api_url",
+    "ca_file",
+    "allow_in_place_restore_jobs",
     "agent_id",
     "token_file",
     "repository",
@@ -246,12 +249,13 @@ _TOP_KEYS = {
     "databases",
     "hooks",
     "dump_dir",
+    "verify",
     "repository_server",
     "repository_quota",
     "rsh",
 }
+_VERIFY_KEYS = set(Verify.__dataclass_fields__)
 _OFFSITE_KEYS = {"config", "python", "interval_s", "after_backup", "timeout_s"}
-_RETENTION_KEYS = {"keep_within", *_RETENTION_INTS}
 _SCHEDULE_KEYS = {"backup_interval_s", "backup_offset_s", "heartbeat_interval_s"}
 
 
@@ -262,26 +266,9 @@ def _unknown(keys, allowed, prefix: str = "") -> None:
 
 
 def _validate_retention(raw: Any) -> Dict[str, Any]:
-    _expect(raw, dict, "retention")
-    _unknown(raw, _RETENTION_KEYS, "retention.")
-    out: Dict[str, Any] = {}
-    within = raw.get("keep_within")
-    if within is not None:
-        _expect(within, str, "retention.keep_within")
-        if not _KEEP_WITHIN.match(within):
-            raise AgentError(
-                f"config key 'retention.keep_within' must look like 7d (units H d w m y), "
-                f"got {within!r}"
-            )
-        out["keep_within"] = within
-    for key in _RETENTION_INTS:
-        if key in raw:
-            out[key] = _nonneg_int(raw[key], f"retention.{key}")
-    if not out.get("keep_within") and not any(out.get(k) for k in _RETENTION_INTS):
-        raise AgentError(
-            "config key 'retention' keeps nothing: set keep_within or a keep_* count above 0"
-        )
-    return out
+    for key, problem in rules.retention_problems(raw):
+        raise AgentError(f"config key '{key}' {problem}")
+    return {k: v for k, v in raw.items() if v is not None}
 
 
 def _validate_offsite(raw: Any, check_paths: bool) -> Offsite:
@@ -336,6 +323,7 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
 
     for key in (
         "api_url",
+        "ca_file",
         "token_file",
         "passphrase_file",
         "passcommand",
@@ -349,8 +337,20 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         if key in data:
             setattr(cfg, key, _expect(data[key], str, key))
     cfg.agent_id = _expect(data.get("agent_id"), int, "agent_id", nullable=True)
-    if cfg.api_url and not re.match(r"^https?://[^\s/]+", cfg.api_url):
-        raise AgentError(f"config key 'api_url' must be an http(s) URL, got {cfg.api_url!r}")
+    if cfg.api_url:
+        from saveos_agent.transport import InsecureUrl, check_api_url
+
+        try:
+            check_api_url(cfg.api_url)
+        except InsecureUrl as exc:
+            raise AgentError(f"config key 'api_url': {exc}") from None
+    if cfg.ca_file and not os.path.isabs(cfg.ca_file):
+        raise AgentError("config key 'ca_file' must be an absolute path")
+    if cfg.ca_file and check_paths and not os.path.isfile(cfg.ca_file):
+        raise AgentError(f"config key 'ca_file': {cfg.ca_file} does not exist")
+    cfg.allow_in_place_restore_jobs = _expect(
+        data.get("allow_in_place_restore_jobs", False), bool, "allow_in_place_restore_jobs"
+    )
     if cfg.api_url and not cfg.token_file:
         raise AgentError("missing config key 'token_file' (required with 'api_url')")
     if cfg.passphrase_file and cfg.passcommand:
@@ -366,15 +366,13 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
     cfg.excludes = list(_expect(data.get("excludes", []), list, "excludes"))
     for i, pattern in enumerate(cfg.excludes):
         _expect(pattern, str, f"excludes[{i}]")
-    cfg.retention = _validate_retention(
-        data.get("retention", {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6})
-    )
+    cfg.retention = _validate_retention(data.get("retention", rules.RETENTION_DEFAULT))
     schedule = _expect(data.get("schedule", {}), dict, "schedule")
     _unknown(schedule, _SCHEDULE_KEYS, "schedule.")
-    if "backup_interval_s" in schedule:
-        cfg.backup_interval_s = _nonneg_int(
-            schedule["backup_interval_s"], "schedule.backup_interval_s", 1
-        )
+    cfg.backup_interval_s = schedule.get("backup_interval_s", cfg.backup_interval_s)
+    cfg.heartbeat_interval_s = schedule.get("heartbeat_interval_s", cfg.heartbeat_interval_s)
+    for key, problem in rules.interval_problems(cfg.backup_interval_s, cfg.heartbeat_interval_s):
+        raise AgentError(f"config key 'schedule.{key}' {problem}")
     if schedule.get("backup_offset_s") is not None:
         cfg.backup_offset_s = _nonneg_int(schedule["backup_offset_s"], "schedule.backup_offset_s")
         if cfg.backup_offset_s >= cfg.backup_interval_s:
@@ -382,10 +380,6 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
                 "config key 'schedule.backup_offset_s' must be less than"
                 " 'schedule.backup_interval_s'"
             )
-    if "heartbeat_interval_s" in schedule:
-        cfg.heartbeat_interval_s = _nonneg_int(
-            schedule["heartbeat_interval_s"], "schedule.heartbeat_interval_s", 1
-        )
     if "lock_wait_s" in data:
         cfg.lock_wait_s = _nonneg_int(data["lock_wait_s"], "lock_wait_s")
     if "busy_wait_s" in data:
@@ -412,12 +406,26 @@ def validate(data: Any, path: str, check_paths: bool = True) -> Config:
         cfg.hooks = hooks.validate(data["hooks"])
     if not os.path.isabs(cfg.dump_dir):
         raise AgentError("config key 'dump_dir' must be an absolute path")
+    verify = _expect(data.get("verify", {}), dict, "verify")
+    _unknown(verify, _VERIFY_KEYS, "verify.")
+    for key in _VERIFY_KEYS:
+        if key in verify:
+            setattr(cfg.verify, key, _nonneg_int(verify[key], f"verify.{key}"))
+    for kind in ("check", "drill"):
+        interval, offset = getattr(cfg.verify, f"{kind}_interval_s"), f"{kind}_offset_s"
+        if interval and getattr(cfg.verify, offset) >= interval:
+            raise AgentError(
+                f"config key 'verify.{offset}' must be less than 'verify.{kind}_interval_s'"
+            )
     if not cfg.hostname:
         import socket
 
         cfg.hostname = socket.gethostname().split(".")[0] or "host"
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cfg.hostname):
-        raise AgentError(f"config key 'hostname' has characters borg cannot use: {cfg.hostname!r}")
+    if not rules.is_valid_name(cfg.hostname):
+        raise AgentError(
+            f"config key 'hostname' is not a valid host name (letters, digits, '.', '_', '-',"
+            f" at most {rules.NAME_MAX_LENGTH}): {cfg.hostname!r}"
+        )
     return cfg
 
 

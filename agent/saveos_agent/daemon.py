@@ -10,7 +10,7 @@ import time
 from typing import Optional
 
 from saveos_agent import execute, locks
-from saveos_agent.actions import backup, heartbeat, offsite
+from saveos_agent.actions import backup, heartbeat, jobs, offsite
 from saveos_agent.clock import parse_epoch
 from saveos_agent.config import Config
 from saveos_agent.errors import AgentBusy, AgentError
@@ -92,11 +92,15 @@ class Pidfile:
 
 
 def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = None) -> int:
+    """Heartbeats on this thread, work (jobs, scheduled backups, checks, drills, offsite) on a
+    worker thread: a backup that takes hours never holds up a heartbeat."""
     stop = threading.Event()
+    wake = threading.Event()  # a heartbeat queued jobs: the worker looks at once
 
     def on_signal(signum, _frame):
         log.warning("signal %d: stopping (running borg is asked to stop cleanly)", signum)
         stop.set()
+        wake.set()
         execute.interrupt_running()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -104,42 +108,98 @@ def run(cfg: Config, pidfile: Optional[str] = None, max_loops: Optional[int] = N
     with Pidfile(pidfile):
         log.info("daemon started (pid %d)", os.getpid())
         started_at = time.time()
-        next_heartbeat = 0.0
+        worker = threading.Thread(
+            target=_work_loop,
+            args=(cfg, stop, wake, started_at, max_loops),
+            name="saveos-agent-worker",
+            daemon=True,
+        )
+        worker.start()
         loops = 0
         while not stop.is_set():
-            now = time.time()
-            if now >= next_heartbeat and cfg.api_url:
-                next_heartbeat = now + cfg.heartbeat_interval_s
-                try:
-                    outcome = heartbeat.heartbeat(cfg)
-                    if outcome["status"] != "ok":
-                        log.warning("heartbeat: %s", outcome.get("message"))
-                except AgentError as exc:
-                    log.error("heartbeat: %s", exc.message)
-                except Exception:  # noqa: BLE001 - one bad loop must not end the schedule
-                    log.exception("heartbeat failed unexpectedly")
-            if not stop.is_set() and backup_due(cfg, time.time(), started_at):
-                try:
-                    # a backup started by hand is running: it makes this one unnecessary, and
-                    # waiting for it would stall the heartbeats; look again on the next loop
-                    outcome = backup.backup(cfg, trigger="daemon schedule", wait_s=0)
-                    log.info("backup %s: %s", outcome["status"], outcome["message"])
-                except AgentBusy as exc:
-                    log.info("scheduled backup not started: %s", exc.message)
-                except AgentError as exc:
-                    log.error("backup: %s", exc.message)
-                except Exception:  # noqa: BLE001 - one bad loop must not end the schedule
-                    log.exception("scheduled backup failed unexpectedly")
-            if not stop.is_set() and offsite_due(cfg, time.time()):
-                try:
-                    outcome = offsite.sync(cfg)
-                    log.info("offsite sync %s: %s", outcome["status"], outcome.get("message"))
-                except AgentError as exc:
-                    log.error("offsite sync: %s", exc.message)
+            beat_at = time.time()
+            if cfg.api_url:
+                _heartbeat(cfg)
+                wake.set()
             loops += 1
             if max_loops is not None and loops >= max_loops:
                 break
-            wait = max(1.0, next_heartbeat - time.time()) if cfg.api_url else 30.0
-            stop.wait(min(wait, 30.0))
+            # the next beat one interval after this one began, whatever the worker does
+            wait = cfg.heartbeat_interval_s - (time.time() - beat_at) if cfg.api_url else 30.0
+            if jobs.interactive():  # someone browses an archive: answer the next click fast
+                wait = min(wait, jobs.INTERACTIVE_BEAT_S)
+            stop.wait(max(0.5, min(wait, 30.0)) if cfg.api_url else 30.0)
+        if max_loops is not None:
+            worker.join()  # tests: let the bounded worker finish its rounds
+        stop.set()
+        wake.set()
+        worker.join(timeout=60)
         log.info("daemon stopped")
     return 0
+
+
+def _heartbeat(cfg: Config) -> None:
+    try:
+        outcome = heartbeat.heartbeat(cfg, queue_only=True)
+        if outcome["status"] != "ok":
+            log.warning("heartbeat: %s", outcome.get("message"))
+    except AgentError as exc:
+        log.error("heartbeat: %s", exc.message)
+    except Exception:  # noqa: BLE001 - one bad loop must not end the schedule
+        log.exception("heartbeat failed unexpectedly")
+
+
+def _work_loop(
+    cfg: Config,
+    stop: threading.Event,
+    wake: threading.Event,
+    started_at: float,
+    max_loops: Optional[int] = None,
+) -> None:
+    from saveos_agent import jobqueue, verify_schedule
+
+    rounds = 0
+    while not stop.is_set():
+        wake.clear()
+        steps = (
+            ("queued jobs", lambda: jobqueue.pending(cfg), lambda: jobs.run_jobs(cfg)),
+            (
+                "scheduled backup",
+                lambda: backup_due(cfg, time.time(), started_at),
+                # a backup started by hand is running: it makes this one unnecessary
+                lambda: backup.backup(cfg, trigger="daemon schedule", wait_s=0),
+            ),
+            ("offsite sync", lambda: offsite_due(cfg, time.time()), lambda: _offsite(cfg)),
+            (
+                "scheduled check",
+                lambda: verify_schedule.check_due(cfg, time.time(), started_at),
+                lambda: verify_schedule.scheduled_check(cfg, wait_s=0),
+            ),
+            (
+                "scheduled drill",
+                lambda: verify_schedule.drill_due(cfg, time.time(), started_at),
+                lambda: verify_schedule.scheduled_drill(cfg),
+            ),
+        )
+        for what, due, do in steps:
+            if stop.is_set():
+                break
+            try:
+                if not due():
+                    continue
+                outcome = do()
+                log.info("%s %s: %s", what, outcome.get("status"), outcome.get("message", ""))
+            except AgentBusy as exc:
+                log.info("%s not started: %s", what, exc.message)
+            except AgentError as exc:
+                log.error("%s: %s", what, exc.message)
+            except Exception:  # noqa: BLE001 - one bad step must not end the schedule
+                log.exception("%s failed unexpectedly", what)
+        rounds += 1
+        if max_loops is not None and rounds >= max_loops:
+            return
+        wake.wait(30.0)
+
+
+def _offsite(cfg: Config) -> dict:
+    return offsite.sync(cfg)

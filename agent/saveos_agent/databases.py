@@ -278,11 +278,12 @@ def check_name(name: str, what: str = "database") -> str:
     return name
 
 
-def client_argv(db: Database, database: Optional[str]) -> Argv:
+def client_argv(db: Database, database: Optional[str], stop_on_error: bool = True) -> Argv:
     """A client reading SQL on stdin, connected to `database` (None: the server's default),
-    stopping at the first error, printing bare values."""
+    stopping at the first error (PostgreSQL: unless told not to), printing bare values."""
     if db.type == "postgresql":
-        argv: Argv = ("psql", *_pg_conn(db), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1")
+        stop = ("-v", "ON_ERROR_STOP=1") if stop_on_error else ()
+        argv: Argv = ("psql", *_pg_conn(db), "-X", "-q", "-At", *stop)
         return _runas(db, (*argv, "-d", database or "postgres"))
     if db.type == "sqlite":
         return ("sqlite3", "-batch", "-bail", database or db.path or "")

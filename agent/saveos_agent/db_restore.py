@@ -146,7 +146,11 @@ def _drop(db: dbs.Database, target: str) -> None:
 def load(cfg: Config, db: dbs.Database, archive: str, record: Dict[str, Any], target: str) -> int:
     """borg extract --stdout | loader; the loader's own error first when both fail."""
     globals_ = record.get("kind") == dbs.GLOBALS
-    argv = dbs.client_argv(db, None) if globals_ else dbs.load_argv(db, record["format"], target)
+    # Globals (CREATE ROLE ...) meet roles that exist already: psql reports those and goes on.
+    if globals_:
+        argv = dbs.client_argv(db, None, stop_on_error=False)
+    else:
+        argv = dbs.load_argv(db, record["format"], target)
     read_fd, write_fd = os.pipe()
     try:
         loader = subprocess.Popen(

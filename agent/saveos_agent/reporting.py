@@ -17,7 +17,7 @@ log = logging.getLogger("saveos_agent.reporting")
 def api_client(cfg: Config) -> Optional[ApiClient]:
     if not cfg.api_url or not cfg.token_file:
         return None
-    return ApiClient(cfg.api_url, cfg.token_file)
+    return ApiClient(cfg.api_url, cfg.token_file, ca_file=cfg.ca_file)
 
 
 def spool_of(cfg: Config) -> Spool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any, Dict
 
 from saveos_agent.config import Config
@@ -23,12 +24,36 @@ def load_state(cfg: Config) -> Dict[str, Any]:
 
 
 def save_state(cfg: Config, **updates: Any) -> None:
-    state = load_state(cfg)
-    state.update(updates)
+    """Read, update and replace under a lock: the daemon's heartbeat and worker threads, the
+    timers' services and commands typed by hand all write it, and none may lose another's keys."""
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
-    tmp = _state_path(cfg) + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(state, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, _state_path(cfg))
+    with _locked(cfg):
+        state = load_state(cfg)
+        state.update(updates)
+        tmp = f"{_state_path(cfg)}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, _state_path(cfg))
+
+
+class _locked:
+    """flock on state_dir/state.lock (a no-op where fcntl does not exist)."""
+
+    def __init__(self, cfg: Config):
+        self.path = os.path.join(cfg.state_dir, "state.lock")
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = -1

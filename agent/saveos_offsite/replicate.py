@@ -3,6 +3,9 @@
 Change detection: a local manifest (state_dir) keeps, per file, size + mtime + inode + sha256 and
 the ETag S3 gave the upload, so an unchanged segment is neither re-read nor re-uploaded. The remote
 listing is compared too, so an object deleted (or altered) by hand is uploaded again.
+
+Longer than most modules on purpose: sync and fetch are the two directions of one object
+layout (names, manifest, lock handling) that must stay in step.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from saveos_agent import locks
+from saveos_rules import iso, utcnow
 
 from saveos_offsite.settings import OffsiteError, Settings, read_credentials
 
@@ -26,14 +30,6 @@ log = logging.getLogger("saveos_offsite")
 _SKIP = ("lock.exclusive", "lock.roster")
 _CHUNK = 1024 * 1024
 MANIFEST_VERSION = 1
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def sha256_file(path: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from saveos_agent import config as agent_config
+from saveos_rules import is_valid_name
 
 DEFAULT_CONFIG = "/etc/saveos/offsite.json"
 MIB = 1024 * 1024
@@ -84,7 +85,6 @@ _INTS = {
 }
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 
 def check_private(path: str, key: str) -> None:
@@ -110,7 +110,7 @@ def validate(data: Any, path: str) -> Settings:
     if extra:
         raise OffsiteError(f"unknown config key '{extra[0]}'")
     host = _str(data, "host") or socket.gethostname().split(".")[0]
-    if not _HOST.match(host):
+    if not is_valid_name(host):
         raise OffsiteError(f"config key 'host' is not a valid name: {host!r}")
     bucket = _str(data, "bucket", required=True) or ""
     if not _BUCKET.match(bucket):

@@ -31,6 +31,7 @@ from saveos_api.alerts.levels import is_trouble
 from saveos_api.db import Database
 from saveos_api.fleet import fleet_status
 from saveos_api.models import Agent, AlertChannel, AlertDelivery, AlertState, Flip, utcnow
+from saveos_api.status import SILENT_AFTER_INTERVALS
 
 log = logging.getLogger("saveos_api.alerts")
 ADVISORY_KEY = 0x5A7E_0020  # "SaveOS alerts", any constant the app uses for nothing else
@@ -107,6 +108,20 @@ class Evaluator:
     def __init__(self, db: Database, settings):
         self.db = db
         self.settings = settings
+        self.started = utcnow()
+
+    def _unheard(self, agent: dict[str, Any], now: datetime) -> bool:
+        """A `silent` this worker cannot vouch for: nothing heard from the agent since the
+        worker started, and it has not run long enough for the agent to have been heard. After
+        an outage of SaveOS itself every agent looks silent; they are only unheard until they
+        have had SILENT_AFTER_INTERVALS heartbeats' time to report (spooled reports included)."""
+        if agent["status"] != "silent":
+            return False
+        heard = agent.get("last_heartbeat")
+        if heard is not None and heard >= self.started:
+            return False
+        window = timedelta(seconds=SILENT_AFTER_INTERVALS * agent["heartbeat_interval_s"])
+        return now - self.started < window
 
     def run(self, now: datetime | None = None) -> PassResult:
         started = time.perf_counter()
@@ -137,10 +152,11 @@ class Evaluator:
             now = now or utcnow()
             fleet = fleet_status(session, now)
             agents = fleet["agents"]
-            states = {s.agent_id: s for s in session.scalars(sa.select(AlertState))}
+            # Plain (id, status) pairs: ORM objects for 10,000 rows cost more than the fleet read.
+            states = dict(session.execute(sa.select(AlertState.agent_id, AlertState.status)).all())
             changes = self._flips(session, agents, states, now)
             flips = len(changes)
-            changes += self._repeats(session, agents, states, now)
+            changes += self._repeats(session, agents, now)
             channels = session.scalars(
                 sa.select(AlertChannel)
                 .where(AlertChannel.disabled_at.is_(None))
@@ -174,11 +190,13 @@ class Evaluator:
         CHUNK agents, each answering which rows it moved (RETURNING); only those get a flip."""
         fresh, moves = [], defaultdict(list)
         for agent in agents:
-            state = states.get(agent["id"])
-            if state is None:
+            status = states.get(agent["id"])
+            if self._unheard(agent, now):
+                continue
+            if status is None:
                 fresh.append(agent)
-            elif state.status != agent["status"]:
-                moves[(state.status, agent["status"])].append(agent)
+            elif status != agent["status"]:
+                moves[(status, agent["status"])].append(agent)
         won: list[tuple[dict, str | None]] = []
         for chunk in _chunks(fresh):
             rows = [
@@ -224,36 +242,44 @@ class Evaluator:
             changes.append(Change(agent, old, agent["status"], why, flip_id))
         return changes
 
-    def _repeats(self, session, agents, states, now) -> list[Change]:
+    def _repeats(self, session, agents, now) -> list[Change]:
+        """A notice again for each agent whose bad status outlasted SAVEOS_ALERT_REPEAT_S since
+        its last one; the same conditional UPDATE (on notified_at) keeps it to one."""
         every = self.settings.alert_repeat_s
         if not every:
             return []
         due = now - timedelta(seconds=every)
+        rows = session.execute(
+            sa.select(
+                AlertState.agent_id, AlertState.status, AlertState.since, AlertState.notified_at
+            ).where(
+                AlertState.status != "ok",
+                sa.or_(AlertState.notified_at.is_(None), AlertState.notified_at <= due),
+            )
+        ).all()
+        if not rows:
+            return []
+        by_id = {agent["id"]: agent for agent in agents}
         out = []
-        for agent in agents:
-            state = states.get(agent["id"])
-            if state is None or state.status != agent["status"] or not is_trouble(state.status):
-                continue
-            if state.notified_at is not None and state.notified_at > due:
-                continue
+        for agent_id, status, since, notified_at in rows:
+            agent = by_id.get(agent_id)
+            if agent is None or agent["status"] != status:
+                continue  # decommissioned, or changing: the flip speaks for it
             written = session.execute(
                 sa.update(AlertState)
                 .where(
-                    AlertState.agent_id == state.agent_id,
-                    AlertState.status == state.status,
-                    AlertState.notified_at == state.notified_at
-                    if state.notified_at is not None
+                    AlertState.agent_id == agent_id,
+                    AlertState.status == status,
+                    AlertState.notified_at == notified_at
+                    if notified_at is not None
                     else AlertState.notified_at.is_(None),
                 )
                 .values(notified_at=now)
                 .execution_options(synchronize_session=False)
             ).rowcount
             if written == 1:
-                out.append(
-                    Change(
-                        agent, None, state.status, messages.reason(agent, now), None, state.since
-                    )
-                )
+                why = messages.reason(agent, now)
+                out.append(Change(agent, None, status, why, None, since))
         return out
 
     # -- notices ---------------------------------------------------------------------------

@@ -42,14 +42,30 @@ def when(at: datetime | None) -> str:
     return "never" if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def reason(agent: dict[str, Any], now: datetime) -> str:
-    """Why `agent` (a fleet_status row) has its status, in one line.
+# Findings of status.assess() that the detailed line below already says in full.
+_SAID = {
+    "no heartbeat",
+    "repository tampered with",
+    "repository locked",
+    "no backup yet",
+    "failed backup",
+    "failed check",
+}
 
-    A row that carries its own reason (a status rule that explains itself) is taken as it is.
-    """
-    own = agent.get("status_reason") or agent.get("reason")
-    if own:
-        return str(own)
+
+def reason(agent: dict[str, Any], now: datetime) -> str:
+    """Why `agent` (a fleet_status row) has its status, in one line: the headline in detail
+    (ages, intervals), then every other finding of the status rule (status.assess: stale
+    checks or drills, what the agent was running, ...)."""
+    findings = [str(f) for f in agent.get("reasons") or ()]
+    backup = [f for f in findings if f.endswith(("backup", "backup (overdue)"))]
+    extra = [f for f in findings if f not in _SAID and f not in backup]
+    if agent["status"] in ("late", "overdue") and findings and not backup:
+        return "; ".join(extra)  # not the backup: a check, drill, escrow or offsite copy
+    return "; ".join([_headline(agent, now), *extra])
+
+
+def _headline(agent: dict[str, Any], now: datetime) -> str:
     status = agent["status"]
     if status == "silent":
         return (
@@ -58,6 +74,8 @@ def reason(agent: dict[str, Any], now: datetime) -> str:
             if agent.get("last_heartbeat")
             else "no heartbeat since it was registered"
         )
+    if status == "tampered":
+        return "a central run found the repository tampered with"
     if status == "locked":
         return "the latest backup gave up on a repository lock"
     if status == "failing":

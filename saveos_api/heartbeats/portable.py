@@ -8,13 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import HTTPException
 
+from saveos_api import schedule
 from saveos_api.auth import (
     LAST_USED_RESOLUTION,
     agent_refusal,
     agent_token_hash,
     live_agent_token,
 )
-from saveos_api.heartbeats.batch import AGENT_FIELDS, TRIM_EVERY, Beat
+from saveos_api.heartbeats.batch import AGENT_FIELDS, COLUMN, TRIM_EVERY, Beat
 from saveos_api.jobs import expire_jobs, hand_out_jobs
 from saveos_api.models import Agent, AgentToken, Heartbeat, utcnow
 
@@ -33,7 +34,9 @@ def write(
                 AgentToken.last_used_at,
                 Agent.id,
                 Agent.heartbeat_count,
-                *(getattr(Agent, f) for f in AGENT_FIELDS),
+                *(getattr(Agent, COLUMN[f]).label(f) for f in AGENT_FIELDS),
+                *(getattr(Agent, f"provisioned_{f}") for f in schedule.INTERVALS),
+                *(getattr(Agent, f).label(f"effective_{f}") for f in schedule.INTERVALS),
             )
             .join(Agent, Agent.id == AgentToken.agent_id)
             .where(AgentToken.token_hash.in_(set(hashes.values()) - {None}), live_agent_token())
@@ -73,7 +76,13 @@ def write(
             .values(last_seen=now, heartbeat_count=Agent.heartbeat_count + 1)
         )
         for agent_id, values in changed.items():
-            conn.execute(sa.update(Agent).where(Agent.id == agent_id).values(**values))
+            row = agents[agent_id]
+            update = {COLUMN[k]: v for k, v in values.items()}
+            for f in schedule.INTERVALS:
+                if f in values:  # the effective interval: only ever stricter than provisioned
+                    provisioned = getattr(row, f"provisioned_{f}") or getattr(row, f"effective_{f}")
+                    update[f] = schedule.effective(provisioned, values[f])
+            conn.execute(sa.update(Agent).where(Agent.id == agent_id).values(**update))
         for agent_id, n in extra.items():
             if n > 1:
                 conn.execute(

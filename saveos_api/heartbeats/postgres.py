@@ -10,13 +10,14 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import HTTPException
 
+from saveos_api import schedule
 from saveos_api.auth import (
     LAST_USED_RESOLUTION,
     agent_refusal,
     agent_token_hash,
     live_agent_token_sql,
 )
-from saveos_api.heartbeats.batch import AGENT_FIELDS, TRIM_EVERY, Beat
+from saveos_api.heartbeats.batch import AGENT_FIELDS, COLUMN, TRIM_EVERY, Beat
 from saveos_api.jobs import expire_jobs
 from saveos_api.models import utcnow
 
@@ -164,7 +165,16 @@ SELECT NULL, agent_id, id, kind, params FROM handed
         for f in AGENT_FIELDS
     ),
     declared=",\n        ".join(
-        f"{f} = COALESCE(p.{f}{'::json' if f == 'facts' else ''}, a.{f})" for f in AGENT_FIELDS
+        [
+            f"{COLUMN[f]} = COALESCE(p.{f}{'::json' if f == 'facts' else ''}, a.{COLUMN[f]})"
+            for f in AGENT_FIELDS
+        ]
+        # The effective interval: the provisioned one, or a stricter (shorter) declared one.
+        + [
+            f"{f} = LEAST(COALESCE(a.provisioned_{f}, a.{f}),"
+            f" COALESCE(p.{f}, a.declared_{f}, a.provisioned_{f}, a.{f}))"
+            for f in schedule.INTERVALS
+        ]
     ),
 )
 

@@ -1,22 +1,40 @@
-"""Admin endpoints: provisioning, inventory, jobs, fleet status."""
+"""Operator endpoints: provisioning (admin), jobs (operate), inventory and fleet status (read).
+
+Every state-changing call is written to the audit log in the transaction that makes it."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import saveos_rules as rules
 import sqlalchemy as sa
 from fastapi import HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from saveos_api import schemas
+from saveos_api import job_params, schedule, schemas
+from saveos_api.audit import audit
 from saveos_api.auth import hash_token, new_agent_token
-from saveos_api.deps import NOT_FOUND, AgentId, JobId, SessionDep, admin_router, get_agent_or_404
+from saveos_api.deps import (
+    ADMIN,
+    NOT_FOUND,
+    OPERATE,
+    READ,
+    AgentId,
+    JobId,
+    SessionDep,
+    admin_router,
+    get_agent_or_404,
+)
 from saveos_api.fleet import fleet_status_json
 from saveos_api.jobs import UnknownAgent, expire_jobs, queue_jobs, resolve_agents
 from saveos_api.models import Agent, AgentToken, Job, Snapshot, utcnow
 
-router = admin_router("admin")
+router = admin_router("admin", scope=None)  # each route names its scope
+
+
+def _target(agent: Agent) -> str:
+    return f"agent {agent.id} ({agent.name})"
 
 
 def _issue_token(request: Request, session: Session, agent_id: int) -> str:
@@ -44,6 +62,7 @@ def _revoke_tokens(session: Session, agent_id: int) -> int:
         200: {"model": schemas.ProvisionOut, "description": "Existing agent"},
         409: {"description": "Concurrent provisioning of the same name; retry"},
     },
+    dependencies=ADMIN,
 )
 def provision(body: schemas.ProvisionIn, request: Request, response: Response, session: SessionDep):
     """Idempotent by name; a token is returned only when one is created."""
@@ -51,15 +70,20 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
     for _attempt in range(2):
         agent = session.scalars(sa.select(Agent).where(Agent.name == body.name)).first()
         if agent is None:
+            backup_s = body.backup_interval_s or settings.backup_interval_s
+            heartbeat_s = body.heartbeat_interval_s or settings.heartbeat_interval_s
             agent = Agent(
                 name=body.name,
                 labels=body.labels or {},
-                backup_interval_s=body.backup_interval_s or settings.backup_interval_s,
+                backup_interval_s=backup_s,
+                provisioned_backup_interval_s=backup_s,
                 backup_grace_s=body.backup_grace_s
                 if body.backup_grace_s is not None
                 else settings.backup_grace_s,
-                heartbeat_interval_s=body.heartbeat_interval_s or settings.heartbeat_interval_s,
+                heartbeat_interval_s=heartbeat_s,
+                provisioned_heartbeat_interval_s=heartbeat_s,
                 heartbeat_count=0,
+                **{f: getattr(body, f) for f in schemas.VERIFY_FIELDS},
             )
             session.add(agent)
             try:
@@ -68,6 +92,7 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
                 session.rollback()
                 continue
             token = _issue_token(request, session, agent.id)
+            audit(session, request, "agents.provision", _target(agent), {"created": True})
             session.commit()
             return schemas.ProvisionOut(id=agent.id, name=agent.name, created=True, token=token)
         break
@@ -77,20 +102,30 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
     # (or when a decommissioned agent comes back, since all its tokens were revoked).
     if body.labels is not None:
         agent.labels = body.labels
-    for field in ("backup_interval_s", "backup_grace_s", "heartbeat_interval_s"):
+    for field in ("backup_grace_s", *schemas.VERIFY_FIELDS):
         if getattr(body, field) is not None:
             setattr(agent, field, getattr(body, field))
+    for field in schedule.INTERVALS:
+        if getattr(body, field) is not None:
+            schedule.provision(agent, field, getattr(body, field))
     token = None
     if body.rotate or agent.decommissioned_at is not None:
         _revoke_tokens(session, agent.id)
         agent.decommissioned_at = None
         token = _issue_token(request, session, agent.id)
+    audit(
+        session,
+        request,
+        "agents.provision",
+        _target(agent),
+        {"created": False, "token_issued": token is not None},
+    )
     session.commit()
     response.status_code = 200
     return schemas.ProvisionOut(id=agent.id, name=agent.name, created=False, token=token)
 
 
-@router.get("/agents", response_model=schemas.AgentList)
+@router.get("/agents", response_model=schemas.AgentList, dependencies=READ)
 def list_agents(
     session: SessionDep,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
@@ -105,21 +140,31 @@ def list_agents(
     return {"agents": agents, "total": total}
 
 
-@router.get("/agents/by-name/{name}", response_model=schemas.AgentOut, responses=NOT_FOUND)
-def agent_by_name(name: Annotated[str, Path(pattern=schemas.NAME_PATTERN)], session: SessionDep):
+@router.get(
+    "/agents/by-name/{name}",
+    response_model=schemas.AgentOut,
+    responses=NOT_FOUND,
+    dependencies=READ,
+)
+def agent_by_name(name: Annotated[str, Path(pattern=rules.NAME_PATTERN)], session: SessionDep):
     agent = session.scalars(sa.select(Agent).where(Agent.name == name)).first()
     if agent is None:
         raise HTTPException(404, detail=f"agent {name!r} not found")
     return agent
 
 
-@router.get("/agents/{agent_id}", response_model=schemas.AgentOut, responses=NOT_FOUND)
+@router.get(
+    "/agents/{agent_id}", response_model=schemas.AgentOut, responses=NOT_FOUND, dependencies=READ
+)
 def get_agent(agent_id: AgentId, session: SessionDep):
     return get_agent_or_404(session, agent_id)
 
 
 @router.get(
-    "/agents/{agent_id}/snapshots", response_model=schemas.SnapshotPage, responses=NOT_FOUND
+    "/agents/{agent_id}/snapshots",
+    response_model=schemas.SnapshotPage,
+    responses=NOT_FOUND,
+    dependencies=READ,
 )
 def agent_snapshots(
     agent_id: AgentId,
@@ -146,27 +191,38 @@ def agent_snapshots(
 
 
 @router.post(
-    "/agents/{agent_id}/tokens/revoke", response_model=schemas.RevokeOut, responses=NOT_FOUND
+    "/agents/{agent_id}/tokens/revoke",
+    response_model=schemas.RevokeOut,
+    responses=NOT_FOUND,
+    dependencies=ADMIN,
 )
-def revoke_tokens(agent_id: AgentId, session: SessionDep):
-    get_agent_or_404(session, agent_id)
+def revoke_tokens(agent_id: AgentId, request: Request, session: SessionDep):
+    agent = get_agent_or_404(session, agent_id)
     revoked = _revoke_tokens(session, agent_id)
+    audit(session, request, "agents.revoke_tokens", _target(agent), {"revoked": revoked})
     session.commit()
     return {"revoked": revoked}
 
 
-@router.delete("/agents/{agent_id}", response_model=schemas.DecommissionOut, responses=NOT_FOUND)
-def decommission(agent_id: AgentId, session: SessionDep):
+@router.delete(
+    "/agents/{agent_id}",
+    response_model=schemas.DecommissionOut,
+    responses=NOT_FOUND,
+    dependencies=ADMIN,
+)
+def decommission(agent_id: AgentId, request: Request, session: SessionDep):
     agent = get_agent_or_404(session, agent_id)
     if agent.decommissioned_at is None:
         agent.decommissioned_at = utcnow()
-    _revoke_tokens(session, agent_id)
+    revoked = _revoke_tokens(session, agent_id)
+    audit(session, request, "agents.decommission", _target(agent), {"revoked": revoked})
     session.commit()
     return {"id": agent.id, "decommissioned_at": agent.decommissioned_at}
 
 
-@router.post("/jobs", response_model=schemas.JobsOut, status_code=201)
-def create_jobs(body: schemas.JobsIn, session: SessionDep):
+@router.post("/jobs", response_model=schemas.JobsOut, status_code=201, dependencies=OPERATE)
+def create_jobs(body: schemas.JobsIn, request: Request, session: SessionDep):
+    params = job_params.validate(body.kind, body.params)
     try:
         targets = resolve_agents(session, body.agents)
     except UnknownAgent as exc:
@@ -174,10 +230,21 @@ def create_jobs(body: schemas.JobsIn, session: SessionDep):
             422,
             detail=[{"loc": ["body", "agents", exc.index], "msg": str(exc), "type": "value_error"}],
         ) from None
-    return {"jobs": queue_jobs(session, body.kind, targets, body.params, body.requested_by)}
+    # Who asked is the token, whatever the client calls itself (kept as its note).
+    principal = request.state.principal
+    jobs = queue_jobs(session, body.kind, targets, params, principal.actor, commit=False)
+    audit(
+        session,
+        request,
+        f"jobs.{body.kind}",
+        ",".join(str(t) for t in targets),
+        {"jobs": [j.id for j in jobs], "params": params, "note": body.requested_by},
+    )
+    session.commit()
+    return {"jobs": jobs}
 
 
-@router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND)
+@router.get("/jobs/{job_id}", response_model=schemas.JobOut, responses=NOT_FOUND, dependencies=READ)
 def get_job(job_id: JobId, request: Request, session: SessionDep):
     if expire_jobs(session, utcnow(), request.app.state.settings.job_timeout_s, job_id):
         session.commit()
@@ -187,7 +254,7 @@ def get_job(job_id: JobId, request: Request, session: SessionDep):
     return job
 
 
-@router.get("/fleet/status", response_model=schemas.FleetStatusOut)
+@router.get("/fleet/status", response_model=schemas.FleetStatusOut, dependencies=READ)
 def get_fleet_status(
     session: SessionDep,
     at: Annotated[

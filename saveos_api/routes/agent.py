@@ -25,10 +25,12 @@ from saveos_api.models import (
     Snapshot,
     utcnow,
 )
+from saveos_api.ratelimit import check_report_bounds
 
 ERRORS = {
     401: {"description": "Missing, malformed, unknown or revoked token"},
-    403: {"description": "The admin token, or another agent's resource"},
+    403: {"description": "An operator's token, or another agent's resource"},
+    429: {"description": "Too many reports from this agent (Retry-After says when to retry)"},
     422: {"description": "Invalid input; the detail names the field"},
 }
 router = APIRouter(prefix=API_PREFIX, tags=["agent"], responses=ERRORS)
@@ -67,6 +69,7 @@ def _check_job(session: Session, principal: AgentPrincipal, job_id: int | None) 
 
 
 def _record_report(
+    request: Request,
     session: Session,
     principal: AgentPrincipal,
     model,
@@ -74,13 +77,17 @@ def _record_report(
     response: Response,
     exclude: frozenset[str] = frozenset(),
 ) -> schemas.ReportAck:
-    """Insert once per (agent, report_id); a replay answers 200 with the first row's id."""
+    """Insert once per (agent, report_id); a replay answers 200 with the first row's id.
+
+    A new report is refused (429) past the agent's rate or its day's bound (ratelimit.py)."""
+    state = request.app.state
     existing = session.scalar(
         sa.select(model.id).where(
             model.agent_id == principal.agent_id, model.report_id == body.report_id
         )
     )
     if existing is None:
+        check_report_bounds(state, session, model, principal.agent_id)
         _check_job(session, principal, body.job_id)
         values = body.model_dump(exclude=set(exclude))
         values.update(agent_id=principal.agent_id, received_at=utcnow())
@@ -112,11 +119,17 @@ def _record_report(
     responses=REPORT_RESPONSES,
 )
 def report_snapshot(
-    body: schemas.SnapshotReport, principal: AgentDep, response: Response, session: SessionDep
+    body: schemas.SnapshotReport,
+    principal: AgentDep,
+    request: Request,
+    response: Response,
+    session: SessionDep,
 ):
     if body.warnings is None:
         body.warnings = []
-    ack = _record_report(session, principal, Snapshot, body, response, frozenset({"repository"}))
+    ack = _record_report(
+        request, session, principal, Snapshot, body, response, frozenset({"repository"})
+    )
     if body.repository is not None and not ack.duplicate:
         _record_repository(session, principal.agent_id, body.repository, body.finished_at)
     return ack
@@ -148,18 +161,26 @@ def _record_repository(
     "/reports/checks", response_model=schemas.ReportAck, status_code=201, responses=REPORT_RESPONSES
 )
 def report_check(
-    body: schemas.CheckReport, principal: AgentDep, response: Response, session: SessionDep
+    body: schemas.CheckReport,
+    principal: AgentDep,
+    request: Request,
+    response: Response,
+    session: SessionDep,
 ):
-    return _record_report(session, principal, CheckResult, body, response)
+    return _record_report(request, session, principal, CheckResult, body, response)
 
 
 @router.post(
     "/reports/drills", response_model=schemas.ReportAck, status_code=201, responses=REPORT_RESPONSES
 )
 def report_drill(
-    body: schemas.DrillReport, principal: AgentDep, response: Response, session: SessionDep
+    body: schemas.DrillReport,
+    principal: AgentDep,
+    request: Request,
+    response: Response,
+    session: SessionDep,
 ):
-    return _record_report(session, principal, DrillResult, body, response)
+    return _record_report(request, session, principal, DrillResult, body, response)
 
 
 @router.post(
@@ -169,9 +190,13 @@ def report_drill(
     responses=REPORT_RESPONSES,
 )
 def report_offsite(
-    body: schemas.OffsiteReport, principal: AgentDep, response: Response, session: SessionDep
+    body: schemas.OffsiteReport,
+    principal: AgentDep,
+    request: Request,
+    response: Response,
+    session: SessionDep,
 ):
-    return _record_report(session, principal, OffsiteSync, body, response)
+    return _record_report(request, session, principal, OffsiteSync, body, response)
 
 
 @router.post(

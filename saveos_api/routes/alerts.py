@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -12,11 +13,14 @@ from saveos_api.alerts import messages
 from saveos_api.alerts import schemas as s
 from saveos_api.alerts.evaluator import _insert_ignore
 from saveos_api.alerts.outbox import send
+from saveos_api.audit import audit
 from saveos_api.deps import SessionDep, admin_router
 from saveos_api.models import Agent, AlertChannel, AlertDelivery, Flip, utcnow
 from saveos_api.schemas import INT64_MAX, NAME_PATTERN
 
 router = admin_router("alerts")
+# `saveos alerts test` waits for the answer (the CLI gives up after 15 s).
+TEST_TIMEOUT_S = 10.0
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -74,6 +78,15 @@ def add_channel(body: s.ChannelIn, request: Request, session: SessionDep):
         source="api",
     )
     session.add(channel)
+    session.flush()
+    # The URL is a secret: the audit log gets its redacted form only.
+    audit(
+        session,
+        request,
+        "alerts.add_channel",
+        f"channel {channel.id}",
+        {"url": channel.url_redacted},
+    )
     session.commit()
     return _channel_out(channel)
 
@@ -83,7 +96,7 @@ def add_channel(body: s.ChannelIn, request: Request, session: SessionDep):
     responses={404: {"description": "No such channel"}, 409: {"description": "From settings"}},
 )
 def remove_channel(
-    channel_id: Annotated[int, Path(ge=1, le=INT64_MAX)], session: SessionDep
+    channel_id: Annotated[int, Path(ge=1, le=INT64_MAX)], request: Request, session: SessionDep
 ) -> dict:
     channel = session.get(AlertChannel, channel_id)
     if channel is None:
@@ -95,6 +108,7 @@ def remove_channel(
             "(SAVEOS_ALERT_CHANNELS / SAVEOS_ALERT_CHANNELS_FILE): remove it there",
         )
     session.delete(channel)
+    audit(session, request, "alerts.remove_channel", f"channel {channel_id}")
     session.commit()
     return {"removed": channel_id}
 
@@ -184,24 +198,23 @@ def test(body: s.TestIn, request: Request, session: SessionDep):
     if not targets:
         what = f"channel {body.channel_id}" if body.channel_id else "any enabled channel"
         raise HTTPException(404, detail=f"no {what} to test (`saveos alerts channel add`)")
-    results = []
-    for channel in targets:
-        now = utcnow()
-        label = channel.name or channel.url_redacted
-        notice = messages.test_notice(now, label)
+    now = utcnow()
+    timeout = min(TEST_TIMEOUT_S, service.settings.alert_send_timeout_s)
+
+    def attempt(channel: AlertChannel) -> tuple[messages.Notice, bool, str | None]:
+        notice = messages.test_notice(now, channel.name or channel.url_redacted)
         try:
             url = service.sealer.open(channel.url_encrypted)
         except ch.ChannelError as exc:
-            outcome_ok, error = False, str(exc)
-        else:
-            result = send(
-                url,
-                notice.title,
-                notice.body,
-                notice.notify_type,
-                service.settings.alert_send_timeout_s,
-            )
-            outcome_ok, error = result.ok, result.error
+            return notice, False, str(exc)
+        result = send(url, notice.title, notice.body, notice.notify_type, timeout)
+        return notice, result.ok, result.error
+
+    # All at once: a channel that does not answer costs the timeout once, not once per channel.
+    with ThreadPoolExecutor(min(8, len(targets))) as pool:
+        outcomes = list(pool.map(attempt, targets))
+    results = []
+    for channel, (notice, outcome_ok, error) in zip(targets, outcomes, strict=True):
         # Kept with the deliveries for `saveos alerts list`; never retried.
         _insert_ignore(
             session,
@@ -221,6 +234,7 @@ def test(body: s.TestIn, request: Request, session: SessionDep):
                 "last_error": error,
             },
         )
+        label = channel.name or channel.url_redacted
         results.append(
             s.TestResult(channel_id=channel.id, channel=label, ok=outcome_ok, error=error)
         )

@@ -6,13 +6,22 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Query
+from fastapi import Query, Request
 
 from saveos_api import schemas
-from saveos_api.deps import NOT_FOUND, AgentId, SessionDep, admin_router, get_agent_or_404
+from saveos_api.audit import audit
+from saveos_api.deps import (
+    ADMIN,
+    NOT_FOUND,
+    READ,
+    AgentId,
+    SessionDep,
+    admin_router,
+    get_agent_or_404,
+)
 from saveos_api.models import EscrowProof
 
-router = admin_router("escrow")
+router = admin_router("escrow", scope=None)  # recording is admin, reading is read
 
 
 @router.post(
@@ -20,15 +29,25 @@ router = admin_router("escrow")
     response_model=schemas.EscrowProofOut,
     status_code=201,
     responses=NOT_FOUND,
+    dependencies=ADMIN,
 )
-def record_escrow_proof(agent_id: AgentId, body: schemas.EscrowProofIn, session: SessionDep):
-    get_agent_or_404(session, agent_id)
+def record_escrow_proof(
+    agent_id: AgentId, body: schemas.EscrowProofIn, request: Request, session: SessionDep
+):
+    agent = get_agent_or_404(session, agent_id)
     proof = EscrowProof(
         agent_id=agent_id,
         duration_s=round((body.finished_at - body.started_at).total_seconds(), 3),
         **body.model_dump(),
     )
     session.add(proof)
+    audit(
+        session,
+        request,
+        "escrow.proof",
+        f"agent {agent.id} ({agent.name})",
+        {"method": body.method, "result": body.result},
+    )
     session.commit()
     return proof
 
@@ -37,6 +56,7 @@ def record_escrow_proof(agent_id: AgentId, body: schemas.EscrowProofIn, session:
     "/agents/{agent_id}/escrow",
     response_model=list[schemas.EscrowProofOut],
     responses=NOT_FOUND,
+    dependencies=READ,
 )
 def list_escrow_proofs(
     agent_id: AgentId,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Query
+from fastapi import Query, Request
 
 from saveos_api import schemas
+from saveos_api.audit import audit
 from saveos_api.deps import NOT_FOUND, AgentId, SessionDep, admin_router, get_agent_or_404
 from saveos_api.models import RepoMaintenance, Snapshot
 
@@ -23,7 +24,9 @@ MADE = ("ok", "warning")
     status_code=201,
     responses=NOT_FOUND,
 )
-def record_maintenance(agent_id: AgentId, body: schemas.MaintenanceIn, session: SessionDep):
+def record_maintenance(
+    agent_id: AgentId, body: schemas.MaintenanceIn, request: Request, session: SessionDep
+):
     """Record one central run. Pruned archives leave `saveos snapshots`; a tampered result
     raises the agent's `tampered` status, an ok run (a rollback, or a clean prune) clears it."""
     agent = get_agent_or_404(session, agent_id)
@@ -52,6 +55,13 @@ def record_maintenance(agent_id: AgentId, body: schemas.MaintenanceIn, session: 
             agent.tampered_at = body.finished_at
     elif body.result == "ok":
         agent.tampered_at = None
+    audit(
+        session,
+        request,
+        "maintenance.record",
+        f"agent {agent.id} ({agent.name})",
+        {"result": body.result, "pruned": len(body.pruned or [])},
+    )
     session.commit()
     return run
 

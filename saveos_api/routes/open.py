@@ -1,13 +1,15 @@
-"""Unauthenticated endpoints: liveness (with and without a database round trip), metrics."""
+"""Liveness (with and without a database round trip), unauthenticated; metrics (read scope:
+they name every host and its backup times)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from saveos_api import schemas
+from saveos_api.auth import require_read
 
 router = APIRouter(tags=["open"])
 
@@ -33,7 +35,12 @@ async def livez():
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        401: {"description": "Missing or unknown token"},
+        403: {"description": "An agent token"},
+    },
+    dependencies=[Depends(require_read)],
 )
 async def metrics(request: Request):
     body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)

@@ -1,7 +1,8 @@
 """Dashboard logins: a token exchanged for a session cookie, scopes, CSRF.
 
-Who a token is and what it may do is decided by `operator_for_token` alone, so the dashboard
-and the API never disagree; the cookie's value is random, and only its HMAC is stored
+Who a token is and what it may do is the API's own operator tokens (api_tokens, scopes read <
+operate < admin), looked up by `operator_for_token`, so the dashboard and the API never
+disagree; the cookie's value is random, and only its HMAC is stored
 (web_sessions). CSRF: every form carries an HMAC of the session cookie keyed by the server
 secret (synchronizer token, nothing to store); the login form, before any session exists,
 a double-submit cookie. Cookies are HttpOnly, SameSite=Strict, Secure under TLS.
@@ -19,15 +20,13 @@ import sqlalchemy as sa
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from saveos_api.auth import is_admin_token
-from saveos_api.models import WebSession, utcnow
+from saveos_api.auth import SCOPES, ApiPrincipal, _live, lookup_api_token
+from saveos_api.models import ApiToken, WebSession, utcnow
 
 SESSION_COOKIE = "saveos_session"
 LOGIN_CSRF_COOKIE = "saveos_login_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-# Scopes from least to most; each includes the ones before it.
-SCOPES = ("read", "operate", "admin")
 
 
 @dataclass(frozen=True)
@@ -57,14 +56,28 @@ class Refused(Exception):
 
 
 def operator_for_token(request: Request, session: Session, token: str) -> Operator | None:
-    """Who `token` is, with its scope; None when it is no operator token.
+    """Who `token` is, with its scope: a live operator token of the API (api_tokens; the
+    admin token of `saveos server init` is one too); None otherwise."""
+    if not token:
+        return None
+    row = lookup_api_token(session, request.app.state.secret_key, token)
+    if row is None or not _live(row, utcnow()):
+        return None
+    return Operator(row.name, row.scope, str(row.id))
 
-    The one place the dashboard asks: today the admin token (scope admin); scoped operator
-    tokens plug in here.
-    """
-    if token and is_admin_token(request.app.state, token):
-        return Operator("admin", "admin", "admin")
-    return None
+
+def _token_row(session: Session, operator: Operator) -> ApiToken | None:
+    try:
+        return session.get(ApiToken, int(operator.token_ref or ""))
+    except ValueError:
+        return None
+
+
+def principal(request: Request, operator: Operator) -> ApiPrincipal:
+    """The API's principal for this operator, left where audit() finds it."""
+    found = ApiPrincipal(token_id=int(operator.token_ref), name=operator.name, scope=operator.scope)
+    request.state.principal = found
+    return found
 
 
 def _digest(request: Request, value: str, purpose: str) -> str:
@@ -124,7 +137,13 @@ def current_operator(request: Request, session: Session) -> Operator:
         raise LoginRequired("login")
     if row.expires_at <= utcnow():
         raise LoginRequired("expired")
-    return Operator(row.principal, row.scope, row.token_ref)
+    operator = Operator(row.principal, row.scope, row.token_ref)
+    # The token the session was opened with is checked on every request: revoking it (or its
+    # expiry) ends its sessions too, and a changed scope applies at once.
+    token = _token_row(session, operator)
+    if token is None or not _live(token, utcnow()):
+        raise LoginRequired("revoked")
+    return Operator(token.name, token.scope, operator.token_ref)
 
 
 def csrf_token(request: Request) -> str:

@@ -9,11 +9,13 @@ from urllib.parse import quote, urlencode
 import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
+from saveos_agent.job_params import JobParamError
+from saveos_rules import SEVERITY, STATUSES
 from sqlalchemy.engine import make_url
 
+from saveos_api.audit import audit
 from saveos_api.jobs import agents_with_label, queue_jobs
 from saveos_api.models import Agent, AgentToken, Job, utcnow
-from saveos_api.status import STATUSES
 from saveos_api.web import auth, browse, queries
 from saveos_api.web.deps import OperatorDep, PageError, SessionDep
 from saveos_api.web.render import page
@@ -44,8 +46,19 @@ def _live_agent(session, name: str) -> Agent:
     return agent
 
 
-def _requested_by(operator: auth.Operator) -> str:
-    return f"web:{operator.name}"
+def _queue(request: Request, session, operator: auth.Operator, kind: str, ids, params=None):
+    """Queue through the API's one path (the kind's parameter allow-list, the same audit log
+    as POST /api/v1/jobs), as the logged-in operator's token."""
+    who = auth.principal(request, operator)
+    try:
+        jobs = queue_jobs(session, kind, ids, params, f"{who.actor} (dashboard)", commit=False)
+    except JobParamError as exc:
+        raise PageError(422, "Cannot queue that", f"{exc.message}; nothing was queued.") from None
+    clean = jobs[0].params if jobs else params
+    detail = {"jobs": [j.id for j in jobs], "params": clean, "note": "dashboard"}
+    audit(session, request, f"jobs.{kind}", ",".join(str(i) for i in ids), detail)
+    session.commit()
+    return jobs
 
 
 # ---- login -------------------------------------------------------------------------------
@@ -74,6 +87,7 @@ def login_form(
         "expired": "Your session expired: log in again (nothing was changed).",
         "logout": "You are logged out.",
         "login": "Log in to continue.",
+        "revoked": "The token this session was opened with was revoked or expired: log in again.",
     }
     response = page(
         request,
@@ -114,7 +128,9 @@ def login(
             status_code=401,
         )
         return response
-    value, ttl = auth.start_session(request, session, operator)
+    auth.principal(request, operator)
+    audit(session, request, "web.login", None, {"scope": operator.scope})
+    value, ttl = auth.start_session(request, session, operator)  # commits both
     response = _see_other(_safe_next(next))
     response.set_cookie(
         auth.SESSION_COOKIE,
@@ -132,7 +148,9 @@ def login(
 @router.post("/logout")
 def logout(request: Request, session: SessionDep, operator: OperatorDep, csrf: Csrf = None):
     auth.check_csrf(request, csrf)
-    auth.end_session(request, session)
+    auth.principal(request, operator)
+    audit(session, request, "web.logout")
+    auth.end_session(request, session)  # commits both
     response = _see_other("/login?reason=logout")
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     return response
@@ -186,7 +204,7 @@ def fleet(
             "data": data,
             "error": error,
             "filters": filters,
-            "statuses": STATUSES,
+            "statuses": sorted(STATUSES, key=lambda s: SEVERITY.get(s, -1)),  # worst first
             "sorts": list(queries.SORTS),
             "pers": queries.PER_PAGE,
             "link": link,
@@ -221,7 +239,7 @@ def queue_for_label(
         raise PageError(
             404, "No such hosts", f"No live host has the label {label.strip()}; nothing queued."
         )
-    jobs = queue_jobs(session, kind, ids, None, _requested_by(operator))
+    jobs = _queue(request, session, operator, kind, ids)
     return _see_other("/jobs?" + urlencode({"queued": ",".join(str(j.id) for j in jobs)}))
 
 
@@ -269,7 +287,7 @@ def queue_for_host(
     agent = _live_agent(session, name)
     if kind not in ACTION_KINDS:
         raise PageError(422, "Unknown action", f"{kind!r} is not one of {', '.join(ACTION_KINDS)}.")
-    (job,) = queue_jobs(session, kind, [agent.id], None, _requested_by(operator))
+    (job,) = _queue(request, session, operator, kind, [agent.id])
     return _see_other(f"/jobs/{job.id}")
 
 
@@ -330,7 +348,7 @@ def browse_queue(
         raise PageError(422, "Bad path", f"{exc}; nothing was queued.") from None
     job = browse.reusable_listing(session, agent.id, params)
     if job is None:
-        (job,) = queue_jobs(session, "list", [agent.id], params, _requested_by(operator))
+        (job,) = _queue(request, session, operator, "list", [agent.id], params)
     return _see_other(f"/hosts/{quote(agent.name)}/browse/{job.id}")
 
 
@@ -393,7 +411,7 @@ def restore_queue(
     except browse.BadPath as exc:
         raise PageError(422, "Cannot restore", f"{exc}; nothing was queued.") from None
     params = {"archive": archive, "paths": chosen, "target": where}
-    (job,) = queue_jobs(session, "restore", [agent.id], params, _requested_by(operator))
+    (job,) = _queue(request, session, operator, "restore", [agent.id], params)
     return _see_other(f"/jobs/{job.id}")
 
 
@@ -468,11 +486,7 @@ def settings_page(request: Request, session: SessionDep, operator: OperatorDep):
         ("dashboard session lifetime", f"{settings.web_session_ttl_s} s"),
     ]
     tls = "on (HTTPS)" if request.url.scheme == "https" else "off: plain HTTP"
-    tls_rows = [
-        (label, str(getattr(settings, field)))
-        for label, field in (("certificate", "tls_cert_file"), ("CA", "tls_ca_file"))
-        if getattr(settings, field, None)
-    ]
+    tls_rows = queries.tls_certificate(settings.data_dir)
     return page(
         request,
         "settings.html",

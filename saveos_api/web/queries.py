@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from saveos_rules import SEVERITY, STATUSES
 from sqlalchemy.orm import Session
 
 from saveos_api import models
@@ -21,7 +23,6 @@ from saveos_api.models import (
     Snapshot,
 )
 from saveos_api.reasons import status_reason
-from saveos_api.status import SEVERITY, STATUSES
 
 SORTS = {
     "status": lambda a: (SEVERITY.get(a["status"], -1), a["name"]),
@@ -279,4 +280,27 @@ def alert_channels(session: Session) -> list[dict[str, Any]]:
             "state": "disabled" if c.disabled_at else "active",
         }
         for c in session.scalars(sa.select(channel).order_by(channel.id))
+    ]
+
+
+def tls_certificate(data_dir: Path) -> list[tuple[str, str]]:
+    """What the data directory's server certificate (`saveos ca init`) says, if there is one:
+    the certificate `saveos server` serves unless told another with --tls-cert."""
+    from cryptography import x509
+
+    path = data_dir / "tls" / "server.crt"
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = ", ".join(str(getattr(n, "value", n)) for n in names)
+    except x509.ExtensionNotFound:
+        sans = "–"
+    return [
+        ("certificate", str(path)),
+        ("names", sans),
+        ("issued by", cert.issuer.rfc4514_string()),
+        ("valid until", cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")),
     ]

@@ -6,11 +6,12 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from saveos_rules import parse_iso
 
 from saveos_cli import config
 from saveos_cli.api_client import ApiClient
@@ -57,7 +58,8 @@ def cli_config() -> config.CliConfig:
 @contextmanager
 def api():
     cfg = cli_config()
-    client = ApiClient(cfg.api_url, cfg.admin_token)
+    ca = config.ca_file()
+    client = ApiClient(cfg.api_url, cfg.admin_token, ca_file=str(ca) if ca else None)
     try:
         yield client
     finally:
@@ -68,6 +70,9 @@ def secret_env() -> dict[str, str]:
     """What the playbooks need from the controller, passed through the run's environment only."""
     cfg = cli_config()
     env = {"SAVEOS_API_URL": cfg.api_url}
+    ca = config.ca_file()
+    if ca:  # the role copies it to every host and verifies the API against it
+        env["SAVEOS_CA_FILE"] = str(ca)
     # Playbooks that need the token fail with their own clear message when there is none.
     with suppress(SaveOSError):
         env["SAVEOS_ADMIN_TOKEN"] = cfg.admin_token
@@ -144,16 +149,13 @@ def parse_when(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError as exc:
         raise SaveOSError(f"--at {value!r} is not an ISO 8601 timestamp.") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_iso(value) if value else None
 
 
 def age_seconds(value: str | None, now: datetime) -> float | None:

@@ -13,6 +13,7 @@ import typer
 
 from saveos_cli.commands._common import INVENTORY_OPTION, api, console, run_fleet_playbook
 from saveos_cli.errors import EXIT_OK
+from saveos_cli.safe_text import cell
 
 app = typer.Typer(help="Agents registered in the API and their tokens.", no_args_is_help=True)
 
@@ -92,7 +93,6 @@ def list_agents(
             agents.extend(page["agents"])
             if len(page["agents"]) < want:
                 break
-    from rich.markup import escape
     from rich.table import Table
 
     if agents:
@@ -105,7 +105,7 @@ def list_agents(
     for a in agents:
         table.add_row(
             *(
-                escape(str(v))
+                cell(v)  # agent text: never markup, control characters escaped
                 for v in (
                     a["id"],
                     a["name"],

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import typer
+from saveos_rules import SUCCESSFUL_BACKUP
 
 from saveos_cli.commands._common import (
     INVENTORY_OPTION,
@@ -162,12 +163,19 @@ def restore(
         raise SaveOSError("--into and --force go with --database.")
     if not paths or not target:
         raise SaveOSError("give --path P (repeatable) and --target DIR, or --database NAME.")
-    if not target.startswith("/"):
-        raise SaveOSError(f"--target {target!r} must be an absolute path on the host.")
+    from saveos_agent.job_params import JobParamError, archive_name, path_list, target_dir
+
+    # The agent's own rules (it checks again on the host): no name or path read as an option.
+    try:
+        target = target_dir(target, "--target")
+        relative = path_list(paths, "--path")
+        archive_name(archive, "--archive")
+    except JobParamError as exc:
+        raise SaveOSError(f"{exc}.") from None
     if archive == "latest":
         archive = _latest_archive(host)
     # The names playbooks/restore.yml documents for plain ansible-playbook use.
-    extravars = {"archive": archive, "paths": [p.lstrip("/") for p in paths], "target": target}
+    extravars = {"archive": archive, "paths": relative, "target": target}
     code, _ = run_fleet_playbook(
         "restore.yml",
         inventory,
@@ -223,7 +231,7 @@ def _latest_archive(host: str) -> str:
         agent = client.agent_by_name(host)
         snaps = client.snapshots(agent["id"], limit=50)["snapshots"]
     for snap in snaps:  # newest first
-        if snap.get("archive") and snap.get("exit_status") in ("ok", "warning"):
+        if snap.get("archive") and snap.get("exit_status") in SUCCESSFUL_BACKUP:
             return snap["archive"]
     raise SaveOSError(f"host {host!r} has no successful backup to restore from.")
 

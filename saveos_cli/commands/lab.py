@@ -52,6 +52,12 @@ def up(
     directory: Path | None = DIR_OPTION,
     net: str = typer.Option("127.0.0", "--net", help="Loopback /24 prefix; hosts get .11, .12…"),
     port: int = typer.Option(22, "--port", help="SSH port every host listens on."),
+    systemd: int = typer.Option(
+        0,
+        "--systemd",
+        help="How many of the hosts (the last ones) boot systemd as PID 1 (systemd-nspawn over a "
+        "cached Debian 12 root; the first build takes about a minute).",
+    ),
     repo_servers: int = typer.Option(
         0,
         "--repo-servers",
@@ -60,9 +66,11 @@ def up(
 ) -> None:
     """Start lab1..labN (idempotent: a running lab is kept) and print the inventory path."""
     lab = _lab(directory, net=net, port=port)
-    inventory = lab.up(hosts, repo_servers)
+    inventory = lab.up(hosts, systemd=systemd, repo_servers=repo_servers)
     for host in lab.hosts():
-        console().print(f"  {host.name}  {host.address}:{host.port}", highlight=False)
+        console().print(
+            f"  {host.name}  {host.address}:{host.port}  {host.flavour}", highlight=False
+        )
     console().print(f"[green]lab up:[/] {len(lab.hosts())} hosts", highlight=False)
     console().print(f"inventory: {inventory}", highlight=False, soft_wrap=True)
     console().print(f"try: ansible -i {inventory} all -m ping", highlight=False, soft_wrap=True)
@@ -94,11 +102,12 @@ def status(
         from rich.table import Table
 
         table = Table(title=f"SaveOS lab {lab.dir}")
-        for column in ("host", "address", "pid", "sshd", "ssh"):
+        for column in ("host", "flavour", "address", "pid", "sshd", "ssh"):
             table.add_column(column)
         for r in rows:
             table.add_row(
                 r.name,
+                r.flavour,
                 f"{r.address}:{r.port}",
                 str(r.pid),
                 "[green]running[/]" if r.running else "[red]gone[/]",

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import typer
 
 from saveos_cli.errors import SaveOSError
 
 app = typer.Typer(help="Run the SaveOS API server.", invoke_without_command=True)
+
+
+def _server_stack() -> None:
+    """The API needs the `server` extra; a CLI-only install says so instead of a traceback."""
+    import importlib.util
+
+    missing = [
+        name
+        for name in ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise SaveOSError(
+            f"the API server needs {', '.join(missing)}, which this installation lacks.",
+            hint="Install the server extra: pip install 'saveos[server]'",
+        )
 
 
 def _settings():
@@ -46,8 +63,30 @@ def serve(
     host: str = typer.Option("127.0.0.1", envvar="SAVEOS_HOST", help="Address to listen on."),
     port: int = typer.Option(8000, envvar="SAVEOS_PORT", min=1, max=65535, help="TCP port."),
     workers: int = typer.Option(1, envvar="SAVEOS_WORKERS", min=1, max=64, help="Processes."),
+    tls_cert: Path | None = typer.Option(
+        None,
+        "--tls-cert",
+        envvar="SAVEOS_TLS_CERT",
+        help="Server certificate (PEM). Default: $SAVEOS_DATA_DIR/tls/server.crt when present.",
+    ),
+    tls_key: Path | None = typer.Option(
+        None,
+        "--tls-key",
+        envvar="SAVEOS_TLS_KEY",
+        help="Its private key (PEM, 0600). Default: $SAVEOS_DATA_DIR/tls/server.key.",
+    ),
+    insecure_http: bool = typer.Option(
+        False,
+        "--insecure-http",
+        help="Serve plain HTTP even on a non-loopback address: every token crosses the"
+        " network in clear. Only behind a TLS-terminating proxy on the same host.",
+    ),
 ) -> None:
-    """Serve the API with uvicorn (migrations are applied first)."""
+    """Serve the API with uvicorn (migrations are applied first).
+
+    HTTPS with the certificate of `saveos ca init`; plain HTTP only on a loopback address
+    (or with --insecure-http)."""
+    _server_stack()
     if ctx.invoked_subcommand is not None:
         return
     # Check the cheap things before importing the server stack.
@@ -56,6 +95,7 @@ def serve(
     from saveos_api.alerts.service import settings_channels
 
     _config_errors(settings_channels, settings)  # a bad declared channel URL, before serving
+    tls = _tls_options(host, tls_cert, tls_key, insecure_http)
     import uvicorn
 
     from saveos_api import migrations
@@ -64,7 +104,7 @@ def serve(
     _config_errors(migrations.upgrade, settings.effective_database_url)
     if workers == 1:
         application = _config_errors(create_app, settings, migrate=False)
-        uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(application, host=host, port=port, log_level="info", access_log=False, **tls)
     else:
         # Each worker builds its own app (and pool, and heartbeat writer) from the same
         # environment. uvloop + httptools (uvicorn[standard]) when installed: besides speed,
@@ -79,7 +119,51 @@ def serve(
             http=_best("httptools"),
             log_level="info",
             access_log=False,
+            **tls,
         )
+
+
+def _tls_options(host: str, cert: Path | None, key: Path | None, insecure_http: bool) -> dict:
+    """uvicorn's TLS options, or {} for plain HTTP where that is allowed; SaveOSError else."""
+    from saveos_agent.transport import is_loopback_host
+
+    from saveos_cli.config import tls_dir
+
+    if insecure_http:
+        if not is_loopback_host(host):
+            typer.secho(
+                f"WARNING: --insecure-http: serving plain HTTP on {host}; every agent and admin"
+                " token crosses the network IN CLEAR. Use only behind a TLS proxy on this host.",
+                err=True,
+                fg="red",
+                bold=True,
+            )
+        return {}
+    if cert is None and key is None and (tls_dir() / "server.crt").is_file():
+        cert, key = tls_dir() / "server.crt", tls_dir() / "server.key"
+    if cert is None or key is None:
+        if cert is not None or key is not None:
+            raise SaveOSError("give both --tls-cert and --tls-key.")
+        if is_loopback_host(host):
+            typer.echo(
+                f"serving plain HTTP on loopback ({host}); `saveos ca init` for HTTPS", err=True
+            )
+            return {}
+        raise SaveOSError(
+            f"refusing to serve plain HTTP on {host}: tokens would cross the network in clear.",
+            hint="Run `saveos ca init --name <the name agents use>` (then restart), give"
+            " --tls-cert/--tls-key, or --insecure-http behind a TLS proxy.",
+        )
+    from saveos_agent.config import check_private
+
+    for path in (cert, key):
+        if not path.is_file():
+            raise SaveOSError(f"TLS file {path} does not exist.")
+    try:
+        check_private(str(key), "--tls-key", SaveOSError)
+    except SaveOSError as exc:
+        raise SaveOSError(f"TLS key {exc.message}") from None
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
 
 
 def _best(module: str) -> str:

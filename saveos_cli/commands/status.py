@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 import typer
+from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS, SEVERITY
 
-from saveos_api.status import ALARM, SEVERITY
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+from saveos_cli.safe_text import cell
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,43 +33,15 @@ STATUS_STYLE = {
     "tampered": "bold white on red",
     "never": "cyan",
 }
+# The statuses that make `saveos status` exit 2 (monitoring and cron act on it).
+ALARM = ALARM_STATUSES
 # A larger fleet's table shows this many hosts, worst first, unless --all (10,000 rows take
 # Rich seconds to draw and bury the few hosts that matter); --json always has every host.
 TABLE_ROWS = 50
 NAMED_ALARMS = 20
 
 # `status --json` keys per agent, in order; documented in README (CLI section). Only additions.
-AGENT_KEYS = (
-    "name",
-    "id",
-    "status",
-    "last_heartbeat",
-    "last_heartbeat_age_s",
-    "last_backup_at",
-    "last_backup_age_s",
-    "last_archive",
-    "last_snapshot_status",
-    "original_size",
-    "deduplicated_size",
-    "last_check_at",
-    "last_check_result",
-    "last_drill_at",
-    "last_drill_result",
-    "backup_interval_s",
-    "backup_grace_s",
-    "heartbeat_interval_s",
-    "offsite_interval_s",
-    "last_offsite_at",
-    "last_offsite_age_s",
-    "last_offsite_result",
-    "last_escrow_at",
-    "last_escrow_result",
-    "tampered_at",
-    "repo_server",
-    "repo_path",
-    "repo_quota_bytes",
-    "repo_used_bytes",
-)
+AGENT_KEYS = FLEET_ROW_KEYS
 
 
 def status_report(raw: dict, at: datetime | None) -> dict:
@@ -212,6 +185,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
         "drill",
         "offsite",
         "escrow",
+        "why",
     )
     for col in columns:
         table.add_column(
@@ -222,10 +196,13 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
     for a in shown:
         table.add_row(
             a["name"],
-            Text(a["status"], style=STATUS_STYLE.get(a["status"], "")),
+            Text(
+                a["status"] + (" *" if a.get("schedule_mismatch") else ""),
+                style=STATUS_STYLE.get(a["status"], ""),
+            ),
             human_age(a["last_heartbeat_age_s"]),
             human_age(a["last_backup_age_s"]),
-            a["last_archive"] or "-",
+            cell(a["last_archive"] or "-"),  # agent text: never markup, no control characters
             _size(a["original_size"]),
             _size(a["deduplicated_size"]),
             _repository(a),
@@ -233,6 +210,7 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
             _result(a["last_drill_at"], a["last_drill_result"], now),
             _offsite(a),
             _escrow(a, now),
+            "; ".join(a.get("reasons") or []) or "-",
         )
     out.print(table)
     totals = report["totals"]
@@ -250,6 +228,12 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
         named = ", ".join(alarms[:NAMED_ALARMS])
         more = f" and {len(alarms) - NAMED_ALARMS:,} more" if len(alarms) > NAMED_ALARMS else ""
         out.print(f"[bold red]needs attention ({len(alarms):,}):[/] {named}{more}")
+    mismatched = [a["name"] for a in agents if a.get("schedule_mismatch")]
+    if mismatched:
+        out.print(
+            f"[yellow]* declared a schedule other than the provisioned one[/] (the provisioned"
+            f" one holds): {', '.join(mismatched[:NAMED_ALARMS])}"
+        )
 
 
 def status(
@@ -345,7 +329,7 @@ def snapshots(
         table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
     for s in page["snapshots"]:
         table.add_row(
-            s.get("archive") or "-",
+            cell(s.get("archive") or "-"),
             s.get("finished_at") or "-",
             Text(
                 s["exit_status"] + (" (locked)" if s.get("locked") else ""),

@@ -89,11 +89,11 @@ class Rows:
 class ApiOnPg:
     """A real API server on its own fresh PostgreSQL database, and that database's row counts."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, tls: bool = False):
         self.db_name = f"saveos_accept_{uuid.uuid4().hex[:12]}"
         _pg_exec(f'CREATE DATABASE "{self.db_name}"')
         self.db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
-        self.server = ApiServer(self.db_url, data_dir)
+        self.server = ApiServer(self.db_url, data_dir, tls=tls)
         self.rows = Rows(self.db_url)
 
     @property
@@ -183,6 +183,8 @@ class Fleet:
         env.update(
             PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
             SAVEOS_API_URL=self.api.url,
+            # The lab path is HTTPS with the fleet's own CA: the role copies it to every host.
+            SAVEOS_CA_FILE=str(self.api.server.ca_file),
             SAVEOS_ADMIN_TOKEN=self.api.server.admin_token,
             SAVEOS_DATA_DIR=str(self.work / "data"),
             SAVEOS_ESCROW_DIR=str(self.escrow),
@@ -240,7 +242,7 @@ class Fleet:
             raise AssertionError(f"{host}: {args}: rc={r.returncode}\n{r.stdout}\n{r.stderr}")
 
     def agent_ids(self) -> dict[str, int]:
-        with httpx.Client(base_url=self.api.url, timeout=10) as http:
+        with httpx.Client(base_url=self.api.url, timeout=10, verify=self.api.server.verify) as http:
             agents = http.get("/api/v1/agents", headers=self.api.admin).json()["agents"]
         return {a["name"]: a["id"] for a in agents}
 
@@ -267,7 +269,13 @@ def _drop_database(fleet: Fleet) -> None:
 
 @contextlib.contextmanager
 def lab_fleet(
-    tmp_path_factory, cls: type[Fleet], port: int, repo_servers: int = 0, prepare=None, cleanup=None
+    tmp_path_factory,
+    cls: type[Fleet],
+    port: int,
+    repo_servers: int = 0,
+    prepare=None,
+    cleanup=None,
+    tls: bool = False,
 ):
     """A Fleet of `cls` on a new lab and a new API on PostgreSQL; both stopped afterwards.
     `prepare(fleet)` runs before the inventory is written, `cleanup(fleet)` after the end."""
@@ -275,7 +283,7 @@ def lab_fleet(
     work = tmp_path_factory.mktemp(cls.__name__.lower())
     work.chmod(0o700)
     lab = Lab(work / "lab", net=lab_net(), port=port)
-    api = ApiOnPg(work / "api")
+    api = ApiOnPg(work / "api", tls=tls)
     fleet = cls(lab, api, work)
     try:
         lab.up(len(cls.hosts), repo_servers=repo_servers)
@@ -293,9 +301,10 @@ def lab_fleet(
 
 @pytest.fixture(scope="package")
 def fleet(tmp_path_factory) -> Fleet:
-    """Lab up (3 hosts), API on PostgreSQL, role deployed at -vvv while /proc is watched."""
+    """Lab up (3 hosts), API on PostgreSQL over HTTPS (its own CA), role deployed at -vvv while
+    /proc is watched."""
     with lab_fleet(
-        tmp_path_factory, Fleet, LAB_PORT, prepare=_make_database, cleanup=_drop_database
+        tmp_path_factory, Fleet, LAB_PORT, prepare=_make_database, cleanup=_drop_database, tls=True
     ) as fleet:
         for host in Fleet.hosts:
             assert (

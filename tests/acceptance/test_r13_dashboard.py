@@ -14,6 +14,7 @@ import re
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from browser_support import Shots, launch
@@ -29,13 +30,28 @@ JOB_TIMEOUT_MS = 180_000
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(fleet):
     from playwright.sync_api import sync_playwright
 
+    server = fleet.api.server
+    cert = server.ca_file.parent / "server.crt" if server.url.startswith("https") else None
     with sync_playwright() as playwright:
-        chromium = launch(playwright)
+        chromium = launch(playwright, trust_cert=cert)
         yield chromium
         chromium.close()
+
+
+def _http(fleet, context=None) -> httpx.Client:
+    """The API as a client outside the browser (verifying the fleet's CA), with the browser
+    context's session cookie when given: forged requests with a real session."""
+    cookies = {}
+    if context is not None:
+        cookies = {
+            c["name"]: c["value"] for c in context.cookies() if c["name"] == "saveos_session"
+        }
+    return httpx.Client(
+        base_url=fleet.api.url, verify=fleet.api.server.verify, cookies=cookies, timeout=30
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +91,7 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     from playwright.sync_api import expect
 
     shot = Shots("dashboard")
+    # The fleet's API is on HTTPS with its own CA: the browser fixture pins its certificate.
     context = browser.new_context(base_url=fleet.api.url, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     errors: list[str] = []
@@ -94,10 +111,11 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     expect(page).to_have_url(re.compile(r"/fleet$"))
     (cookie,) = [c for c in context.cookies() if c["name"] == "saveos_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["secure"] == fleet.api.url.startswith("https://")  # Secure under TLS
     assert cookie["value"] != fleet.api.server.admin_token
 
     # The fleet: the same counts as the API's fleet status, one row per host with a reason.
-    status = context.request.get("/api/v1/fleet/status", headers=fleet.api.admin).json()
+    status = _http(fleet).get("/api/v1/fleet/status", headers=fleet.api.admin).json()
     for name, count in status["totals"]["by_status"].items():
         expect(page.locator(f"a.count[data-status={name}] b")).to_have_text(str(count))
     for host in fleet.hosts:
@@ -120,8 +138,8 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     archive = page.locator("#job-result dd[data-key=archive]").inner_text().strip()
     assert archive.startswith(f"{HOST}-"), archive
     shot(page, "backup-finished")
-    job = context.request.get(f"/api/v1/jobs/{backup_job}", headers=fleet.api.admin).json()
-    assert job["state"] == "succeeded" and job["requested_by"] == "web:admin"
+    job = _http(fleet).get(f"/api/v1/jobs/{backup_job}", headers=fleet.api.admin).json()
+    assert job["state"] == "succeeded" and job["requested_by"].endswith("(dashboard)")
 
     # The host page now has the snapshot in its table and its charts.
     page.goto(f"/hosts/{HOST}")
@@ -168,18 +186,16 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     page.goto("/hosts/no-such-host")
     expect(page.locator(".error")).to_contain_text("There is no host named 'no-such-host'")
     shot(page, "unknown-host")
-    r = context.request.post(
-        f"/hosts/{HOST}/browse", form={"archive": f"{HOST}-1999", "csrf_token": csrf}
-    )
-    assert r.status == 404 and "no successful archive named" in r.text()
+    http = _http(fleet, context)
+    r = http.post(f"/hosts/{HOST}/browse", data={"archive": f"{HOST}-1999", "csrf_token": csrf})
+    assert r.status_code == 404 and "no successful archive named" in r.text
     assert _jobs(fleet) == before
     # A path the archive does not hold: the agent's listing says so, on the page.
-    r = context.request.post(
+    r = http.post(
         f"/hosts/{HOST}/browse",
-        form={"archive": archive, "path": "srv/no-such-folder", "csrf_token": csrf},
-        max_redirects=0,
+        data={"archive": archive, "path": "srv/no-such-folder", "csrf_token": csrf},
     )
-    assert r.status == 303
+    assert r.status_code == 303
     page.goto(r.headers["location"])
     expect(page.locator("#listing-error")).to_contain_text(
         "/srv/no-such-folder is not in archive", timeout=JOB_TIMEOUT_MS
@@ -189,8 +205,8 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     # CSRF: the same action without the token, or with another, is refused; nothing queued.
     before = _jobs(fleet)
     for form in ({"kind": "backup"}, {"kind": "backup", "csrf_token": "f" * 64}):
-        r = context.request.post(f"/hosts/{HOST}/jobs", form=form)
-        assert r.status == 403 and "CSRF" in r.text()
+        r = http.post(f"/hosts/{HOST}/jobs", data=form)
+        assert r.status_code == 403 and "CSRF" in r.text
     assert _jobs(fleet) == before
 
     # The jobs page lists what ran, finished, with results.
@@ -199,6 +215,9 @@ def test_operator_session_end_to_end(fleet, browser, seeded):
     shot(page, "jobs")
     page.goto("/settings")
     expect(page.locator("#tokens")).to_contain_text("admin")
+    if fleet.api.url.startswith("https://"):
+        expect(page.locator("#tls")).to_contain_text("on (HTTPS)")
+        expect(page.locator("#tls")).to_contain_text("valid until")
     assert fleet.api.server.admin_token not in page.content()
     shot(page, "settings")
 
@@ -231,7 +250,9 @@ def test_reading_pages_and_the_archive_browser_work_without_javascript(fleet, br
 
     shot = Shots("dashboard-nojs")
     context = browser.new_context(
-        base_url=fleet.api.url, java_script_enabled=False, viewport={"width": 1400, "height": 900}
+        base_url=fleet.api.url,
+        java_script_enabled=False,
+        viewport={"width": 1400, "height": 900},
     )
     page = context.new_page()
     page.goto("/fleet")
@@ -254,4 +275,36 @@ def test_reading_pages_and_the_archive_browser_work_without_javascript(fleet, br
     shot(page, "browse")
     page.goto("/jobs")
     expect(page.locator("#jobs-live")).to_contain_text("list")
+    context.close()
+
+
+def test_a_read_token_sees_the_fleet_but_cannot_act(fleet, browser):
+    """A `read` operator token: pages without any action control, and the action refused
+    even when posted by hand with the session's own CSRF token."""
+    from playwright.sync_api import expect
+
+    shot = Shots("dashboard-read")
+    with _http(fleet) as http:
+        made = http.post(
+            "/api/v1/tokens", json={"name": "r13-reader", "scope": "read"}, headers=fleet.api.admin
+        )
+    assert made.status_code == 201, made.text
+    context = browser.new_context(base_url=fleet.api.url, viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto("/fleet")
+    page.fill("#token", made.json()["token"])
+    page.click("form[action='/login'] button[type=submit]")
+    expect(page.locator(".who")).to_contain_text("r13-reader read")
+    expect(page.locator("#queue-label")).to_have_count(0)
+    page.goto(f"/hosts/{HOST}")
+    expect(page.locator("#snapshots")).to_be_visible()
+    for control in ("#queue-backup", "#queue-check", "#queue-drill", "#restore"):
+        expect(page.locator(control)).to_have_count(0)
+    shot(page, "host-read-only")
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    before = _jobs(fleet)
+    with _http(fleet, context) as http:
+        r = http.post(f"/hosts/{HOST}/jobs", data={"kind": "backup", "csrf_token": csrf})
+    assert r.status_code == 403 and "has the read scope" in r.text
+    assert _jobs(fleet) == before
     context.close()

@@ -88,6 +88,7 @@ def test_r3_negative_a_replay_under_a_new_report_id_is_noticed(fleet, outage):
         json=body,
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
+        verify=fleet.api.server.verify,
     )
     assert r.status_code == 201
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Dict, List, Optional
 
+from saveos_agent import activity, dumps, execute, hooks
 from saveos_agent import borg_commands as bc
-from saveos_agent import dumps, execute, hooks
 from saveos_agent.actions import offsite, worst
 from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
@@ -55,8 +55,10 @@ def backup(
     trigger: str = "command line",
     wait_s: Optional[int] = None,
 ) -> Dict[str, Any]:
-    with agent_guard(cfg, "backup", trigger, wait_s) as guard:
-        out = _backup(cfg, job_id)
+    # nested, not one parenthesized `with`: hosts may run Python 3.9
+    with agent_guard(cfg, "backup", trigger, wait_s) as guard:  # noqa: SIM117
+        with activity.running(cfg, "backup", job_id):
+            out = _backup(cfg, job_id)
     if guard.get("waited_for"):
         out["waited_for"] = guard["waited_for"]
     return {**out, "waited_s": guard["waited_s"]}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from saveos_agent import activity, execute
 from saveos_agent import borg_commands as bc
-from saveos_agent import execute
 from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
 from saveos_agent.execute import secrets_of
@@ -22,8 +22,10 @@ def check(
     trigger: str = "command line",
     wait_s: Optional[int] = None,
 ) -> Dict[str, Any]:
-    with agent_guard(cfg, "check", trigger, wait_s) as guard:
-        out = _check(cfg, verify_data, job_id)
+    # nested, not one parenthesized `with`: hosts may run Python 3.9
+    with agent_guard(cfg, "check", trigger, wait_s) as guard:  # noqa: SIM117
+        with activity.running(cfg, "check", job_id):
+            out = _check(cfg, verify_data, job_id)
     return {**out, "waited_s": guard["waited_s"]}
 
 

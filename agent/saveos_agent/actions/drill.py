@@ -6,8 +6,8 @@ import datetime as dt
 import os
 from typing import Any, Dict, List, Optional
 
+from saveos_agent import activity, db_restore, execute
 from saveos_agent import borg_commands as bc
-from saveos_agent import db_restore, execute
 from saveos_agent.actions.archives import latest_archive
 from saveos_agent.clock import iso, utcnow
 from saveos_agent.config import Config
@@ -54,6 +54,13 @@ def drill(
     job_id: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Restore a sample into a temp dir and compare sha256 with the unchanged live files."""
+    with activity.running(cfg, "drill", job_id):
+        return _drill(cfg, count, percent, job_id)
+
+
+def _drill(
+    cfg: Config, count: Optional[int], percent: Optional[float], job_id: Optional[int]
+) -> Dict[str, Any]:
     import random  # imported where used: every agent start imports this module
     import shutil
     import tempfile

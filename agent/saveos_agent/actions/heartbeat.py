@@ -1,10 +1,10 @@
-"""`saveos-agent heartbeat`: tell the API this agent lives, run the jobs it hands out."""
+"""`saveos-agent heartbeat`: tell the API this agent lives and what it runs; queue its jobs."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
-from saveos_agent import __version__, execute
+from saveos_agent import __version__, activity, execute, jobqueue
 from saveos_agent.actions.jobs import run_job
 from saveos_agent.api_client import ApiUnavailable
 from saveos_agent.clock import iso, utcnow
@@ -26,11 +26,15 @@ def heartbeat_body(cfg: Config) -> Dict[str, Any]:
         "backup_interval_s": cfg.backup_interval_s,
         "heartbeat_interval_s": cfg.heartbeat_interval_s,
         "facts": {"python": platform.python_version(), "spool_depth": spool_of(cfg).depth()},
+        "running": activity.current(cfg),
         **({"offsite_interval_s": cfg.offsite.interval_s} if cfg.offsite else {}),
     }
 
 
-def heartbeat(cfg: Config, run_jobs: bool = True) -> Dict[str, Any]:
+def heartbeat(cfg: Config, run_jobs: bool = True, queue_only: bool = False) -> Dict[str, Any]:
+    """One heartbeat. The jobs it hands out are queued on disk and run apart (jobqueue), so a
+    long job never holds up the next heartbeat: by the jobs unit on systemd hosts, by the
+    daemon's worker (queue_only), or here before returning when neither exists (by hand)."""
     client = api_client(cfg)
     if client is None:
         raise AgentError("no api_url/token_file in the config: cannot heartbeat")
@@ -44,12 +48,24 @@ def heartbeat(cfg: Config, run_jobs: bool = True) -> Dict[str, Any]:
         raise AgentError(f"heartbeat failed ({status_code}): {answer}")
     save_state(cfg, last_heartbeat_at=iso(utcnow()))
     jobs = answer.get("jobs", []) if isinstance(answer, dict) else []
-    done = [run_job(cfg, job) for job in jobs] if run_jobs else []
+    done: List[Dict[str, Any]] = []
+    runner = "none"
+    if jobs and run_jobs:
+        jobqueue.add(cfg, jobs)
+        if queue_only:
+            runner = "daemon"
+        elif jobqueue.systemd_runner():
+            jobqueue.start_systemd_runner()
+            runner = "systemd"
+        else:
+            runner = "inline"
+            done = jobqueue.run_pending(cfg, run_job)
     flushed = spool_of(cfg).flush(client)
     return {
         "status": "ok",
         "agent_id": answer.get("agent_id") if isinstance(answer, dict) else None,
         "server_time": answer.get("server_time") if isinstance(answer, dict) else None,
-        "jobs": done if run_jobs else jobs,
+        "jobs": done if runner == "inline" else jobs,
+        "job_runner": runner,
         "spool_remaining": flushed["remaining"],
     }

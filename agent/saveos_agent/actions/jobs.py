@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Dict
 
+from saveos_agent import activity, job_params, jobqueue
 from saveos_agent.actions.archives import latest_archive
 from saveos_agent.actions.backup import backup
 from saveos_agent.actions.check import check
@@ -19,12 +21,33 @@ from saveos_agent.spool import new_report_id
 log = logging.getLogger("saveos_agent.actions")
 
 
+# After a job someone is likely watching (the dashboard's archive browser queues one `list` job
+# per folder), the daemon heartbeats every INTERACTIVE_BEAT_S for INTERACTIVE_S, so the next
+# click waits seconds, not a whole heartbeat interval. In memory: the daemon's worker runs jobs.
+INTERACTIVE_KINDS = ("list", "restore")
+INTERACTIVE_S = 120.0
+INTERACTIVE_BEAT_S = 2.0
+_interactive_until = [0.0]
+
+
+def interactive() -> bool:
+    return time.time() < _interactive_until[0]
+
+
 def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     """Run one queued job and spool its result (the server handed it out once)."""
     job_id, kind = job.get("id"), job.get("kind")
-    params = job.get("params") or {}
+    if kind in INTERACTIVE_KINDS:
+        _interactive_until[0] = time.time() + INTERACTIVE_S
     log.info("running job %s (%s)", job_id, kind)
     try:
+        # The API checked them too; the agent trusts neither it nor the network path.
+        params = job_params.validate(kind, job.get("params"))
+        if params.get("in_place") and not cfg.allow_in_place_restore_jobs:
+            raise AgentError(
+                "in-place restores over the API are off on this host"
+                " (allow_in_place_restore_jobs in its config)"
+            )
         trigger = f"API job {job_id}"
         if kind == "backup":
             result = backup(cfg, job_id=job_id, trigger=trigger)
@@ -37,9 +60,11 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
                 cfg, count=params.get("count"), percent=params.get("percent"), job_id=job_id
             )
         elif kind == "restore":
-            result = restore(
+            archive = params.get("archive", "latest")
+            result = _restore_job(
                 cfg,
-                str(params.get("archive") or latest_archive(cfg)),
+                job_id,
+                latest_archive(cfg) if archive == "latest" else archive,
                 list(params.get("paths") or []),
                 params.get("target"),
                 bool(params.get("in_place")),
@@ -63,3 +88,15 @@ def run_job(cfg: Config, job: Dict[str, Any]) -> Dict[str, Any]:
     body["_path"] = f"/api/v1/jobs/{int(job_id)}/result"
     report(cfg, "job_result", body)
     return {"id": job_id, "kind": kind, "state": state, "result": result}
+
+
+def _restore_job(cfg: Config, job_id: Any, *args: Any) -> Dict[str, Any]:
+    with activity.running(cfg, "restore", job_id):
+        return restore(cfg, *args)
+
+
+def run_jobs(cfg: Config) -> Dict[str, Any]:
+    """Run the queued jobs (saveos-agent-jobs.service, the daemon's worker)."""
+    done = jobqueue.run_pending(cfg, run_job)
+    failed = [j for j in done if j["state"] != "succeeded"]
+    return {"status": "warning" if failed else "ok", "jobs": done}

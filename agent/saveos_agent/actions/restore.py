@@ -6,7 +6,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from saveos_agent import borg_commands as bc
-from saveos_agent import execute
+from saveos_agent import execute, job_params
 from saveos_agent.config import Config
 from saveos_agent.errors import AgentError
 from saveos_agent.execute import secrets_of
@@ -17,9 +17,25 @@ def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
 
 
+def _no_symlink(target: str) -> None:
+    """Refuse a target any component of which is a symlink: the restore would land wherever
+    it points (a host's other user could plant one in a shared directory)."""
+    current = "/"
+    for part in [p for p in os.path.abspath(target).split("/") if p]:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            raise AgentError(f"--target {target}: {current} is a symlink; give the real path")
+
+
 def restore(
     cfg: Config, archive: str, paths: List[str], target: Optional[str], in_place: bool = False
 ) -> Dict[str, Any]:
+    # Names and paths that borg could read as options are refused (job_params: the one rule).
+    archive = job_params.archive_name(archive, "archive")
+    paths = job_params.path_list(list(paths), "paths")
+    if target is not None and not in_place:
+        target = job_params.target_dir(os.path.abspath(target), "--target")
+        _no_symlink(target)
     if in_place:
         if target not in (None, "/"):
             raise AgentError("--in-place restores over the source paths; do not give --target")
@@ -34,12 +50,13 @@ def restore(
                 raise AgentError(
                     f"--target {target} is inside source {src}; pick another directory"
                 )
-        if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
             raise AgentError(
                 f"target {target} exists and is not an empty directory: nothing was restored "
                 "(pick a new or empty one)"
             )
         os.makedirs(target, mode=0o700, exist_ok=True)
+        _no_symlink(target)  # again: a parent may have been swapped meanwhile
     result = execute.run(
         bc.extract(cfg.repository, archive, paths, lock_wait=cfg.lock_wait_s, borg=cfg.borg_binary),
         secrets_of(cfg),

@@ -1,5 +1,9 @@
 #!/usr/bin/python
-"""Probe a host's whole SaveOS agent state in one round trip (the role's warm path)."""
+"""Probe a host's whole SaveOS agent state in one round trip (the role's warm path).
+
+Longer than most modules on purpose: an Ansible module is one file (its documentation strings
+included), and the probe is worth its one round trip only if it checks everything.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ description:
   - Compares everything the saveos_agent role installs with what the controller would install
     (directories, files and their owners and modes, the agent zipapp by SHA-256, the agent token
     against the API, the repository passphrase and that it opens the Borg repository, the Borg
-    version, the schedule) and, when all of it is in place, sends the agent's heartbeat.
+    version, the schedule). It only reads: the token is checked with a GET of
+    C(/api/v1/agents/me), never with a heartbeat (which would hand the host its queued jobs).
   - Also returns the facts the role uses (the C(distribution), C(service_mgr) and C(python)
     subsets of M(ansible.builtin.setup)), so the play needs no separate fact gathering.
   - Changes nothing the role manages, so it always reports C(changed=false) and behaves the same
-    in check mode (where it asks the API about the token instead of sending the heartbeat). When
+    in check mode. When
     anything differs it returns C(settled=false) and the reasons; the role then runs its
     task-by-task path, which converges and reports the changes.
   - Opening the repository with Borg is the slow part of the check. After Borg has opened it, the
@@ -63,6 +68,17 @@ options:
     description: Verify the API's TLS certificate.
     type: bool
     default: true
+  ca_path:
+    description: The fleet's CA on the host; the API's certificate must chain to it (only).
+    type: path
+  ca_file:
+    description: Like an element of O(files), for that CA file (checked when given).
+    type: dict
+  follow_redirects:
+    description: Never follow a redirect (it would resend the agent token elsewhere).
+    type: str
+    default: none
+    choices: [none]
   passphrase_file:
     description: Path of the repository passphrase on the host.
     type: path
@@ -117,12 +133,6 @@ options:
     description: >-
       The supervisor script; its C(status) must print C(alive) under the supervisor scheduler.
     type: path
-  heartbeat:
-    description: >-
-      The agent command to run with C(--json heartbeat) once everything is in place; the API's
-      acceptance of it also proves the token. In check mode the token is checked with a GET of
-      C(/api/v1/agents/me) instead.
-    type: path
 """
 
 EXAMPLES = r"""
@@ -143,7 +153,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 settled:
-  description: Everything is in place (and, outside check mode, the heartbeat was accepted).
+  description: Everything is in place, the agent token included.
   type: bool
   returned: always
 drift:
@@ -166,10 +176,6 @@ ansible_facts:
 borg_version:
   description: The Borg version found on the host, or null.
   type: str
-  returned: always
-heartbeat:
-  description: Whether the heartbeat was sent and accepted.
-  type: bool
   returned: always
 """
 
@@ -291,6 +297,7 @@ def token_agent_id(module: AnsibleModule, token_file: str, api_url: str) -> tupl
         api_url.rstrip("/") + "/api/v1/agents/me",
         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
         timeout=15,
+        ca_path=module.params["ca_path"],
     )
     if info.get("status") != 200 or response is None:
         return 0, f"the API answered {info.get('status')} for the agent token"
@@ -316,21 +323,6 @@ def gather_facts(module: AnsibleModule) -> dict:
         minimal_gather_subset=frozenset(),
     )
     return collector.collect(module=module)
-
-
-def heartbeat_agent_id(command: str) -> tuple[int, str | None]:
-    """(agent id, problem): the agent's own heartbeat, which the API accepts only with its token."""
-    sent = run([command, "--json", "heartbeat"])
-    try:
-        answer = json.loads(sent.stdout)
-    except ValueError:
-        answer = {}
-    if sent.returncode != 0 or not isinstance(answer, dict) or answer.get("status") != "ok":
-        return 0, f"the heartbeat failed (exit {sent.returncode})"
-    try:
-        return int(answer["agent_id"]), None
-    except (KeyError, TypeError, ValueError):
-        return 0, "the heartbeat answer has no agent id"
 
 
 def open_digest(passphrase: str, repository: str) -> str | None:
@@ -410,6 +402,8 @@ def probe(module: AnsibleModule) -> dict:
     for spec in p["directories"]:
         drift += check_directory(spec)
     files = p["files"] + p["systemd_files" if scheduler == "systemd" else "supervisor_files"]
+    if p["ca_file"]:
+        files = [*files, p["ca_file"]]
     for spec in files:
         drift += check_file(spec, module.sha256)
     drift += check_file({"path": p["token_file"], "mode": "0600"})
@@ -443,13 +437,8 @@ def probe(module: AnsibleModule) -> dict:
     if not drift:
         drift += check_schedule(p, scheduler)
 
-    heartbeat = False
     if not drift:
-        if module.check_mode or not p["heartbeat"]:
-            token_id, problem = token_agent_id(module, p["token_file"], p["api_url"])
-        else:
-            token_id, problem = heartbeat_agent_id(p["heartbeat"])
-            heartbeat = problem is None
+        token_id, problem = token_agent_id(module, p["token_file"], p["api_url"])
         if problem:
             drift.append(problem)
         elif token_id != agent_id:
@@ -461,7 +450,6 @@ def probe(module: AnsibleModule) -> dict:
         "agent_id": agent_id,
         "borg_version": version,
         "scheduler": scheduler,
-        "heartbeat": heartbeat,
         "ansible_facts": facts,
     }
 
@@ -476,6 +464,10 @@ def main() -> None:
             "token_file": {"type": "path", "required": True},
             "api_url": {"type": "str", "required": True},
             "validate_certs": {"type": "bool", "default": True},
+            "ca_path": {"type": "path"},
+            "ca_file": {"type": "dict"},
+            # fetch_url reads it: a redirect would resend the agent token elsewhere.
+            "follow_redirects": {"type": "str", "default": "none", "choices": ["none"]},
             "passphrase_file": {"type": "path", "required": True},
             "passphrase": {"type": "str", "no_log": True},
             "repository": {"type": "str", "required": True},
@@ -493,7 +485,6 @@ def main() -> None:
             "supervisor_files": {"type": "list", "elements": "dict", "default": []},
             "systemd_timers": {"type": "list", "elements": "str", "default": []},
             "supervise": {"type": "path"},
-            "heartbeat": {"type": "path"},
         },
         supports_check_mode=True,
     )

@@ -15,6 +15,8 @@ description:
     zipapp is missing, older than its sources or current, and its SHA-256; and for every host
     whether its escrow directory, escrowed passphrase and escrowed repository key are in place
     with private modes.
+  - Checks each host's settings against the rules the agent and the API apply (module_utils
+    saveos_rules, the same file): its name, its backup and heartbeat intervals, its retention.
   - Changes nothing and never reads a secret's content, so it always reports C(changed=false) and
     behaves the same in check mode. The role's task-by-task path creates what is missing.
 version_added: "0.1.0"
@@ -36,6 +38,13 @@ options:
     description: Inventory host name to that host's escrow directory.
     type: dict
     required: true
+  host_settings:
+    description: >-
+      One [host, backup_interval_s, heartbeat_interval_s, retention] per host (an empty
+      retention is the agent's default).
+    type: list
+    elements: list
+    default: []
 """
 
 EXAMPLES = r"""
@@ -60,8 +69,9 @@ artifact_sha256:
   returned: always
 hosts:
   description: >-
-    Per host C(passphrase) (the escrowed passphrase exists) and C(ready) (escrow store, host
-    directory, passphrase and key all present with private modes).
+    Per host C(passphrase) (the escrowed passphrase exists), C(ready) (escrow store, host
+    directory, passphrase and key all present and private) and C(problems) (what is wrong
+    with the host's name or settings, one sentence each; empty when nothing is).
   type: dict
   returned: always
 """
@@ -70,6 +80,13 @@ import os
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.saveos_rules import (
+    NAME_MAX_LENGTH,
+    interval_problems,
+    is_valid_name,
+    private_file_problem,
+    retention_problems,
+)
 
 
 def mode_is(path: str, want: int, directory: bool) -> bool:
@@ -79,6 +96,38 @@ def mode_is(path: str, want: int, directory: bool) -> bool:
         return False
     kind = stat.S_ISDIR if directory else stat.S_ISREG
     return kind(st.st_mode) and stat.S_IMODE(st.st_mode) == want
+
+
+def is_private(path: str) -> bool:
+    try:
+        return private_file_problem(path) is None
+    except OSError:
+        return False
+
+
+def setting_problems(host: str, settings: dict) -> list:
+    """What the agent or the API would refuse in this host's settings, named as role variables."""
+    problems = []
+    if not is_valid_name(host):
+        problems.append(
+            f"the inventory name {host!r} is not a valid host name (letters, digits, '.', '_',"
+            f" '-', at most {NAME_MAX_LENGTH})"
+        )
+    intervals = interval_problems(
+        _as_int(settings.get("backup_interval_s")), _as_int(settings.get("heartbeat_interval_s"))
+    )
+    retention = settings.get("retention") or {}
+    for key, problem in intervals + (retention_problems(retention) if retention else []):
+        problems.append(f"saveos_agent_{key} {problem}")
+    return problems
+
+
+def _as_int(value):
+    # Inventory values arrive as strings as often as numbers ("3600" from an INI inventory).
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def artifact_state(artifact: str, source_dir: str, sha256) -> tuple[str, str | None]:
@@ -102,12 +151,17 @@ def main() -> None:
             "source_dir": {"type": "path", "required": True},
             "escrow_dir": {"type": "path", "required": True},
             "host_escrows": {"type": "dict", "required": True},
+            "host_settings": {"type": "list", "elements": "list", "default": []},
         },
         supports_check_mode=True,
     )
     p = module.params
     state, sha256 = artifact_state(p["artifact"], p["source_dir"], module.sha256)
     store_ok = mode_is(p["escrow_dir"], 0o700, directory=True)
+    settings = {
+        row[0]: {"backup_interval_s": row[1], "heartbeat_interval_s": row[2], "retention": row[3]}
+        for row in p["host_settings"]
+    }
     hosts = {}
     for host, path in p["host_escrows"].items():
         passphrase = os.path.join(path, "passphrase")
@@ -115,8 +169,9 @@ def main() -> None:
             "passphrase": os.path.isfile(passphrase),
             "ready": store_ok
             and mode_is(path, 0o700, directory=True)
-            and mode_is(passphrase, 0o600, directory=False)
-            and mode_is(os.path.join(path, "key.export"), 0o600, directory=False),
+            and is_private(passphrase)
+            and is_private(os.path.join(path, "key.export")),
+            "problems": setting_problems(host, settings.get(host) or {}),
         }
     module.exit_json(changed=False, artifact_state=state, artifact_sha256=sha256, hosts=hosts)
 

@@ -4,7 +4,7 @@ Reported by the agent with each snapshot; the repository server is null for a re
 the host's own disk.
 
 Revision ID: 0005
-Revises: 0011
+Revises: 0007
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 TS = sa.DateTime(timezone=True)
 
 revision = "0005"
-down_revision = "0011"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

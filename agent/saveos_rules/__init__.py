@@ -1,0 +1,239 @@
+"""SaveOS's shared rules: the one home of each, for every part that needs it.
+
+Standard library only, Python >= 3.9: the same file is imported by the agent (inside its zipapp,
+on every host), the API, the CLI, and the role's Ansible modules (as the role's module_utils
+`saveos_rules`, a link to this file). A rule changed here changes for all of them at once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import stat
+from typing import Any, Dict, Optional, Type
+
+# ---- names -------------------------------------------------------------------------------
+# What the operator names a host by (the inventory name), which is also its agent's name in
+# the API and the prefix of its archives: a DNS-like label borg and file systems take as is.
+NAME_MAX_LENGTH = 253
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,%d}$" % (NAME_MAX_LENGTH - 1)
+_NAME = re.compile(NAME_PATTERN)
+
+
+def is_valid_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(_NAME.match(name))
+
+
+# ---- intervals ---------------------------------------------------------------------------
+# Heartbeats more often than every 5 s cost the API more than they tell; backups more often
+# than a minute apart overlap their own prune and compact. Bounded above so that date
+# arithmetic never overflows.
+HEARTBEAT_INTERVAL_MIN_S = 5
+BACKUP_INTERVAL_MIN_S = 60
+INTERVAL_MAX_S = 366 * 86400
+DEFAULT_HEARTBEAT_INTERVAL_S = 60
+DEFAULT_BACKUP_INTERVAL_S = 86400
+
+
+def interval_problems(backup_interval_s: Any, heartbeat_interval_s: Any) -> list:
+    """What is wrong with a host's schedule: (key, sentence) pairs, empty when nothing is."""
+    problems = []
+    for key, value, minimum in (
+        ("backup_interval_s", backup_interval_s, BACKUP_INTERVAL_MIN_S),
+        ("heartbeat_interval_s", heartbeat_interval_s, HEARTBEAT_INTERVAL_MIN_S),
+    ):
+        if not _is_int(value):
+            problems.append((key, f"must be an integer, got {value!r}"))
+        elif not minimum <= value <= INTERVAL_MAX_S:
+            problems.append((key, f"must be between {minimum} and {INTERVAL_MAX_S}, got {value}"))
+    if not problems and heartbeat_interval_s >= backup_interval_s:
+        problems.append(
+            (
+                "heartbeat_interval_s",
+                f"({heartbeat_interval_s}) must be shorter than backup_interval_s"
+                f" ({backup_interval_s})",
+            )
+        )
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ---- retention ---------------------------------------------------------------------------
+# What a host keeps when its config names no retention (borg prune's --keep-* flags).
+RETENTION_DEFAULT: Dict[str, Any] = {
+    "keep_within": "1d",
+    "keep_daily": 7,
+    "keep_weekly": 4,
+    "keep_monthly": 6,
+}
+RETENTION_COUNTS = (
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+)
+RETENTION_KEYS = ("keep_within",) + RETENTION_COUNTS
+KEEP_WITHIN_PATTERN = r"^[1-9][0-9]*[Hdwmy]$"
+
+
+def retention_problems(retention: Any) -> list:
+    """What is wrong with a retention policy: (key, sentence) pairs, empty when nothing is."""
+    if not isinstance(retention, dict):
+        return [("retention", f"must be a mapping, got {type(retention).__name__}")]
+    problems = [
+        (f"retention.{key}", "is not a retention key")
+        for key in sorted(set(retention) - set(RETENTION_KEYS))
+    ]
+    within = retention.get("keep_within")
+    if within is not None and not (
+        isinstance(within, str) and re.match(KEEP_WITHIN_PATTERN, within)
+    ):
+        problems.append(
+            ("retention.keep_within", f"must look like 7d (units H d w m y), got {within!r}")
+        )
+    for key in RETENTION_COUNTS:
+        value = retention.get(key)
+        if value is not None and not (_is_int(value) and value >= 0):
+            problems.append((f"retention.{key}", f"must be an integer >= 0, got {value!r}"))
+    if not problems and not within and not any(retention.get(k) for k in RETENTION_COUNTS):
+        problems.append(("retention", "keeps nothing: set keep_within or a keep_* count above 0"))
+    return problems
+
+
+# ---- results and statuses ----------------------------------------------------------------
+# A snapshot report's exit_status, as borg's exit code classifies it. A backup with warnings
+# made an archive all the same: it counts as a successful backup.
+ESCROW_RESULTS = ("ok", "fail")
+SNAPSHOT_RESULTS = ("ok", "warning", "error")
+SUCCESSFUL_BACKUP = ("ok", "warning")
+CHECK_RESULTS = ("ok", "warning", "error")
+DRILL_RESULTS = ("pass", "fail")
+OFFSITE_RESULTS = ("ok", "error", "skipped")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "expired")
+# A host's status, as the API works it out (precedence: silent > tampered > locked > failing >
+# never > overdue > late > ok); the alarms make `saveos status` exit 2.
+STATUSES = ("ok", "late", "overdue", "failing", "silent", "never", "locked", "tampered")
+ALARM_STATUSES = ("overdue", "failing", "silent", "locked", "tampered")
+# Worst first, as `saveos status` and the dashboard sort hosts: the precedence, with the
+# alarms ahead of "never".
+SEVERITY = {
+    "silent": 0,
+    "tampered": 1,
+    "locked": 2,
+    "failing": 3,
+    "overdue": 4,
+    "never": 5,
+    "late": 6,
+    "ok": 7,
+}
+
+# One host's row of the fleet status: GET /api/v1/fleet/status sends these keys in this order,
+# and `saveos status --json` passes them through (documented; keys are only ever added).
+FLEET_ROW_KEYS = (
+    "name",
+    "id",
+    "status",
+    "last_heartbeat",
+    "last_heartbeat_age_s",
+    "last_backup_at",
+    "last_backup_age_s",
+    "last_archive",
+    "last_snapshot_status",
+    "original_size",
+    "deduplicated_size",
+    "last_check_at",
+    "last_check_result",
+    "last_drill_at",
+    "last_drill_result",
+    "backup_interval_s",
+    "backup_grace_s",
+    "heartbeat_interval_s",
+    "offsite_interval_s",
+    "last_offsite_at",
+    "last_offsite_age_s",
+    "last_offsite_result",
+    "last_escrow_at",
+    "last_escrow_result",
+    "tampered_at",
+    "reasons",  # why the status, worst first (saveos_api.status.assess)
+    "running",  # what the agent's last heartbeat said runs
+    "check_interval_s",
+    "drill_interval_s",
+    "escrow_interval_s",
+    # The agent declared an interval other than the provisioned one (saveos_api/schedule.py).
+    "schedule_mismatch",
+    "repo_server",  # where the repository lives (null: on the host's own disk), as last reported
+    "repo_path",
+    "repo_quota_bytes",
+    "repo_used_bytes",
+)
+
+
+# ---- time --------------------------------------------------------------------------------
+# Instants are aware UTC datetimes, written as ISO 8601 with a "Z".
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def iso(moment: _dt.datetime) -> str:
+    return moment.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(value: str) -> _dt.datetime:
+    """The instant an ISO 8601 string names ("Z" or an offset; naive is taken as UTC).
+    ValueError when it is not one."""
+    moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+
+
+def parse_epoch(value: Optional[str]) -> Optional[float]:
+    """Seconds since the epoch of an ISO 8601 instant; None when missing or unreadable."""
+    if not value:
+        return None
+    try:
+        return parse_iso(value).timestamp()
+    except ValueError:
+        return None
+
+
+# ---- private files -----------------------------------------------------------------------
+
+
+def private_file_problem(path: str) -> Optional[str]:
+    """Why a secret-bearing file is not private, or None: it must be a regular file that
+    neither group nor others may read or write, owned by the user reading it (or root).
+    Raises OSError when it cannot be looked at (missing included)."""
+    if os.name != "posix":
+        return None
+    st = os.stat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if mode & 0o077:
+        return f"{path} is accessible by group/others (mode {mode:04o}); run: chmod 600 {path}"
+    if st.st_uid not in (0, os.geteuid()):
+        return (
+            f"{path} is owned by uid {st.st_uid}, not by this user ({os.geteuid()}) or root;"
+            f" run: chown {os.geteuid()} {path}"
+        )
+    return None
+
+
+def check_private(path: str, key: str, error: Type[Exception] = ValueError) -> None:
+    """Raise `error` naming `key` when `path` is missing, unreadable or not private."""
+    try:
+        problem = private_file_problem(path)
+    except FileNotFoundError:
+        raise error(f"{key}: {path} does not exist") from None
+    except OSError as exc:
+        raise error(f"{key}: cannot stat {path}: {exc.strerror}") from None
+    if problem:
+        raise error(f"{key}: {problem}")

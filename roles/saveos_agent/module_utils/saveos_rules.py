@@ -1,0 +1,1 @@
+../../../agent/saveos_rules/__init__.py

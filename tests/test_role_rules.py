@@ -1,0 +1,125 @@
+"""The role checks a host's settings with the agent's and the API's own rules: its controller
+module imports saveos_rules as module_utils (a link to agent/saveos_rules), so the three can
+never disagree. Run here through ansible itself, as the role runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import saveos_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLE = ROOT / "roles" / "saveos_agent"
+
+
+def _escrow_state(tmp_path: Path, settings: dict) -> dict:
+    args = {
+        "artifact": str(tmp_path / "missing.pyz"),
+        "source_dir": str(ROOT / "agent"),
+        "escrow_dir": str(tmp_path / "escrow"),
+        "host_escrows": {host: str(tmp_path / "escrow" / host) for host in settings},
+        "host_settings": [
+            [host, s["backup_interval_s"], s["heartbeat_interval_s"], s["retention"]]
+            for host, s in settings.items()
+        ],
+    }
+    env = dict(
+        os.environ,
+        ANSIBLE_LIBRARY=str(ROLE / "library"),
+        ANSIBLE_MODULE_UTILS=str(ROLE / "module_utils"),
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+    )
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-c",
+            "local",
+            "-i",
+            "localhost,",
+            "-m",
+            "saveos_escrow_state",
+            "-a",
+            json.dumps(args),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # "localhost | SUCCESS => {...}"
+    return json.loads(proc.stdout.split("=>", 1)[1])["hosts"]
+
+
+def test_role_module_applies_the_shared_rules(tmp_path):
+    ok = {"backup_interval_s": 3600, "heartbeat_interval_s": 60, "retention": {}}
+    hosts = _escrow_state(
+        tmp_path,
+        {
+            "web1": ok,
+            # INI inventories give strings: still numbers to the rules.
+            "web2": {**ok, "backup_interval_s": "3600"},
+            "fast": {**ok, "heartbeat_interval_s": saveos_rules.HEARTBEAT_INTERVAL_MIN_S - 1},
+            "often": {**ok, "backup_interval_s": 30},
+            "slow": {**ok, "heartbeat_interval_s": 3600},
+            "keepless": {**ok, "retention": {"keep_daily": 0}},
+            "typo": {**ok, "retention": {"keep_dayly": 3}},
+            "-bad": ok,
+        },
+    )
+    assert hosts["web1"]["problems"] == [] and hosts["web2"]["problems"] == []
+    assert hosts["fast"]["problems"] == [
+        "saveos_agent_heartbeat_interval_s must be between 5 and 31622400, got 4"
+    ]
+    assert "saveos_agent_backup_interval_s must be between 60" in hosts["often"]["problems"][0]
+    assert "must be shorter than backup_interval_s" in hosts["slow"]["problems"][0]
+    assert hosts["keepless"]["problems"] == [
+        "saveos_agent_retention keeps nothing: set keep_within or a keep_* count above 0"
+    ]
+    assert hosts["typo"]["problems"] == ["saveos_agent_retention.keep_dayly is not a retention key"]
+    assert "is not a valid host name" in hosts["-bad"]["problems"][0]
+    assert all(not h["ready"] for h in hosts.values())  # no escrow store here
+
+
+def test_module_utils_is_the_shared_file():
+    link = ROLE / "module_utils" / "saveos_rules.py"
+    assert link.resolve() == Path(saveos_rules.__file__).resolve()
+
+
+def test_the_fleet_row_has_one_spelling():
+    """The API's response model documents exactly the row saveos_rules names (the API's rows
+    and `saveos status --json` are held to its order in test_cli_status)."""
+    from saveos_api.schemas import AgentStatusOut
+    from saveos_cli.commands.status import AGENT_KEYS
+
+    assert set(AgentStatusOut.model_fields) == set(saveos_rules.FLEET_ROW_KEYS)
+    assert AGENT_KEYS is saveos_rules.FLEET_ROW_KEYS
+    assert set(saveos_rules.ALARM_STATUSES) < set(saveos_rules.STATUSES)
+    status_field = AgentStatusOut.model_fields["status"].annotation
+    assert set(status_field.__args__) == set(saveos_rules.STATUSES)
+
+
+def test_recovery_finds_host_paths_where_the_role_put_them(tmp_path):
+    """saveos escrow verify / recover read the role's own variables (no copy in the CLI),
+    rendered with each host's inventory vars."""
+    from saveos_cli.recovery import load_hosts
+
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        "[all]\nweb1\nweb2 saveos_agent_install_dir=/srv/saveos saveos_agent_repository=/data/r\n"
+    )
+    web1, web2 = load_hosts(inventory)
+    assert web1.layout == {
+        "repository": "/var/lib/saveos/repo",
+        "agent_pyz": "/opt/saveos/saveos-agent.pyz",
+        "offsite_python": "/opt/saveos/offsite-venv/bin/python",
+        "offsite_config": "/etc/saveos/offsite.json",
+    }
+    assert web2.repository == "/data/r"
+    assert web2.layout["agent_pyz"] == "/srv/saveos/saveos-agent.pyz"
+    assert web2.layout["offsite_python"] == "/srv/saveos/offsite-venv/bin/python"
