@@ -22,7 +22,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE, NAME = "saveos", "fleet"
-ROLES = ("saveos_agent", "saveos_repo_server")
+ROLES = ("saveos_agent", "saveos_repo_server", "saveos_prune_schedule")
 ROLE = ROLES[0]
 FQCN_ROLE = f"{NAMESPACE}.{NAME}.{ROLE}"
 MODULE_UTILS = f"from ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils.saveos_"
@@ -34,9 +34,10 @@ README = f"""\
 # {NAMESPACE}.{NAME}
 
 SaveOS: centralised BorgBackup for a fleet of Linux hosts. This collection carries the roles
-`{FQCN_ROLE}` and `{NAMESPACE}.{NAME}.{ROLES[1]}` (the repository server) and the
-fleet playbooks (`{NAMESPACE}.{NAME}.deploy`, `.backup`, `.check`, `.drill`, `.restore`,
-`.uninstall`, `.site`), built from the SaveOS repository.
+`{FQCN_ROLE}`, `{NAMESPACE}.{NAME}.{ROLES[1]}` (the repository server) and
+`{NAMESPACE}.{NAME}.{ROLES[2]}` (the central prune's timer), and the fleet playbooks
+(`{NAMESPACE}.{NAME}.deploy`, `.backup`, `.check`, `.drill`, `.restore`, `.uninstall`, `.site`,
+`.prune`, `.prune-schedule`), built from the SaveOS repository.
 
     ansible-playbook -i INVENTORY {NAMESPACE}.{NAME}.deploy
 

@@ -703,6 +703,7 @@ class MaintenanceState(Output):
     agent_id: int
     tampered_at: datetime | None
     last_maintained_at: datetime | None
+    last_verify_data_at: datetime | None = None  # the last ok run with borg check --verify-data
     state: dict[str, Any] | None
     # name -> finished_at of every archive reported made and not pruned by a central run
     archives_on_record: dict[str, datetime]

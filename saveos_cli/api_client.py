@@ -160,8 +160,9 @@ class ApiClient:
     def record_maintenance(self, agent_id: int, run: dict) -> dict:
         return self._request("POST", f"/api/v1/agents/{agent_id}/maintenance", json=run)
 
-    def maintenance_state(self, agent_id: int) -> dict:
-        return self._request("GET", f"/api/v1/agents/{agent_id}/maintenance/state")
+    def maintenance_state(self, agent_id: int, repo: str | None = None) -> dict:
+        params = {"repo": repo} if repo else None
+        return self._request("GET", f"/api/v1/agents/{agent_id}/maintenance/state", params=params)
 
     def revoke_tokens(self, agent_id: int) -> int:
         return self._request("POST", f"/api/v1/agents/{agent_id}/tokens/revoke")["revoked"]

@@ -78,6 +78,7 @@ def _register() -> None:
         fleet,
         lab,
         offsite,
+        retention,
         server,
         status,
         tokens,
@@ -86,6 +87,7 @@ def _register() -> None:
     fleet.register(app)
     status.register(app)
     offsite.register(app)
+    retention.register(app)
     app.add_typer(agents.app, name="agents")
     app.add_typer(alerts.app, name="alerts")
     app.add_typer(lab.app, name="lab")

@@ -83,7 +83,13 @@ def test_prune_tamper_rollback_through_the_api(api):
     assert state["state"]["transaction"] == 24
     assert state["state"]["segments"]["20"] == [99, 3, 4, "cd" * 32]
     assert list(state["archives_on_record"]) == ["web1-a3"]
-    assert state["last_maintained_at"] is not None
+    assert state["last_maintained_at"] is not None and state["last_verify_data_at"] is None
+    elsewhere = c.get(
+        f"/api/v1/agents/{agent_id}/maintenance/state",
+        params={"repo": "ssh://saveos-repo@repo1:22/srv/saveos-repos/web1"},
+        headers=api.admin,
+    ).json()
+    assert elsewhere["archives_on_record"] == {}  # the snapshots were in /var/lib/saveos/repo
 
     finding = {"kind": "archive_missing", "message": "archives missing: web1-a3"}
     tampered = _run("tampered", findings=[{**finding, "items": ["web1-a3"]}])
@@ -95,11 +101,13 @@ def test_prune_tamper_rollback_through_the_api(api):
     state = c.get(f"/api/v1/agents/{agent_id}/maintenance/state", headers=api.admin).json()
     assert state["state"]["transaction"] == 24 and state["tampered_at"]
 
-    rollback = _run("ok", kind="rollback", transaction=21)
+    rollback = _run("ok", kind="rollback", transaction=21, verify_data=True)
     assert (
         c.post(f"/api/v1/agents/{agent_id}/maintenance", json=rollback, headers=api.admin)
     ).status_code == 201
     assert _status(api)["status"] != "tampered"
+    state = c.get(f"/api/v1/agents/{agent_id}/maintenance/state", headers=api.admin).json()
+    assert state["last_verify_data_at"] == rollback["finished_at"]
     history = c.get(f"/api/v1/agents/{agent_id}/maintenance", headers=api.admin).json()
     assert [h["kind"] for h in history] == ["rollback", "prune", "prune"]
     assert [h["result"] for h in history] == ["ok", "tampered", "ok"]

@@ -154,20 +154,6 @@ def test_scan_counts_client_deletes_but_not_manifest_rewrites(server):
     assert len(facts["logged_since"]) == 1 and facts["logged_since"][0]["deletes"] > 0
 
 
-def test_authorized_lines_name_who_reaches_a_repository(tmp_path):
-    keys = tmp_path / "authorized_keys"
-    keys.write_text(
-        'command="borg serve --append-only --restrict-to-repository /srv/repos/lab1",restrict '
-        "ssh-ed25519 AAAA lab1\n"
-        '# command="borg serve --append-only --restrict-to-repository /srv/repos/lab2" x\n'
-        'command="borg serve --restrict-to-path /srv/repos",restrict ssh-ed25519 BBBB admin\n'
-    )
-    assert repo_files.authorized_lines(str(keys), "/srv/repos/lab1") == [
-        keys.read_text().splitlines()[0]
-    ]
-    assert repo_files.authorized_lines(str(keys), "/srv/repos/lab2") == []
-
-
 def test_a_host_that_changes_the_passphrase_is_caught_and_the_escrowed_key_restored(
     server, tmp_path
 ):

@@ -469,3 +469,17 @@ def test_host_page_shows_status_changes_and_databases_settings_show_channels(api
     channels = settings.split('id="channels"')[1].split("</table>")[0]
     assert "ops-mail" in channels and "mailto" in channels and "overdue and worse" in channels
     assert "s3cretpass" not in settings and "mail.example.org" not in settings
+
+
+def test_host_page_shows_where_the_repository_lives(api):
+    agents = _seed(api)
+    c = api.client
+    repository = {"server": "repo1", "path": "/srv/saveos-repos/web1",
+                  "quota_bytes": 10_000_000_000, "used_bytes": 2_500_000_000}  # fmt: skip
+    body = snapshot_report(datetime.now(UTC), archive="web1-repo", repository=repository)
+    r = c.post("/api/v1/reports/snapshots", json=body, headers=agents["web1"]["headers"])
+    assert r.status_code == 201, r.text
+    login(c, api.admin_token)
+    card = c.get("/hosts/web1").text.split('id="repository"')[1].split("</dl>")[0]
+    assert "repo1" in card and "/srv/saveos-repos/web1" in card
+    assert "2.5 GB used of a 10.0 GB quota" in card

@@ -88,7 +88,14 @@ def list_maintenance(
     response_model=schemas.MaintenanceState,
     responses=NOT_FOUND,
 )
-def maintenance_state(agent_id: AgentId, session: SessionDep):
+def maintenance_state(
+    agent_id: AgentId,
+    session: SessionDep,
+    repo: Annotated[
+        str | None,
+        Query(max_length=1024, description="Only archives reported in this repository"),
+    ] = None,
+):
     agent = get_agent_or_404(session, agent_id)
     last_good = session.scalars(
         sa.select(RepoMaintenance)
@@ -96,19 +103,30 @@ def maintenance_state(agent_id: AgentId, session: SessionDep):
         .order_by(RepoMaintenance.finished_at.desc(), RepoMaintenance.id.desc())
         .limit(1)
     ).first()
+    last_verified = session.scalar(
+        sa.select(sa.func.max(RepoMaintenance.finished_at)).where(
+            RepoMaintenance.agent_id == agent_id,
+            RepoMaintenance.result == "ok",
+            RepoMaintenance.verify_data.is_(True),
+        )
+    )
+    where = [
+        Snapshot.agent_id == agent_id,
+        Snapshot.exit_status.in_(MADE),
+        Snapshot.pruned_at.is_(None),
+    ]
+    if repo is not None:
+        where.append(Snapshot.repo == repo)
     made = session.execute(
         sa.select(Snapshot.archive, sa.func.max(Snapshot.finished_at))
-        .where(
-            Snapshot.agent_id == agent_id,
-            Snapshot.exit_status.in_(MADE),
-            Snapshot.pruned_at.is_(None),
-        )
+        .where(*where)
         .group_by(Snapshot.archive)
     ).all()
     return {
         "agent_id": agent_id,
         "tampered_at": agent.tampered_at,
         "last_maintained_at": last_good.finished_at if last_good else None,
+        "last_verify_data_at": last_verified,
         "state": last_good.state if last_good else None,
         "archives_on_record": {name: finished for name, finished in made},
     }

@@ -190,13 +190,22 @@ def _truncate(repo, txn):
     log = os.path.join(repo, "transactions")
     if os.path.exists(log):
         kept = [f"transaction {t}, UTC time {w}\n" for t, w in transactions(repo) if t <= txn]
+        st = os.stat(log)
         tmp = log + ".saveos-tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(kept)
             fh.flush()
             os.fsync(fh.fileno())
+        _same_owner(tmp, st)
         os.replace(tmp, log)
     return removed
+
+
+def _same_owner(path, st):
+    """Files this module makes belong to whoever owns the repository (its borg serve user)."""
+    os.chmod(path, st.st_mode & 0o7777)
+    if os.geteuid() == 0:
+        os.chown(path, st.st_uid, st.st_gid)
 
 
 def link_copy(repo, dest):
@@ -208,6 +217,7 @@ def link_copy(repo, dest):
         target = os.path.join(dest, rel) if rel != "." else dest
         os.makedirs(target, mode=0o700)
         shutil.copystat(root, target)
+        _same_owner(target, os.stat(root))
         for name in files:
             if name.startswith("lock."):
                 continue
@@ -245,34 +255,6 @@ def remove_tree(path, root):
     shutil.rmtree(real, ignore_errors=True)
 
 
-def authorized_lines(path, repo):
-    """Active authorized_keys lines whose forced command reaches `repo` (not commented)."""
-    out = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                text = line.strip()
-                if text and not text.startswith("#") and repo.rstrip("/") in _paths_of(text):
-                    out.append(text)
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def _paths_of(line):
-    match = re.search(r'command="([^"]*)"', line)
-    if not match:
-        return set()
-    words = match.group(1).split()
-    paths = set()
-    for i, word in enumerate(words):
-        if word in ("--restrict-to-repository", "--restrict-to-path") and i + 1 < len(words):
-            paths.add(words[i + 1].rstrip("/"))
-        elif word.startswith(("--restrict-to-repository=", "--restrict-to-path=")):
-            paths.add(word.split("=", 1)[1].rstrip("/"))
-    return paths
-
-
 def handle(request):
     op = request.get("op")
     repo = request.get("repository", "")
@@ -285,8 +267,6 @@ def handle(request):
     if op == "remove":
         remove_tree(request["path"], request["root"])
         return {"removed": request["path"]}
-    if op == "access":
-        return {"lines": authorized_lines(request["authorized_keys"], repo)}
     raise RepoFilesError(f"unknown op {op!r}")
 
 

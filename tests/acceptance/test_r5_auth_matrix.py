@@ -191,3 +191,78 @@ def test_r5_negative_valid_token_is_accepted_and_writes(api_pg, world):
             written += before != api_pg.rows.fingerprint()
     # Everything but GET /agents/me writes something the fingerprint can see.
     assert written == len(agent_requests(world["job_id"])) - 1
+
+
+SCOPES = ("read", "operate", "admin")
+
+
+def operator_requests(agent_id: int, job_id: int) -> list[tuple[str, str, dict | None, str]]:
+    """(method, path, body, the least scope) for every operator endpoint."""
+    now = datetime.now(UTC).isoformat()
+    proof = {"started_at": now, "finished_at": now, "method": "live", "result": "ok"}
+    return [
+        ("GET", "/api/v1/agents", None, "read"),
+        ("GET", f"/api/v1/agents/{agent_id}", None, "read"),
+        ("GET", "/api/v1/agents/by-name/r5-a", None, "read"),
+        ("GET", f"/api/v1/agents/{agent_id}/snapshots", None, "read"),
+        ("GET", f"/api/v1/agents/{agent_id}/escrow", None, "read"),
+        ("GET", f"/api/v1/jobs/{job_id}", None, "read"),
+        ("GET", "/api/v1/fleet/status", None, "read"),
+        ("GET", "/metrics", None, "read"),
+        ("POST", "/api/v1/jobs", {"kind": "check", "agents": [agent_id]}, "operate"),
+        ("POST", "/api/v1/agents/provision", {"name": "r5-intruder"}, "admin"),
+        ("POST", f"/api/v1/agents/{agent_id}/tokens/revoke", None, "admin"),
+        ("DELETE", f"/api/v1/agents/{agent_id}", None, "admin"),
+        ("POST", f"/api/v1/agents/{agent_id}/escrow", proof, "admin"),
+        ("GET", "/api/v1/tokens", None, "admin"),
+        ("POST", "/api/v1/tokens", {"name": "r5-more", "scope": "admin"}, "admin"),
+        ("POST", "/api/v1/tokens/1/revoke", None, "admin"),
+        ("GET", "/api/v1/audit", None, "admin"),
+        ("GET", "/api/v1/alerts/channels", None, "admin"),
+        ("POST", "/api/v1/alerts/channels", {"url": "json://127.0.0.1:9/"}, "admin"),
+    ]
+
+
+def test_r5_three_scopes_on_every_operator_endpoint(api_pg, world, figures):
+    """A token below an endpoint's scope is refused (403) and writes nothing (also no token
+    and no audit row); at or above it, reads answer 200 and a job is queued."""
+    tokens = {}
+    with httpx.Client(base_url=api_pg.url, timeout=10) as http:
+        for scope in SCOPES:
+            r = http.post(
+                "/api/v1/tokens", json={"name": f"r5-{scope}", "scope": scope}, headers=api_pg.admin
+            )
+            assert r.status_code == 201, r.text
+            tokens[scope] = r.json()["token"]
+
+        def state():
+            extra = {
+                t: api_pg.rows.count(t) for t in ("api_tokens", "audit_events", "escrow_proofs")
+            }
+            return api_pg.rows.fingerprint(), extra
+
+        tried = refused = allowed = 0
+        problems = []
+        rank = {s: i for i, s in enumerate(SCOPES)}
+        for method, path, body, least in operator_requests(world["a"]["id"], world["job_id"]):
+            for scope in SCOPES:
+                headers = bearer(tokens[scope])
+                if rank[scope] < rank[least]:
+                    before = state()
+                    r = http.request(method, path, json=body, headers=headers)
+                    tried += 1
+                    if r.status_code == 403 and state() == before:
+                        refused += 1
+                    else:
+                        problems.append((scope, method, path, r.status_code, r.text[:200]))
+                elif method == "GET" or path == "/api/v1/jobs":
+                    r = http.request(method, path, json=body, headers=headers)
+                    allowed += 1
+                    if r.status_code not in (200, 201):
+                        problems.append((scope, method, path, r.status_code, r.text[:200]))
+    assert not problems, "\n".join(map(str, problems))
+    assert refused == tried == 2 * 10 + 1 * 1  # read and operate on 10 admin ones, read on jobs
+    figures.append(
+        f"R5 scopes: {refused}/{tried} requests below the endpoint's scope refused (403), 0 rows"
+        f" written (tokens and audit included); {allowed} at or above it answered"
+    )

@@ -2,10 +2,11 @@
 cannot destroy its history on the repository server, nor reach another host's repository.
 
 Every attempt fails, or is only logged by the append-only server: the segments that existed
-stay byte for byte, and after a rollback to the last transaction before the attack (ROLLBACK
-below: the hook the central retention of issue 15 replaces with its own) every archive that
-existed is restorable from the server byte for byte. The other hosts' repositories do not
-change at all.
+stay byte for byte; the next central prune (issue 15) finds the tampering and deletes nothing,
+the host is `tampered`, the rollback is refused while the host can still write, and after
+`saveos repo revoke` + `saveos repo rollback` every archive that existed is restorable from the
+server byte for byte; redeployed, the host backs up again and the next prune is clean. The
+other hosts' repositories do not change at all.
 """
 
 from __future__ import annotations
@@ -65,25 +66,8 @@ def last_transaction(fleet, host: str) -> int:
     return int(re.findall(r"^transaction (\d+),", text, re.MULTILINE)[-1])
 
 
-def rollback(fleet, host: str, transaction: int) -> None:
-    """ROLLBACK hook (issue 15 replaces it with the central run's rollback): what an operator
-    does on the server after an attack, per Borg's append-only notes. Drop the segments after
-    the last good transaction and the indexes (Borg rebuilds them), put the escrowed key back
-    (the attacker re-keyed), and clear the host's Borg cache and security records, which now
-    describe the attacked manifest."""
-    repo = f"/srv/saveos-repos/{host}"
-    script = (
-        f"cd {repo} && for f in data/*/*; do n=${{f##*/}}; "
-        f'[ "$n" -gt {transaction} ] && rm -f "$f"; done; rm -f index.* hints.* integrity.*; '
-        f"cat > /tmp/r9-key && chown saveos-repo /tmp/r9-key && "
-        f"runuser -u saveos-repo -- borg key import {repo} /tmp/r9-key; rc=$?; rm -f /tmp/r9-key; "
-        "exit $rc"
-    )
-    key = (fleet.escrow / host / "key.export").read_bytes()
-    done = fleet.lab_ssh_stdin(fleet.server, script, key)
-    assert done.returncode == 0, done.stderr
-    cleared = fleet.sh(host, "rm -rf /root/.cache/borg /root/.config/borg/security")
-    assert cleared.returncode == 0
+def _status_of(shown) -> dict[str, str]:
+    return {a["name"]: a["status"] for a in json.loads(shown.stdout)["agents"]}
 
 
 def test_r9_root_on_a_host_cannot_destroy_its_history(repo_fleet, tmp_path, figures):
@@ -92,6 +76,10 @@ def test_r9_root_on_a_host_cannot_destroy_its_history(repo_fleet, tmp_path, figu
         fleet.sh("lab1", f"echo round {n} > {SOURCES}/round-{n}")
         rc, out = fleet.agent("lab1", "backup")
         assert rc == 0, out
+    inventory = str(fleet.inventory)
+    # A central run first (issue 15): the state the next one holds the repository to.
+    first = fleet.saveos("prune", "--inventory", inventory, "--limit", "lab1", "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
     others = {h: fleet.repository_files(h) for h in ("lab2", "lab3")}
     before = fleet.repository_files("lab1")
     history = {p: d for p, d in before.items() if not DERIVED.match(p.rsplit("/", 1)[-1])}
@@ -120,7 +108,32 @@ def test_r9_root_on_a_host_cannot_destroy_its_history(repo_fleet, tmp_path, figu
                          "--limit", "lab1", "--method", "live", "--no-report")  # fmt: skip
     assert proof.returncode == 2, proof.stdout
 
-    rollback(fleet, "lab1", transaction)
+    # Central retention (issue 15): the next prune finds the tampering and deletes nothing.
+    pruned = fleet.saveos("prune", "--inventory", inventory, "--limit", "lab1", "--json")
+    assert pruned.returncode == 2, pruned.stdout + pruned.stderr
+    found = json.loads(pruned.stdout)["results"][0]
+    assert found["result"] == "tampered" and found["pruned"] == [], found
+    kinds = sorted({f["kind"] for f in found["findings"]})
+    assert {p: fleet.repository_files("lab1").get(p) for p in history} == history
+    shown = fleet.saveos("status", "--json")
+    assert shown.returncode == 2
+    assert {a["name"]: a["status"] for a in json.loads(shown.stdout)["agents"]}[
+        "lab1"
+    ] == "tampered"
+    refused_rollback = fleet.saveos("repo", "rollback", "lab1", "--inventory", inventory)
+    assert refused_rollback.returncode == 2 and "can still write" in refused_rollback.stderr
+    revoked = fleet.saveos("repo", "revoke", "lab1", "--inventory", inventory)
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+    rolled = fleet.saveos("repo", "rollback", "lab1", "--inventory", inventory, "--json")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    rolled_back = json.loads(rolled.stdout)
+    assert rolled_back["transaction"] >= transaction  # the central run's, or a later good one
+    shown = fleet.saveos("status", "--json")
+    assert {a["name"]: a["status"] for a in json.loads(shown.stdout)["agents"]}[
+        "lab1"
+    ] != "tampered"
+    # The host's own borg cache and security records describe the attacked manifest.
+    assert fleet.sh("lab1", "rm -rf /root/.cache/borg /root/.config/borg/security").returncode == 0
     restored = fleet.copy_repository("lab1", tmp_path / "after")
     listed = fleet.borg_on_copy("lab1", restored, "list", "--json", str(restored))
     assert [a["name"] for a in json.loads(listed.stdout)["archives"]] == archives
@@ -142,14 +155,22 @@ def test_r9_root_on_a_host_cannot_destroy_its_history(repo_fleet, tmp_path, figu
         assert actual == expected, archive
         identical += len(expected)
         shutil.rmtree(out)
-    # And the host backs up again, with the escrowed passphrase.
+    # Redeployed (its write access back), the host backs up again with the escrowed passphrase,
+    # and the next central prune applies the retention normally.
+    redeployed = fleet.playbook("deploy.yml", "--limit", "lab1,repo1")
+    assert redeployed.returncode == 0, redeployed.stdout[-3000:]
     rc, out = fleet.agent("lab1", "backup")
     assert rc == 0, out
+    again = fleet.saveos("prune", "--inventory", inventory, "--limit", "lab1", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["results"][0]["result"] == "ok"
     refused = sum(1 for v in outcomes.values() if v == "refused")
     logged = [k for k, v in outcomes.items() if v == "logged"]
     figures.append(
         f"R9 append-only: {len(ATTACKS)} attacks by root on lab1 -> {refused} refused, "
         f"{len(logged)} only logged ({', '.join(logged)}); {len(history)} history files unchanged; "
         f"{len(archives)} archives ({identical} files) restorable byte for byte after rollback; "
-        f"lab2/lab3 repositories untouched ({sum(map(len, others.values()))} files)"
+        f"lab2/lab3 repositories untouched ({sum(map(len, others.values()))} files); "
+        f"central prune refused ({', '.join(kinds)}), rollback to transaction "
+        f"{rolled_back['transaction']} in {rolled_back['duration_s']:.1f}s"
     )
