@@ -1,4 +1,4 @@
-"""P5 alerts at scale: the evaluator's pass over N agents, and a flood of N hosts turning late.
+"""P8 alerts at scale: the evaluator's pass over N agents, and a flood of N hosts turning late.
 
 Timed in one run, on PostgreSQL (and SQLite with --sqlite), each --repeat times (median quoted):
   fleet_status   saveos_api.fleet.fleet_status() alone: what every pass must read (the floor)
@@ -9,7 +9,7 @@ Timed in one run, on PostgreSQL (and SQLite with --sqlite), each --repeat times 
   deliver        the outbox sending the queued summaries to a loopback webhook (run once)
 Ratio quoted: steady_pass / fleet_status (goal <= 1.5: the evaluator adds little to its read).
 
-    python benchmarks/p5_alerts.py [--agents 1000,10000] [--repeat 5] [--sqlite]
+    python benchmarks/p8_alerts.py [--agents 1000,10000] [--repeat 5] [--sqlite]
 """
 
 from __future__ import annotations
@@ -126,13 +126,13 @@ def main() -> None:
     for r in rows:
         verdict = "met" if r["ratio"] <= GOAL_RATIO else "MISSED"
         print(
-            f"P5 {r['db']:10} {r['agents']:>6,} agents: fleet_status {r['fleet_status_s']:.3f}s, "
+            f"P8 {r['db']:10} {r['agents']:>6,} agents: fleet_status {r['fleet_status_s']:.3f}s, "
             f"steady pass {r['steady_pass_s']:.3f}s ({r['ratio']:.2f}x, goal <= {GOAL_RATIO}: "
             f"{verdict}); flood {r['flood_flips']:,} flips -> {r['flood_queued']} notice(s) in "
             f"{r['flood_pass_s']:.2f}s, delivered {r['messages']} message(s) in "
             f"{r['deliver_s']:.2f}s"
         )
-    path = write_result("p5_alerts", {"rows": rows, "goal_ratio": GOAL_RATIO})
+    path = write_result("p8_alerts", {"rows": rows, "goal_ratio": GOAL_RATIO})
     print(f"written {path}")
 
 
