@@ -32,7 +32,8 @@ def restore(
 ) -> Dict[str, Any]:
     # Names and paths that borg could read as options are refused (job_params: the one rule).
     archive = job_params.archive_name(archive, "archive")
-    paths = job_params.path_list(list(paths), "paths")
+    asked = list(paths)
+    paths = job_params.path_list(asked, "paths")
     if target is not None and not in_place:
         target = job_params.target_dir(os.path.abspath(target), "--target")
         _no_symlink(target)
@@ -66,7 +67,9 @@ def restore(
         raise AgentError(f"borg extract failed: {result.error_message}")
     missing = _not_in_archive(paths, target, result.messages, in_place)
     if missing:
-        raise AgentError(f"not in archive {archive}: {', '.join(missing)}")
+        # Named as the operator wrote them (borg's own archive paths have no leading /).
+        spelled = dict(zip(paths, asked))
+        raise AgentError(f"not in archive {archive}: {', '.join(spelled[m] for m in missing)}")
     return {
         "status": result.status,
         "archive": archive,
