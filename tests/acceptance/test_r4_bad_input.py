@@ -86,14 +86,29 @@ def _fuzzer(operation, mode, mode_checks, headers, base_url, sent, statuses):
     return run
 
 
-def test_r4_schemathesis_over_the_served_spec(api_pg, agent_headers, figures):
-    schema = schemathesis.openapi.from_url(api_pg.url + "/openapi.json")
+def _served_spec(tmp_path_factory) -> dict:
+    """The spec of the app `saveos server` serves, built in process: the server no longer
+    publishes /openapi.json to the network."""
+    from api_support import Api
+
+    tmp = tmp_path_factory.mktemp("r4-spec")
+    return Api(f"sqlite:///{tmp}/spec.db", tmp / "data", alerts_enabled=False).app.openapi()
+
+
+def test_r4_schemathesis_over_the_served_spec(api_pg, agent_headers, figures, tmp_path_factory):
+    schema = schemathesis.openapi.from_dict(_served_spec(tmp_path_factory))
     sent = {mode: 0 for mode in CHECKS}
     statuses: dict[int, int] = {}
     # Agent operations first: the admin ones may revoke or decommission the agent whose token
     # the agent operations use (generated ids are small, like the real ones).
+    # Token management is left out: a fuzzed POST /tokens + revoke retires the very admin token
+    # the run (and the next test) works with; tests/test_api_tokens.py covers those endpoints.
     operations = sorted(
-        (result.ok() for result in schema.get_all_operations()),
+        (
+            op
+            for op in (result.ok() for result in schema.get_all_operations())
+            if not op.path.startswith("/api/v1/tokens")
+        ),
         key=lambda op: op.path not in AGENT_PATHS,
     )
     assert len(operations) >= 15, [op.label for op in operations]
