@@ -105,7 +105,12 @@ def test_backup_to_the_server_status_metrics_and_restore(repo_fleet):
         # The host appended only: no prune or compact from it (retention is central).
         log = fleet.sh(host, "cat /var/log/saveos/agent.log").stdout
         assert "borg create" in log and "borg prune" not in log and "borg compact" not in log
-    metrics = httpx.get(fleet.api.url + "/metrics", timeout=10).text
+    metrics = httpx.get(
+        fleet.api.url + "/metrics",
+        headers=fleet.api.admin,
+        timeout=10,
+        verify=fleet.api.server.verify,
+    ).text
     assert re.search(
         r'saveos_agent_repository_used_bytes\{agent="lab1",path="/srv/saveos-repos/lab1",'
         r'server="repo1"\} [1-9]',
