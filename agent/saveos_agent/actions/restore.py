@@ -68,7 +68,7 @@ def restore(
     missing = _not_in_archive(paths, target, result.messages, in_place)
     if missing:
         # Named as the operator wrote them (borg's own archive paths have no leading /).
-        spelled = dict(zip(paths, asked))
+        spelled = {paths[i]: asked[i] for i in range(len(paths))}
         raise AgentError(f"not in archive {archive}: {', '.join(spelled[m] for m in missing)}")
     return {
         "status": result.status,
