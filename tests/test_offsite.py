@@ -234,5 +234,5 @@ def test_credentials_never_in_argv_or_logs(tmp_path, agent_pyz, s3):
         assert secret not in text
     for path in (host.root / "spool").rglob("*.json"):
         assert secret not in path.read_text()
-    for path in (host.root / "state").glob("*"):
+    for path in (p for p in (host.root / "state").rglob("*") if p.is_file()):
         assert secret not in path.read_text()
