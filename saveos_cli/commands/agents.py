@@ -39,22 +39,29 @@ API_PAGE = 1000
 TABLE_PAGE = 50
 
 
-def _json_lines(client, offset: int, limit: int | None) -> Iterator[str]:
-    """The text of json.dumps({"agents": [...], "total": N}, indent=2), written as the pages
-    arrive: `--json` on a large fleet starts printing at once and keeps one page in memory."""
-    first, total, sent = True, 0, 0
-    yield '{\n  "agents": ['
+def _pages(client, offset: int, limit: int | None) -> Iterator[dict]:
+    """The API's pages of agents from `offset`, at most `limit` agents in all (None: every one)."""
+    sent = 0
     while limit is None or sent < limit:
         want = API_PAGE if limit is None else min(API_PAGE, limit - sent)
         page = client.agents_page(want, offset + sent)
+        yield page
+        sent += len(page["agents"])
+        if len(page["agents"]) < want:
+            return
+
+
+def _json_lines(client, offset: int, limit: int | None) -> Iterator[str]:
+    """The text of json.dumps({"agents": [...], "total": N}, indent=2), written as the pages
+    arrive: `--json` on a large fleet starts printing at once and keeps one page in memory."""
+    first, total = True, 0
+    yield '{\n  "agents": ['
+    for page in _pages(client, offset, limit):
         total = page["total"]
         for agent in page["agents"]:
             text = json.dumps({k: agent.get(k) for k in AGENT_KEYS}, indent=2)
             yield ("\n" if first else ",\n") + textwrap.indent(text, "    ")
             first = False
-        sent += len(page["agents"])
-        if len(page["agents"]) < want:
-            break
     yield ("]" if first else "\n  ]") + f',\n  "total": {total}\n}}\n'
 
 
@@ -86,13 +93,9 @@ def list_agents(
             limit = TABLE_PAGE
         agents: list[dict] = []
         total = 0
-        while limit is None or len(agents) < limit:
-            want = API_PAGE if limit is None else min(API_PAGE, limit - len(agents))
-            page = client.agents_page(want, offset + len(agents))
+        for page in _pages(client, offset, limit):
             total = page["total"]
             agents.extend(page["agents"])
-            if len(page["agents"]) < want:
-                break
     from rich.table import Table
 
     if agents:
