@@ -407,7 +407,7 @@ def fleet_status(
             escrow_grace_s,
             running if isinstance(running, list) else None,
         )
-        status, reasons = assess(
+        status, reasons, reason = assess(
             at,
             created_at,
             heartbeat_interval_s,
@@ -454,6 +454,7 @@ def fleet_status(
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
                 "tampered_at": tampered_at,
+                "reason": reason,
                 "reasons": reasons,
                 "running": verification.running or [],
                 "check_interval_s": check_interval_s,
