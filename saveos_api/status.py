@@ -19,7 +19,7 @@ findings worst first, in the words `saveos status` shows ("stale drill", "failed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from saveos_rules import ALARM_STATUSES, SEVERITY, STATUSES  # noqa: F401 - see ALARM
@@ -49,11 +49,11 @@ class StatusInput:
     verification: Verification | None = None
 
 
-@dataclass(frozen=True)
-class Verification:
+class Verification(NamedTuple):
     """The verification schedule the agent was provisioned with and its latest results; an
     interval of None (or 0) expects none of that kind. `running`: what the agent's last
-    heartbeat said it runs ([{kind, job_id, started_at}])."""
+    heartbeat said it runs ([{kind, job_id, started_at}]). A NamedTuple, not a frozen
+    dataclass: the fleet view builds 10,000 of them per request, four times faster."""
 
     last_check_at: datetime | None = None
     check_interval_s: int | None = None
@@ -153,11 +153,14 @@ def assess(
     *,
     tampered_at: datetime | None = None,
 ) -> Assessment:
-    """The status, every finding behind it (worst first) and the first one explained."""
+    """The status, every finding behind it (worst first) and the first one explained.
+
+    Ages are compared in seconds (one subtraction per instant, no timedelta built): the fleet
+    view runs this 10,000 times per request."""
     v = verification or NO_VERIFICATION
-    running = running_reasons(v.running)
+    running = running_reasons(v.running) if v.running else []
     seen_since = last_heartbeat if last_heartbeat is not None else created_at
-    if now - seen_since > timedelta(seconds=SILENT_AFTER_INTERVALS * heartbeat_interval_s):
+    if (now - seen_since).total_seconds() > SILENT_AFTER_INTERVALS * heartbeat_interval_s:
         # what it said it was doing when it went quiet helps, but silence is the alarm
         if last_heartbeat is None:
             why = "silent: never sent a heartbeat"
@@ -165,33 +168,25 @@ def assess(
             quiet = age_text((now - last_heartbeat).total_seconds())
             why = f"silent since {when_text(last_heartbeat, now)} (no heartbeat for {quiet})"
         return Assessment("silent", ["no heartbeat", *(f"last said {r}" for r in running)], why)
-    failed = [
-        (what, why)
-        for what, bad, why in (
-            ("failed backup", last_snapshot_status == "error", "the last backup failed"),
-            (
-                "failed check",
-                last_check_result == "error",
-                f"the last check failed ({_ago(v.last_check_at, now)})",
-            ),
-            (
-                "failed drill",
-                v.last_drill_result == "fail",
-                f"the last restore drill failed ({_ago(v.last_drill_at, now)})",
-            ),
-        )
-        if bad
-    ]
+    failed = []  # (finding, explained)
+    if last_snapshot_status == "error":
+        failed.append(("failed backup", "the last backup failed"))
+    if last_check_result == "error":
+        failed.append(("failed check", f"the last check failed ({_ago(v.last_check_at, now)})"))
+    if v.last_drill_result == "fail":
+        why = f"the last restore drill failed ({_ago(v.last_drill_at, now)})"
+        failed.append(("failed drill", why))
     # (late|overdue, what, the instant it is measured from, how to name that instant)
-    behind: list[tuple[str, str, datetime | None, str]] = []
+    behind = []
     if last_success_at is not None:
         state = _behind(now, last_success_at, backup_interval_s, backup_grace_s)
-        behind.append((state, "backup", last_success_at, "last good backup"))
+        if state:
+            behind.append((state, "backup", last_success_at, "last good backup"))
     if offsite_interval_s:
         # never synced: measured from the agent's creation, like a first backup
-        since = last_offsite_at or created_at
-        state = _behind(now, since, offsite_interval_s, backup_grace_s)
-        behind.append((state, "offsite copy", last_offsite_at, "offsite copy"))
+        state = _behind(now, last_offsite_at or created_at, offsite_interval_s, backup_grace_s)
+        if state:
+            behind.append((state, "offsite copy", last_offsite_at, "last offsite copy"))
     for what, last, interval, grace in (
         ("check", v.last_check_at, v.check_interval_s, v.check_grace_s),
         ("drill", v.last_drill_at, v.drill_interval_s, v.drill_grace_s),
@@ -199,10 +194,13 @@ def assess(
     ):
         if interval:
             state = _behind(now, last or created_at, interval, grace or 0)
-            behind.append((state, what, last, what))
-    behind = [b for b in sorted(behind, key=lambda b: -_BEHIND.index(b[0])) if b[0] != "ok"]
+            if state:
+                behind.append((state, what, last, f"last {what}"))
+    if len(behind) > 1:  # overdue before late; stable, so the backup first within each
+        behind.sort(key=_overdue_first)
     stale = [
-        f"{'late' if state == 'late' and what == 'backup' else 'stale'} {what}"
+        ("late " if state == "late" and what == "backup" else "stale ")
+        + what
         + (" (overdue)" if state == "overdue" else "")
         for state, what, _, _ in behind
     ]
@@ -217,20 +215,17 @@ def assess(
         return Assessment("failing", reasons, f"failing: {failed[0][1]}")
     if last_success_at is None:
         return Assessment("never", ["no backup yet", *reasons], "never backed up")
-    if behind:  # the worst first, the backup before the rest at the same state
+    if behind:  # the worst decides; its instant says since when
         state, what, last, named = behind[0]
         if last is not None:
-            why = f"{state}: {'last ' if what != 'backup' else ''}{named} {_ago(last, now)}"
+            why = f"{state}: {named} {_ago(last, now)}"
+        elif what == "offsite copy":
+            why = f"{state}: never copied offsite"
         else:
-            why = (
-                f"{state}: never copied offsite"
-                if what == "offsite copy"
-                else f"{state}: no {what} yet"
-            )
+            why = f"{state}: no {what} yet"
         return Assessment(state, reasons, why)
-    return Assessment(
-        "ok", reasons, running[0] if running else f"last good backup {_ago(last_success_at, now)}"
-    )
+    why = running[0] if running else f"last good backup {_ago(last_success_at, now)}"
+    return Assessment("ok", reasons, why)
 
 
 def age_text(seconds: float | None) -> str:
@@ -284,13 +279,16 @@ def _hhmm(value) -> str | None:
     return value.strftime("%H:%M")
 
 
-_BEHIND = ("ok", "late", "overdue")
+def _overdue_first(item: tuple) -> bool:
+    return item[0] != "overdue"
 
 
 def _behind(now: datetime, last: datetime, interval_s: int, grace_s: int) -> str:
-    due = last + timedelta(seconds=interval_s)
-    if now > due + timedelta(seconds=grace_s):
+    """'overdue' past interval + grace, 'late' past the interval, '' on time (strict: exactly
+    at a deadline is still on time)."""
+    age = (now - last).total_seconds()
+    if age > interval_s + grace_s:
         return "overdue"
-    if now > due:
+    if age > interval_s:
         return "late"
-    return "ok"
+    return ""

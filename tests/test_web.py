@@ -518,3 +518,17 @@ def test_one_reason_for_the_dashboard_the_api_and_the_cli(api):
         assert f'id="reason">{html.escape(row["reason"])}</p>' in host, name
         if row["reasons"]:
             assert html.escape("; ".join(row["reasons"])) in host.split('id="findings"')[1]
+
+
+def test_static_files_are_cached_by_version(api):
+    """Versioned vendor files are kept a year; our own files are revalidated (ETag, 304)."""
+    from saveos_api.web.render import HTMX
+
+    c = api.client
+    vendor = c.get(f"/static/{HTMX}")
+    assert vendor.status_code == 200 and "immutable" in vendor.headers["cache-control"]
+    own = c.get("/static/style.css")
+    assert own.status_code == 200 and own.headers["cache-control"] == "no-cache"
+    again = c.get("/static/style.css", headers={"If-None-Match": own.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "no-cache"
+    assert c.get("/static/nothing.js").status_code == 404
