@@ -646,5 +646,13 @@ def test_the_reason_details_the_headline_and_keeps_the_status_rules_other_findin
         reasons=["late backup (overdue)", "stale drill"],
     )
     assert reason(late, now) == "last good backup 1d2h ago (every 1d, grace 1h); stale drill"
+    # Which of the backup or the offsite copy fell behind is status.assess()'s finding, not
+    # worked out again here from the ages (a backup 2 h old can be behind a 1 h schedule).
+    offsite = dict(base, status="overdue", offsite_interval_s=86400, last_backup_age_s=60.0)
+    assert reason(dict(offsite, reasons=["stale offsite copy (overdue)"]), now) == (
+        "stale offsite copy (overdue)"
+    )
+    both = dict(offsite, reasons=["stale backup (overdue)", "stale offsite copy (overdue)"])
+    assert reason(both, now).startswith("last good backup 1m ago")
     tampered = dict(base, status="tampered", reasons=["repository tampered with"])
     assert reason(tampered, now) == "a central run found the repository tampered with"

@@ -62,10 +62,11 @@ def reason(agent: dict[str, Any], now: datetime) -> str:
     extra = [f for f in findings if f not in _SAID and f not in backup]
     if agent["status"] in ("late", "overdue") and findings and not backup:
         return "; ".join(extra)  # not the backup: a check, drill, escrow or offsite copy
-    return "; ".join([_headline(agent, now), *extra])
+    return "; ".join([_headline(agent, now, bool(backup)), *extra])
 
 
-def _headline(agent: dict[str, Any], now: datetime) -> str:
+def _headline(agent: dict[str, Any], now: datetime, backup_behind: bool = True) -> str:
+    """backup_behind: status.assess() found the backup late or overdue (the rule is there)."""
     status = agent["status"]
     if status == "silent":
         return (
@@ -90,7 +91,6 @@ def _headline(agent: dict[str, Any], now: datetime) -> str:
         every = duration(agent.get("backup_interval_s"))
         grace = duration(agent.get("backup_grace_s"))
         age = agent.get("last_backup_age_s")
-        backup_behind = age is not None and age > (agent.get("backup_interval_s") or 0)
         if agent.get("offsite_interval_s") and not backup_behind:
             return f"the offsite copy is behind (every {duration(agent['offsite_interval_s'])})"
         return f"last good backup {duration(age)} ago (every {every}, grace {grace})"
