@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from acceptance.conftest import CmdlineWatcher
+from acceptance.conftest import DB_HOST, CmdlineWatcher
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 PRIVATE_ON_HOST = ("/etc/saveos/agent.json", "/etc/saveos/token", "/etc/saveos/passphrase")
@@ -41,6 +41,7 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
     cmdlines = fleet.deploy_cmdlines | watcher.seen
     sources["/proc/*/cmdline"] = "\n".join(cmdlines)
     assert any("borg create" in c for c in watcher.seen), "the watcher missed the backup"
+    assert any("mariadb-dump" in c for c in watcher.seen), "the watcher missed the dump"
     assert leaks(sources, secrets) == []
 
     bad_modes = []
@@ -58,6 +59,19 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
             "find /etc/saveos /var/lib/saveos/spool -perm /077 -type f ! -path /etc/saveos/ca.crt",
         )
         bad_modes += [f"{host}:{p} group/world access" for p in loose.stdout.split()]
+    # the database password: only in its 0600 credentials file, in no file others can read
+    creds = fleet.sh(
+        DB_HOST, "stat -c '%a %U' /etc/saveos/databases/*; cat /etc/saveos/databases/*"
+    )
+    assert creds.stdout.startswith("600 root\n[client]\npassword="), creds.stdout
+    readable = fleet.sh(
+        DB_HOST,
+        "find /etc /var /opt /srv /root -xdev -type f -perm -o+r -size -2M "
+        f"-exec grep -lF -- {fleet.db_password[3:35]} {{}} + 2>/dev/null",  # its 32 hex digits
+    )
+    bad_modes += [
+        f"{DB_HOST}:{p} readable by others, holds the password" for p in readable.stdout.split()
+    ]
     for path in fleet.escrow.rglob("*"):
         want = 0o700 if path.is_dir() else 0o600
         if path.stat().st_mode & 0o777 != want:
