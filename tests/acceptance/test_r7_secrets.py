@@ -7,6 +7,10 @@ password."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from acceptance.conftest import DB_HOST, CmdlineWatcher
@@ -28,8 +32,30 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
     secrets = fleet.secrets()
     assert len(secrets) == 1 + 2 * len(fleet.hosts) + 1  # + lab2's database password
     assert all(len(v) >= 32 for v in secrets.values()), "a secret looks empty"
-    with CmdlineWatcher() as watcher:
-        backup = fleet.playbook("backup.yml", "-vvv")
+    # lab2's dump of 100 rows ends in a few ms, between two /proc snapshots: a table lock held
+    # until the watcher has seen mariadb-dump waiting for it makes the dump impossible to miss
+    locker = subprocess.Popen(
+        ["mariadb", "--host=127.0.0.1", "--port=3306", "--protocol=TCP", "--user=root",
+         fleet.db_name],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    locker.stdin.write("LOCK TABLES items WRITE; SELECT SLEEP(300);\n")
+    locker.stdin.flush()
+    pool = ThreadPoolExecutor(1)
+    try:
+        with CmdlineWatcher() as watcher:
+            running = pool.submit(fleet.playbook, "backup.yml", "-vvv")
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not running.done():
+                if any("mariadb-dump" in c for c in list(watcher.seen)):
+                    break
+                time.sleep(0.1)
+            locker.kill()  # the lock goes with the connection: the dump goes on
+            backup = running.result()
+    finally:
+        locker.kill()
+        locker.wait()
+        pool.shutdown()
     assert backup.returncode == 0, backup.stdout[-3000:]
     assert "ESTABLISH SSH CONNECTION" in fleet.outputs[0]  # the first deploy really was -vvv
     sources = {f"ansible/cli output {i}": text for i, text in enumerate(fleet.outputs)}
