@@ -429,7 +429,35 @@ def recover(
         if not keep_repo:
             cleanup = f"rm -rf {q(work)}"
         new_host.ssh(cleanup)
-    rto = round(time.monotonic() - t0, 2)
+    return _outcome(
+        source,
+        onto,
+        archive,
+        target,
+        expected,
+        mismatched,
+        t0,
+        started,
+        bytes_fetched=fetched.get("bytes_downloaded", 0),
+        repository=repo if keep_repo else None,
+    )
+
+
+def _outcome(
+    source: str,
+    onto: str,
+    archive: str,
+    target: str,
+    expected: dict,
+    mismatched: list,
+    t0: float,
+    started,
+    *,
+    bytes_fetched: int = 0,
+    repository: str | None = None,
+    server: str | None = None,
+) -> dict[str, Any]:
+    """What `saveos recover` reports, from the offsite copy or a repository server alike."""
     return {
         "status": "ok" if not mismatched and expected else "error",
         "from": source,
@@ -438,9 +466,10 @@ def recover(
         "target": target,
         "files_verified": len(expected) - len(mismatched),
         "files_mismatched": mismatched,
-        "bytes_fetched": fetched.get("bytes_downloaded", 0),
-        "repository": repo if keep_repo else None,
-        "rto_s": rto,
+        "bytes_fetched": bytes_fetched,
+        "repository": repository,
+        **({"server": server} if server else {}),
+        "rto_s": round(time.monotonic() - t0, 2),
         "started_at": iso(started),
     }
 
@@ -545,17 +574,14 @@ def _recover_from_server(
             log(f"revoked {onto}'s grant on {on_server.server.name}")
     finally:
         new_host.ssh(f"rm -rf {q(work)}")
-    return {
-        "status": "ok" if not mismatched and expected else "error",
-        "from": source,
-        "onto": onto,
-        "archive": archive,
-        "target": target,
-        "files_verified": len(expected) - len(mismatched),
-        "files_mismatched": mismatched,
-        "bytes_fetched": 0,
-        "repository": None,
-        "server": on_server.server.name,
-        "rto_s": round(time.monotonic() - t0, 2),
-        "started_at": iso(started),
-    }
+    return _outcome(
+        source,
+        onto,
+        archive,
+        target,
+        expected,
+        mismatched,
+        t0,
+        started,
+        server=on_server.server.name,
+    )
