@@ -39,7 +39,8 @@ description:
     O(open_proof) (0600); while neither changes, Borg is not asked again. Keyfile encryption
     and remote repositories always ask Borg.
   - Also returns the facts the role uses (the C(distribution), C(service_mgr) and C(python)
-    subsets of M(ansible.builtin.setup)), and refuses an unsupported system before any change.
+    subsets of M(ansible.builtin.setup)), and refuses an unsupported system before any change
+    (Debian family only; tested: Debian 12).
   - Its action plugin (same name) reads the escrowed passphrase, sends the zipapp only when the
     host's differs, and writes the exported key into the escrow store: no secret is returned.
 version_added: "0.1.0"
@@ -184,10 +185,10 @@ options:
     description: The supervisor script (C(status), C(ensure), C(stop)).
     type: path
   os_families:
-    description: The supported OS families.
+    description: The supported OS families (a release other than Debian 12 is warned about).
     type: list
     elements: str
-    default: [Debian, RedHat]
+    default: [Debian]
   restart:
     description: The first call changed what the schedule reads (reload or restart it now).
     type: bool
@@ -643,17 +644,28 @@ class Converge:
         return False
 
     def refuse_unsupported(self, facts: dict) -> None:
+        """Honest platforms: only a family a lab host of which runs the suite (Debian; tested:
+        Debian 12, with and without systemd). The rest is refused before anything changes."""
+        p, name = self.p, self.p["host"]
         family = facts.get("ansible_os_family")
-        if family not in self.p["os_families"]:
+        distribution = facts.get("ansible_distribution") or "an unknown system"
+        release = facts.get("ansible_distribution_version") or ""
+        if family not in p["os_families"]:
             self.host.fail(
-                "SaveOS supports Debian/Ubuntu and RHEL-family hosts; this host runs"
-                f" {facts.get('ansible_distribution') or 'an unknown system'}"
-                f" ({family or 'unknown family'})."
+                f"{name} runs {distribution} {release} ({family or 'unknown'} family): SaveOS"
+                " supports Debian-family hosts only (tested: Debian 12). RHEL-family and other"
+                " hosts are not supported (no lab host of theirs runs the test suite); nothing"
+                f" was changed on {name}."
+            )
+        if (distribution, facts.get("ansible_distribution_major_version")) != ("Debian", "12"):
+            self.module.warn(
+                f"{name} runs {distribution} {release}: Debian-family but untested (SaveOS is"
+                " tested on Debian 12)."
             )
         version = (facts.get("ansible_python") or {}).get("version") or {}
         if (version.get("major"), version.get("minor") or 0) < (3, 9):
             self.host.fail(
-                "The agent needs Python >= 3.9 on the host; it has"
+                f"The agent needs Python >= 3.9 on the host; {name} has"
                 f" {version.get('major')}.{version.get('minor')}."
             )
 
@@ -900,7 +912,7 @@ def main() -> None:
             "supervisor_files": {"type": "list", "elements": "dict", "default": []},
             "systemd_timers": {"type": "list", "elements": "str", "default": []},
             "supervise": {"type": "path"},
-            "os_families": {"type": "list", "elements": "str", "default": ["Debian", "RedHat"]},
+            "os_families": {"type": "list", "elements": "str", "default": ["Debian"]},
             "final": {"type": "bool", "default": False},
             "restart": {"type": "bool", "default": False},
             "host": {"type": "str", "default": "the host"},
