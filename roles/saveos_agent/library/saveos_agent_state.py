@@ -599,6 +599,14 @@ class Converge:
         if borg_ok and p["passphrase"] is not None:
             self.converge_repository()
 
+        # The server's side of a repository-server host (its key's forced command, the quota in
+        # agent.json) is registered task by task: after any change, once more.
+        if (
+            p["repository_mode"] == "server"
+            and host.changes
+            and not (host.check or p["final"] or "repository_server" in self.needs)
+        ):
+            self.needs.append("repository_server")
         # The schedule starts the agent: only once every piece is in place.
         if not self.needs:
             if scheduler == "systemd":
