@@ -43,8 +43,9 @@ SaveOS: centralised BorgBackup for a fleet of Linux hosts. This collection carri
 `{FQCN_ROLE}`, `{NAMESPACE}.{NAME}.{ROLES[1]}` (the repository server),
 `{NAMESPACE}.{NAME}.{ROLES[2]}` and `{NAMESPACE}.{NAME}.{ROLES[3]}` (the controller's timers for
 the central prune and the escrow proof), and the fleet playbooks (`{NAMESPACE}.{NAME}.deploy`,
-`.backup`, `.check`, `.drill`, `.restore`, `.uninstall`, `.site`, `.prune`, `.prune-schedule`,
-`.escrow-schedule`), built from the SaveOS repository.
+`.backup`, `.check`, `.drill`, `.restore`, `.uninstall`, `.site`, `.prune`; the schedules by path,
+`playbooks/prune-schedule.yml` and `playbooks/escrow-schedule.yml`: a playbook's FQCN allows no
+hyphen), built from the SaveOS repository.
 
     ansible-playbook -i INVENTORY {NAMESPACE}.{NAME}.deploy
 

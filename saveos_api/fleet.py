@@ -135,7 +135,8 @@ def fleet_query(at: datetime, lateral: bool = False, plain_instants: bool = Fals
             offsite["result"],
             escrow_ok["finished_at"],
             escrow["result"],
-        )
+        ),
+        sa.literal(0).label("stale"),  # latest_query's last column: a probe is never stale
     ).select_from(Agent)
     for target, on, _picked in (*snaps, check, drill, *offsites, *escrows):
         query = query.outerjoin(target, on)
@@ -203,6 +204,9 @@ COLUMNS = (
     "repo_path",
     "repo_quota_bytes",
     "repo_used_bytes",
+    # latest_query: the row must come from fleet_query instead. Kept on every row (0 from
+    # fleet_query) rather than cut off: slicing 10,000 rows cost more than the status rule.
+    "stale",
 )
 
 
@@ -309,8 +313,11 @@ def fleet_rows(
     use_latest=False: probes only (the reference the tests hold agent_latest to).
     agent_ids: only these agents (a host page asks for one).
     """
-    bind = conn if isinstance(conn, sa.Connection) else conn.get_bind()
-    postgresql = bind.dialect.name == "postgresql"
+    if not isinstance(conn, sa.Connection):
+        # Core rows through the session's connection (and its transaction): a Session's
+        # execute() wraps 10,000 plain rows in its ORM result machinery first.
+        conn = conn.connection()
+    postgresql = conn.dialect.name == "postgresql"
     if postgresql:
         # The per-agent probes cost the planner past jit_above_cost, and compiling the plan
         # took longer (0.2 s) than running it. Times come back in UTC, as on SQLite.
@@ -324,16 +331,16 @@ def fleet_rows(
         result = conn.execute(probes)
         return list(result.keys()), result.all()
     result = conn.execute(latest)
-    columns = list(result.keys())[:-1]
+    columns = list(result.keys())
     rows = result.all()
     stale = [row[0] for row in rows if row[-1]]
     if not stale:
-        return columns, [row[:-1] for row in rows]
+        return columns, rows
     if len(stale) > MAX_STALE_IDS:
         return columns, conn.execute(probes).all()
     probed = {row[0]: row for row in conn.execute(probes.where(Agent.id.in_(stale)))}
     # An agent deleted between the two statements is left out, as a later read would.
-    picked = (probed.get(row[0]) if row[-1] else row[:-1] for row in rows)
+    picked = (probed.get(row[0]) if row[-1] else row for row in rows)
     return columns, [row for row in picked if row is not None]
 
 
@@ -393,6 +400,7 @@ def fleet_status(
         repo_path,
         repo_quota_bytes,
         repo_used_bytes,
+        _stale,
     ) in rows:
         verification = Verification(
             last_check_at,
@@ -407,7 +415,7 @@ def fleet_status(
             escrow_grace_s,
             running if isinstance(running, list) else None,
         )
-        status, reasons = assess(
+        status, reasons, reason = assess(
             at,
             created_at,
             heartbeat_interval_s,
@@ -454,6 +462,7 @@ def fleet_status(
                 "last_escrow_at": last_escrow_at,
                 "last_escrow_result": last_escrow_result,
                 "tampered_at": tampered_at,
+                "reason": reason,
                 "reasons": reasons,
                 "running": verification.running or [],
                 "check_interval_s": check_interval_s,

@@ -372,7 +372,10 @@ class AgentStatusOut(Output):
     schedule_mismatch: bool = False
 
     tampered_at: datetime | None = None
-    # Why the status is what it is, worst first ("stale drill", "running: backup since 10:02").
+    # Why the status is what it is: the first finding explained with its instant ("overdue:
+    # last good backup 2 d ago", "silent since 10:02"), what the dashboard shows; then every
+    # finding, worst first ("stale drill", "running: backup since 10:02").
+    reason: str = ""
     reasons: list[str] = []
     running: list[RunningWork] = []
     check_interval_s: int | None = None

@@ -9,14 +9,18 @@ host's key, segments changed) and no rollback has been recorded since.
 
 Verification counts like backups: a failed check or drill is `failing`; a check, drill or escrow
 proof older than its provisioned interval is `late`, past interval + grace `overdue` (never done:
-measured from the agent's creation). `assess` also says why, in the words `saveos status`
-shows ("stale drill", "failed check", "running: backup since 10:02").
+measured from the agent's creation). `assess` also says why, twice from the same facts: the
+findings worst first, in the words `saveos status` shows ("stale drill", "failed check",
+"running: backup since 10:02"), and one line that explains the first of them with its instant
+("overdue: last good backup 2 d ago", "silent since 10:02"): the dashboard's and the API's
+`reason`. Nothing else works out why a host has its status.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from saveos_rules import ALARM_STATUSES, SEVERITY, STATUSES  # noqa: F401 - see ALARM
 
@@ -45,11 +49,11 @@ class StatusInput:
     verification: Verification | None = None
 
 
-@dataclass(frozen=True)
-class Verification:
+class Verification(NamedTuple):
     """The verification schedule the agent was provisioned with and its latest results; an
     interval of None (or 0) expects none of that kind. `running`: what the agent's last
-    heartbeat said it runs ([{kind, job_id, started_at}])."""
+    heartbeat said it runs ([{kind, job_id, started_at}]). A NamedTuple, not a frozen
+    dataclass: the fleet view builds 10,000 of them per request, four times faster."""
 
     last_check_at: datetime | None = None
     check_interval_s: int | None = None
@@ -71,7 +75,13 @@ def compute_status(s: StatusInput) -> str:
     return assess_input(s)[0]
 
 
-def assess_input(s: StatusInput) -> tuple[str, list[str]]:
+class Assessment(NamedTuple):
+    status: str
+    reasons: list[str]  # every finding behind the status, worst first
+    reason: str  # the first finding (or why all is well) in one line, with its instant
+
+
+def assess_input(s: StatusInput) -> Assessment:
     return assess(
         s.now,
         s.created_at,
@@ -142,54 +152,106 @@ def assess(
     verification: Verification | None = None,
     *,
     tampered_at: datetime | None = None,
-) -> tuple[str, list[str]]:
-    """(status, reasons): the status and every finding behind it, worst first."""
+) -> Assessment:
+    """The status, every finding behind it (worst first) and the first one explained.
+
+    Ages are compared in seconds (one subtraction per instant, no timedelta built): the fleet
+    view runs this 10,000 times per request."""
     v = verification or NO_VERIFICATION
-    running = running_reasons(v.running)
+    running = running_reasons(v.running) if v.running else []
     seen_since = last_heartbeat if last_heartbeat is not None else created_at
-    if now - seen_since > timedelta(seconds=SILENT_AFTER_INTERVALS * heartbeat_interval_s):
+    if (now - seen_since).total_seconds() > SILENT_AFTER_INTERVALS * heartbeat_interval_s:
         # what it said it was doing when it went quiet helps, but silence is the alarm
-        return "silent", ["no heartbeat", *(f"last said {r}" for r in running)]
-    failed = [
-        what
-        for what, bad in (
-            ("failed backup", last_snapshot_status == "error"),
-            ("failed check", last_check_result == "error"),
-            ("failed drill", v.last_drill_result == "fail"),
-        )
-        if bad
-    ]
-    behind: list[tuple[str, str]] = []  # (late|overdue, what)
+        if last_heartbeat is None:
+            why = "silent: never sent a heartbeat"
+        else:
+            quiet = age_text((now - last_heartbeat).total_seconds())
+            why = f"silent since {when_text(last_heartbeat, now)} (no heartbeat for {quiet})"
+        return Assessment("silent", ["no heartbeat", *(f"last said {r}" for r in running)], why)
+    failed = []  # (finding, explained)
+    if last_snapshot_status == "error":
+        failed.append(("failed backup", "the last backup failed"))
+    if last_check_result == "error":
+        failed.append(("failed check", f"the last check failed ({_ago(v.last_check_at, now)})"))
+    if v.last_drill_result == "fail":
+        why = f"the last restore drill failed ({_ago(v.last_drill_at, now)})"
+        failed.append(("failed drill", why))
+    # (late|overdue, what, the instant it is measured from, how to name that instant)
+    behind = []
     if last_success_at is not None:
-        behind.append((_behind(now, last_success_at, backup_interval_s, backup_grace_s), "backup"))
+        state = _behind(now, last_success_at, backup_interval_s, backup_grace_s)
+        if state:
+            behind.append((state, "backup", last_success_at, "last good backup"))
     if offsite_interval_s:
         # never synced: measured from the agent's creation, like a first backup
-        since = last_offsite_at or created_at
-        behind.append((_behind(now, since, offsite_interval_s, backup_grace_s), "offsite copy"))
+        state = _behind(now, last_offsite_at or created_at, offsite_interval_s, backup_grace_s)
+        if state:
+            behind.append((state, "offsite copy", last_offsite_at, "last offsite copy"))
     for what, last, interval, grace in (
         ("check", v.last_check_at, v.check_interval_s, v.check_grace_s),
         ("drill", v.last_drill_at, v.drill_interval_s, v.drill_grace_s),
         ("escrow proof", v.last_escrow_at, v.escrow_interval_s, v.escrow_grace_s),
     ):
         if interval:
-            behind.append((_behind(now, last or created_at, interval, grace or 0), what))
+            state = _behind(now, last or created_at, interval, grace or 0)
+            if state:
+                behind.append((state, what, last, f"last {what}"))
+    if len(behind) > 1:  # overdue before late; stable, so the backup first within each
+        behind.sort(key=_overdue_first)
     stale = [
-        f"{'late' if state == 'late' and what == 'backup' else 'stale'} {what}"
+        ("late " if state == "late" and what == "backup" else "stale ")
+        + what
         + (" (overdue)" if state == "overdue" else "")
-        for state, what in sorted(behind, key=lambda b: -_BEHIND.index(b[0]))
-        if state != "ok"
+        for state, what, _, _ in behind
     ]
-    reasons = failed + stale + running
+    reasons = [what for what, _ in failed] + stale + running
     if tampered_at is not None and tampered_at <= now:
-        return "tampered", ["repository tampered with", *reasons]
+        why = "tampered: a central run found the repository tampered with (no rollback since)"
+        return Assessment("tampered", ["repository tampered with", *reasons], why)
     if last_snapshot_status == "error" and last_snapshot_locked:
-        return "locked", ["repository locked", *reasons]
+        why = "locked: the last backup gave up on a repository lock held by another process"
+        return Assessment("locked", ["repository locked", *reasons], why)
     if failed:
-        return "failing", reasons
+        return Assessment("failing", reasons, f"failing: {failed[0][1]}")
     if last_success_at is None:
-        return "never", ["no backup yet", *reasons]
-    worst = max((state for state, _ in behind), key=_BEHIND.index, default="ok")
-    return worst, reasons
+        return Assessment("never", ["no backup yet", *reasons], "never backed up")
+    if behind:  # the worst decides; its instant says since when
+        state, what, last, named = behind[0]
+        if last is not None:
+            why = f"{state}: {named} {_ago(last, now)}"
+        elif what == "offsite copy":
+            why = f"{state}: never copied offsite"
+        else:
+            why = f"{state}: no {what} yet"
+        return Assessment(state, reasons, why)
+    why = running[0] if running else f"last good backup {_ago(last_success_at, now)}"
+    return Assessment("ok", reasons, why)
+
+
+def age_text(seconds: float | None) -> str:
+    """A short age: '42 s', '12 min', '5 h', '2.5 d'; 'never' for None."""
+    if seconds is None:
+        return "never"
+    if seconds < 0:
+        return "in the future"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.1f} d".replace(".0 d", " d")
+
+
+def when_text(moment: datetime, at: datetime) -> str:
+    """'10:02' on the day of `at`, '2026-11-29 10:02' before that (UTC)."""
+    if moment.date() == at.date():
+        return moment.strftime("%H:%M")
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _ago(moment: datetime | None, at: datetime) -> str:
+    return "never" if moment is None else age_text((at - moment).total_seconds()) + " ago"
 
 
 def running_reasons(running) -> list[str]:
@@ -217,13 +279,16 @@ def _hhmm(value) -> str | None:
     return value.strftime("%H:%M")
 
 
-_BEHIND = ("ok", "late", "overdue")
+def _overdue_first(item: tuple) -> bool:
+    return item[0] != "overdue"
 
 
 def _behind(now: datetime, last: datetime, interval_s: int, grace_s: int) -> str:
-    due = last + timedelta(seconds=interval_s)
-    if now > due + timedelta(seconds=grace_s):
+    """'overdue' past interval + grace, 'late' past the interval, '' on time (strict: exactly
+    at a deadline is still on time)."""
+    age = (now - last).total_seconds()
+    if age > interval_s + grace_s:
         return "overdue"
-    if now > due:
+    if age > interval_s:
         return "late"
-    return "ok"
+    return ""

@@ -239,3 +239,58 @@ def test_daemon_survives_an_api_outage_then_delivers_and_runs_jobs(tmp_path, age
         if server:
             server.stop()
     assert daemon.returncode == 0
+
+
+def test_jobs_unit_stays_for_the_next_click_of_the_archive_browser(
+    tmp_path, agent_pyz, monkeypatch
+):
+    """systemd hosts run jobs in saveos-agent-jobs.service (`run-jobs`), started by the timer's
+    heartbeat. After a `list` job it heartbeats on its own for the interactive window, so the
+    archive browser's next folder does not wait for the timer's next tick; after the window
+    nothing picks a job up until a heartbeat does. The agent code in process (the unit's own
+    entry point), against a real API and real borg."""
+    import threading
+
+    from saveos_agent import config as agent_config
+    from saveos_agent.actions import heartbeat, jobs
+
+    server = ApiServer(f"sqlite:///{tmp_path / 'api.db'}", tmp_path / "api").start()
+    try:
+        agent_id, token = _provision(server, "browse-host")
+        host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
+        rc, made = host.json("backup")
+        assert rc == 0, made
+        monkeypatch.setenv("BORG_BASE_DIR", str(host.root / "borgbase"))
+        monkeypatch.setattr(jobs, "INTERACTIVE_S", 30.0)
+        monkeypatch.setattr(jobs, "INTERACTIVE_BEAT_S", 0.5)
+        cfg = agent_config.load(str(host.config_path))
+        admin = server.admin_headers()
+
+        def queue(path: str) -> int:
+            body = {"kind": "list", "agents": ["browse-host"], "requested_by": "test",
+                    "params": {"archive": made["archive"], "path": path}}  # fmt: skip
+            r = httpx.post(server.url + "/api/v1/jobs", json=body, headers=admin, timeout=10)
+            assert r.status_code == 201, r.text
+            return r.json()["jobs"][0]["id"]
+
+        def state(job_id: int) -> str:
+            url = f"{server.url}/api/v1/jobs/{job_id}"
+            return httpx.get(url, headers=admin, timeout=10).json()["state"]
+
+        first = queue("")
+        beat = heartbeat.heartbeat(cfg, queue_only=True)  # what the timer's heartbeat hands over
+        assert [j["id"] for j in beat["jobs"]] == [first]
+        out: dict = {}
+        unit = threading.Thread(target=lambda: out.update(jobs.run_jobs(cfg, True)))
+        unit.start()
+        _wait(lambda: state(first) == "succeeded", what="the first listing")
+        second = queue(str(host.src).lstrip("/"))  # the next click: no heartbeat is due
+        _wait(lambda: state(second) == "succeeded", what="the next folder, while the unit stays")
+        unit.join(timeout=60)
+        assert not unit.is_alive(), "the jobs unit did not leave after the interactive window"
+        assert [j["id"] for j in out["jobs"]] == [first, second]
+        third = queue("")  # after the window: it waits for a heartbeat, as any job does
+        time.sleep(2)
+        assert state(third) == "queued"
+    finally:
+        server.stop()

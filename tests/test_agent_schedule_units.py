@@ -159,3 +159,18 @@ def test_state_writers_in_threads_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     assert len(load_state(cfg)) == 200
+
+
+def test_the_work_is_niced_and_the_heartbeat_is_not():
+    """A host saturated by its own work must still say it is alive: an idle-class heartbeat could
+    starve behind constant IO and the host would turn silent while only busy."""
+    units = REPO_ROOT / "roles" / "saveos_agent" / "templates"
+
+    def directives(name: str) -> set[str]:
+        text = (units / f"saveos-agent-{name}.service.j2").read_text()
+        return {line.strip() for line in text.splitlines() if "=" in line}
+
+    for work in ("backup", "check", "drill", "jobs"):
+        assert {"Nice=10", "IOSchedulingClass=idle"} <= directives(work), work
+    heartbeat = directives("heartbeat")
+    assert not any(d.startswith(("Nice=", "IOSchedulingClass=", "CPUWeight=")) for d in heartbeat)

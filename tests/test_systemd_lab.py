@@ -504,13 +504,13 @@ def test_every_command_check_drill_and_their_playbooks(env):
 
 def test_the_supervised_daemon_runs_check_and_drill_at_their_slots(env):
     """The fallback scheduler on lab1: its agent.json as a deploy with an hourly check and drill
-    would write it, with slots that fall 15 s and 25 s from now. The restarted daemon runs each
+    would write it, with slots that fall 15 s and 18 s from now. The restarted daemon runs each
     at its slot, not before, with no command and no job, and reports both to the API."""
     config = "/etc/saveos/agent.json"
     cfg = json.loads(env.ok(SUPERVISED, f"cat {config}"))
     state = json.loads(env.ok(SUPERVISED, f"cat {cfg['state_dir']}/state.json"))
     hour, now = 3600, int(time.time())
-    check_at, drill_at = now + 15, now + 25
+    check_at, drill_at = now + 15, now + 18  # the drill's slot comes while the check runs
     for last in (state.get("last_check_at"), state.get("last_drill_at")):
         # the slot after the last run (the tests before ran both on lab1) is the one set here
         assert last and now - hour < datetime.fromisoformat(last).timestamp() < now, state
@@ -540,7 +540,7 @@ def test_the_supervised_daemon_runs_check_and_drill_at_their_slots(env):
             f"'{json.dumps(slots)}' && chmod --reference={config} {config}.new && "
             f"mv {config}.new {config} && /opt/saveos/supervise restart",
         )
-        checks = wait_for("the daemon's scheduled check and drill", both_ran, LOADED_S + 25)
+        checks = wait_for("the daemon's scheduled check and drill", both_ran, LOADED_S + 18)
     finally:
         env.ok(SUPERVISED, f"mv {config}.before {config} && /opt/saveos/supervise restart")
     (check_row, *more_checks), (drill_row, *more_drills) = checks
@@ -591,9 +591,13 @@ def test_a_drill_that_fails_for_real_turns_the_host_failing(env):
     for host in HOSTS:
         for i in range(1, 6):
             _tamper(env, host, f"{SOURCE}/f{i}")
-    r = env.saveos("drill", "--inventory", str(env.inventory), "--limit", SUPERVISED)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # one host each: both at once
+        command = pool.submit(
+            env.saveos, "drill", "--inventory", str(env.inventory), "--limit", SUPERVISED
+        )
+        unit = env.sh(SYSTEMD, "systemctl start saveos-agent-drill.service", timeout=600)
+        r = command.result()
     assert r.returncode == 2, r.stdout[-3000:]
-    unit = env.sh(SYSTEMD, "systemctl start saveos-agent-drill.service", timeout=600)
     assert unit.returncode != 0  # the scheduled drill's unit fails, visibly
     journal = env.ok(SYSTEMD, "journalctl -u saveos-agent-drill.service --no-pager -o cat")
     assert "Failed with result 'exit-code'" in journal, journal[-2000:]
@@ -630,33 +634,6 @@ def test_the_escrow_schedule_proves_every_hosts_escrow(env):
     both hosts' escrow and records the proofs. On a systemd host (lab2, standing in for a
     controller) the same role, and the prune schedule beside it, install enabled timers at their
     calendars; state=absent removes every file again."""
-    cron = env.work / "saveos-escrow-verify"
-    made = env.playbook(
-        "escrow-schedule.yml", "-e", "ansible_service_mgr=cron",
-        "-e", f"ansible_python_interpreter={sys.executable}",
-        "-e", f"saveos_escrow_schedule_inventory={env.inventory}",
-        "-e", f"saveos_escrow_schedule_cron_file={cron}",
-    )  # fmt: skip
-    assert made.returncode == 0, made.stdout[-3000:]
-    line = next(ln for ln in cron.read_text().splitlines() if " root " in ln)
-    assert line.startswith("30 4 * * 0 root "), line
-    token = env.data / "admin.token"
-    token.write_text(env.api.admin_token + "\n")
-    token.chmod(0o600)
-    before = {h: env.fleet()[h]["last_escrow_at"] for h in HOSTS}
-    home = env.work / "cron-home"
-    home.mkdir()
-    ran = subprocess.run(
-        ["sh", "-c", line.split(" root ", 1)[1]],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(home), "SHELL": "/bin/sh"},
-        capture_output=True, text=True, timeout=600, cwd=home,
-    )  # fmt: skip
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
-    fleet = env.fleet()
-    for host in HOSTS:
-        assert fleet[host]["last_escrow_result"] == "ok", fleet[host]
-        assert fleet[host]["last_escrow_at"] != before[host], (before, fleet[host])
-    # The timers, on systemd.
     play = env.work / "schedules.yml"
     play.write_text(
         "- hosts: lab2\n  gather_facts: false\n  roles:\n"
@@ -668,10 +645,42 @@ def test_the_escrow_schedule_proves_every_hosts_escrow(env):
         "-e", "saveos_prune_schedule_command=/usr/local/bin/saveos",
         "-e", "saveos_escrow_schedule_command=/usr/local/bin/saveos",
     )  # fmt: skip
-    r = subprocess.run(
-        ["ansible-playbook", "-i", str(env.inventory), str(play), *schedule_vars],
-        cwd=REPO_ROOT, env=env.env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+
+    def schedules(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(env.inventory), str(play), *schedule_vars, *extra],
+            cwd=REPO_ROOT, env=env.env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        timers = pool.submit(schedules)  # the timers on lab2 meanwhile: another host
+        cron = env.work / "saveos-escrow-verify"
+        made = env.playbook(
+            "escrow-schedule.yml", "-e", "ansible_service_mgr=cron",
+            "-e", f"ansible_python_interpreter={sys.executable}",
+            "-e", f"saveos_escrow_schedule_inventory={env.inventory}",
+            "-e", f"saveos_escrow_schedule_cron_file={cron}",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stdout[-3000:]
+        line = next(ln for ln in cron.read_text().splitlines() if " root " in ln)
+        assert line.startswith("30 4 * * 0 root "), line
+        token = env.data / "admin.token"
+        token.write_text(env.api.admin_token + "\n")
+        token.chmod(0o600)
+        before = {h: env.fleet()[h]["last_escrow_at"] for h in HOSTS}
+        home = env.work / "cron-home"
+        home.mkdir()
+        ran = subprocess.run(
+            ["sh", "-c", line.split(" root ", 1)[1]],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(home), "SHELL": "/bin/sh"},
+            capture_output=True, text=True, timeout=600, cwd=home,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+        fleet = env.fleet()
+        for host in HOSTS:
+            assert fleet[host]["last_escrow_result"] == "ok", fleet[host]
+            assert fleet[host]["last_escrow_at"] != before[host], (before, fleet[host])
+        r = timers.result()
     assert r.returncode == 0, r.stdout[-3000:]
     for name, weekday in (("saveos-escrow-verify", "Sun"), ("saveos-prune", None)):
         assert env.ok(SYSTEMD, f"systemctl is-enabled {name}.timer").strip() == "enabled"
@@ -685,10 +694,8 @@ def test_the_escrow_schedule_proves_every_hosts_escrow(env):
         "ExecStart=/usr/local/bin/saveos escrow verify --inventory /srv/saveos/hosts.yml "
         "--method auto"
     ) in unit, unit
-    gone = subprocess.run(
-        ["ansible-playbook", "-i", str(env.inventory), str(play), *schedule_vars,
-         "-e", "saveos_prune_schedule_state=absent", "-e", "saveos_escrow_schedule_state=absent"],
-        cwd=REPO_ROOT, env=env.env, capture_output=True, text=True, timeout=600,
+    gone = schedules(
+        "-e", "saveos_prune_schedule_state=absent", "-e", "saveos_escrow_schedule_state=absent"
     )  # fmt: skip
     assert gone.returncode == 0, gone.stdout[-3000:]
     left = env.ok(SYSTEMD, "ls /etc/systemd/system | grep -E 'saveos-(prune|escrow)' || true")

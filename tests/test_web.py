@@ -483,3 +483,52 @@ def test_host_page_shows_where_the_repository_lives(api):
     card = c.get("/hosts/web1").text.split('id="repository"')[1].split("</dl>")[0]
     assert "repo1" in card and "/srv/saveos-repos/web1" in card
     assert "2.5 GB used of a 10.0 GB quota" in card
+
+
+def test_one_reason_for_the_dashboard_the_api_and_the_cli(api):
+    """The fleet row's and the host page's reason are the API's `reason` and the findings are
+    the API's `reasons` (what `saveos status` prints): status.assess() says them all."""
+    import html
+
+    agents = _seed(api)
+    now = datetime.now(UTC)
+    _, quiet = api.agent("web4")
+    _, behind = api.agent("web5")
+    api.client.post("/api/v1/agents/heartbeat", json={}, headers=behind)
+    body = snapshot_report(now - timedelta(days=3), archive="web5-old")
+    assert api.client.post("/api/v1/reports/snapshots", json=body, headers=behind).is_success
+    with api.app.state.db.engine.begin() as conn:  # web4 last beat a day ago: silent
+        conn.execute(
+            sa.text("UPDATE agents SET last_seen = :t, created_at = :t WHERE name = 'web4'"),
+            {"t": now - timedelta(days=1)},
+        )
+    del agents, quiet
+    c = api.client
+    login(c, api.admin_token)
+    rows = {a["name"]: a for a in c.get("/api/v1/fleet/status", headers=api.admin).json()["agents"]}
+    assert {a["status"] for a in rows.values()} == {"ok", "failing", "never", "silent", "overdue"}
+    assert rows["web5"]["reason"] == "overdue: last good backup 3 d ago"
+    assert rows["web4"]["reason"].startswith("silent since ")
+    fleet = c.get("/fleet").text
+    for name, row in rows.items():
+        assert row["reason"], row
+        cell = fleet.split(f'data-host="{name}"')[1].split('class="reason"')[1].split("</td>")[0]
+        assert cell.split(">", 1)[1] == html.escape(row["reason"]), (name, cell)
+        host = c.get(f"/hosts/{name}").text
+        assert f'id="reason">{html.escape(row["reason"])}</p>' in host, name
+        if row["reasons"]:
+            assert html.escape("; ".join(row["reasons"])) in host.split('id="findings"')[1]
+
+
+def test_static_files_are_cached_by_version(api):
+    """Versioned vendor files are kept a year; our own files are revalidated (ETag, 304)."""
+    from saveos_api.web.render import HTMX
+
+    c = api.client
+    vendor = c.get(f"/static/{HTMX}")
+    assert vendor.status_code == 200 and "immutable" in vendor.headers["cache-control"]
+    own = c.get("/static/style.css")
+    assert own.status_code == 200 and own.headers["cache-control"] == "no-cache"
+    again = c.get("/static/style.css", headers={"If-None-Match": own.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "no-cache"
+    assert c.get("/static/nothing.js").status_code == 404

@@ -180,7 +180,7 @@ def _dispatch(args: argparse.Namespace) -> Dict[str, Any]:
     if command == "heartbeat":
         return heartbeat.heartbeat(cfg)
     if command == "run-jobs":
-        return jobs.run_jobs(cfg)
+        return jobs.run_jobs(cfg, stay_interactive=True)
     if command == "spool":
         return status.flush(cfg)
     if command == "status":

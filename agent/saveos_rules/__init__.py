@@ -161,6 +161,7 @@ FLEET_ROW_KEYS = (
     "last_escrow_at",
     "last_escrow_result",
     "tampered_at",
+    "reason",  # the first of the reasons in one line, with its instant ("silent since 10:02")
     "reasons",  # why the status, worst first (saveos_api.status.assess)
     "running",  # what the agent's last heartbeat said runs
     "check_interval_s",

@@ -13,11 +13,25 @@ from saveos_api.web.deps import PageError
 from saveos_api.web.render import STATIC_DIR, page
 
 
+class Static(StaticFiles):
+    """The dashboard's files. vendor/ paths carry the library's version (a new version is a new
+    path), so a browser keeps them a year without asking again; our own charts.js and
+    style.css change with SaveOS under the same name, so it revalidates them (ETag: 304)."""
+
+    async def get_response(self, path: str, scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code in (200, 304):
+            response.headers["Cache-Control"] = (
+                "public, max-age=31536000, immutable" if path.startswith("vendor/") else "no-cache"
+            )
+        return response
+
+
 def mount(app: FastAPI) -> None:
     from saveos_api.web import pages
 
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", Static(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(auth.LoginRequired)
     async def _login(request: Request, exc: auth.LoginRequired):

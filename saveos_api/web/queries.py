@@ -22,7 +22,6 @@ from saveos_api.models import (
     OffsiteSync,
     Snapshot,
 )
-from saveos_api.reasons import status_reason
 
 SORTS = {
     "status": lambda a: (SEVERITY.get(a["status"], -1), a["name"]),
@@ -91,7 +90,6 @@ def fleet_page(
         for row in session.execute(sa.select(Agent.id, Agent.labels).where(Agent.id.in_(shown_ids)))
     }
     for agent in shown:
-        agent["reason"] = status_reason(agent, at)
         agent["labels"] = labels.get(agent["id"]) or {}
     return {
         "totals": data["totals"],
@@ -104,10 +102,7 @@ def fleet_page(
 
 def host_overview(session: Session, agent: Agent, at: datetime) -> dict[str, Any]:
     rows = fleet_status(session, at, agent_ids=[agent.id])["agents"]
-    row = rows[0] if rows else None
-    if row is not None:
-        row["reason"] = status_reason(row, at)
-    return row
+    return rows[0] if rows else None
 
 
 def _recent(session: Session, model, agent_id: int, limit: int) -> list:

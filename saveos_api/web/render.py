@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from saveos_api.models import utcnow
-from saveos_api.reasons import age_text
+from saveos_api.status import age_text
 from saveos_api.web import auth
 
 HERE = Path(__file__).parent

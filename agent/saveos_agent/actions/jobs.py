@@ -22,8 +22,9 @@ log = logging.getLogger("saveos_agent.actions")
 
 
 # After a job someone is likely watching (the dashboard's archive browser queues one `list` job
-# per folder), the daemon heartbeats every INTERACTIVE_BEAT_S for INTERACTIVE_S, so the next
-# click waits seconds, not a whole heartbeat interval. In memory: the daemon's worker runs jobs.
+# per folder), the daemon heartbeats every INTERACTIVE_BEAT_S for INTERACTIVE_S, and so does
+# the jobs unit on systemd hosts (run_jobs), so the next click waits seconds, not a whole
+# heartbeat interval. In memory: the process that runs the jobs keeps the window.
 INTERACTIVE_KINDS = ("list", "restore")
 INTERACTIVE_S = 120.0
 INTERACTIVE_BEAT_S = 2.0
@@ -95,8 +96,30 @@ def _restore_job(cfg: Config, job_id: Any, *args: Any) -> Dict[str, Any]:
         return restore(cfg, *args)
 
 
-def run_jobs(cfg: Config) -> Dict[str, Any]:
-    """Run the queued jobs (saveos-agent-jobs.service, the daemon's worker)."""
+def _stay_while_interactive(cfg: Config) -> list:
+    from saveos_agent.actions.heartbeat import heartbeat  # it imports run_job from here
+
+    done: list = []
+    while interactive():
+        time.sleep(INTERACTIVE_BEAT_S)
+        try:
+            heartbeat(cfg, queue_only=True)  # the jobs go to the queue; this process runs them
+        except AgentError as exc:  # a refused token: the timer's heartbeat will say so
+            log.error("interactive heartbeat: %s", exc)
+            break
+        done += jobqueue.run_pending(cfg, run_job)
+    return done
+
+
+def run_jobs(cfg: Config, stay_interactive: bool = False) -> Dict[str, Any]:
+    """Run the queued jobs (saveos-agent-jobs.service, the daemon's worker).
+
+    stay_interactive (the jobs unit on systemd hosts): after a job someone watches, keep
+    heartbeating every INTERACTIVE_BEAT_S and run what they bring until the window closes,
+    as the daemon does. Without it the archive browser's next folder would wait for the
+    heartbeat timer's next tick (a whole heartbeat interval) on every click."""
     done = jobqueue.run_pending(cfg, run_job)
+    if stay_interactive and cfg.api_url:
+        done += _stay_while_interactive(cfg)
     failed = [j for j in done if j["state"] != "succeeded"]
     return {"status": "warning" if failed else "ok", "jobs": done}
