@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from _common import REPO, Api, median, scratch_pg, write_result  # noqa: E402
 
-from saveos_cli.lab import Lab  # noqa: E402
+from saveos_lab.lab import Lab  # noqa: E402
 
 GOAL_COLD_OVER_PING_10 = 6.0
 GOAL_COLD_OVER_PING_100 = 10.0

@@ -42,7 +42,7 @@ from p2_agent_backup import (  # noqa: E402
 )
 
 sys.path.insert(0, str(REPO))
-from saveos_cli.lab import Lab  # noqa: E402
+from saveos_lab.lab import Lab  # noqa: E402
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P5_DIR", "/var/tmp/saveos-bench-p5"))
 GOAL_VS_RAW = 1.05

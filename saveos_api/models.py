@@ -73,6 +73,9 @@ class Agent(Base):
     decommissioned_at: Mapped[datetime | None] = mapped_column()
     # Declared by an agent that keeps an offsite copy; null: no offsite copy expected.
     offsite_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
+    # The repository server that makes the offsite copy (null: the host makes its own); set
+    # by the controller's reports, after which the agent's own offsite reports are refused.
+    offsite_server: Mapped[str | None] = mapped_column(sa.String(253))
     # A central run found the repository tampered with; cleared by a rollback or clean run.
     tampered_at: Mapped[datetime | None] = mapped_column()
     # The verification schedule it was provisioned with (null or 0: none expected; 0008).

@@ -236,6 +236,7 @@ class AgentOut(Output):
     last_seen: datetime | None
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
+    offsite_server: str | None = None
     provisioned_backup_interval_s: int | None = None
     provisioned_heartbeat_interval_s: int | None = None
     declared_backup_interval_s: int | None = None
@@ -540,6 +541,15 @@ class OffsiteReport(_Timed):
     message: Text(65536) | None = None  # type: ignore[valid-type]
 
 
+class ServerOffsiteReport(OffsiteReport):
+    """An offsite copy of the agent's repository made by its repository server (reported by
+    the controller, after the central run verified the repository)."""
+
+    server: AgentName
+    # How often the copy is due (the central run's schedule): the agent is late past it.
+    interval_s: Interval | None = None
+
+
 class EscrowProofIn(Input):
     started_at: Timestamp
     finished_at: Timestamp
@@ -677,8 +687,8 @@ class RepoStateIn(Input):
 
 
 class MaintenanceIn(Input):
-    kind: Literal["prune", "rollback"]
-    result: Literal["ok", "tampered", "error"]
+    kind: Literal[rules.MAINTENANCE_KINDS]
+    result: Literal[rules.MAINTENANCE_RESULTS]
     started_at: Timestamp
     finished_at: Timestamp
     verify_data: StrictBool = False

@@ -76,7 +76,6 @@ def _register() -> None:
         alerts,
         ca,
         fleet,
-        lab,
         offsite,
         retention,
         server,
@@ -90,11 +89,24 @@ def _register() -> None:
     retention.register(app)
     app.add_typer(agents.app, name="agents")
     app.add_typer(alerts.app, name="alerts")
-    app.add_typer(lab.app, name="lab")
     app.add_typer(server.app, name="server")
     app.add_typer(ca.app, name="ca")
     app.add_typer(tokens.app, name="tokens")
     app.command("audit")(tokens.audit)
+    _register_addons()
+
+
+def _register_addons() -> None:
+    """Command groups other packages add (`saveos.commands` entry points): the lab, test and demo
+    infrastructure, is one (saveos_lab.cli); the product never imports it."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="saveos.commands"):
+        try:
+            group = entry.load()
+        except ImportError:  # an add-on whose package is gone: the product runs without it
+            continue
+        app.add_typer(group, name=entry.name)
 
 
 _register()

@@ -171,7 +171,7 @@ def escrow_files(name: str) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def _offsite_package() -> None:
+def offsite_package() -> None:
     """saveos_offsite lives next to the agent (agent/); a source checkout has it off sys.path."""
     try:
         import saveos_offsite  # noqa: F401
@@ -179,12 +179,20 @@ def _offsite_package() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
 
 
-def offsite_settings(host: Host):
-    """saveos_offsite Settings for a host's copy, from its inventory vars; None when unset."""
+def offsite_settings(host: Host, hosts: dict[str, Host] | None = None):
+    """saveos_offsite Settings for a host's copy; None when it has none. A host on a repository
+    server whose server makes the copies: the server's `saveos_repo_server_offsite_*` vars;
+    else the host's own `saveos_agent_offsite_*` vars."""
+    where = repo_servers.location(host, hosts or {host.name: host}) if hosts else None
+    if where is not None:
+        from saveos_cli.retention import offsite
+
+        if offsite.enabled(where):
+            return offsite.settings(host.name, where)
     v = host.vars
     if not v.get("saveos_agent_offsite_bucket"):
         return None
-    _offsite_package()
+    offsite_package()
     from saveos_offsite.settings import Settings
 
     return Settings(
@@ -196,6 +204,8 @@ def offsite_settings(host: Host):
         endpoint_url=v.get("saveos_agent_offsite_endpoint_url") or None,
         region=v.get("saveos_agent_offsite_region") or None,
         credentials_file=v.get("saveos_agent_offsite_credentials_file") or None,
+        object_lock_mode=v.get("saveos_agent_offsite_object_lock_mode") or None,
+        object_lock_days=int(v.get("saveos_agent_offsite_object_lock_days") or 0),
     )
 
 
@@ -272,7 +282,7 @@ def verify_escrow(
     result: dict[str, Any] = {"host": host.name, "method": method, "archives": None}
     try:
         passphrase, key_export = escrow_files(host.name)
-        settings = offsite_settings(host)
+        settings = offsite_settings(host, hosts)
         if method == "auto":
             method = "offsite" if settings else "live"
         result["method"] = method
@@ -429,7 +439,35 @@ def recover(
         if not keep_repo:
             cleanup = f"rm -rf {q(work)}"
         new_host.ssh(cleanup)
-    rto = round(time.monotonic() - t0, 2)
+    return _outcome(
+        source,
+        onto,
+        archive,
+        target,
+        expected,
+        mismatched,
+        t0,
+        started,
+        bytes_fetched=fetched.get("bytes_downloaded", 0),
+        repository=repo if keep_repo else None,
+    )
+
+
+def _outcome(
+    source: str,
+    onto: str,
+    archive: str,
+    target: str,
+    expected: dict,
+    mismatched: list,
+    t0: float,
+    started,
+    *,
+    bytes_fetched: int = 0,
+    repository: str | None = None,
+    server: str | None = None,
+) -> dict[str, Any]:
+    """What `saveos recover` reports, from the offsite copy or a repository server alike."""
     return {
         "status": "ok" if not mismatched and expected else "error",
         "from": source,
@@ -438,9 +476,10 @@ def recover(
         "target": target,
         "files_verified": len(expected) - len(mismatched),
         "files_mismatched": mismatched,
-        "bytes_fetched": fetched.get("bytes_downloaded", 0),
-        "repository": repo if keep_repo else None,
-        "rto_s": rto,
+        "bytes_fetched": bytes_fetched,
+        "repository": repository,
+        **({"server": server} if server else {}),
+        "rto_s": round(time.monotonic() - t0, 2),
         "started_at": iso(started),
     }
 
@@ -545,17 +584,14 @@ def _recover_from_server(
             log(f"revoked {onto}'s grant on {on_server.server.name}")
     finally:
         new_host.ssh(f"rm -rf {q(work)}")
-    return {
-        "status": "ok" if not mismatched and expected else "error",
-        "from": source,
-        "onto": onto,
-        "archive": archive,
-        "target": target,
-        "files_verified": len(expected) - len(mismatched),
-        "files_mismatched": mismatched,
-        "bytes_fetched": 0,
-        "repository": None,
-        "server": on_server.server.name,
-        "rto_s": round(time.monotonic() - t0, 2),
-        "started_at": iso(started),
-    }
+    return _outcome(
+        source,
+        onto,
+        archive,
+        target,
+        expected,
+        mismatched,
+        t0,
+        started,
+        server=on_server.server.name,
+    )

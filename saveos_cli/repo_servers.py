@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ROLES = Path(__file__).resolve().parent.parent / "roles"
 ROLE_DEFAULTS = ROLES / "saveos_repo_server" / "defaults" / "main.yml"
+ROLE_VARS = ROLES / "saveos_repo_server" / "vars" / "main.yml"
 GROUP = "saveos_repo_servers"
 HELPER = "/usr/local/sbin/saveos-repo-keys"
 
@@ -33,6 +34,19 @@ HELPER = "/usr/local/sbin/saveos-repo-keys"
 @functools.cache
 def role_defaults() -> dict[str, Any]:
     return yaml.safe_load(ROLE_DEFAULTS.read_text())
+
+
+@functools.cache
+def role_vars() -> dict[str, Any]:
+    return yaml.safe_load(ROLE_VARS.read_text())
+
+
+def server_var(server: Host, key: str) -> Any:
+    """`saveos_repo_server_<key>` of a server: its inventory value, else the role's default."""
+    name = f"saveos_repo_server_{key}"
+    if name in server.vars:
+        return server.vars[name]
+    return role_defaults().get(name)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 from conftest import lab_net, require_root
 
-from saveos_cli.lab import Lab
+from saveos_lab.lab import Lab
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from alert_support import Mailbox, Webhook, wait_for
 from conftest import REPO_ROOT, free_port, lab_net, require_root
 from test_alerts import FAST, Workers
 
-from saveos_cli.lab import Lab
+from saveos_lab.lab import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.borg]
 HOST = "lab1"

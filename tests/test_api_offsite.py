@@ -165,3 +165,34 @@ def test_status_turns_late_overdue_when_offsite_falls_behind(
         )
     )
     assert status == expected
+
+
+def test_a_copy_made_by_the_repository_server_is_reported_by_the_controller_alone(api):
+    """The controller records the copy repo1 made of web5's repository (replayable, admin only,
+    the host late once it falls behind the declared interval); from then on web5's own offsite
+    reports are refused: it holds no S3 credentials, so it cannot vouch for a copy."""
+    c = api.client
+    agent_id, headers = api.agent("web5", heartbeat_interval_s=86400)
+    url = f"/api/v1/agents/{agent_id}/offsite"
+    body = offsite_report(server="repo1", interval_s=7200)
+    assert c.post(url, json=body, headers=headers).status_code == 403  # an agent's token
+    assert api.count("offsite_syncs") == 0
+    first = c.post(url, json=body, headers=api.admin)
+    assert first.status_code == 201 and first.json()["duplicate"] is False, first.text
+    replay = c.post(url, json=body, headers=api.admin)
+    assert replay.status_code == 200 and replay.json() == {
+        "id": first.json()["id"],
+        "duplicate": True,
+    }
+    agent = c.get(f"/api/v1/agents/{agent_id}", headers=api.admin).json()
+    assert (agent["offsite_server"], agent["offsite_interval_s"]) == ("repo1", 7200)
+    row = c.get("/api/v1/fleet/status", headers=api.admin).json()["agents"][0]
+    assert row["last_offsite_result"] == "ok" and row["last_offsite_at"] is not None
+
+    forged = c.post("/api/v1/reports/offsite", json=offsite_report(), headers=headers)
+    assert forged.status_code == 403 and "repo1" in forged.text, forged.text
+    assert api.count("offsite_syncs") == 1
+    bad = c.post(url, json=offsite_report(server="not a name!"), headers=api.admin)
+    assert bad.status_code == 422 and "server" in bad.text
+    missing = c.post("/api/v1/agents/999999/offsite", json=body, headers=api.admin)
+    assert missing.status_code == 404

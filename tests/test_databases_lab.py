@@ -26,7 +26,7 @@ from conftest import REPO_ROOT, ApiServer, lab_net, require_root
 from db_support import MariaDB, Postgres, PrivateCluster
 from test_role import ansible_env, explain, playbook
 
-from saveos_cli.lab import Lab
+from saveos_lab.lab import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.borg]
 

@@ -57,6 +57,9 @@ def test_the_installed_cli_has_no_server_or_offsite_dependencies(installed):
     server = run([str(venv / "bin" / "saveos"), "server"], cwd=work, env=_env(work, venv))
     assert server.returncode == 1, explain(server)
     assert "saveos[server]" in server.stderr and "Traceback" not in server.stderr
+    # The lab ships beside the product for the demo: `saveos lab` is there, an add-on.
+    lab = run([str(venv / "bin" / "saveos"), "lab", "--help"], cwd=work, env=_env(work, venv))
+    assert lab.returncode == 0 and "SSH hosts" in lab.stdout, explain(lab)
 
 
 def _env(work: Path, venv: Path, **extra: str) -> dict[str, str]:
@@ -73,7 +76,7 @@ def _env(work: Path, venv: Path, **extra: str) -> dict[str, str]:
 
 def test_deploy_backup_status_from_the_installed_wheel(installed):
     require_root()
-    from saveos_cli.lab import Lab
+    from saveos_lab.lab import Lab
 
     work, venv = installed
     lab = Lab(work / "lab", net=lab_net())

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, free_port, lab_net, require_root
 
-from saveos_cli import lab as lab_module
 from saveos_cli.errors import SaveOSError
-from saveos_cli.lab import Lab
+from saveos_lab import lab as lab_module
+from saveos_lab.lab import Lab
 
 ANSIBLE = Path(sys.executable).parent / "ansible"
 

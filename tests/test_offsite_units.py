@@ -159,3 +159,23 @@ def test_recover_and_escrow_bad_input_is_one_clear_line(tmp_path):
     assert res["result"] == "fail" and "no escrowed passphrase" in res["message"]
     proc = _cli(tmp_path, "escrow", "verify", "-i", str(inventory), "--method", "magic")
     assert proc.returncode == 1 and "choose auto, live or offsite" in proc.stderr
+
+
+def test_a_repository_servers_config_names_host_and_repository_per_run(tmp_path, capsys):
+    """One offsite.json on a repository server for all its hosts: `sync --host H --repository
+    PATH` picks one; the names are validated as in a file, and sync without any is one error."""
+    from saveos_offsite import cli
+
+    path = write_private(tmp_path / "offsite.json", json.dumps({"bucket": "saveos-test"}))
+    s = offsite_settings.load(str(path), {"host": "web7", "repository": "/srv/repos/web7"})
+    assert (s.host, s.repository, s.target) == (
+        "web7",
+        "/srv/repos/web7",
+        "s3://saveos-test/saveos/web7/",
+    )
+    with pytest.raises(OffsiteError, match="host"):
+        offsite_settings.load(str(path), {"host": "../web7"})
+    with pytest.raises(OffsiteError, match="absolute"):
+        offsite_settings.load(str(path), {"repository": "srv/web7"})
+    assert cli.main(["sync", "--config", str(path), "--host", "web7"]) == 2
+    assert "no repository to copy" in json.loads(capsys.readouterr().out)["message"]

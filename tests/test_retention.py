@@ -12,7 +12,7 @@ import pytest
 from agent_support import tree_sha256
 from retention_support import RepoServer
 
-from saveos_cli.retention import maintain, repo_files, verify
+from saveos_cli.retention import borg, maintain, repo_files, verify
 
 pytestmark = pytest.mark.borg
 
@@ -176,3 +176,38 @@ def test_a_host_that_changes_the_passphrase_is_caught_and_the_escrowed_key_resto
     assert rolled["result"] == "ok", rolled
     host.home = tmp_path / "fresh-client"  # the escrowed passphrase opens it again
     assert host.archives() == ["lab6-a1", "lab6-a2"]
+
+
+def test_offsite_snapshot_is_the_repository_as_verified_whatever_the_host_adds(server, tmp_path):
+    """What the repository server copies offsite: the repository cut at the transaction the
+    central run verified (hard links; its index kept while it is current); a backup or a logged
+    delete the host commits afterwards is not in it, and the repository itself is untouched."""
+    host = server.add_host("lab4")
+    for n in range(2):
+        host.backup(f"lab4-{n}")
+    repo = server.repository(host, {"keep_last": 5})
+    done = maintain.maintain(repo, None, _record(host))
+    assert done["result"] == "ok", done
+    verified = done["transaction"]
+    dest = server.work / "offsite-lab4"
+
+    def snapshot() -> None:
+        repo_files.handle(
+            {"op": "snapshot", "repository": str(host.repo), "transaction": verified,
+             "dest": str(dest)}
+        )  # fmt: skip
+
+    snapshot()
+    assert repo_files.index_transaction(str(dest)) == verified
+    host.backup("lab4-late")  # committed after the verify
+    host.borg("delete", f"{host.url}::lab4-0")  # and a delete, only logged (append-only)
+    before = {p: p.stat().st_ino for p in host.repo.rglob("*") if p.is_file()}
+    snapshot()  # the stale snapshot is replaced
+    assert {p: p.stat().st_ino for p in host.repo.rglob("*") if p.is_file()} == before
+    assert max(repo_files.segments(str(dest))) == verified
+    shared = {p.stat().st_ino for p in dest.rglob("*") if p.is_file()} & set(before.values())
+    assert shared, "the snapshot is hard links, not a copy"
+    access = repo.access.at(server.url(dest), tmp_path / "snapshot-borg")
+    assert sorted(borg.archives(access)) == ["lab4-0", "lab4-1"]
+    with pytest.raises(repo_files.RepoFilesError, match="no segment"):
+        repo_files.snapshot(str(host.repo), 999999, str(dest))

@@ -36,8 +36,8 @@ import yaml
 from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
 from throttle_support import BorgThrottle, pid_namespace
 
-from saveos_cli import lab_systemd
-from saveos_cli.lab import Lab, _proc_alive
+from saveos_lab import systemd as lab_systemd
+from saveos_lab.lab import Lab, _proc_alive
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg]
 

@@ -34,9 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", help=f"offsite config (default {settings_mod.DEFAULT_CONFIG})")
         cmd.add_argument("-v", "--verbose", action="count", default=0)
+        cmd.add_argument("--host", help="whose copy (default: the config's host)")
+        if name == "sync":
+            cmd.add_argument(
+                "--repository", help="the local repository to copy (default: the config's)"
+            )
         if name == "fetch":
             cmd.add_argument("--dest", required=True, help="empty directory for the repository")
-            cmd.add_argument("--host", help="whose copy (default: the config's host)")
             cmd.add_argument(
                 "--as-of", help="the copy as it stood at this ISO 8601 instant (object versions)"
             )
@@ -63,14 +67,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        settings = settings_mod.load(args.config)
+        overrides = {"host": args.host, "repository": getattr(args, "repository", None)}
+        settings = settings_mod.load(args.config, overrides)
         if args.command == "sync":
             result = replicate.sync(settings)
         elif args.command == "verify":
             result = replicate.verify(settings)
         else:
-            if args.host:
-                settings.host = args.host
             result = replicate.fetch(settings, args.dest, as_of=_instant(args.as_of))
     except OffsiteError as exc:
         result = {"status": "error", "result": "error", "message": exc.message}

@@ -220,6 +220,8 @@ def _result(settings: Settings, started: dt.datetime, **fields: Any) -> Dict[str
 def sync(settings: Settings, now: Optional[float] = None) -> Dict[str, Any]:
     started = utcnow()
     repo = settings.repository
+    if not repo:
+        raise OffsiteError("no repository to copy: set 'repository' in the config or --repository")
     if not os.path.isfile(os.path.join(repo, "config")):
         raise OffsiteError(f"{repo} is not a borg repository (no config file)")
     holders = lock_holders(repo)

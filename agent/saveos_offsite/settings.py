@@ -115,8 +115,9 @@ def validate(data: Any, path: str) -> Settings:
     bucket = _str(data, "bucket", required=True) or ""
     if not _BUCKET.match(bucket):
         raise OffsiteError(f"config key 'bucket' is not a valid S3 bucket name: {bucket!r}")
-    repository = _str(data, "repository", required=True) or ""
-    if not os.path.isabs(repository):
+    # only `sync` reads the repository (a repository server names it per run: --repository)
+    repository = _str(data, "repository") or ""
+    if repository and not os.path.isabs(repository):
         raise OffsiteError("config key 'repository' must be an absolute local path")
     settings = Settings(path=path, bucket=bucket, repository=repository, host=host)
     for key in ("prefix", "endpoint_url", "region", "credentials_file", "profile", "state_dir"):
@@ -148,9 +149,14 @@ def validate(data: Any, path: str) -> Settings:
     return settings
 
 
-def load(path: Optional[str]) -> Settings:
+def load(path: Optional[str], overrides: Optional[Dict[str, str]] = None) -> Settings:
+    """The config file, with `overrides` (from the command line) on top: a repository server
+    keeps one config for all its hosts and names the host and repository per run."""
     path = path or DEFAULT_CONFIG
-    return validate(agent_config.read_private_json(path, OffsiteError), path)
+    data = agent_config.read_private_json(path, OffsiteError)
+    if isinstance(data, dict) and overrides:
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    return validate(data, path)
 
 
 def read_credentials(settings: Settings) -> Optional[Dict[str, str]]:

@@ -115,6 +115,10 @@ SUCCESSFUL_BACKUP = ("ok", "warning")
 CHECK_RESULTS = ("ok", "warning", "error")
 DRILL_RESULTS = ("pass", "fail")
 OFFSITE_RESULTS = ("ok", "error", "skipped")
+# A central run on a repository (`saveos prune`, `saveos repo rollback`) and what it found;
+# a `tampered` run raises the host's `tampered` status (STATUSES), an `ok` one clears it.
+MAINTENANCE_KINDS = ("prune", "rollback")
+MAINTENANCE_RESULTS = ("ok", "tampered", "error")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "expired")
 # A host's status, as the API works it out (precedence: silent > tampered > locked > failing >
 # never > overdue > late > ok); the alarms make `saveos status` exit 2.

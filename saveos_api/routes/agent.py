@@ -29,7 +29,10 @@ from saveos_api.ratelimit import check_report_bounds
 
 ERRORS = {
     401: {"description": "Missing, malformed, unknown or revoked token"},
-    403: {"description": "An operator's token, or another agent's resource"},
+    403: {
+        "description": "An operator's token, another agent's resource, or an offsite report "
+        "for a copy its repository server makes"
+    },
     429: {"description": "Too many reports from this agent (Retry-After says when to retry)"},
     422: {"description": "Invalid input; the detail names the field"},
 }
@@ -196,6 +199,9 @@ def report_offsite(
     response: Response,
     session: SessionDep,
 ):
+    server = session.scalar(sa.select(Agent.offsite_server).where(Agent.id == principal.agent_id))
+    if server is not None:
+        raise forbidden(f"this host's offsite copy is made by its repository server {server}")
     return _record_report(request, session, principal, OffsiteSync, body, response)
 
 

@@ -1,17 +1,18 @@
 """Admin endpoints for central retention: the controller records each run on a host's repository
-(`saveos prune`, `saveos repo rollback`) and reads back what the next run holds it to."""
+(`saveos prune`, `saveos repo rollback`) and reads back what the next run holds it to, and the
+offsite copies the repository server made of it after such a run."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Query, Request
+from fastapi import Query, Request, Response
 
 from saveos_api import schemas
 from saveos_api.audit import audit
 from saveos_api.deps import NOT_FOUND, AgentId, SessionDep, admin_router, get_agent_or_404
-from saveos_api.models import RepoMaintenance, Snapshot
+from saveos_api.models import OffsiteSync, RepoMaintenance, Snapshot
 
 router = admin_router("maintenance")
 # Archives a host reported as made: an "ok" or "warning" backup left an archive behind.
@@ -64,6 +65,49 @@ def record_maintenance(
     )
     session.commit()
     return run
+
+
+@router.post(
+    "/agents/{agent_id}/offsite",
+    response_model=schemas.ReportAck,
+    status_code=201,
+    responses={**NOT_FOUND, 200: {"model": schemas.ReportAck, "description": "Replay"}},
+)
+def record_server_offsite(
+    agent_id: AgentId,
+    body: schemas.ServerOffsiteReport,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+):
+    """Record an offsite copy of the agent's repository made by its repository server. Once
+    recorded, the server makes this agent's copies: the agent's own offsite reports are refused
+    (it holds no S3 credentials, so it cannot vouch for the copy)."""
+    agent = get_agent_or_404(session, agent_id)
+    existing = session.scalar(
+        sa.select(OffsiteSync.id).where(
+            OffsiteSync.agent_id == agent_id, OffsiteSync.report_id == body.report_id
+        )
+    )
+    if existing is not None:
+        response.status_code = 200
+        return schemas.ReportAck(id=existing, duplicate=True)
+    row = OffsiteSync(
+        agent_id=agent_id, **body.model_dump(exclude={"server", "interval_s", "job_id"})
+    )
+    session.add(row)
+    agent.offsite_server = body.server
+    if body.interval_s is not None:
+        agent.offsite_interval_s = body.interval_s
+    audit(
+        session,
+        request,
+        "offsite.record",
+        f"agent {agent.id} ({agent.name})",
+        {"result": body.result, "server": body.server},
+    )
+    session.commit()
+    return schemas.ReportAck(id=row.id, duplicate=False)
 
 
 @router.get(

@@ -13,6 +13,7 @@ from saveos_cli.commands._common import INVENTORY_OPTION, LIMIT_OPTION, api, con
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 
 escrow_app = typer.Typer(help="Escrowed repository passphrases and keys.", no_args_is_help=True)
+offsite_app = typer.Typer(help="The offsite copies in S3.", no_args_is_help=True)
 
 
 @escrow_app.command("verify")
@@ -132,6 +133,59 @@ def recover(
     raise typer.Exit(EXIT_OK if result["status"] == "ok" else EXIT_FLEET)
 
 
+@offsite_app.command("verify")
+def offsite_verify(
+    inventory: Path = INVENTORY_OPTION,
+    limit: str | None = LIMIT_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Prove, per host, that its offsite copy cannot be deleted: the bucket keeps versions and
+    has Object Lock on, and every current object is locked in the declared mode (read-only,
+    from the controller, with the credentials file the inventory names: the repository
+    server's for the copies it makes, else the host's).
+
+    Exit codes: 0 every copy proven locked, 1 usage or internal error, 2 some copy is not.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    everyone = {h.name: h for h in recovery.load_hosts(inventory)}
+    results = []
+    for host in recovery.backed_up(recovery.load_hosts(inventory, limit)):
+        try:
+            settings = recovery.offsite_settings(host, everyone)
+            if settings is None:
+                results.append({"host": host.name, "status": "skipped", "objects": 0,
+                                "message": "no offsite copy configured"})  # fmt: skip
+                continue
+            from saveos_offsite import replicate
+            from saveos_offsite.settings import OffsiteError
+
+            try:
+                proof = replicate.verify(settings)
+            except OffsiteError as exc:
+                proof = {"status": "error", "objects": 0, "message": exc.message}
+        except SaveOSError as exc:
+            proof = {"status": "error", "objects": 0, "message": exc.message}
+        results.append({"host": host.name, **proof})
+    failed = [r["host"] for r in results if r["status"] == "error"]
+    if as_json:
+        console().print_json(json.dumps({"results": results, "failed": failed}, default=str))
+    else:
+        table = Table(title="offsite lock proof", title_justify="left")
+        for col in ("host", "result", "locked", "message"):
+            table.add_column(col)
+        for r in results:
+            style = {"ok": "green", "skipped": "dim"}.get(r["status"], "bold red")
+            locked = f"{r.get('objects_locked', 0)}/{r.get('objects', 0)}"
+            table.add_row(r["host"], f"[{style}]{r['status']}[/]", locked, escape(r["message"]))
+        console().print(table)
+        if failed:
+            err_console().print(f"[bold red]offsite copy NOT locked for:[/] {', '.join(failed)}")
+    raise typer.Exit(EXIT_FLEET if failed else EXIT_OK)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(escrow_app, name="escrow")
+    app.add_typer(offsite_app, name="offsite")
     app.command()(recover)

@@ -32,10 +32,12 @@ def prune(
     """Central retention: per repository on a repository server, verify that nothing was deleted
     that SaveOS did not delete, borg check, prune with the host's retention, compact; with the
     controller's own full-access key and the escrowed passphrase. Tampering found: nothing is
-    pruned, the host's status becomes `tampered` (see `saveos repo rollback`).
+    pruned, the host's status becomes `tampered` (see `saveos repo rollback`). Where the
+    repository server has saveos_repo_server_offsite_bucket, the server then copies each
+    repository left good to S3 (never a tampered one).
 
-    Exit codes: 0 every repository maintained, 1 usage or internal error, 2 some host tampered
-    or failed.
+    Exit codes: 0 every repository maintained (and copied), 1 usage or internal error, 2 some
+    host tampered or failed, or its offsite copy failed.
     """
     from rich.markup import escape
 
@@ -46,7 +48,11 @@ def prune(
     with api() as client:
         results = fleet.prune(inventory, limit, client, verify_data, log=say)
     wall = round(time.monotonic() - t0, 2)
-    bad = [r["host"] for r in results if r["result"] not in ("ok", "skipped")]
+    bad = [
+        r["host"]
+        for r in results
+        if r["result"] not in ("ok", "skipped") or (r.get("offsite") or {}).get("result") == "error"
+    ]
     if as_json:
         doc = {"results": results, "failed": bad, "wall_s": wall}
         console().print_json(json.dumps(doc, default=str))
@@ -66,7 +72,7 @@ def _table(results: list[dict], wall: float) -> None:
     from rich.table import Table
 
     table = Table(title=f"central retention ({wall:.1f}s)", title_justify="left")
-    for col in ("host", "result", "pruned", "kept", "seconds", "message"):
+    for col in ("host", "result", "pruned", "kept", "offsite", "seconds", "message"):
         table.add_column(col)
     style = {"ok": "green", "skipped": "dim", "tampered": "bold white on red"}
     for r in results:
@@ -75,10 +81,23 @@ def _table(results: list[dict], wall: float) -> None:
             f"[{style.get(r['result'], 'bold red')}]{r['result']}[/]",
             str(len(r.get("pruned") or [])),
             "-" if r.get("archives") is None else str(r["archives"]),
+            _offsite_cell(r.get("offsite")),
             f"{r.get('duration_s') or 0:.1f}",
             escape(str(r.get("message") or "")),
         )
     console().print(table)
+
+
+def _offsite_cell(copy: dict | None) -> str:
+    """The server's offsite copy of the repository: uploaded objects, or why none was made."""
+    if not copy:
+        return "-"
+    if copy.get("result") == "ok":
+        return f"[green]ok[/] {copy.get('objects_uploaded', 0)}/{copy.get('objects', 0)}"
+    from rich.markup import escape
+
+    style = "dim" if copy.get("result") == "skipped" else "bold red"
+    return f"[{style}]{escape(str(copy.get('result')))}[/]"
 
 
 @repo_app.command("rollback")

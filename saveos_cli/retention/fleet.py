@@ -20,7 +20,7 @@ from typing import Any
 from saveos_cli import config, recovery, repo_servers
 from saveos_cli.api_client import ApiClient
 from saveos_cli.errors import EXIT_ERROR, EXIT_FLEET, SaveOSError
-from saveos_cli.retention import borg, maintain, verify
+from saveos_cli.retention import borg, maintain, offsite, verify
 from saveos_cli.retention.servers import SshFiles
 
 # Where on each server the probes and kept (pre-rollback) copies go: beside the repositories,
@@ -77,13 +77,18 @@ def targets(inventory: Path, limit: str | None) -> tuple[list[Target], list[dict
 
 
 def _lock_problem(target: Target) -> str | None:
-    days = int(target.host.vars.get("saveos_agent_offsite_object_lock_days") or 0)
+    if offsite.enabled(target.location):
+        var = "saveos_repo_server_offsite_object_lock_days"
+        days = offsite.lock_days(target.location)
+    else:
+        var = "saveos_agent_offsite_object_lock_days"
+        days = int(target.host.vars.get(var) or 0)
     need = retention_days(target.retention)
     if days and days < need:
         return (
             f"{target.host.name}: the offsite Object Lock period ({days} days) is shorter than "
             f"the retention ({need:g} days): the copy could lose archives the policy keeps; "
-            "raise saveos_agent_offsite_object_lock_days or shorten saveos_agent_retention."
+            f"raise {var} or shorten saveos_agent_retention."
         )
     return None
 
@@ -190,16 +195,39 @@ def prune(
                 result = maintain.maintain(
                     repo, prev, _on_record(state), due if verify_data is None else verify_data
                 )
+                if offsite.enabled(target.location):
+                    result["offsite"] = _offsite(repo, target, result, log)
         except SaveOSError as exc:
             message = exc.message if exc.message.startswith(name) else f"{name}: {exc.message}"
             result = _failed(name, started, message)
+            if offsite.enabled(target.location):
+                result["offsite"] = offsite.not_copied("the central run failed")
         try:
             _report(client, agent_id, result)
+            copied = (result.get("offsite") or {}).pop("report", None)
+            if copied is not None and agent_id is not None:
+                client.record_server_offsite(agent_id, copied)
         except SaveOSError as exc:
             result["report_error"] = exc.message
         log(f"{name}: {result['result']}: {result['message']}")
+        if result.get("offsite"):
+            log(f"{name}: offsite {result['offsite']['result']}: {result['offsite']['message']}")
         results.append(result)
     return results
+
+
+def _offsite(
+    repo: maintain.Repository, target: Target, result: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The server's offsite copy, only of a repository this run left verified and good."""
+    if result["result"] != "ok" or result.get("transaction") is None:
+        why = "tampering found" if result["result"] == "tampered" else "the central run failed"
+        return offsite.not_copied(f"{why}; the offsite copy keeps its last good state")
+    log(f"{target.host.name}: offsite copy by {target.location.server.name} ...")
+    try:
+        return offsite.copy(repo, target.location, int(result["transaction"]))
+    except SaveOSError as exc:
+        return {"result": "error", "message": f"offsite copy not made: {exc.message}"}
 
 
 def has_write_access(location: repo_servers.ServerRepository) -> list[str]:

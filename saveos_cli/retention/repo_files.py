@@ -177,15 +177,16 @@ def facts(repo, since=None, hash_segments=False):
     }
 
 
-def _truncate(repo, txn):
-    """Drop what came after transaction txn: segments, index/hints/integrity, log lines."""
+def _truncate(repo, txn, keep_index=False):
+    """Drop what came after transaction txn: segments, index/hints/integrity (keep_index: but
+    those of txn itself, which describe exactly what is left), log lines."""
     removed = []
     for number, path in sorted(segments(repo).items()):
         if number > txn:
             os.unlink(path)
             removed.append(number)
     for name in os.listdir(repo):
-        if _EXPENDABLE.match(name):
+        if _EXPENDABLE.match(name) and not (keep_index and name.split(".")[1] == str(txn)):
             os.unlink(os.path.join(repo, name))
     log = os.path.join(repo, "transactions")
     if os.path.exists(log):
@@ -234,6 +235,21 @@ def probe(repo, txn, dest):
     return dest
 
 
+def snapshot(repo, txn, dest):
+    """The repository exactly as a central run verified it (transaction txn), frozen as hard
+    links for the offsite copy: whatever the host commits meanwhile is not in it. The index of
+    txn stays (borg opens the copy without rebuilding it); a stale snapshot is replaced."""
+    if not is_repository(repo):
+        raise RepoFilesError(f"{repo} is not a borg repository")
+    if txn not in segments(repo):
+        raise RepoFilesError(f"{repo} has no segment {txn}: not a transaction of it")
+    if os.path.lexists(dest):
+        shutil.rmtree(dest)
+    link_copy(repo, dest)
+    _truncate(dest, txn, keep_index=True)
+    return dest
+
+
 def rollback(repo, txn, keep):
     """Roll the repository back to transaction txn; the state before is kept at `keep`."""
     if not is_repository(repo):
@@ -262,6 +278,8 @@ def handle(request):
         return facts(repo, request.get("since"), bool(request.get("hash_segments")))
     if op == "probe":
         return {"probe": probe(repo, int(request["transaction"]), request["dest"])}
+    if op == "snapshot":
+        return {"snapshot": snapshot(repo, int(request["transaction"]), request["dest"])}
     if op == "rollback":
         return rollback(repo, int(request["transaction"]), request["keep"])
     if op == "remove":

@@ -25,7 +25,7 @@ import yaml
 from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
 from db_support import MariaDB
 
-from saveos_cli.lab import Lab
+from saveos_lab.lab import Lab
 
 FIGURES: list[str] = []
 

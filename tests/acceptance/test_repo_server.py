@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from saveos_cli import lab_repo
+from saveos_lab import repo_servers as lab_repo
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 

@@ -13,6 +13,8 @@ import os
 import subprocess
 from typing import Any, Dict, Optional
 
+from saveos_rules import OFFSITE_RESULTS
+
 import saveos_agent
 from saveos_agent import logsetup
 from saveos_agent.clock import iso, utcnow
@@ -88,19 +90,25 @@ def run_program(cfg: Config, command: str, *extra: str) -> Dict[str, Any]:
     return result
 
 
-def sync(cfg: Config, job_id: Optional[int] = None) -> Dict[str, Any]:
-    started = iso(utcnow())
-    save_state(cfg, last_offsite_attempt_at=started)
-    result = run_program(cfg, "sync")
-    finished = iso(utcnow())
+def report_body(result: Dict[str, Any], started: str, finished: str) -> Dict[str, Any]:
+    """The API's offsite report of one run of the program (the agent's, or the controller's for
+    a copy the repository server made)."""
     body: Dict[str, Any] = {"report_id": new_report_id()}
     body.update({k: result[k] for k in _REPORT_FIELDS if result.get(k) is not None})
     body.setdefault("started_at", started)
     body.setdefault("finished_at", finished)
     body["result"] = result.get("result", "error")
-    if body["result"] not in ("ok", "error", "skipped"):
+    if body["result"] not in OFFSITE_RESULTS:
         body["result"] = "error"
     body["message"] = str(result.get("message", ""))[:2000]
+    return body
+
+
+def sync(cfg: Config, job_id: Optional[int] = None) -> Dict[str, Any]:
+    started = iso(utcnow())
+    save_state(cfg, last_offsite_attempt_at=started)
+    result = run_program(cfg, "sync")
+    body = report_body(result, started, iso(utcnow()))
     if job_id is not None:
         body["job_id"] = job_id
     if body["result"] == "ok":

@@ -25,17 +25,17 @@
     document.getElementById("charts").hidden = false;
     var sizeEl = document.getElementById("chart-size");
     var durEl = document.getElementById("chart-duration");
-    var sizeAxis = { values: function (u, vals) { return vals.map(sizeText); }, size: 70 };
+    var sizeAxis = { values: function (u, vals) { return vals.map(sizeText); }, size: 84 };
     new uPlot({
-      width: width(), height: 220,
+      width: width(), height: 220, legend: { live: false },
       series: [{}, { label: "original", stroke: "#2f5bd3", width: 2, value: function (u, v) { return sizeText(v); } },
                    { label: "deduplicated", stroke: "#1a7f37", width: 2, value: function (u, v) { return sizeText(v); } }],
       axes: [{}, sizeAxis]
     }, [s.t, s.original, s.deduplicated], sizeEl);
     new uPlot({
-      width: width(), height: 220,
+      width: width(), height: 220, legend: { live: false },
       series: [{}, { label: "duration", stroke: "#8250df", width: 2, value: function (u, v) { return durationText(v); } }],
-      axes: [{}, { values: function (u, vals) { return vals.map(durationText); }, size: 60 }]
+      axes: [{}, { values: function (u, vals) { return vals.map(durationText); }, size: 70 }]
     }, [s.t, s.duration], durEl);
     document.getElementById("charts").setAttribute("data-drawn", "true");
   }

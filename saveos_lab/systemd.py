@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from saveos_cli.errors import SaveOSError
 
 if TYPE_CHECKING:
-    from saveos_cli.lab import Lab, LabHost
+    from saveos_lab.lab import Lab, LabHost
 
 FLAVOUR = "systemd"
 SUITE = "bookworm"

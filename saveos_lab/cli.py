@@ -1,4 +1,4 @@
-"""`saveos lab`: start, inspect and stop a lab of SSH hosts on this machine (see saveos_cli.lab)."""
+"""`saveos lab`: start, inspect and stop a lab of SSH hosts on this machine (see saveos_lab.lab)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import typer
 from saveos_cli.errors import EXIT_FLEET
 
 if TYPE_CHECKING:
-    from saveos_cli.lab import Lab
+    from saveos_lab.lab import Lab
 
 app = typer.Typer(
     help="A lab of real SSH hosts on loopback (namespaces + overlayfs); needs root.",
@@ -31,7 +31,7 @@ def console():
 
 
 def _lab(directory: Path | None, **kwargs) -> Lab:
-    from saveos_cli.lab import Lab
+    from saveos_lab.lab import Lab
 
     return Lab(directory or default_lab_dir(), **kwargs)
 

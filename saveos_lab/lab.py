@@ -18,8 +18,8 @@ cannot read the client key or each other's layers. Everything else under / (e.g.
 controller's: keep secrets out of the shared /tmp when hosts must not read them.
 
 Longer than most modules on purpose: one host's whole life (namespaces, overlay, sshd, state
-file, teardown) is easier to get right read top to bottom; it is test and demo
-infrastructure, not imported by the product commands (saveos lab loads it when called).
+file, teardown) is easier to get right read top to bottom. It is test and demo
+infrastructure (package saveos_lab, apart from the product; `saveos lab` loads it when called).
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ from pathlib import Path
 
 import yaml
 
-from saveos_cli import lab_repo, lab_systemd
 from saveos_cli.errors import SaveOSError
+from saveos_lab import repo_servers as lab_repo
+from saveos_lab import systemd as lab_systemd
 
 SSHD = Path("/usr/sbin/sshd")
 OVERLAID = ("etc", "var", "opt", "root", "usr", "home", "srv")
@@ -121,7 +122,7 @@ class LabHost:
     port: int
     unshare_pid: int = 0
     sshd_pid: int = 0
-    flavour: str = "sshd"  # or "systemd": PID 1 is systemd (saveos_cli.lab_systemd)
+    flavour: str = "sshd"  # or "systemd": PID 1 is systemd (saveos_lab.systemd)
 
 
 @dataclass
@@ -323,7 +324,7 @@ class Lab:
     # -- up ----------------------------------------------------------------------------------
     def up(self, hosts: int, systemd: int = 0, repo_servers: int = 0) -> Path:
         """Start lab1..labN and repo1..repoM (or keep them running) and return the inventory
-        path; the last `systemd` hosts boot systemd as PID 1 (saveos_cli.lab_systemd)."""
+        path; the last `systemd` hosts boot systemd as PID 1 (saveos_lab.systemd)."""
         require_root()
         validate_hosts(hosts)
         lab_repo.validate_count(repo_servers)
