@@ -92,7 +92,7 @@ class Api:
     def _wait(self) -> None:
         import httpx
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # workers take a minute to start at load 20-30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("API exited:\n" + self.log.read_text()[-3000:])
@@ -105,6 +105,7 @@ class Api:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self.stop()
         raise RuntimeError("API did not start:\n" + self.log.read_text()[-3000:])
 
     @property

@@ -2,7 +2,13 @@
 
 Raw asyncio streams on uvloop rather than an HTTP client library, so that on a 2-core machine
 the generator spends as little CPU as possible per request (httpx costs several times more).
-Prints one JSON line: requests, errors (non-2xx or broken connections), rate and latencies.
+Prints one JSON line: requests, errors (non-2xx or broken connections), rate and latencies,
+and its own CPU seconds (`client_cpu_s`: on one machine it competes with the server).
+
+--per-connection K: a new connection (with TLS a full handshake) after every K requests, as an
+agent process opens one for the K requests of its run (K=1: a heartbeat from a timer; 0, the
+default: one connection for the whole run). --procs P: the N connections spread over P
+processes, so the generator is not held to one core.
 
     python benchmarks/loadgen.py --url http://127.0.0.1:PORT --path /api/v1/agents/heartbeat \
         --method POST --body '{"agent_version": "1"}' --tokens FILE --duration 30
@@ -40,23 +46,24 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _client(host, port, raw, deadline, warmup_end, lat, counters, tls=None, reconnect=False):
+async def _client(host, port, raw, deadline, warmup_end, lat, counters, tls=None, per_conn=0):
     def connect():
         # With TLS, server_hostname is the address: the certificate's SAN holds it.
         return asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
 
     reader, writer = await connect()
-    fresh = True
+    on_conn = 0
     try:
         while True:
             start = time.perf_counter()
             if start >= deadline:
                 return
-            if reconnect and not fresh:
-                # What an agent does: a new connection (and TLS handshake) per heartbeat.
+            if per_conn and on_conn >= per_conn:
+                # What an agent does: a new connection (and TLS handshake) per run.
                 writer.close()
                 reader, writer = await connect()
-            fresh = False
+                on_conn = 0
+            on_conn += 1
             writer.write(raw)
             try:
                 status = await _read_response(reader)
@@ -64,6 +71,7 @@ async def _client(host, port, raw, deadline, warmup_end, lat, counters, tls=None
                 counters["errors"] += 1
                 writer.close()
                 reader, writer = await connect()
+                on_conn = 0
                 continue
             end = time.perf_counter()
             if 200 <= status < 300:
@@ -80,7 +88,7 @@ async def _client(host, port, raw, deadline, warmup_end, lat, counters, tls=None
         writer.close()
 
 
-async def main(args) -> dict:
+async def _run(args, first: int, count: int) -> tuple[list[float], dict]:
     scheme, _, rest = args.url.partition("://")
     host, _, port = rest.partition(":")
     port = int(port.rstrip("/"))
@@ -109,12 +117,58 @@ async def main(args) -> dict:
             lat,
             counters,
             tls,
-            args.reconnect,
+            args.per_connection,
         )
-        for i in range(args.concurrency)
+        for i in range(first, first + count)
     ]
     await asyncio.gather(*clients)
-    lat.sort()
+    return lat, counters
+
+
+def _in_process(args, first: int, count: int) -> tuple[list[float], dict]:
+    import resource
+
+    try:
+        from uvloop import new_event_loop
+    except ImportError:
+        new_event_loop = None
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        lat, counters = runner.run(_run(args, first, count))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    counters["client_cpu_s"] = usage.ru_utime + usage.ru_stime
+    return lat, counters
+
+
+def _child(args, first, count, pipe) -> None:
+    pipe.send(_in_process(args, first, count))
+    pipe.close()
+
+
+def main(args) -> dict:
+    import multiprocessing
+
+    procs = max(1, min(args.procs, args.concurrency))
+    shares = [args.concurrency // procs + (i < args.concurrency % procs) for i in range(procs)]
+    firsts = [sum(shares[:i]) for i in range(procs)]
+    if procs == 1:
+        parts = [_in_process(args, 0, args.concurrency)]
+    else:
+        ctx = multiprocessing.get_context("fork")
+        pipes, children = [], []
+        for first, count in zip(firsts, shares, strict=True):
+            mine, theirs = ctx.Pipe()
+            child = ctx.Process(target=_child, args=(args, first, count, theirs))
+            child.start()
+            pipes.append(mine)
+            children.append(child)
+        parts = [pipe.recv() for pipe in pipes]
+        for child in children:
+            child.join()
+    lat = sorted(x for part in parts for x in part[0])
+    counters: dict = {}
+    for _, part in parts:
+        for key, value in part.items():
+            counters[key] = counters.get(key, 0) + value
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
@@ -140,11 +194,10 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--cafile", help="the CA to verify an https:// URL with")
-    parser.add_argument("--reconnect", action="store_true", help="a new connection per request")
+    parser.add_argument("--per-connection", type=int, default=0, help="requests per connection")
+    parser.add_argument("--reconnect", action="store_true", help="--per-connection 1")
+    parser.add_argument("--procs", type=int, default=1, help="generator processes")
     args = parser.parse_args()
-    try:
-        from uvloop import new_event_loop
-    except ImportError:
-        new_event_loop = None
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        print(json.dumps(runner.run(main(args))))
+    if args.reconnect:
+        args.per_connection = 1
+    print(json.dumps(main(args)))

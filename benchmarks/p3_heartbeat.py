@@ -6,17 +6,19 @@ Per repetition, on the same server: the framework floor (`GET /livez`, no databa
 as were acknowledged (each is answered only after its commit).
 
     python benchmarks/p3_heartbeat.py [--agents 128] [--workers 2] [--duration 30] [--repeat 3]
-        [--tls] [--reconnect]
+        [--tls] [--reconnect] [--procs 1]
 
 --tls: the server on HTTPS with a certificate of `saveos ca init`, the load generator verifying
-it against that CA (what agents do). --reconnect: a new connection per request, as the agent's
-urllib makes one per heartbeat (with --tls: a full TLS handshake per heartbeat).
+it against that CA (what agents do). --reconnect: a new connection per request, as an agent
+started by its heartbeat timer opens one per heartbeat (with --tls: a full TLS handshake per
+heartbeat). --procs: the load generator in that many processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,9 +68,11 @@ def load(api: Api, path: str, args, method="GET", body="", tokens=None, db_url=N
         cmd += ["--tokens", str(tokens)]
     if api.ca_file:
         cmd += ["--cafile", str(api.ca_file)]
-    if args.reconnect:
-        cmd += ["--reconnect"]
+    if getattr(args, "per_connection", 0):
+        cmd += ["--per-connection", str(args.per_connection)]
+    cmd += ["--procs", str(getattr(args, "procs", 1))]
     server_cpu = cpu_seconds([api.proc.pid])
+    load_before = os.getloadavg()[0]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     backends = []
     if db_url:
@@ -79,19 +83,21 @@ def load(api: Api, path: str, args, method="GET", body="", tokens=None, db_url=N
     if proc.returncode:
         raise RuntimeError(f"load generator failed ({proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
+    result["loadavg_1m"] = [load_before, os.getloadavg()[0]]  # before, after
     served = result["acked_total"] + result["errors"]
     result["server_cpu_ms_per_req"] = (cpu_seconds([api.proc.pid]) - server_cpu) * 1000 / served
+    result["client_cpu_ms_per_req"] = result.pop("client_cpu_s") * 1000 / served
     if db_url:
         # Backends only from after warm-up: an approximation, the same for every version.
         result["db_cpu_s"] = cpu_seconds(backends) - db_cpu
     return result
 
 
-def one_run(args, tmp: Path) -> dict:
+def one_run(args, tmp: Path, floor: bool = True) -> dict:
     with scratch_pg() as url, Api(url, tmp / "api", workers=args.workers, tls=args.tls) as api:
         tokens = tmp / "tokens"
         provision(api, args.agents, tokens)
-        floor = load(api, FLOOR_PATH, args)
+        floor = load(api, FLOOR_PATH, args) if floor else None
         hb = load(api, "/api/v1/agents/heartbeat", args, "POST", HEARTBEAT, tokens, url)
         api.stop()
         engine = sa.create_engine(url)
@@ -100,7 +106,8 @@ def one_run(args, tmp: Path) -> dict:
         engine.dispose()
     hb["stored"] = int(stored or 0)
     hb["stored_equals_acked"] = hb["stored"] == hb["acked_total"]
-    return {"floor": floor, "heartbeat": hb, "ratio_to_floor": hb["rate"] / floor["rate"]}
+    ratio = hb["rate"] / floor["rate"] if floor else None
+    return {"floor": floor, "heartbeat": hb, "ratio_to_floor": ratio}
 
 
 def main() -> int:
@@ -113,7 +120,9 @@ def main() -> int:
     parser.add_argument("--name", default="p3_heartbeat")
     parser.add_argument("--tls", action="store_true", help="HTTPS with the fleet's own CA")
     parser.add_argument("--reconnect", action="store_true", help="a new connection per request")
+    parser.add_argument("--procs", type=int, default=1, help="load-generator processes")
     args = parser.parse_args()
+    args.per_connection = 1 if args.reconnect else 0
     runs = []
     with tempfile.TemporaryDirectory(prefix="saveos-p3-") as tmp:
         for i in range(args.repeat):
@@ -126,7 +135,7 @@ def main() -> int:
                 f"stored==acked {hb['stored_equals_acked']} | floor {floor['rate']:.0f}/s "
                 f"p99 {floor['p99_ms']:.1f} ms | ratio {run['ratio_to_floor']:.2f} | "
                 f"server CPU/req: heartbeat {hb['server_cpu_ms_per_req']:.2f} ms, "
-                f"floor {floor['server_cpu_ms_per_req']:.2f} ms",
+                f"floor {floor['server_cpu_ms_per_req']:.2f} ms | load {hb['loadavg_1m']}",
                 flush=True,
             )
     summary = {

@@ -20,7 +20,6 @@ from saveos_api.auth import ensure_first_admin_token
 from saveos_api.db import Database
 from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from saveos_api.ratelimit import TokenBucket
 from saveos_api.routes import admin, agent, alerts, escrow, maintenance, open, tokens
 from saveos_api.settings import Settings
 
@@ -66,7 +65,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     ensure_first_admin_token(db, app.state.secret_key, app.state.admin_token)
     app.state.metrics = Metrics(db, settings.metrics_cache_s)
     app.state.heartbeats = HeartbeatWriter(app.state)
-    app.state.report_limiter = TokenBucket(settings.report_burst, settings.report_rate_per_min)
     app.state.alerts = AlertService(app.state)  # raises ConfigError on a bad declared channel
     app.state.metrics.registry.register(AlertCollector(db, app.state.alerts))
     # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.

@@ -1,11 +1,14 @@
-"""Bounds on what one agent may make the server store: a token bucket per agent and report
-kind (in this process), and a per-agent cap on the reports of each kind stored in a day
-(counted in the database, so it holds across workers and API instances)."""
+"""Bounds on what one agent may make the server store, both counted in the database, so they
+hold across the workers of one API and across API instances behind one PostgreSQL: at most
+`report_burst` reports of a kind received in any window of report_burst / report_rate_per_min
+minutes (a sliding window: on average report_rate_per_min a minute), and at most
+`reports_per_day` of a kind in a day. On PostgreSQL a transaction-scoped advisory lock per
+(agent, kind) makes the count and the insert one step, so concurrent requests cannot both
+take the last place."""
 
 from __future__ import annotations
 
-import threading
-import time
+import zlib
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -17,30 +20,6 @@ from saveos_api.models import utcnow
 DAY = timedelta(days=1)
 
 
-class TokenBucket:
-    """`burst` requests at once, refilled at `per_min` a minute, per key."""
-
-    def __init__(self, burst: int, per_min: float):
-        self.burst = burst
-        self.rate = per_min / 60.0
-        self._state: dict[object, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: object) -> float:
-        """0 when the request may go ahead, else the seconds until it may."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, stamp = self._state.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
-            if tokens < 1.0:
-                self._state[key] = (tokens, now)
-                return (1.0 - tokens) / self.rate
-            self._state[key] = (tokens - 1.0, now)
-            if len(self._state) > 100_000:  # forget full buckets of agents long quiet
-                self._state = {k: v for k, v in self._state.items() if v[0] < self.burst}
-            return 0.0
-
-
 def too_many(detail: str, retry_after: float) -> HTTPException:
     return HTTPException(
         429, detail=detail, headers={"Retry-After": str(max(1, round(retry_after)))}
@@ -48,24 +27,41 @@ def too_many(detail: str, retry_after: float) -> HTTPException:
 
 
 def check_report_bounds(state, session: Session, model, agent_id: int) -> None:
-    """429 when this agent sends reports of this kind too fast or stored its day's share."""
+    """429 when this agent sent its window's share of reports of this kind or stored its day's.
+    Runs in the transaction that inserts the report (the lock is released by its commit)."""
     settings = state.settings
-    wait = state.report_limiter.take((agent_id, model.__tablename__))
-    if wait:
-        raise too_many(
-            f"too many {model.__tablename__} reports from this agent; retry in {wait:.0f} s",
-            wait,
+    kind = model.__tablename__
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(zlib.crc32(kind.encode()) >> 1, agent_id))
         )
+    now = utcnow()
+    window = timedelta(minutes=settings.report_burst / settings.report_rate_per_min)
+    # the burst-th newest report inside the window: while there is one, the window is full
+    full_since = session.scalar(
+        sa.select(model.received_at)
+        .where(model.agent_id == agent_id, model.received_at > now - window)
+        .order_by(model.received_at.desc())
+        .offset(settings.report_burst - 1)
+        .limit(1)
+    )
+    if full_since is not None:
+        wait = (_aware(full_since) + window - now).total_seconds()
+        raise too_many(f"too many {kind} reports from this agent; retry in {wait:.0f} s", wait)
     cap = settings.reports_per_day
     recent = (
         sa.select(sa.literal(1))
-        .where(model.agent_id == agent_id, model.received_at > utcnow() - DAY)
+        .where(model.agent_id == agent_id, model.received_at > now - DAY)
         .limit(cap)
         .subquery()
     )
     stored = session.scalar(sa.select(sa.func.count()).select_from(recent))
     if stored >= cap:
-        raise too_many(
-            f"this agent stored {cap} {model.__tablename__} reports in the last day (the bound)",
-            3600,
-        )
+        raise too_many(f"this agent stored {cap} {kind} reports in the last day (the bound)", 3600)
+
+
+def _aware(at):
+    """SQLite gives naive UTC datetimes back."""
+    from datetime import UTC
+
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

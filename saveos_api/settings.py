@@ -49,8 +49,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(8, ge=1)
     # Seconds a scrape of /metrics reuses the fleet query of the one before.
     metrics_cache_s: float = Field(15.0, ge=0)
-    # Reports (snapshots, checks, drills, offsite) one agent may send: a burst, refilled at
-    # report_rate_per_min (per API process), and at most reports_per_day of each kind stored.
+    # Reports (snapshots, checks, drills, offsite) one agent may send: report_burst in any
+    # window of report_burst / report_rate_per_min minutes, and at most reports_per_day of each
+    # kind stored (both counted in the database: they hold across workers and instances).
     report_burst: int = Field(60, ge=1)
     report_rate_per_min: float = Field(30.0, gt=0)
     reports_per_day: int = Field(2000, ge=1)

@@ -219,8 +219,8 @@ def test_reports_are_rate_limited_and_bounded_per_agent(db_url, tmp_path):
         assert (
             api.client.post("/api/v1/reports/snapshots", json=snapshot_report(), headers=b)
         ).status_code == 201
-        # The day's bound holds whatever the rate: refill the bucket, keep the stored count.
-        api.app.state.report_limiter._state.clear()
+        # The day's bound holds whatever the rate: the window passes, the stored count stays.
+        _age_reports(api, minutes=10)
         codes = [
             api.client.post(
                 "/api/v1/reports/snapshots", json=snapshot_report(old), headers=a
@@ -231,10 +231,49 @@ def test_reports_are_rate_limited_and_bounded_per_agent(db_url, tmp_path):
         assert api.count("snapshots") == 8 + 1
         # One report cannot carry 800 KB of warnings any more.
         big = snapshot_report(warnings=["w" * 4096] * 200)
-        api.app.state.report_limiter._state.clear()
         assert api.client.post("/api/v1/reports/snapshots", json=big, headers=b).status_code == 422
     finally:
         api.close()
+
+
+def _age_reports(api, minutes: int) -> None:
+    """Make every stored report older (received earlier) by `minutes`."""
+    import sqlalchemy as sa
+
+    with api.app.state.db.engine.begin() as conn:
+        rows = conn.execute(sa.text("SELECT id, received_at FROM snapshots")).all()
+        for row_id, at in rows:
+            at = datetime.fromisoformat(at) if isinstance(at, str) else at
+            conn.execute(
+                sa.text("UPDATE snapshots SET received_at = :at WHERE id = :id"),
+                {"at": at - timedelta(minutes=minutes), "id": row_id},
+            )
+
+
+def test_the_report_rate_holds_across_api_instances(db_url, tmp_path):
+    """Two API instances (or workers) on one database share the agent's rate: the flood gets
+    the burst once, not once per instance; the window then lets reports in again."""
+    limits = dict(report_burst=4, report_rate_per_min=2, reports_per_day=100)
+    one = Api(db_url, tmp_path / "data", **limits)
+    two = Api(db_url, tmp_path / "data", **limits)  # the same config, as instances share
+    try:
+        _, a = one.agent("flood")
+        codes = [
+            api.client.post(
+                "/api/v1/reports/snapshots", json=snapshot_report(), headers=a
+            ).status_code
+            for api in (one, two) * 4
+        ]
+        assert codes == [201] * 4 + [429] * 4, codes
+        assert one.count("snapshots") == 4
+        wait = two.client.post("/api/v1/reports/snapshots", json=snapshot_report(), headers=a)
+        assert 60 <= int(wait.headers["Retry-After"]) <= 120  # the 2-minute window
+        _age_reports(one, minutes=3)
+        r = two.client.post("/api/v1/reports/snapshots", json=snapshot_report(), headers=a)
+        assert r.status_code == 201
+    finally:
+        two.close()
+        one.close()
 
 
 def test_schema_pages_are_closed_and_metrics_need_a_read_token(api):

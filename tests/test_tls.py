@@ -76,6 +76,20 @@ def test_server_serves_https_and_refuses_plain_http_off_loopback(https_api, tmp_
     assert refused.returncode == 1 and "refusing to serve plain HTTP on 0.0.0.0" in refused.stderr
 
 
+def test_the_server_hands_out_one_tls13_session_ticket(https_api):
+    """One ticket per handshake (saveos_cli.tls.server_context; OpenSSL's default is two):
+    what an agent needs to resume its next connection, and no more crypto and bytes."""
+    host_port = https_api.url.removeprefix("https://")
+    r = subprocess.run(
+        ["openssl", "s_client", "-connect", host_port, "-CAfile", str(https_api.ca_file),
+         "-verify_return_error", "-quiet", "-msg"],
+        input=b"GET /livez HTTP/1.0\r\n\r\n", capture_output=True, timeout=60,
+    )  # fmt: skip
+    seen = r.stdout + r.stderr
+    assert b"HTTP/1.1 200" in seen and b"TLS 1.3" in seen, seen[-2000:]
+    assert seen.count(b"NewSessionTicket") == 1, seen[-2000:]
+
+
 def test_agent_and_cli_verify_against_the_pinned_ca_only(https_api, tmp_path):
     token = https_api.admin_token
     # The right CA: the agent client reaches the API (an admin token gets its 403 answer).

@@ -36,6 +36,10 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _KeepAlive(_Recorder):
+    protocol_version = "HTTP/1.1"  # keeps the connection open between requests
+
+
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -43,13 +47,22 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class Recorder:
     """A loopback HTTP(S) server that records every request (method, path, headers, body) and
-    every raw TLS handshake it saw; `answer(handler)` writes the response."""
+    every raw TLS handshake it saw (and how many resumed a session); `answer(handler)` writes
+    the response. keep_alive: HTTP/1.1, the connection stays open between requests (else
+    HTTP/1.0, closed after each answer)."""
 
-    def __init__(self, host: str = "127.0.0.1", tls_dir: Path | None = None, answer=None):
-        self.server = _Server((host, 0), _Recorder)
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        tls_dir: Path | None = None,
+        answer=None,
+        keep_alive: bool = False,
+    ):
+        self.server = _Server((host, 0), _KeepAlive if keep_alive else _Recorder)
         self.server.seen = []
         self.server.answer = answer or _json_ok
         self.handshakes = 0
+        self.reused: list[bool] = []  # per TLS connection: did it resume a session?
         if tls_dir is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls_dir / "server.crt", tls_dir / "server.key")
@@ -58,12 +71,18 @@ class Recorder:
             def accept():
                 conn, addr = raw_accept()
                 self.handshakes += 1
-                return context.wrap_socket(conn, server_side=True), addr
+                tls = context.wrap_socket(conn, server_side=True)
+                self.reused.append(tls.session_reused)
+                return tls, addr
 
             self.server.get_request = accept  # type: ignore[method-assign]
         self.scheme = "https" if tls_dir is not None else "http"
         self.url = f"{self.scheme}://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def resumed(self) -> int:
+        return sum(self.reused)
 
     @property
     def seen(self) -> list:

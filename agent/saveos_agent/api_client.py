@@ -1,7 +1,8 @@
-"""A small JSON client for the SaveOS API (urllib, bearer token read from the token file).
+"""A small JSON client for the SaveOS API (http.client, bearer token read from the token file).
 
 HTTPS is verified against the fleet's CA (config ca_file) only, http:// is taken only to
-loopback, and a redirect is an answer to refuse, never followed (transport.py)."""
+loopback, and a redirect is an answer to refuse, never followed (transport.py). One client
+keeps one connection open for all the requests of a run (reporting.api_client shares it)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class ApiClient:
         self.token_file = token_file
         self.timeout = timeout
         self.ca_file = ca_file
-        self._opener = None
+        self._conn = None  # kept open across requests (transport.Connection)
 
     def _token(self) -> str:
         check_private(self.token_file, "token_file")
@@ -47,45 +48,51 @@ class ApiClient:
         logsetup.add_secret(token)
         return token
 
+    def _transport(self):
+        from saveos_agent.transport import Connection, uses_proxy
+
+        if self._conn is None:
+            try:
+                if uses_proxy(self.base_url):
+                    self._conn = _UrllibTransport(self.base_url, self.ca_file, self.timeout)
+                else:
+                    self._conn = Connection(self.base_url, self.ca_file, self.timeout)
+            except OSError as exc:  # ssl.SSLError is one
+                raise AgentError(f"ca_file: cannot load {self.ca_file}: {exc}") from None
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
     def request(self, method: str, path: str, body: Optional[Any] = None) -> Tuple[int, Any]:
         """(status, parsed JSON) for any HTTP answer below 500; ApiUnavailable otherwise."""
-        # imported here: urllib.request pulls in http.client and ssl, which cost more CPU than
-        # the rest of the agent's start-up, and a backup without an API never needs them
-        import socket
-        import ssl
-        import urllib.error
-        import urllib.request
+        # imported here: http.client and ssl cost more CPU than the rest of the agent's
+        # start-up, and a backup without an API never needs them
+        import http.client
 
-        from saveos_agent.transport import opener
-
-        if self._opener is None:
-            try:
-                self._opener = opener(self.ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise AgentError(f"ca_file: cannot load {self.ca_file}: {exc}") from None
-
+        conn = self._transport()
         data = json.dumps(body).encode() if body is not None else None
-        # base_url is validated as http(s) by config
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)  # noqa: S310
-        req.add_header("Authorization", "Bearer " + self._token())
-        req.add_header("Accept", "application/json")
-        req.add_header("User-Agent", f"saveos-agent/{__version__}")
+        headers = {
+            "Authorization": "Bearer " + self._token(),
+            "Accept": "application/json",
+            "User-Agent": f"saveos-agent/{__version__}",
+        }
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            headers["Content-Type"] = "application/json"
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-            if 300 <= status < 400:
-                # Not followed: the token would go to wherever the answer points.
-                where = exc.headers.get("Location", "?")
-                raise ApiUnavailable(
-                    f"API {method} {path} answered a redirect ({status} to {where}); not followed"
-                ) from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            status, answer_headers, raw = conn.request(method, path, data, headers)
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, TLS refusals too
+            reason = getattr(exc, "reason", None)  # urllib's URLError wraps the cause
+            if not isinstance(reason, BaseException):
+                reason = exc
             raise ApiUnavailable(f"API {self.base_url} unreachable: {reason}") from None
+        if 300 <= status < 400:
+            # Not followed: the token would go to wherever the answer points.
+            where = answer_headers.get("Location", "?")
+            raise ApiUnavailable(
+                f"API {method} {path} answered a redirect ({status} to {where}); not followed"
+            )
         if status >= 500:
             raise ApiUnavailable(f"API {method} {path} answered {status}")
         try:
@@ -100,3 +107,28 @@ class ApiClient:
 
     def get(self, path: str) -> Tuple[int, Any]:
         return self.request("GET", path)
+
+
+class _UrllibTransport:
+    """Through the environment's proxy (urllib's opener): a connection per request."""
+
+    def __init__(self, base_url: str, ca_file: Optional[str], timeout: float):
+        from saveos_agent.transport import opener
+
+        self.base_url, self.timeout = base_url, timeout
+        self._opener = opener(ca_file)
+
+    def close(self) -> None:
+        pass
+
+    def request(self, method: str, path: str, body: Optional[bytes], headers: dict):
+        import urllib.error
+        import urllib.request
+
+        # base_url is validated as http(s) by config
+        req = urllib.request.Request(self.base_url + path, body, headers, method=method)  # noqa: S310
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()

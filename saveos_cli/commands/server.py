@@ -163,7 +163,13 @@ def _tls_options(host: str, cert: Path | None, key: Path | None, insecure_http: 
         check_private(str(key), "--tls-key", SaveOSError)
     except SaveOSError as exc:
         raise SaveOSError(f"TLS key {exc.message}") from None
-    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    from saveos_cli.tls import server_context
+
+    return {
+        "ssl_certfile": str(cert),
+        "ssl_keyfile": str(key),
+        "ssl_context_factory": server_context,
+    }
 
 
 def _best(module: str) -> str:
