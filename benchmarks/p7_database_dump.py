@@ -8,7 +8,9 @@ Database: `saveos_t22_p7` on the machine's PostgreSQL (127.0.0.1:5432), created 
 (`pg_dump -Fc`), with the same compression (lz4) into its own fresh repokey-blake2 repository
 per repetition: an initial backup, then an incremental one (the same database: the dump
 deduplicates). SaveOS and borgmatic also archive one small source directory and run their
-prune and compact, as they do in production; the hand-written pipe does nothing else. Tools run
+prune and compact, as they do in production; the hand-written pipe does nothing else, and its
+repository then gets the same prune and compact, timed apart (`hand_pipe+prune+compact` is the
+pipe plus those: the like-for-like baseline). Tools run
 back to back in rotating order; wall and CPU (user+system of the whole process tree, from
 getrusage) are recorded; after every backup the dump's size in the archive is compared.
 
@@ -34,6 +36,7 @@ DB = "saveos_t22_p7"
 ROWS, SEED = 4_500_000, 20261201
 COMPRESSION = "lz4"
 GOAL_VS_PIPE = 1.05
+MAINT = "hand_pipe+prune+compact"
 PSQL = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
 
 
@@ -108,6 +111,19 @@ class HandPipe(Tool):
             f'"{self.repo}::pipe-$(date +%Y-%m-%dT%H:%M:%S.%N)" -'
         )
         run(["bash", "-c", script], self.borg_env)
+
+    def maintain(self) -> None:
+        """What SaveOS and borgmatic do after every create and the bare pipe does not: prune
+        (the same keep_daily 7) and compact. Timed apart: the pipe alone and pipe + this."""
+        run(["borg", "prune", "--keep-daily", "7", str(self.repo)], self.borg_env)
+        run(["borg", "compact", str(self.repo)], self.borg_env)
+
+
+class _Maintenance:
+    """timed() runs backup(): here the hand pipe's maintenance."""
+
+    def __init__(self, pipe: HandPipe):
+        self.backup = pipe.maintain
 
 
 class Agent(Tool):
@@ -203,14 +219,16 @@ def main() -> int:
         Borgmatic(ROOT / "run" / "borgmatic", passfile, borgmatic),
     ]
     phases = ("initial", "incremental")
-    times = {k: {t.name: {p: [] for p in phases} for t in tools} for k in ("wall", "cpu")}
+    names = [t.name for t in tools] + [MAINT]
+    times = {k: {n: {p: [] for p in phases} for n in names} for k in ("wall", "cpu")}
     sizes: dict[str, list[int]] = {t.name: [] for t in tools}
-    loads, step = [], 0
+    loads, loadavgs, step = [], [], 0
     for rep in range(args.repeat):
         for tool in tools:
             tool.reset()
         for phase in phases:
             loads.append(os.getloadavg()[0])
+            loadavgs.append(Path("/proc/loadavg").read_text().strip())
             line = []
             for tool in rotated(tools, step):
                 wall, cpu = timed(tool)
@@ -218,8 +236,13 @@ def main() -> int:
                 times["cpu"][tool.name][phase].append(cpu)
                 sizes[tool.name].append(tool.dump_size())
                 line.append(f"{tool.name} {wall:.2f} s ({cpu:.2f} s CPU)")
+                if isinstance(tool, HandPipe):
+                    m_wall, m_cpu = timed(_Maintenance(tool))
+                    times["wall"][MAINT][phase].append(wall + m_wall)
+                    times["cpu"][MAINT][phase].append(cpu + m_cpu)
+                    line.append(f"(+ prune/compact {m_wall:.2f} s, {m_cpu:.2f} s CPU)")
             step += 1
-            print(f"run {rep + 1} {phase}: " + "; ".join(line) + f"; load {loads[-1]:.1f}",
+            print(f"run {rep + 1} {phase}: " + "; ".join(line) + f"; loadavg {loadavgs[-1]}",
                   flush=True)  # fmt: skip
         for tool in tools:
             shutil.rmtree(tool.work, ignore_errors=True)
@@ -232,19 +255,32 @@ def main() -> int:
         summary[f"{p}_agent_vs_pipe"] = med["saveos_agent"][p] / med["hand_pipe"][p]
         summary[f"{p}_agent_vs_borgmatic"] = med["saveos_agent"][p] / med["borgmatic"][p]
         summary[f"{p}_agent_vs_pipe_cpu"] = cpu["saveos_agent"][p] / cpu["hand_pipe"][p]
+        summary[f"{p}_agent_vs_pipe_maint_cpu"] = cpu["saveos_agent"][p] / cpu[MAINT][p]
+        summary[f"{p}_agent_vs_borgmatic_cpu"] = cpu["saveos_agent"][p] / cpu["borgmatic"][p]
         print(
             f"median {p}: "
             + ", ".join(f"{t} {med[t][p]:.2f} s ({cpu[t][p]:.2f} s CPU)" for t in med)
             + f"; agent/pipe {summary[f'{p}_agent_vs_pipe']:.3f} "
-            f"(CPU {summary[f'{p}_agent_vs_pipe_cpu']:.3f}), agent/borgmatic "
-            f"{summary[f'{p}_agent_vs_borgmatic']:.3f}"
+            f"(CPU {summary[f'{p}_agent_vs_pipe_cpu']:.3f}; vs pipe + prune/compact "
+            f"{summary[f'{p}_agent_vs_pipe_maint_cpu']:.3f}), agent/borgmatic "
+            f"{summary[f'{p}_agent_vs_borgmatic']:.3f} "
+            f"(CPU {summary[f'{p}_agent_vs_borgmatic_cpu']:.3f})"
         )
+    # On a shared machine wall time follows the load, not the tool: CPU decides, as journalled.
+    summary["goal_met_cpu"] = same and all(
+        summary[f"{p}_agent_vs_pipe_cpu"] <= GOAL_VS_PIPE
+        and summary[f"{p}_agent_vs_borgmatic_cpu"] <= 1
+        for p in phases
+    )
     summary["goal_met"] = same and all(
         summary[f"{p}_agent_vs_pipe"] <= GOAL_VS_PIPE and summary[f"{p}_agent_vs_borgmatic"] <= 1
         for p in phases
     )
     print(f"dump sizes equal across tools: {same} ({min(all_sizes)}..{max(all_sizes)} bytes)")
-    print(f"goal (<= {GOAL_VS_PIPE}x the hand-written pipe, <= borgmatic): {summary['goal_met']}")
+    print(
+        f"goal (<= {GOAL_VS_PIPE}x the hand-written pipe, <= borgmatic): wall "
+        f"{summary['goal_met']}, CPU {summary['goal_met_cpu']}"
+    )
     path = write_result(
         args.name,
         {
@@ -252,6 +288,7 @@ def main() -> int:
             "database": database,
             "versions": versions,
             "load_1min": {"min": min(loads), "median": median(loads), "max": max(loads)},
+            "loadavg": loadavgs,
             "summary": summary,
             "times": times,
             "dump_sizes": sizes,

@@ -113,7 +113,8 @@ class PrivateCluster:
     def __init__(self, root: Path, port: int):
         self.root, self.port = root, port
         self.data = root / "data"
-        self.password = "pg-" + secrets.token_urlsafe(24)
+        # ':' and '\' are what a pgpass line escapes: libpq itself reads the role's file back
+        self.password = "pg-" + secrets.token_urlsafe(24) + ":\\x"
         self.admin = Postgres(host=str(root), port=port)
 
     def _as_postgres(self, *argv: str) -> None:

@@ -257,3 +257,61 @@ def test_credentials_never_reach_argv_of_a_real_dump(tmp_path):
     proc = subprocess.run(list(argv), capture_output=True, text=True, env=dbs.env(db), timeout=60)
     assert proc.returncode != 0 and "using password: YES" in proc.stderr  # the file was read
     assert secret not in " ".join(argv) and secret not in json.dumps(dbs.env(db))
+
+
+@pytest.mark.borg
+def test_restore_all_loads_every_dump_or_nothing(dbhost, tmp_path):
+    live = tmp_path / "live"
+    second = _sqlite(live / "notes.sqlite", rows=120)
+    dbhost.write_config(
+        databases=[
+            {"type": "sqlite", "name": "app", "path": str(live / "app.sqlite")},
+            {"type": "sqlite", "name": "notes", "path": str(live / "notes.sqlite")},
+        ]
+    )
+    rc, out = dbhost.json("backup", timeout=60)
+    assert rc == 0, out
+    # bad input: one clear sentence, nothing touched
+    rc, bad = dbhost.json("restore", "latest", "--database", "pg/x")
+    assert rc == 2 and "give all, a database NAME" in bad["message"], bad
+    rc, bad = dbhost.json("restore", "latest", "--database", "all", "--into", "/tmp/x.db")
+    assert rc == 2 and "--into names one database" in bad["message"], bad
+    # both live files hold rows: all is refused as a whole, naming each
+    rc, refused = dbhost.json("restore", "latest", "--database", "all")
+    assert rc == 2 and "nothing was restored" in refused["message"], refused
+    assert str(live / "app.sqlite") in refused["message"]
+    assert str(live / "notes.sqlite") in refused["message"]
+    # one emptied, one changed: still all or nothing
+    (live / "notes.sqlite").unlink()
+    rc, refused = dbhost.json("restore", out["archive"], "--database", "all")
+    assert rc == 2 and not (live / "notes.sqlite").exists(), refused
+    con = sqlite3.connect(live / "app.sqlite")
+    con.execute("DELETE FROM items WHERE id < 100")
+    con.commit()
+    con.close()
+    assert _digest(live / "app.sqlite") != dbhost.digest
+    rc, done = dbhost.json("restore", out["archive"], "--database", "all", "--force")
+    assert rc == 0, done
+    assert [(r["database"], r["replaced"]) for r in done["restored"]] == [
+        ("app", True), ("notes", False)
+    ]  # fmt: skip
+    assert _digest(live / "app.sqlite") == dbhost.digest
+    assert _digest(live / "notes.sqlite") == second
+    assert done["message"].startswith(f"restored 2 dumps from {out['archive']}: sqlite/app")
+
+
+@pytest.mark.borg
+def test_restore_all_refuses_an_archive_with_a_dump_cut_short(dbhost, tmp_path):
+    dbhost.write_config(
+        databases=[
+            {"type": "sqlite", "name": "app", "path": str(tmp_path / "live" / "app.sqlite")},
+            {"type": "sqlite", "name": "gone", "path": str(tmp_path / "missing.db")},
+        ]
+    )
+    rc, out = dbhost.json("backup", timeout=60)
+    assert rc == 2 and out["archive"], out
+    rc, refused = dbhost.json("restore", out["archive"], "--database", "all", "--force")
+    assert rc == 2 and "sqlite/gone" in refused["message"], refused
+    assert "did not finish: nothing was restored" in refused["message"]
+    rc, none = dbhost.json("restore", "latest", "--database", "all")
+    assert rc == 2 and "no archive holds a whole dump of every database" in none["message"]

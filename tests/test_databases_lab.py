@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,10 +32,12 @@ from saveos_lab.lab import Lab
 pytestmark = [pytest.mark.lab, pytest.mark.borg]
 
 HOST = "lab1"
-PG_DB = "saveos_t22_pg"
-PG_USER = "saveos_t22_pguser"
-MY_DB = "saveos_t22_my"
-MY_USER = "saveos_t22_my"
+# Named per run: two runs on this machine must never drop or re-password each other's.
+RUN = uuid.uuid4().hex[:8]
+PG_DB = f"saveos_t22_pg_{RUN}"
+PG_USER = f"saveos_t22_pguser_{RUN}"
+MY_DB = f"saveos_t22_my_{RUN}"
+MY_USER = f"saveos_t22_my_{RUN}"
 ALL_DBS = ("saveos_t22_all_a", "saveos_t22_all_b")
 PORT_BASE = int(os.environ.get("SAVEOS_TEST_PORT_BASE", "20000"))
 
@@ -151,7 +154,7 @@ def dblab(tmp_path_factory):
         )
         t.sums[PG_DB] = t.pg.make(PG_DB, owner=PG_USER)
         t.my.user(MY_USER, t.my_password.replace("\\", "\\\\").replace("'", "\\'"),
-                  ["saveos\\_t22\\_%", "saveos\\_drill\\_%"])  # fmt: skip
+                  [MY_DB.replace("_", "\\_") + "%", "saveos\\_drill\\_%"])  # fmt: skip
         t.sums[MY_DB] = t.my.make(MY_DB)
         api.start()
         lab.up(1)
@@ -185,7 +188,7 @@ def test_dumps_restore_identical_rows_and_refuse_to_overwrite(dblab):
     assert dumps[("postgresql", PG_DB)]["format"] == "custom"
     assert snap["nfiles"] >= 1 and t.left_behind() == []
     table = t.saveos("snapshots", HOST)
-    assert "mariadb/saveos_t22_my" in table.stdout, table.stdout
+    assert f"mariadb/{MY_DB}" in table.stdout, table.stdout
 
     # drop each, restore through SaveOS, same rows
     t.pg.drop(PG_DB)
@@ -220,6 +223,43 @@ def test_dumps_restore_identical_rows_and_refuse_to_overwrite(dblab):
     code, out = t.agent("restore", "latest", "--database", PG_DB, "--force")
     assert code == 0 and out["replaced"] is True, out
     assert t.pg.checksum(PG_DB) == t.sums[PG_DB]
+    assert t.left_behind() == []
+
+
+def test_restore_all_loads_every_dump_of_the_archive_or_nothing(dblab):
+    t = dblab
+    inv = ("-i", str(t.inventory))
+    # bad input: one sentence, exit 1, nothing run on the host
+    for args, words in (
+        (("--database", "all", "--into", "x"), "--into names one database"),
+        (("--database", "x;y"), "give all, a database NAME"),
+        (("--database", "oracle/x"), "TYPE/NAME with TYPE one of"),
+    ):
+        bad = t.saveos("restore", HOST, *inv, *args)
+        assert bad.returncode == 1 and words in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+        assert "Traceback" not in bad.stdout + bad.stderr
+    # every target exists with rows: refused as a whole, each named
+    refused = t.saveos("restore", HOST, *inv, "--database", "all")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "nothing was restored" in said, said
+    assert f"mariadb database {MY_DB} exists" in said and f"database {PG_DB} exists" in said
+    # some gone, one changed: --force brings every one back as the archive has it
+    t.pg.drop(PG_DB)
+    t.my.drop(MY_DB)
+    t.cluster.admin.drop(ALL_DBS[0])
+    t.cluster.admin.sql("DELETE FROM items WHERE id > 5", ALL_DBS[1])
+    t.cluster.admin.sql("DROP ROLE saveos_t22_global")
+    done = t.saveos("restore", HOST, *inv, "--database", "all", "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "restored every database dump of" in done.stdout
+    assert t.pg.checksum(PG_DB) == t.sums[PG_DB]
+    assert t.my.checksum(MY_DB) == t.sums[MY_DB]
+    for name in ALL_DBS:
+        assert t.cluster.admin.checksum(name) == t.sums[name]
+    roles = t.cluster.admin.sql("SELECT rolname FROM pg_roles WHERE rolname LIKE 'saveos_t22_%'")
+    assert roles == "saveos_t22_global"  # the globals came first
+    owner = t.pg.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'items'", PG_DB)
+    assert owner == PG_USER
     assert t.left_behind() == []
 
 

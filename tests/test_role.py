@@ -196,6 +196,63 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
     assert systemd_verify(tmp_path, out / "broken").stderr != ""
 
 
+# -- databases' credentials files -----------------------------------------------------------------
+
+CREDENTIALS_PLAY = """\
+- hosts: all
+  gather_facts: false
+  vars_files:
+    - {role}/vars/main.yml
+  tasks:
+    - ansible.builtin.import_tasks: {role}/tasks/databases.yml
+"""
+# What broke lab2's dump on the acceptance fleet (a lone " and a trailing \), and the rest of
+# what an option file or a pgpass line treats specially.
+AWKWARD_PASSWORDS = ['db-1:"\\', 'a\\"q', "two\\\\", "x#y z'$`;=", "p:w\\:d", "\u00e9t\u00e9"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the credentials files are root's")
+@pytest.mark.skipif(not shutil.which("my_print_defaults"), reason="no MariaDB client installed")
+def test_credentials_files_hold_each_password_exactly(tmp_path):
+    """The role writes each password so that the client's own parser reads it back unchanged:
+    MariaDB's (my_print_defaults reads an option file as mariadb-dump does) and the pgpass
+    rule (backslash and colon escaped), with the passwords taken from the environment."""
+    env_ref = "{{{{ lookup('ansible.builtin.env', 'T22_PW{}') }}}}"
+    databases = [
+        {"type": kind, "name": f"{kind[:2]}{i}", "user": "u", "password": env_ref.format(i)}
+        for i in range(len(AWKWARD_PASSWORDS))
+        for kind in ("mariadb", "postgresql")
+    ]
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    local = {"ansible_connection": "local", "ansible_python_interpreter": shutil.which("python3")}
+    config_dir = tmp_path / "etc"
+    host_vars = {"saveos_agent_config_dir": str(config_dir), "saveos_agent_databases": databases}
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(
+        yaml.safe_dump({"all": {"vars": {**defaults, **local}, "hosts": {"h": host_vars}}})
+    )
+    play = tmp_path / "credentials.yml"
+    play.write_text(CREDENTIALS_PLAY.format(role=ROLE))
+    passwords = {f"T22_PW{i}": pw for i, pw in enumerate(AWKWARD_PASSWORDS)}
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(play)],
+        cwd=REPO_ROOT, env=ansible_env(passwords), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    assert secrets_in(result.stdout + result.stderr, passwords) == []
+    for i, password in enumerate(AWKWARD_PASSWORDS):
+        option_file = config_dir / "databases" / f"mariadb-ma{i}.cnf"
+        assert option_file.stat().st_mode & 0o777 == 0o600
+        read = subprocess.run(
+            ["my_print_defaults", f"--defaults-extra-file={option_file}", "client"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        assert f"--password={password}" in read.stdout.splitlines(), (password, read.stdout)
+        pgpass = (config_dir / "databases" / f"postgresql-po{i}.pgpass").read_text()
+        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+        assert pgpass == f"*:*:*:*:{escaped}\n", (password, pgpass)
+
+
 # -- the fleet in the lab ------------------------------------------------------------------------
 
 

@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("paths", nargs="*", metavar="PATH")
     restore.add_argument("--target", metavar="DIR")
     restore.add_argument("--in-place", action="store_true", help="overwrite the source paths")
-    restore.add_argument("--database", metavar="NAME", help="load this database's dump")
+    restore.add_argument(
+        "--database", metavar="NAME", help="load this database's dump (TYPE/NAME; all: every one)"
+    )
     restore.add_argument("--into", metavar="NAME", help="into this database (default: its own)")
     restore.add_argument(
         "--force", action="store_true", help="drop and replace a non-empty target database"

@@ -278,6 +278,17 @@ def check_name(name: str, what: str = "database") -> str:
     return name
 
 
+def check_wanted(wanted: str, what: str = "--database") -> str:
+    """What a restore may name: all, NAME, or TYPE/NAME (TYPE/all: a database called all)."""
+    kind, _, name = (wanted or "").rpartition("/")
+    if (kind and kind not in TYPES) or not NAME.match(name):
+        raise AgentError(
+            f"{what} {wanted!r}: give all, a database NAME (letters, digits, _ . -) or "
+            f"TYPE/NAME with TYPE one of {', '.join(TYPES)}"
+        )
+    return wanted
+
+
 def client_argv(db: Database, database: Optional[str], stop_on_error: bool = True) -> Argv:
     """A client reading SQL on stdin, connected to `database` (None: the server's default),
     stopping at the first error (PostgreSQL: unless told not to), printing bare values."""

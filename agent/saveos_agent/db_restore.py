@@ -193,6 +193,50 @@ def load(cfg: Config, db: dbs.Database, archive: str, record: Dict[str, Any], ta
     return int(record.get("size") or 0)
 
 
+def _target(db: dbs.Database, record: Dict[str, Any], into: Optional[str]) -> str:
+    if db.type == "sqlite":
+        target = into or db.path or ""
+        if not os.path.isabs(target):
+            raise AgentError("--into for a sqlite database is the absolute path of the new file")
+        return target
+    return dbs.check_name(into or record["name"], "--into")
+
+
+def _describe(db: dbs.Database, record: Dict[str, Any]) -> str:
+    if record.get("kind") == dbs.GLOBALS:
+        return "globals (roles, tablespaces)"
+    return f"{db.type}/{record['name']}"
+
+
+def _refusal(db: dbs.Database, target: str) -> str:
+    return f"{db.type} database {target} exists and is not empty"
+
+
+def _load_one(
+    cfg: Config,
+    archive: str,
+    record: Dict[str, Any],
+    db: dbs.Database,
+    target: str,
+    state: str,
+) -> Dict[str, Any]:
+    """Drop a non-empty target (the caller decided it may), create an absent one, load."""
+    replaced = state == "non-empty"
+    if replaced:
+        _drop(db, target)
+        state = "absent"
+    if state == "absent":
+        _create(db, target)
+    size = load(cfg, db, archive, record, target)
+    return {
+        "database": record["name"],
+        "type": db.type,
+        "into": target,
+        "size": size,
+        "replaced": replaced,
+    }
+
+
 def restore(
     cfg: Config,
     archive: str,
@@ -201,41 +245,93 @@ def restore(
     into: Optional[str] = None,
     force: bool = False,
 ) -> Dict[str, Any]:
+    dbs.check_wanted(wanted)
+    if wanted == dbs.ALL:
+        if into:
+            raise AgentError(
+                "--into names one database: --database all loads each dump into its own name "
+                "(restore one with --database TYPE/NAME --into OTHER)"
+            )
+        return restore_all(cfg, archive, archives, force)
     if archive == "latest":
         archive, record = find_archive(cfg, wanted, archives)
     else:
         record = select(manifest(cfg, archive), wanted, archive)
     db = entry_for(cfg, record)
-    globals_ = record.get("kind") == dbs.GLOBALS
-    if db.type == "sqlite":
-        target = into or db.path or ""
-        if not os.path.isabs(target):
-            raise AgentError("--into for a sqlite database is the absolute path of the new file")
+    target = _target(db, record, into)
+    state = "globals" if record.get("kind") == dbs.GLOBALS else state_of(db, target)
+    if state == "non-empty" and not force:
+        raise AgentError(
+            f"{_refusal(db, target)}: restore --into another name, or --force to drop and "
+            "replace it"
+        )
+    done = _load_one(cfg, archive, record, db, target, state)
+    message = f"restored {_describe(db, record)} from {archive} into {target}"
+    return {"status": "ok", "archive": archive, **done, "message": message}
+
+
+def _all_whole(records: List[Dict[str, Any]]) -> bool:
+    return bool(records) and all(r.get("status") == "ok" for r in records)
+
+
+def restore_all(
+    cfg: Config, archive: str, archives: List[str], force: bool = False
+) -> Dict[str, Any]:
+    """Every dump of one archive, each into its own name: PostgreSQL globals first (the roles
+    the databases' objects belong to). Checked whole before anything is loaded: a dump cut
+    short, a database no longer declared or a non-empty target (without --force) refuses the
+    lot, so nothing is half restored by surprise."""
+    if archive == "latest":
+        for name in reversed(archives):
+            records = manifest(cfg, name)
+            if _all_whole(records):
+                archive = name
+                break
+        else:
+            raise AgentError("no archive holds a whole dump of every database it has")
     else:
-        target = dbs.check_name(into or record["name"], "--into")
-    state = "globals" if globals_ else state_of(db, target)
-    replaced = state == "non-empty"
-    if replaced:
-        if not force:
+        records = manifest(cfg, archive)
+    if not records:
+        raise AgentError(f"archive {archive} holds no database dumps")
+    broken = [r for r in records if r.get("status") != "ok"]
+    if broken:
+        names = ", ".join(f"{r.get('type')}/{r.get('name')}" for r in broken)
+        raise AgentError(
+            f"the dumps of {names} in {archive} did not finish: nothing was restored; restore "
+            "the others one by one (--database TYPE/NAME), or all from another --archive"
+        )
+    records = sorted(records, key=lambda r: r.get("kind") != dbs.GLOBALS)  # globals first
+    plan = []
+    for record in records:
+        db = entry_for(cfg, record)
+        target = _target(db, record, None)
+        globals_ = record.get("kind") == dbs.GLOBALS
+        plan.append((record, db, target, "globals" if globals_ else state_of(db, target)))
+    occupied = [_refusal(db, target) for _, db, target, state in plan if state == "non-empty"]
+    if occupied and not force:
+        raise AgentError(
+            f"{'; '.join(occupied)}: nothing was restored; --force drops and replaces them, "
+            "or restore each --into another name (--database TYPE/NAME)"
+        )
+    restored: List[Dict[str, Any]] = []
+    for record, db, target, state in plan:
+        try:
+            restored.append(_load_one(cfg, archive, record, db, target, state))
+        except AgentError as exc:
+            done = ", ".join(f"{r['type']}/{r['database']}" for r in restored) or "none"
             raise AgentError(
-                f"{db.type} database {target} exists and is not empty: restore --into "
-                "another name, or --force to drop and replace it"
-            )
-        _drop(db, target)
-        state = "absent"
-    if state == "absent":
-        _create(db, target)
-    size = load(cfg, db, archive, record, target)
-    what = "globals (roles, tablespaces)" if globals_ else f"{db.type}/{record['name']}"
+                f"{exc.message} (restored before it: {done}; not yet: "
+                f"{len(plan) - len(restored) - 1} more)"
+            ) from None
+    names = ", ".join(_describe(db, record) for record, db, _, _ in plan)
     return {
         "status": "ok",
         "archive": archive,
-        "database": record["name"],
-        "type": db.type,
-        "into": target,
-        "size": size,
-        "replaced": replaced,
-        "message": f"restored {what} from {archive} into {target}",
+        "database": dbs.ALL,
+        "restored": restored,
+        "size": sum(r["size"] for r in restored),
+        "replaced": any(r["replaced"] for r in restored),
+        "message": f"restored {len(restored)} dumps from {archive}: {names}",
     }
 
 

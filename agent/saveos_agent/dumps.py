@@ -3,10 +3,10 @@
 The FIFOs live in a 0700 directory holding a tag file that `--exclude-if-present` names, so
 borg reads each FIFO once, as the path given on its command line, and never again when a
 source contains the directory. A dump starts only when borg opens its FIFO (databases are read
-one after the other, in command-line order); its bytes pass through the agent (counted, never
-written to disk); the manifest FIFO, last on the command line, records how every dump ended,
-so a restore knows a dump cut short from a whole one. Nothing is left behind: the FIFOs and
-the directory are removed whatever happened.
+one after the other, in command-line order) and writes into it as its stdout (nothing on disk;
+the kernel counts the bytes); the manifest FIFO, last on the command line, records how every
+dump ended, so a restore knows a dump cut short from a whole one. Nothing is left behind: the
+FIFOs and the directory are removed whatever happened.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -101,8 +102,27 @@ def _failed(db: dbs.Database, name: str, message: str) -> Dict[str, Any]:
             "message": message[:1000]}  # fmt: skip
 
 
+def _written(pid: int) -> Optional[int]:
+    """Bytes a process (and the children it reaped) wrote, by the kernel's I/O accounting;
+    readable until the process is reaped. None where /proc has no such file."""
+    try:
+        with open(f"/proc/{pid}/io", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+# The dump writes straight into the FIFO (as `pg_dump | borg create -` would), its size counted
+# by the kernel: relaying the bytes cost the agent ~0.9 s of CPU per GB of pg_dump output (a
+# wakeup per small write). Without /proc/PID/io the agent relays and counts them itself.
+DIRECT = _written(os.getpid()) is not None
+
+
 class _Stream(threading.Thread):
-    """Waits for borg to open the FIFO, then runs the dump and pumps its output into it."""
+    """Waits for borg to open the FIFO, then runs the dump with the FIFO as its stdout."""
 
     def __init__(self, item: dbs.DumpItem, fifo: str, abandon: threading.Event):
         super().__init__(daemon=True, name=f"dump-{item.name}")
@@ -113,10 +133,11 @@ class _Stream(threading.Thread):
         self.opened = threading.Event()
         self.proc: Optional[subprocess.Popen] = None
         self.started_at = self.duration_s = 0.0
+        self._fd = -1
 
     def run(self) -> None:
         try:
-            fd = os.open(self.fifo, os.O_WRONLY)  # blocks until borg opens it for reading
+            self._fd = os.open(self.fifo, os.O_WRONLY)  # blocks until borg opens it for reading
         except OSError as exc:
             self.error = f"cannot open the dump FIFO: {exc.strerror}"
             return
@@ -125,11 +146,16 @@ class _Stream(threading.Thread):
             if self.abandon.is_set():
                 self.error = "not dumped: the backup stopped before borg read it"
                 return
-            self._dump(fd)
+            self._dump()
         finally:
-            os.close(fd)  # borg sees the end of this file
+            self._close()  # borg sees the end of this file
 
-    def _dump(self, fd: int) -> None:
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _dump(self) -> None:
         argv = dbs.dump_argv(self.item)
         log.info("dumping %s: %s", self.item.db.key, " ".join(argv))
         self.started_at = time.monotonic()
@@ -137,33 +163,46 @@ class _Stream(threading.Thread):
             self.proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=self._fd if DIRECT else subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=dbs.env(self.item.db),
             )
         except OSError as exc:
             self.rc, self.error = 127, f"cannot run {argv[0]}: {exc.strerror}"
             return
+        if DIRECT:
+            self._close()  # the dump holds the FIFO now: borg sees its end when the dump ends
         err_chunks: List[bytes] = []
         reader = threading.Thread(
             target=lambda: err_chunks.append(self.proc.stderr.read()), daemon=True
         )
         reader.start()
         broken = False
-        try:
-            self.size = _pump(self.proc.stdout.fileno(), fd)
-        except OSError as exc:  # borg closed its end (it stopped): stop the dump too
-            broken = exc.errno == errno.EPIPE
-            if not broken:
-                raise
-            with contextlib.suppress(OSError):
-                self.proc.kill()
+        if DIRECT:
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)  # not reaped yet
+            written = _written(self.proc.pid)
+        else:
+            try:
+                self.size = _pump(self.proc.stdout.fileno(), self._fd)
+            except OSError as exc:  # borg closed its end (it stopped): stop the dump too
+                broken = exc.errno == errno.EPIPE
+                if not broken:
+                    raise
+                with contextlib.suppress(OSError):
+                    self.proc.kill()
         self.rc = self.proc.wait()
         reader.join()
-        self.proc.stdout.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
         self.proc.stderr.close()
         self.duration_s = round(time.monotonic() - self.started_at, 3)
-        stderr = b"".join(err_chunks).decode("utf-8", "replace")[-STDERR_KEEP:]
+        raw = b"".join(err_chunks)
+        if DIRECT:
+            # what it wrote, less its messages on stderr: the dump's bytes in the FIFO
+            self.size = max(0, (written or 0) - len(raw))
+            broken = self.rc == -signal.SIGPIPE
+        stderr = raw.decode("utf-8", "replace")[-STDERR_KEEP:]
         if broken:
             self.error = "borg stopped reading the dump"
         elif self.rc != 0:

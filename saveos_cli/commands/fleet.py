@@ -140,7 +140,9 @@ def restore(
         None, "--target", help="Directory on the host to restore into."
     ),
     database: str | None = typer.Option(
-        None, "--database", help="Load this database's dump (NAME or TYPE/NAME) instead of files."
+        None,
+        "--database",
+        help="Load this database's dump (NAME or TYPE/NAME), or all: every dump of the archive.",
     ),
     into: str | None = typer.Option(
         None, "--into", help="With --database: load into this database (default: its own name)."
@@ -191,8 +193,24 @@ def restore(
 def _restore_database(
     host: str, inventory: Path, archive: str, database: str, into: str | None, force: bool
 ) -> None:
+    from saveos_agent.databases import ALL, check_wanted
+    from saveos_agent.errors import AgentError
+    from saveos_agent.job_params import archive_name
+
+    # The agent's own rules (it checks again on the host).
+    try:
+        check_wanted(database)
+        archive_name(archive, "--archive")
+    except AgentError as exc:  # JobParamError is one
+        raise SaveOSError(f"{exc}.") from None
+    every = database == ALL
+    if every and into:
+        raise SaveOSError(
+            "--into names one database: --database all loads each dump into its own name "
+            "(restore one with --database TYPE/NAME --into OTHER)."
+        )
     if archive == "latest":
-        archive = _latest_with_database(host, database)
+        archive = _latest_with_all(host) if every else _latest_with_database(host, database)
     extravars: dict = {"archive": archive, "database": database, "force": force}
     if into:
         extravars["into"] = into
@@ -203,9 +221,23 @@ def _restore_database(
         limit=host,
         extravars=extravars,
     )
-    if code == EXIT_OK:
+    if code == EXIT_OK and every:
+        console().print(f"restored every database dump of {archive} on {host}")
+    elif code == EXIT_OK:
         console().print(f"restored {database} from {archive} into {host}:{into or database}")
     raise typer.Exit(code)
+
+
+def _latest_with_all(host: str) -> str:
+    """The newest snapshot the API says holds database dumps, every one of them whole."""
+    with api() as client:
+        agent = client.agent_by_name(host)
+        snaps = client.snapshots(agent["id"], limit=200)["snapshots"]
+    for snap in snaps:  # newest first
+        dumps = snap.get("databases") or []
+        if snap.get("archive") and dumps and all(d.get("status") == "ok" for d in dumps):
+            return snap["archive"]
+    raise SaveOSError(f"no snapshot of {host!r} holds a whole dump of every database it has.")
 
 
 def _latest_with_database(host: str, database: str) -> str:

@@ -125,8 +125,10 @@ def api_pg(tmp_path_factory) -> ApiOnPg:
 
 LAB_PORT = int(os.environ.get("SAVEOS_ACCEPT_LAB_PORT", "18822"))
 SOURCES = "/srv/accept"
-# lab2 also dumps a MariaDB database with a password of its own (R7: never in argv or logs)
-DB_HOST, DB_NAME = "lab2", "saveos_t22_r7"
+# lab2 also dumps a MariaDB database with a password of its own (R7: never in argv or logs);
+# the database and its user are named per run (Fleet.db_name): runs side by side on this
+# machine must never replace each other's user and password.
+DB_HOST = "lab2"
 DB_PASSWORD_ENV = "SAVEOS_TEST_R7_DB_PASSWORD"
 VENV_BIN = Path(sys.executable).parent
 
@@ -175,6 +177,9 @@ class Fleet:
         self.outputs: list[str] = []  # everything ansible and the CLI printed
         self.deploy_cmdlines: set[str] = set()  # every argv seen during the first deploy
         self.db = MariaDB()
+        self.db_name = f"saveos_t22_r7_{uuid.uuid4().hex[:10]}"
+        # a lone " and a trailing \: what the option file must escape (they were once written
+        # wrong, and the server refused the dump)
         self.db_password = "db-" + uuid.uuid4().hex + ':"\\'
 
     @property
@@ -204,9 +209,11 @@ class Fleet:
             "saveos_agent_heartbeat_interval_s": 5,
             "saveos_agent_lock_wait_s": 60,
         }
-        # No database on the shared fleet: lab2's MariaDB dump was refused its credentials on
-        # this fleet only (test_databases_lab passes with the same role path); until that is
-        # understood, database dumps and their password's secrecy are proven there.
+        password = f"{{{{ lookup('ansible.builtin.env', '{DB_PASSWORD_ENV}') }}}}"
+        group["hosts"][DB_HOST]["saveos_agent_databases"] = [
+            {"type": "mariadb", "name": self.db_name, "host": "127.0.0.1", "port": 3306,
+             "user": self.db_name, "password": password}
+        ]  # fmt: skip
         group["hosts"].update(extra_host or {})
         path = path or self.inventory
         path.write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -255,14 +262,15 @@ class Fleet:
 
 
 def _make_database(fleet: Fleet) -> None:
-    fleet.db.make(DB_NAME, rows=100)
+    fleet.db.make(fleet.db_name, rows=100)
     escaped = fleet.db_password.replace("\\", "\\\\").replace("'", "\\'")
-    fleet.db.user(DB_NAME, escaped, [DB_NAME, "saveos\\_drill\\_%"])  # drills: scratch dbs
+    grants = [fleet.db_name.replace("_", "\\_"), "saveos\\_drill\\_%"]  # drills: scratch dbs
+    fleet.db.user(fleet.db_name, escaped, grants)
 
 
 def _drop_database(fleet: Fleet) -> None:
-    fleet.db.drop(DB_NAME)
-    fleet.db.drop_user(DB_NAME)
+    fleet.db.drop(fleet.db_name)
+    fleet.db.drop_user(fleet.db_name)
 
 
 @contextlib.contextmanager

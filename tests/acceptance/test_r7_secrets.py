@@ -7,9 +7,13 @@ password."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from acceptance.conftest import CmdlineWatcher
+from acceptance.conftest import DB_HOST, CmdlineWatcher
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 PRIVATE_ON_HOST = ("/etc/saveos/agent.json", "/etc/saveos/token", "/etc/saveos/passphrase")
@@ -28,8 +32,30 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
     secrets = fleet.secrets()
     assert len(secrets) == 1 + 2 * len(fleet.hosts) + 1  # + lab2's database password
     assert all(len(v) >= 32 for v in secrets.values()), "a secret looks empty"
-    with CmdlineWatcher() as watcher:
-        backup = fleet.playbook("backup.yml", "-vvv")
+    # lab2's dump of 100 rows ends in a few ms, between two /proc snapshots: a table lock held
+    # until the watcher has seen mariadb-dump waiting for it makes the dump impossible to miss
+    locker = subprocess.Popen(
+        ["mariadb", "--host=127.0.0.1", "--port=3306", "--protocol=TCP", "--user=root",
+         fleet.db_name],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    locker.stdin.write("LOCK TABLES items WRITE; SELECT SLEEP(300);\n")
+    locker.stdin.flush()
+    pool = ThreadPoolExecutor(1)
+    try:
+        with CmdlineWatcher() as watcher:
+            running = pool.submit(fleet.playbook, "backup.yml", "-vvv")
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not running.done():
+                if any("mariadb-dump" in c for c in list(watcher.seen)):
+                    break
+                time.sleep(0.1)
+            locker.kill()  # the lock goes with the connection: the dump goes on
+            backup = running.result()
+    finally:
+        locker.kill()
+        locker.wait()
+        pool.shutdown()
     assert backup.returncode == 0, backup.stdout[-3000:]
     assert "ESTABLISH SSH CONNECTION" in fleet.outputs[0]  # the first deploy really was -vvv
     sources = {f"ansible/cli output {i}": text for i, text in enumerate(fleet.outputs)}
@@ -41,6 +67,7 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
     cmdlines = fleet.deploy_cmdlines | watcher.seen
     sources["/proc/*/cmdline"] = "\n".join(cmdlines)
     assert any("borg create" in c for c in watcher.seen), "the watcher missed the backup"
+    assert any("mariadb-dump" in c for c in watcher.seen), "the watcher missed the dump"
     assert leaks(sources, secrets) == []
 
     bad_modes = []
@@ -58,6 +85,19 @@ def test_r7_no_secret_anywhere_and_files_private(fleet, figures):
             "find /etc/saveos /var/lib/saveos/spool -perm /077 -type f ! -path /etc/saveos/ca.crt",
         )
         bad_modes += [f"{host}:{p} group/world access" for p in loose.stdout.split()]
+    # the database password: only in its 0600 credentials file, in no file others can read
+    creds = fleet.sh(
+        DB_HOST, "stat -c '%a %U' /etc/saveos/databases/*; cat /etc/saveos/databases/*"
+    )
+    assert creds.stdout.startswith("600 root\n[client]\npassword="), creds.stdout
+    readable = fleet.sh(
+        DB_HOST,
+        "find /etc /var /opt /srv /root -xdev -type f -perm -o+r -size -2M "
+        f"-exec grep -lF -- {fleet.db_password[3:35]} {{}} + 2>/dev/null",  # its 32 hex digits
+    )
+    bad_modes += [
+        f"{DB_HOST}:{p} readable by others, holds the password" for p in readable.stdout.split()
+    ]
     for path in fleet.escrow.rglob("*"):
         want = 0o700 if path.is_dir() else 0o600
         if path.stat().st_mode & 0o777 != want:
