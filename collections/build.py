@@ -138,6 +138,11 @@ def assemble(root: Path, version: str) -> Path:
         if library.is_dir():
             shutil.copytree(library, root / "plugins" / "modules", dirs_exist_ok=True)
             shutil.rmtree(library)
+        # Nor its action_plugins/: the collection's plugins/action, beside the modules they serve.
+        actions = root / "roles" / role / "action_plugins"
+        if actions.is_dir():
+            shutil.copytree(actions, root / "plugins" / "action", dirs_exist_ok=True)
+            shutil.rmtree(actions)
     # Nor is its module_utils/: it becomes the collection's, and the modules import it by FQCN.
     utils = root / "roles" / ROLE / "module_utils"
     if utils.is_dir():

@@ -25,6 +25,7 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    field_validator,
     model_validator,
 )
 from saveos_agent.job_params import SCHEMAS as JOB_KINDS
@@ -203,6 +204,22 @@ class ProvisionOut(Output):
     name: str
     created: bool
     token: str | None
+
+
+class ProvisionBatchIn(Input):
+    agents: Annotated[list[ProvisionIn], Field(min_length=1, max_length=1000)]
+
+    @field_validator("agents")
+    @classmethod
+    def _names_once(cls, agents: list[ProvisionIn]) -> list[ProvisionIn]:
+        names = [a.name for a in agents]
+        if len(set(names)) != len(names):
+            raise ValueError("each agent name may appear only once in a batch")
+        return agents
+
+
+class ProvisionBatchOut(Output):
+    agents: list[ProvisionOut]
 
 
 class AgentOut(Output):

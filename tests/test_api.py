@@ -648,6 +648,50 @@ def test_stale_jobs_expire_and_are_never_handed_out(api):
     )
 
 
+def test_batch_provisioning_is_one_idempotent_call(api):
+    """The role provisions a whole play batch in one call: each agent answered as the single
+    call would (token only when created or asked to rotate), hashed at rest, in one transaction."""
+    c = api.client
+    url = "/api/v1/agents/provision-batch"
+    old_id, old_headers = api.agent("web0")
+    batch = [{"name": "web0", "labels": {"env": "lab"}}, {"name": "web1"}, {"name": "web2"}]
+    first = c.post(url, json={"agents": batch}, headers=api.admin)
+    assert first.status_code == 200, first.text
+    answers = first.json()["agents"]
+    assert [a["name"] for a in answers] == ["web0", "web1", "web2"]
+    assert answers[0] == {"id": old_id, "name": "web0", "created": False, "token": None}
+    assert all(a["created"] and a["token"].startswith("sos_") for a in answers[1:])
+    assert c.get("/api/v1/agents/me", headers=old_headers).status_code == 200
+    assert c.get(f"/api/v1/agents/{old_id}", headers=api.admin).json()["labels"] == {"env": "lab"}
+    for answer in answers[1:]:
+        me = c.get("/api/v1/agents/me", headers={"Authorization": f"Bearer {answer['token']}"})
+        assert me.json()["id"] == answer["id"]
+    with api.app.state.db.engine.connect() as conn:
+        hashes = "".join(conn.execute(sa.text("SELECT token_hash FROM agent_tokens")).scalars())
+    assert not any(a["token"][4:] in hashes for a in answers[1:])
+
+    # Again: nothing new; a rotation asked for one agent revokes only that agent's token.
+    again = c.post(url, json={"agents": [*batch[1:], {"name": "web0", "rotate": True}]},
+                   headers=api.admin).json()["agents"]  # fmt: skip
+    assert [(a["name"], a["created"], a["token"] is None) for a in again] == [
+        ("web1", False, True),
+        ("web2", False, True),
+        ("web0", False, False),
+    ]
+    assert c.get("/api/v1/agents/me", headers=old_headers).status_code == 401
+    assert api.count("agents") == 3 and api.count("agent_tokens") == 4
+
+    # Bad batches: a clear 422, nothing provisioned; only an admin token may provision.
+    for bad in ({"agents": []}, {"agents": [{"name": "x1"}, {"name": "x1"}]},
+                {"agents": [{"name": "x2"}, {"name": "-bad"}]}):  # fmt: skip
+        assert c.post(url, json=bad, headers=api.admin).status_code == 422, bad
+    assert c.post(url, json={"agents": [{"name": "x3"}]}, headers=old_headers).status_code in (
+        401,
+        403,
+    )
+    assert api.count("agents") == 3
+
+
 def test_concurrent_provisioning_creates_each_agent_once(api):
     from concurrent.futures import ThreadPoolExecutor
 

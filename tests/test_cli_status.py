@@ -361,3 +361,59 @@ def test_agents_list_pages_and_streams_json(fleet, capsys, monkeypatch):
     assert names[1] in table and names[2] in table and names[3] not in table
     assert "--offset 3 for the next page" in table
     code, _, err = saveos(capsys, "agents", "list", "--limit", "0")
+
+
+def test_a_long_table_is_drawn_as_aligned_columns_with_the_same_cells():
+    """Past columns.LONG_TABLE rows `status --all` draws aligned columns instead of Rich's Table
+    (which took seconds of CPU at 10,000 hosts): one line per host in name order, every column
+    starting at the same place, colours only on a terminal, agent text still escaped; a
+    recording console (--svg / --html) exports the same lines."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from saveos_cli.columns import LONG_TABLE
+    from saveos_cli.commands.status import render_status, status_report
+
+    n = LONG_TABLE + 50
+    agents = [
+        dict.fromkeys(AGENT_KEYS)
+        | {
+            "name": f"host-{i:04d}",
+            "id": i,
+            "status": "failing" if i % 7 == 0 else "ok",
+            "last_archive": "evil\x1b[2J" if i == 3 else f"host-{i:04d}-archive",
+            "original_size": 10**9 if i % 2 else 5,
+            "reasons": ["the last backup failed"] if i % 7 == 0 else [],
+        }
+        for i in range(n)
+    ]
+    report = status_report({"generated_at": "2026-11-25T12:00:00Z", "agents": agents}, None)
+
+    def rendered(**console) -> str:
+        out = Console(file=io.StringIO(), width=120, **console)
+        out.record = console.pop("record", False)
+        render_status(out, report, show_all=True)
+        return out.export_text() if out.record else out.file.getvalue()
+
+    plain = rendered()
+    assert "\x1b" not in plain and "│" not in plain  # piped: no colours, no box
+    lines = plain.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("host "))
+    rows = lines[header + 1 : header + 1 + n]
+    assert [r.split()[0] for r in rows] == [a["name"] for a in agents]
+    starts = {name: lines[header].index(name) for name in ("status", "original", "why")}
+    for row, agent in zip(rows, agents, strict=True):
+        assert row[starts["status"] :].split()[0] == agent["status"]
+        # right-justified sizes end where the header ends
+        end = starts["original"] + len("original")
+        assert row[:end].endswith("1.0 GB" if agent["original_size"] > 5 else "5 bytes")
+        assert row == row.rstrip()
+    assert "evil\\x1b[2J" in rows[3]  # the agent's escape sequence is shown, not obeyed
+    assert rows[7][starts["why"] :] == "the last backup failed"
+    terminal = rendered(force_terminal=True, color_system="standard")
+    assert re.search(r"\x1b\[1;31mfailing\x1b\[0m", terminal)
+    assert "\x1b[2J" not in terminal
+    assert re.sub(r"\x1b\[[0-9;]*m", "", terminal) == plain
+    assert rendered(record=True) == plain

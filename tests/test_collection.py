@@ -71,8 +71,10 @@ def test_playbooks_parse_with_the_fqcn_role(installed):
     assert (root / "MANIFEST.json").is_file()
     assert not any(p.is_symlink() for p in root.rglob("*"))
     # The role's own modules ship as the collection's (a role library/ is not searched there).
-    for module in ("saveos_agent_state", "saveos_escrow_state"):
+    for module in ("saveos_agent_state", "saveos_escrow_state", "saveos_provision"):
         assert (root / "plugins" / "modules" / f"{module}.py").is_file()
+    # And the host module's controller half: it keeps the escrowed secrets on the controller.
+    assert (root / "plugins" / "action" / "saveos_agent_state.py").is_file()
     # Not beside collections/: Ansible would find a playbook-adjacent collections dir by itself.
     plays = work / "plays"
     plays.mkdir()

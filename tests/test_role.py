@@ -388,6 +388,77 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
     for host, row in recap(checked).items():
         assert row["changed"] == 0 and row["failed"] == 0, (host, explain(checked))
 
+    # Drift, one item of each kind the host module converges, spread over the hosts; the
+    # escrow store loses lab3's key export.
+    drift = {
+        "lab1": "chmod 0755 /etc/saveos && echo '# edited' >> /usr/local/bin/saveos-agent"
+        " && echo garbage > /opt/saveos/saveos-agent.pyz && chown 65534 /etc/saveos/agent.json",
+        "lab2": "/opt/saveos/supervise stop && rm /opt/saveos/supervise /etc/saveos/passphrase"
+        " && rm -r /var/lib/saveos/spool",
+        "lab3": "rm /etc/saveos/token && sed -i 's/busy_wait_s\": 3600/busy_wait_s\": 1/'"
+        " /etc/saveos/agent.json",
+    }
+    for host, command in drift.items():
+        assert host_sh(lab3, host, command).returncode == 0, (host, command)
+    (escrow / "lab3" / "key.export").unlink()
+    expected = {
+        "lab1": ["/etc/saveos: mode 0755, want 0700",
+                 "/usr/local/bin/saveos-agent: content differs",
+                 "/opt/saveos/saveos-agent.pyz: content differs",
+                 "/etc/saveos/agent.json: owner nobody"],
+        "lab2": ["/opt/saveos/supervise: created", "/etc/saveos/passphrase: created",
+                 "/var/lib/saveos/spool: created", "the agent daemon"],
+        "lab3": ["/etc/saveos/token: provisioned", "/etc/saveos/agent.json: content differs",
+                 "/var/lib/saveos/repo: key exported into the escrow store"],
+    }  # fmt: skip
+
+    # Check mode names every drifted item (the wrapper's change as a diff) and repairs none.
+    dry = run("deploy.yml", inventory, "--check", "--diff", "-v")
+    assert dry.returncode == 0, explain(dry)
+    for host, row in recap(dry).items():
+        assert row["changed"] > 0 and row["failed"] == 0, (host, explain(dry))
+    for item in [i for items in expected.values() for i in items]:
+        assert item in dry.stdout, (item, explain(dry))
+    assert "+# edited" not in dry.stdout and "-# edited" in dry.stdout, explain(dry)
+    assert host_sh(lab3, "lab1", "stat -c %a /etc/saveos").stdout.strip() == "755"
+    assert host_sh(lab3, "lab2", "test -e /opt/saveos/supervise").returncode == 1
+    assert host_sh(lab3, "lab3", "test -e /etc/saveos/token").returncode == 1
+    assert not (escrow / "lab3" / "key.export").exists()
+
+    # The real run repairs each item and says so; the next one changes nothing.
+    fixed = run("deploy.yml", inventory, "-v")
+    assert fixed.returncode == 0, explain(fixed)
+    for host, row in recap(fixed).items():
+        assert row["changed"] > 0 and row["failed"] == 0, (host, explain(fixed))
+    for item in [i for items in expected.values() for i in items]:
+        assert item in fixed.stdout, (item, explain(fixed))
+    state = host_sh(
+        lab3, "lab1", "stat -c '%a %U' /etc/saveos /etc/saveos/agent.json; "
+        "grep -c edited /usr/local/bin/saveos-agent; sha256sum /opt/saveos/saveos-agent.pyz",
+    )  # fmt: skip
+    lines = state.stdout.splitlines()
+    assert lines[:3] == ["700 root", "600 root", "0"], state.stdout
+    assert (
+        lines[3].split()[0]
+        == hashlib.sha256(Path(REPO_ROOT / "dist/saveos-agent.pyz").read_bytes()).hexdigest()
+    )
+    assert host_sh(lab3, "lab2", "/opt/saveos/supervise status").stdout.strip() == "alive"
+    assert (
+        host_sh(lab3, "lab2", "cat /etc/saveos/passphrase").stdout.strip()
+        == secrets["lab2 passphrase"]
+    )
+    assert host_sh(lab3, "lab2", "stat -c %a /var/lib/saveos/spool").stdout.strip() == "700"
+    assert '"busy_wait_s": 3600' in host_sh(lab3, "lab3", "cat /etc/saveos/agent.json").stdout
+    lab3_token = host_sh(lab3, "lab3", "cat /etc/saveos/token").stdout.strip()
+    assert lab3_token.startswith("sos_") and lab3_token != secrets["lab3 token"]
+    secrets["lab3 repaired token"] = lab3_token
+    key = escrow / "lab3" / "key.export"
+    assert key.stat().st_mode & 0o777 == 0o600 and "BORG_KEY" in key.read_text()
+    settled = run("deploy.yml", inventory)
+    assert settled.returncode == 0, explain(settled)
+    for host, row in recap(settled).items():
+        assert row["changed"] == 0 and row["failed"] == 0, (host, explain(settled))
+
     # Backup now: each host reports a snapshot the API knows by the archive name.
     backup = run("backup.yml", inventory)
     assert backup.returncode == 0, explain(backup)

@@ -83,7 +83,26 @@ def test_role_module_applies_the_shared_rules(tmp_path):
     ]
     assert hosts["typo"]["problems"] == ["saveos_agent_retention.keep_dayly is not a retention key"]
     assert "is not a valid host name" in hosts["-bad"]["problems"][0]
-    assert all(not h["ready"] for h in hosts.values())  # no escrow store here
+    # The store is filled for the hosts the rules accept only: a private passphrase each, marked
+    # new until a host installs it; none for a host the deploy will refuse.
+    escrow = tmp_path / "escrow"
+    assert escrow.stat().st_mode & 0o777 == 0o700
+    for host in ("web1", "web2"):
+        assert hosts[host]["generated"] is True
+        passphrase = escrow / host / "passphrase"
+        assert passphrase.stat().st_mode & 0o777 == 0o600
+        assert len(passphrase.read_text().strip()) == 64
+        assert (escrow / host / "passphrase.new").exists()
+    assert (escrow / "web1" / "passphrase").read_text() != (
+        escrow / "web2" / "passphrase"
+    ).read_text()
+    for host in ("fast", "often", "slow", "keepless", "typo", "-bad"):
+        assert hosts[host]["generated"] is False and not (escrow / host).exists()
+    # Again: the passphrases are kept, never replaced.
+    before = (escrow / "web1" / "passphrase").read_text()
+    again = _escrow_state(tmp_path, {"web1": ok})
+    assert again["web1"]["generated"] is False
+    assert (escrow / "web1" / "passphrase").read_text() == before
 
 
 def test_module_utils_is_the_shared_file():

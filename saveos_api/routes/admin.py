@@ -54,52 +54,29 @@ def _revoke_tokens(session: Session, agent_id: int) -> int:
     return result.rowcount
 
 
-@router.post(
-    "/agents/provision",
-    response_model=schemas.ProvisionOut,
-    status_code=201,
-    responses={
-        200: {"model": schemas.ProvisionOut, "description": "Existing agent"},
-        409: {"description": "Concurrent provisioning of the same name; retry"},
-    },
-    dependencies=ADMIN,
-)
-def provision(body: schemas.ProvisionIn, request: Request, response: Response, session: SessionDep):
-    """Idempotent by name; a token is returned only when one is created."""
-    settings = request.app.state.settings
-    for _attempt in range(2):
-        agent = session.scalars(sa.select(Agent).where(Agent.name == body.name)).first()
-        if agent is None:
-            backup_s = body.backup_interval_s or settings.backup_interval_s
-            heartbeat_s = body.heartbeat_interval_s or settings.heartbeat_interval_s
-            agent = Agent(
-                name=body.name,
-                labels=body.labels or {},
-                backup_interval_s=backup_s,
-                provisioned_backup_interval_s=backup_s,
-                backup_grace_s=body.backup_grace_s
-                if body.backup_grace_s is not None
-                else settings.backup_grace_s,
-                heartbeat_interval_s=heartbeat_s,
-                provisioned_heartbeat_interval_s=heartbeat_s,
-                heartbeat_count=0,
-                **{f: getattr(body, f) for f in schemas.VERIFY_FIELDS},
-            )
-            session.add(agent)
-            try:
-                session.flush()
-            except IntegrityError:  # a concurrent provision of the same name won
-                session.rollback()
-                continue
-            token = _issue_token(request, session, agent.id)
-            audit(session, request, "agents.provision", _target(agent), {"created": True})
-            session.commit()
-            return schemas.ProvisionOut(id=agent.id, name=agent.name, created=True, token=token)
-        break
-    else:
-        raise HTTPException(409, detail=f"agent {body.name!r} is being provisioned concurrently")
-    # Existing agent: converge the declared settings, and hand out a token only when asked to
-    # (or when a decommissioned agent comes back, since all its tokens were revoked).
+def _new_agent(body: schemas.ProvisionIn, settings) -> Agent:
+    backup_s = body.backup_interval_s or settings.backup_interval_s
+    heartbeat_s = body.heartbeat_interval_s or settings.heartbeat_interval_s
+    return Agent(
+        name=body.name,
+        labels=body.labels or {},
+        backup_interval_s=backup_s,
+        provisioned_backup_interval_s=backup_s,
+        backup_grace_s=body.backup_grace_s
+        if body.backup_grace_s is not None
+        else settings.backup_grace_s,
+        heartbeat_interval_s=heartbeat_s,
+        provisioned_heartbeat_interval_s=heartbeat_s,
+        heartbeat_count=0,
+        **{f: getattr(body, f) for f in schemas.VERIFY_FIELDS},
+    )
+
+
+def _converge_existing(
+    request: Request, session: Session, agent: Agent, body: schemas.ProvisionIn
+) -> str | None:
+    """Apply the declared settings to an existing agent; its new token when one is due (asked
+    for, or a decommissioned agent coming back, since all its tokens were revoked)."""
     if body.labels is not None:
         agent.labels = body.labels
     for field in ("backup_grace_s", *schemas.VERIFY_FIELDS):
@@ -120,9 +97,74 @@ def provision(body: schemas.ProvisionIn, request: Request, response: Response, s
         _target(agent),
         {"created": False, "token_issued": token is not None},
     )
-    session.commit()
-    response.status_code = 200
-    return schemas.ProvisionOut(id=agent.id, name=agent.name, created=False, token=token)
+    return token
+
+
+def _provision_all(
+    request: Request, session: Session, bodies: list[schemas.ProvisionIn]
+) -> list[schemas.ProvisionOut]:
+    """Provision every body in one transaction (idempotent by name); committed on return.
+    A concurrent provisioning of one of the names makes it start over once, then 409."""
+    settings = request.app.state.settings
+    names = [b.name for b in bodies]
+    for _attempt in range(2):
+        existing = {
+            a.name: a for a in session.scalars(sa.select(Agent).where(Agent.name.in_(names)))
+        }
+        created = {b.name: _new_agent(b, settings) for b in bodies if b.name not in existing}
+        session.add_all(created.values())
+        try:
+            session.flush()
+        except IntegrityError:  # a concurrent provision of one of the names won
+            session.rollback()
+            continue
+        out = []
+        for body in bodies:
+            if body.name in created:
+                agent = created[body.name]
+                token = _issue_token(request, session, agent.id)
+                audit(session, request, "agents.provision", _target(agent), {"created": True})
+            else:
+                agent = existing[body.name]
+                token = _converge_existing(request, session, agent, body)
+            out.append(
+                schemas.ProvisionOut(
+                    id=agent.id, name=agent.name, created=body.name in created, token=token
+                )
+            )
+        session.commit()
+        return out
+    raise HTTPException(409, detail="an agent of this batch is being provisioned concurrently")
+
+
+@router.post(
+    "/agents/provision",
+    response_model=schemas.ProvisionOut,
+    status_code=201,
+    responses={
+        200: {"model": schemas.ProvisionOut, "description": "Existing agent"},
+        409: {"description": "Concurrent provisioning of the same name; retry"},
+    },
+    dependencies=ADMIN,
+)
+def provision(body: schemas.ProvisionIn, request: Request, response: Response, session: SessionDep):
+    """Idempotent by name; a token is returned only when one is created."""
+    (out,) = _provision_all(request, session, [body])
+    if not out.created:
+        response.status_code = 200
+    return out
+
+
+@router.post(
+    "/agents/provision-batch",
+    response_model=schemas.ProvisionBatchOut,
+    responses={409: {"description": "Concurrent provisioning of one of the names; retry"}},
+    dependencies=ADMIN,
+)
+def provision_batch(body: schemas.ProvisionBatchIn, request: Request, session: SessionDep):
+    """`/agents/provision` for many agents in one transaction: each one as that call would
+    answer it, in the order given (the role provisions a whole play batch at once)."""
+    return {"agents": _provision_all(request, session, body.agents)}
 
 
 @router.get("/agents", response_model=schemas.AgentList, dependencies=READ)

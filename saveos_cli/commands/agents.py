@@ -98,29 +98,37 @@ def list_agents(
             agents.extend(page["agents"])
     from rich.table import Table
 
+    from saveos_cli.columns import Column, is_long, print_columns
+
     if agents:
         title = f"agents {offset + 1}-{offset + len(agents)} of {total}"
     else:
         title = f"no agents from {offset + 1} (of {total})"
-    table = Table(title=title, title_justify="left")
-    for col in ("id", "name", "agent", "borg", "os", "last seen", "decommissioned"):
-        table.add_column(col)
-    for a in agents:
-        table.add_row(
-            *(
-                cell(v)  # agent text: never markup, control characters escaped
-                for v in (
-                    a["id"],
-                    a["name"],
-                    a.get("agent_version") or "-",
-                    a.get("borg_version") or "-",
-                    a.get("os") or "-",
-                    a.get("last_seen") or "never",
-                    a.get("decommissioned_at") or "",
-                )
+    headers = ("id", "name", "agent", "borg", "os", "last seen", "decommissioned")
+    rows = [
+        [
+            cell(v)  # agent text: never markup, control characters escaped
+            for v in (
+                a["id"],
+                a["name"],
+                a.get("agent_version") or "-",
+                a.get("borg_version") or "-",
+                a.get("os") or "-",
+                a.get("last_seen") or "never",
+                a.get("decommissioned_at") or "",
             )
-        )
-    console().print(table)
+        ]
+        for a in agents
+    ]
+    if is_long(rows):
+        print_columns(console(), title, [Column(h) for h in headers], rows)
+    else:
+        table = Table(title=title, title_justify="left")
+        for col in headers:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        console().print(table)
     shown_to = offset + len(agents)
     if shown_to < total and agents:
         console().print(

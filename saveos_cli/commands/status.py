@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from datetime import datetime
@@ -12,6 +13,7 @@ import orjson
 import typer
 from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS, SEVERITY
 
+from saveos_cli.columns import Column
 from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 from saveos_cli.safe_text import cell
@@ -88,6 +90,14 @@ def report_json(report: dict) -> str:
     return text.decode() if text.isascii() else json.dumps(report, indent=2)
 
 
+@functools.cache
+def _shared(text: str, style: str) -> Text:
+    """A cell many rows show (never, -): one Text for all of them (Rich never changes it)."""
+    from rich.text import Text
+
+    return Text(text, style=style)
+
+
 def _size(value: int | None) -> str:
     from rich.filesize import decimal
 
@@ -98,7 +108,7 @@ def _result(at: str | None, result: str | None, now: datetime) -> Text:
     from rich.text import Text
 
     if not at:
-        return Text("never", style="dim")
+        return _shared("never", "dim")
     style = (
         "green" if result in ("ok", "pass") else "red" if result in ("error", "fail") else "yellow"
     )
@@ -110,9 +120,9 @@ def _offsite(a: dict) -> Text:
     from rich.text import Text
 
     if not a.get("offsite_interval_s") and not a.get("last_offsite_at"):
-        return Text("-", style="dim")
+        return _shared("-", "dim")
     if not a.get("last_offsite_at"):
-        return Text("never", style="red")
+        return _shared("never", "red")
     bad = a.get("last_offsite_result") not in (None, "ok")
     text = human_age(a.get("last_offsite_age_s"))
     return Text(text + (f" ({a['last_offsite_result']})" if bad else ""), "yellow" if bad else "")
@@ -124,7 +134,7 @@ def _escrow(a: dict, now: datetime) -> Text:
 
     if not a.get("last_escrow_at"):
         failed = a.get("last_escrow_result") == "fail"
-        return Text("FAILED" if failed else "never proven", style="bold red")
+        return _shared("FAILED" if failed else "never proven", "bold red")
     text = human_age(age_seconds(a["last_escrow_at"], now))
     if a.get("last_escrow_result") == "fail":
         return Text(f"FAILED (ok {text})", style="bold red")
@@ -137,7 +147,7 @@ def _repository(a: dict) -> Text:
     from rich.text import Text
 
     if not a.get("repo_path"):
-        return Text("-", style="dim")
+        return _shared("-", "dim")
     used = _size(a.get("repo_used_bytes"))
     if not a.get("repo_server"):
         return Text(f"on host {used}", style="yellow")
@@ -157,10 +167,51 @@ def shown_agents(agents: list[dict], show_all: bool) -> list[dict]:
     return needy[:TABLE_ROWS]
 
 
+STATUS_COLUMNS = (
+    Column("host"),
+    Column("status"),
+    Column("heartbeat"),
+    Column("last backup"),
+    Column("last archive"),
+    Column("original", right=True),
+    Column("dedup", right=True),
+    Column("repository"),
+    Column("check"),
+    Column("drill"),
+    Column("offsite"),
+    Column("escrow"),
+    Column("why"),
+)
+
+
+def _status_row(a: dict, now: datetime) -> list:
+    from rich.text import Text
+
+    return [
+        a["name"],
+        Text(
+            a["status"] + (" *" if a.get("schedule_mismatch") else ""),
+            style=STATUS_STYLE.get(a["status"], ""),
+        ),
+        human_age(a["last_heartbeat_age_s"]),
+        human_age(a["last_backup_age_s"]),
+        cell(a["last_archive"] or "-"),  # agent text: never markup, no control characters
+        _size(a["original_size"]),
+        _size(a["deduplicated_size"]),
+        _repository(a),
+        _result(a["last_check_at"], a["last_check_result"], now),
+        _result(a["last_drill_at"], a["last_drill_result"], now),
+        _offsite(a),
+        _escrow(a, now),
+        "; ".join(a.get("reasons") or []) or "-",
+    ]
+
+
 def render_status(out: Console, report: dict, show_all: bool = False) -> None:
     from rich.filesize import decimal
     from rich.table import Table
-    from rich.text import Text
+
+    from saveos_cli.columns import is_long, print_columns
 
     now = iso(report["at"] or report["generated_at"])
     agents = report["agents"]
@@ -171,48 +222,20 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
             f"{len(shown)} of {len(agents):,} hosts: those not ok, worst first"
             " (--all for every host, --json for the data)"
         )
-    table = Table(title="SaveOS fleet", title_justify="left", caption=caption)
-    columns = (
-        "host",
-        "status",
-        "heartbeat",
-        "last backup",
-        "last archive",
-        "original",
-        "dedup",
-        "repository",
-        "check",
-        "drill",
-        "offsite",
-        "escrow",
-        "why",
-    )
-    for col in columns:
-        table.add_column(
-            col,
-            justify="right" if col in ("original", "dedup") else "left",
-            no_wrap=col in ("host", "status"),  # the fields people grep for stay whole
-        )
-    for a in shown:
-        table.add_row(
-            a["name"],
-            Text(
-                a["status"] + (" *" if a.get("schedule_mismatch") else ""),
-                style=STATUS_STYLE.get(a["status"], ""),
-            ),
-            human_age(a["last_heartbeat_age_s"]),
-            human_age(a["last_backup_age_s"]),
-            cell(a["last_archive"] or "-"),  # agent text: never markup, no control characters
-            _size(a["original_size"]),
-            _size(a["deduplicated_size"]),
-            _repository(a),
-            _result(a["last_check_at"], a["last_check_result"], now),
-            _result(a["last_drill_at"], a["last_drill_result"], now),
-            _offsite(a),
-            _escrow(a, now),
-            "; ".join(a.get("reasons") or []) or "-",
-        )
-    out.print(table)
+    rows = [_status_row(a, now) for a in shown]
+    if is_long(rows):
+        print_columns(out, "SaveOS fleet", STATUS_COLUMNS, rows, caption)
+    else:
+        table = Table(title="SaveOS fleet", title_justify="left", caption=caption)
+        for col in STATUS_COLUMNS:
+            table.add_column(
+                col.header,
+                justify="right" if col.right else "left",
+                no_wrap=col.header in ("host", "status"),  # the fields people grep for stay whole
+            )
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
     totals = report["totals"]
     counts = ", ".join(
         f"[{STATUS_STYLE.get(s, '')}]{n} {s}[/]"
@@ -265,7 +288,7 @@ def status(
 
         # Record what the terminal shows; when stdout carries JSON, render off-screen only.
         out = console() if not as_json else Console(file=io.StringIO(), width=140)
-        out.record = True
+        out.record = bool(svg or html)
         render_status(out, report, show_all)
         for path, save in ((svg, out.save_svg), (html, out.save_html)):
             if path:

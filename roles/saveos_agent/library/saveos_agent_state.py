@@ -1,8 +1,8 @@
 #!/usr/bin/python
-"""Probe a host's whole SaveOS agent state in one round trip (the role's warm path).
+"""Converge a host's whole SaveOS agent in one round trip (the role's cold and warm path).
 
 Longer than most modules on purpose: an Ansible module is one file (its documentation strings
-included), and the probe is worth its one round trip only if it checks everything.
+included), and it is worth its one round trip only if it does everything the host needs.
 """
 
 from __future__ import annotations
@@ -13,24 +13,36 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: saveos_agent_state
-short_description: Check in one round trip that a host's SaveOS agent is fully deployed
+short_description: Converge (or, in check mode, compare) a host's SaveOS agent in one round trip
 description:
-  - Compares everything the saveos_agent role installs with what the controller would install
-    (directories, files and their owners and modes, the agent zipapp by SHA-256, the agent token
-    against the API, the repository passphrase and that it opens the Borg repository, the Borg
-    version, the schedule). It only reads: the token is checked with a GET of
-    C(/api/v1/agents/me), never with a heartbeat (which would hand the host its queued jobs).
+  - Makes the host what the saveos_agent role installs, item by item, and reports each item it
+    changed (in check mode: would change) in C(changes), with C(--diff) output for the items
+    that hold no secret: directories, files and their owners and modes, the agent zipapp (by
+    SHA-256), the wrapper, the fleet's CA, the systemd units or the supervisor script, the agent
+    configuration, the agent token, the repository passphrase; then the Borg repository (C(borg
+    init) and the key export, through the agent, which hands Borg the passphrase on a pipe:
+    never in argv or the environment) and the schedule (daemon-reload, timers enabled and
+    started, or the supervised daemon restarted after a change and kept alive).
+  - The agent token is checked with a GET of C(/api/v1/agents/me), never with a heartbeat (which
+    would hand the host its queued jobs). After a change the module sends one heartbeat, the
+    check that the agent reaches the API.
+  - What this call cannot finish is returned in C(needs), and the role does it before calling the
+    module once more (with O(final)): C(zipapp) (the zipapp's bytes, sent only then), C(token)
+    (the agent provisioned from the controller, one API call for the batch), C(borg) (install
+    the package), C(repository_server) (register the host's key on its repository server). The
+    schedule starts only in the call that needs nothing. Check mode changes nothing.
+  - A host that already has a passphrase or a repository is refused a passphrase the escrow
+    store has just generated (O(passphrase_new)): the module fails with C(refused_passphrase)
+    before it changes anything, and the role takes the new passphrase back.
+  - Opening the repository with Borg is the slow part of a warm run. After Borg has opened it,
+    the module keeps an HMAC of the repository's C(config) file keyed with the passphrase in
+    O(open_proof) (0600); while neither changes, Borg is not asked again. Keyfile encryption
+    and remote repositories always ask Borg.
   - Also returns the facts the role uses (the C(distribution), C(service_mgr) and C(python)
-    subsets of M(ansible.builtin.setup)), so the play needs no separate fact gathering.
-  - Changes nothing the role manages, so it always reports C(changed=false) and behaves the same
-    in check mode. When
-    anything differs it returns C(settled=false) and the reasons; the role then runs its
-    task-by-task path, which converges and reports the changes.
-  - Opening the repository with Borg is the slow part of the check. After Borg has opened it, the
-    module keeps an HMAC of the repository's C(config) file keyed with the passphrase in
-    O(open_proof) (0600); while neither the passphrase nor that file (which holds the repokey)
-    changes, Borg is not asked again. Keyfile encryption and remote repositories always ask Borg.
-  - Never returns a secret. The passphrase argument is marked no_log.
+    subsets of M(ansible.builtin.setup)), and refuses an unsupported system before any change
+    (Debian family only; tested: Debian 12).
+  - Its action plugin (same name) reads the escrowed passphrase, sends the zipapp only when the
+    host's differs, and writes the exported key into the escrow store: no secret is returned.
 version_added: "0.1.0"
 author: SaveOS
 options:
@@ -40,26 +52,40 @@ options:
     elements: dict
     default: []
   files:
-    description: >-
-      Files that must exist, owned by root:root, with the given mode and either exactly the given
-      C(content) or the given C(sha256).
+    description: Files owned by root:root with the given mode and exactly the given C(content).
     type: list
     elements: dict
     default: []
+  zipapp:
+    description: The agent zipapp, C(path), C(mode) and C(sha256).
+    type: dict
+    required: true
+  zipapp_b64:
+    description: >-
+      The zipapp's bytes (base64): the action plugin sends them only in the second call to a
+      host whose copy differs (the first call needs C(zipapp)).
+    type: str
   config_file:
     description: Path of the agent configuration (JSON).
     type: path
     required: true
   config:
     description: >-
-      The agent configuration without its agent id; the id of the token's agent is added before
-      the comparison. Compared with the file written as pretty JSON (2 spaces, sorted keys).
+      The agent configuration without its agent id, written as pretty JSON (2 spaces, sorted
+      keys) with the agent id added.
     type: dict
     required: true
+  agent_id:
+    description: The host's agent id as the API provisioned it (0 when unknown).
+    type: int
+    default: 0
   token_file:
-    description: Path of the agent token; it must exist (root:root 0600) and be accepted by the API.
+    description: Path of the agent token (root:root 0600).
     type: path
     required: true
+  token:
+    description: A new agent token to install (provisioned from the controller for this run).
+    type: str
   api_url:
     description: The API URL as the host reaches it.
     type: str
@@ -72,7 +98,7 @@ options:
     description: The fleet's CA on the host; the API's certificate must chain to it (only).
     type: path
   ca_file:
-    description: Like an element of O(files), for that CA file (checked when given).
+    description: Like an element of O(files), for that CA file (installed when given).
     type: dict
   follow_redirects:
     description: Never follow a redirect (it would resend the agent token elsewhere).
@@ -86,14 +112,24 @@ options:
   passphrase:
     description: The escrowed passphrase (exact file content); unset when the escrow has none.
     type: str
+  passphrase_new:
+    description: The escrow store generated the passphrase in this run and no host has used it.
+    type: bool
+    default: false
   repository:
     description: The Borg repository.
     type: str
     required: true
-  repository_is_local:
-    description: Whether the repository is a local path (its C(config) file must exist).
-    type: bool
-    default: true
+  repository_mode:
+    description: C(local) (a path on the host), C(server) (a SaveOS repository server), C(remote).
+    type: str
+    choices: [local, server, remote]
+    default: local
+  repository_server_files:
+    description: What a repository-server repository needs first (the host's key, the pinned key).
+    type: list
+    elements: path
+    default: []
   borg_env:
     description: Environment for Borg (BORG_PASSCOMMAND reads the passphrase file).
     type: dict
@@ -102,6 +138,10 @@ options:
     description: The oldest acceptable Borg version.
     type: str
     default: "1.2"
+  borg_package:
+    description: The package that provides Borg (named in the message for a Borg too old).
+    type: str
+    default: borgbackup
   encryption:
     description: The repository's Borg encryption mode (only repokey modes use O(open_proof)).
     type: str
@@ -109,55 +149,85 @@ options:
   open_proof:
     description: Where to keep the proof that Borg opened the repository with the passphrase.
     type: path
+  key_escrowed:
+    description: The escrow store already holds this repository's exported key.
+    type: bool
+    default: true
+  wrapper:
+    description: The saveos-agent wrapper (runs init, key-export and the heartbeat).
+    type: path
+    required: true
   scheduler:
     description: C(systemd), C(supervisor), or C(auto) (systemd when the host runs it).
     type: str
     choices: [auto, systemd, supervisor]
     required: true
+  systemd_problem:
+    description: Why the schedule cannot be systemd timers (empty when it can).
+    type: str
+    default: ""
   systemd_files:
-    description: Like O(files), checked only when the effective scheduler is systemd.
+    description: Like O(files), installed only when the effective scheduler is systemd.
     type: list
     elements: dict
     default: []
   supervisor_files:
-    description: Like O(files), checked only when the effective scheduler is the supervisor.
+    description: Like O(files), installed only when the effective scheduler is the supervisor.
     type: list
     elements: dict
     default: []
   systemd_timers:
-    description: Timers that must be enabled and active when the scheduler is systemd.
+    description: Timers enabled and started when the scheduler is systemd.
     type: list
     elements: str
     default: []
   supervise:
-    description: >-
-      The supervisor script; its C(status) must print C(alive) under the supervisor scheduler.
+    description: The supervisor script (C(status), C(ensure), C(stop)).
     type: path
+  os_families:
+    description: The supported OS families (a release other than Debian 12 is warned about).
+    type: list
+    elements: str
+    default: [Debian]
+  restart:
+    description: The first call changed what the schedule reads (reload or restart it now).
+    type: bool
+    default: false
+  host:
+    description: The host's inventory name, for messages.
+    type: str
+    default: the host
+  final:
+    description: >-
+      The second call, after the role did what C(needs) asked; whatever is still needed fails.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
-- name: Check the whole agent state in one round trip
+- name: Converge the whole agent in one round trip
   saveos_agent_state:
+    zipapp: {path: /opt/saveos/saveos-agent.pyz, mode: "0644", sha256: "{{ sha }}"}
     config_file: /etc/saveos/agent.json
     config: "{{ saveos_agent_config_data }}"
     token_file: /etc/saveos/token
     api_url: https://saveos.example.com
     passphrase_file: /etc/saveos/passphrase
-    passphrase: "{{ lookup('ansible.builtin.file', escrow_file, rstrip=false) }}"
     repository: /var/lib/saveos/repo
+    wrapper: /usr/local/bin/saveos-agent
     scheduler: auto
     systemd_timers: [saveos-agent-heartbeat.timer, saveos-agent-backup.timer]
-  no_log: true
   register: saveos_agent_state
 """
 
 RETURN = r"""
-settled:
-  description: Everything is in place, the agent token included.
-  type: bool
+changes:
+  description: What was changed (in check mode, what would be), one short item each, no secrets.
+  type: list
+  elements: str
   returned: always
-drift:
-  description: Why the host is not settled, one short reason each (no secrets).
+needs:
+  description: What the role must do task by task first (borg, token, repository_server).
   type: list
   elements: str
   returned: always
@@ -179,6 +249,7 @@ borg_version:
   returned: always
 """
 
+import base64
 import contextlib
 import grp
 import hashlib
@@ -190,6 +261,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.facts import ansible_collector
@@ -200,52 +272,131 @@ from ansible.module_utils.facts.system.python import PythonFactCollector
 from ansible.module_utils.facts.system.service_mgr import ServiceMgrFactCollector
 from ansible.module_utils.urls import fetch_url
 
+PRIVATE_DIR_MODE = 0o700
 
-def _owner_mode(path: str, st: os.stat_result, want_mode: str) -> list[str]:
-    problems = []
+
+class Host:
+    """Converges items one at a time and keeps what changed (or, in check mode, would)."""
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.check = module.check_mode
+        self.changes: list[str] = []
+        self.diffs: list[dict] = []
+
+    def changed(self, what: str, diff: dict | None = None) -> None:
+        self.changes.append(what)
+        if diff is not None and self.module._diff:
+            self.diffs.append(diff)
+
+    def fail(self, msg: str, **extra) -> None:
+        self.module.fail_json(msg=msg, changed=bool(self.changes), changes=self.changes, **extra)
+
+    def ensure_directory(self, path: str, mode: str) -> None:
+        want = int(mode, 8)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.changed(f"{path}: created", _diff(path, "absent\n", f"directory {mode}\n"))
+            if not self.check:
+                os.makedirs(path, mode=want, exist_ok=True)
+                os.chown(path, 0, 0)
+                os.chmod(path, want)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            self.fail(f"{path} is not a directory: remove it, then deploy again")
+        self._owner_mode(path, st, want)
+
+    def _owner_mode(self, path: str, st: os.stat_result, want: int) -> None:
+        if (st.st_uid, st.st_gid) != (0, 0):
+            self.changed(f"{path}: owner {_owner(st)}, want root:root")
+            if not self.check:
+                os.chown(path, 0, 0, follow_symlinks=False)
+        if stat.S_IMODE(st.st_mode) != want:
+            mode = f"{stat.S_IMODE(st.st_mode):04o}"
+            self.changed(
+                f"{path}: mode {mode}, want {want:04o}",
+                _diff(path, f"mode {mode}\n", f"mode {want:04o}\n"),
+            )
+            if not self.check:
+                os.chmod(path, want)
+
+    def ensure_file(
+        self, path: str, mode: str, data: bytes | None, sha256: str | None = None,
+        secret: bool = False,
+    ) -> bool:  # fmt: skip
+        """Make `path` a root:root file of `mode` holding `data` (or, when `data` is None, check
+        it against `sha256`). Whether its content changed; a secret's content is never shown."""
+        want = int(mode, 8)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            self.fail(f"{path} is a directory where a file belongs: remove it, then deploy again")
+        before = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            if data is not None:
+                with open(path, "rb") as fh:
+                    before = fh.read()
+                same = before == data
+            else:
+                same = self.module.sha256(path) == sha256
+            if same:
+                self._owner_mode(path, st, want)
+                return False
+        what = "created" if st is None else "content differs"
+        shown = None
+        if (
+            not secret
+            and data is not None
+            and _is_text(data)
+            and (before is None or _is_text(before))
+        ):
+            shown = _diff(path, (before or b"").decode(), data.decode())
+        self.changed(f"{path}: {what}", shown or _diff(path, f"{what}\n", "written\n"))
+        if not self.check:
+            if data is None:
+                self.fail(f"{path}: no content to write (the controller sent none)")
+            _write_atomically(path, data, want)
+        return True
+
+
+def _diff(path: str, before: str, after: str) -> dict:
+    return {"before_header": path, "after_header": path, "before": before, "after": after}
+
+
+def _is_text(data: bytes) -> bool:
     try:
-        owner, group = pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in data
+
+
+def _owner(st: os.stat_result) -> str:
+    try:
+        return f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
     except KeyError:
-        owner = group = "?"
-    if (owner, group) != ("root", "root"):
-        problems.append(f"{path}: owner {owner}:{group}")
-    if stat.S_IMODE(st.st_mode) != int(want_mode, 8):
-        problems.append(f"{path}: mode {stat.S_IMODE(st.st_mode):04o}, want {want_mode}")
-    return problems
+        return f"{st.st_uid}:{st.st_gid}"
 
 
-def _lstat_as(path: str, is_kind, kind: str) -> tuple[os.stat_result | None, list[str]]:
-    """(stat, []) when `path` is there and of the kind `is_kind` tests; else (None, problem)."""
+def _write_atomically(path: str, data: bytes, mode: int) -> None:
+    """Write beside `path` and rename over it: never a half-written file, never through a link
+    someone left in its place, and a secret is never readable by others, not even for a moment."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".saveos-")
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None, [f"{path}: missing"]
-    if not is_kind(st.st_mode):
-        return None, [f"{path}: not {kind}"]
-    return st, []
-
-
-def check_directory(spec: dict) -> list[str]:
-    path = spec["path"]
-    st, problems = _lstat_as(path, stat.S_ISDIR, "a directory")
-    return problems if st is None else _owner_mode(path, st, spec["mode"])
-
-
-def check_file(spec: dict, sha256=None) -> list[str]:
-    """Compare one file; a secret's content is compared, never reported. `sha256` is
-    AnsibleModule.sha256, needed only for specs that give a checksum."""
-    path = spec["path"]
-    st, problems = _lstat_as(path, stat.S_ISREG, "a regular file")
-    if st is None:
-        return problems
-    problems = _owner_mode(path, st, spec["mode"])
-    if spec.get("content") is not None:
-        with open(path, "rb") as fh:
-            if fh.read() != spec["content"].encode():
-                problems.append(f"{path}: content differs")
-    elif spec.get("sha256") and sha256(path) != spec["sha256"]:
-        problems.append(f"{path}: checksum differs")
-    return problems
+        with os.fdopen(fd, "wb") as fh:
+            os.fchown(fh.fileno(), 0, 0)
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
@@ -284,27 +435,23 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"[0-9]+", text)[:3])
 
 
-def token_agent_id(module: AnsibleModule, token_file: str, api_url: str) -> tuple[int, str | None]:
-    """(agent id, problem): asks the API who the token belongs to, as the agent would."""
-    try:
-        with open(token_file, encoding="utf-8") as fh:
-            token = fh.read().strip()
-    except FileNotFoundError:
-        return 0, f"{token_file}: missing"
-    module.no_log_values.add(token)
+def token_agent_id(module: AnsibleModule, token: str) -> tuple[int | None, int | None]:
+    """(agent id or None, HTTP status): asks the API who the token belongs to, as the agent
+    would."""
     response, info = fetch_url(
         module,
-        api_url.rstrip("/") + "/api/v1/agents/me",
+        module.params["api_url"].rstrip("/") + "/api/v1/agents/me",
         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
         timeout=15,
         ca_path=module.params["ca_path"],
     )
-    if info.get("status") != 200 or response is None:
-        return 0, f"the API answered {info.get('status')} for the agent token"
+    status = info.get("status")
+    if status != 200 or response is None:
+        return None, status
     try:
-        return int(json.loads(response.read())["id"]), None
+        return int(json.loads(response.read())["id"]), status
     except (ValueError, KeyError, TypeError):
-        return 0, "the API's answer for the agent token has no id"
+        return None, status
 
 
 def gather_facts(module: AnsibleModule) -> dict:
@@ -334,11 +481,13 @@ def open_digest(passphrase: str, repository: str) -> str | None:
     return hmac.new(passphrase.encode(), config, hashlib.sha256).hexdigest()
 
 
-def repository_opens(module: AnsibleModule, version_ok: bool) -> bool:
+def repository_opens(module: AnsibleModule) -> bool:
     """Whether Borg opens the repository with the passphrase file (see open_proof)."""
     p = module.params
     cacheable = (
-        p["open_proof"] and p["repository_is_local"] and p["encryption"].startswith("repokey")
+        p["open_proof"]
+        and p["repository_mode"] == "local"
+        and p["encryption"].startswith("repokey")
     )
     digest = open_digest(p["passphrase"], p["repository"]) if cacheable else None
     if digest:
@@ -348,16 +497,12 @@ def repository_opens(module: AnsibleModule, version_ok: bool) -> bool:
                     return True
         except OSError:
             pass
-    if not version_ok:
-        return False
     env = dict(os.environ, **{k: str(v) for k, v in p["borg_env"].items()})
     if run(["borg", "info", "--json", p["repository"]], env=env).returncode != 0:
         return False
     if digest and not module.check_mode:
         with contextlib.suppress(OSError):
-            fd = os.open(p["open_proof"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(digest + "\n")
+            _write_atomically(p["open_proof"], (digest + "\n").encode(), 0o600)
     return True
 
 
@@ -375,83 +520,358 @@ def config_text(config: dict, agent_id: int) -> str:
     return json.dumps(data, indent=2, sort_keys=True, separators=(",", ": ")) + "\n"
 
 
-def check_schedule(params: dict, scheduler: str) -> list[str]:
-    if scheduler == "systemd":
-        problems = []
-        for timer in params["systemd_timers"]:
-            for verb, want in (("is-enabled", "enabled"), ("is-active", "active")):
-                result = run(["systemctl", verb, timer])
-                if result.stdout.strip() != want:
-                    problems.append(f"{timer}: {result.stdout.strip() or 'unknown'}, want {want}")
-        return problems
-    supervise = params["supervise"]
-    if not supervise or not os.access(supervise, os.X_OK):
-        return [f"{supervise}: missing"]
-    status = run([supervise, "status"]).stdout.strip()
-    return [] if status == "alive" else [f"the agent daemon is {status or 'unknown'}"]
+def borg_error(result: subprocess.CompletedProcess, limit: int = 500) -> str:
+    """The messages of Borg's --log-json lines (or its plain stderr)."""
+    messages = []
+    for line in result.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = {"message": line}
+        if isinstance(entry, dict) and entry.get("message"):
+            messages.append(str(entry["message"]).strip())
+    return " ".join(messages)[-limit:]
 
 
-def probe(module: AnsibleModule) -> dict:
-    p = module.params
-    facts = gather_facts(module)
-    scheduler = p["scheduler"]
-    if scheduler == "auto":
-        scheduler = "systemd" if facts.get("ansible_service_mgr") == "systemd" else "supervisor"
+class Converge:
+    """One converge of the host, in the order the agent needs its pieces."""
 
-    drift: list[str] = []
-    for spec in p["directories"]:
-        drift += check_directory(spec)
-    files = p["files"] + p["systemd_files" if scheduler == "systemd" else "supervisor_files"]
-    if p["ca_file"]:
-        files = [*files, p["ca_file"]]
-    for spec in files:
-        drift += check_file(spec, module.sha256)
-    drift += check_file({"path": p["token_file"], "mode": "0600"})
-    agent_id = config_agent_id(p["config_file"])
-    if not agent_id:
-        drift.append(f"{p['config_file']}: missing or without an agent id")
-    else:
-        text = config_text(p["config"], agent_id)
-        drift += check_file({"path": p["config_file"], "mode": "0600", "content": text})
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.p = module.params
+        self.host = Host(module)
+        self.needs: list[str] = []
 
-    version = borg_version()
-    version_ok = False
-    if version is None:
-        drift.append("borg: not installed")
-    elif version_tuple(version) < version_tuple(p["borg_min_version"]):
-        drift.append(f"borg {version} is older than {p['borg_min_version']}")
-    else:
-        version_ok = True
+    def need(self, what: str, message: str) -> None:
+        if self.p["final"]:
+            self.host.fail(message)
+        self.needs.append(what)
 
-    if p["passphrase"] is None:
-        drift.append("the escrow store has no passphrase for this host")
-    else:
-        drift += check_file(
-            {"path": p["passphrase_file"], "mode": "0600", "content": p["passphrase"]}
+    def run(self) -> dict:
+        p, host = self.p, self.host
+        facts = gather_facts(self.module)
+        self.refuse_unsupported(facts)
+        scheduler = p["scheduler"]
+        if scheduler == "auto":
+            scheduler = "systemd" if facts.get("ansible_service_mgr") == "systemd" else "supervisor"
+        if scheduler == "systemd" and p["systemd_problem"]:
+            host.fail(p["systemd_problem"])
+        self.refuse_new_passphrase()
+
+        version = borg_version()
+        borg_ok = False
+        if version is None:
+            self.need("borg", "Borg is not installed (the package install did not provide it)")
+        elif version_tuple(version) < version_tuple(p["borg_min_version"]):
+            host.fail(
+                f"SaveOS needs Borg >= {p['borg_min_version']}; found {version}. Install a newer"
+                f" {p['borg_package']} (e.g. from backports)."
+            )
+        else:
+            borg_ok = True
+
+        for spec in p["directories"]:
+            host.ensure_directory(spec["path"], spec["mode"])
+        # Whether anything the schedule reads changed (a reload, or the daemon's restart).
+        restart = p["restart"]
+        restart |= self.converge_zipapp()
+        files = p["files"] + p["systemd_files" if scheduler == "systemd" else "supervisor_files"]
+        if p["ca_file"]:
+            files = [*files, p["ca_file"]]
+        for spec in files:
+            restart |= host.ensure_file(spec["path"], spec["mode"], spec["content"].encode())
+
+        agent_id = self.converge_token()
+        restart |= self.token_written
+        if agent_id:
+            text = config_text(p["config"], agent_id).encode()
+            restart |= host.ensure_file(p["config_file"], "0600", text)
+        else:
+            host.changed(f"{p['config_file']}: written with the provisioned agent id")
+
+        if p["passphrase"] is None:
+            # Only in check mode: the escrow store generates a missing passphrase otherwise.
+            host.changed(f"{p['passphrase_file']}: generated into the escrow store and installed")
+        else:
+            restart |= host.ensure_file(
+                p["passphrase_file"], "0600", p["passphrase"].encode(), secret=True
+            )
+        if borg_ok and p["passphrase"] is not None:
+            self.converge_repository()
+
+        # The server's side of a repository-server host (its key's forced command, the quota in
+        # agent.json) is registered task by task: after any change, once more.
+        if (
+            p["repository_mode"] == "server"
+            and host.changes
+            and not (host.check or p["final"] or "repository_server" in self.needs)
+        ):
+            self.needs.append("repository_server")
+        # The schedule starts the agent: only once every piece is in place.
+        if not self.needs:
+            if scheduler == "systemd":
+                self.converge_timers(restart)
+            else:
+                self.converge_supervisor(restart)
+            if (host.changes or p["restart"]) and not host.check:
+                self.verify()
+        result = {
+            "changed": bool(host.changes),
+            "changes": host.changes,
+            "needs": self.needs,
+            "restart": restart and bool(self.needs),
+            "agent_id": agent_id,
+            "borg_version": version,
+            "scheduler": scheduler,
+            "ansible_facts": facts,
+            "passphrase_in_use": p["passphrase"] is not None and not host.check,
+        }
+        if self.key_export is not None:
+            result["key_export"] = self.key_export
+        if host.diffs:
+            result["diff"] = host.diffs
+        return result
+
+    def converge_zipapp(self) -> bool:
+        """The zipapp's bytes cross the network only for a host whose copy differs: a first
+        call finds that out (and needs `zipapp`), the second carries them."""
+        p, host = self.p, self.host
+        zipapp = p["zipapp"]
+        if p["zipapp_b64"] is not None:
+            data = base64.b64decode(p["zipapp_b64"])
+            return host.ensure_file(zipapp["path"], zipapp["mode"], data, zipapp["sha256"])
+        if not zipapp["sha256"]:  # not built yet, which only check mode leaves so
+            host.changed(f"{zipapp['path']}: built on the controller and installed")
+            return False
+        if not self.zipapp_differs(zipapp):
+            return host.ensure_file(zipapp["path"], zipapp["mode"], None, zipapp["sha256"])
+        if host.check:
+            host.changed(f"{zipapp['path']}: content differs")
+        else:
+            self.need("zipapp", f"{zipapp['path']}: differs and the controller sent no zipapp")
+        return False
+
+    def refuse_unsupported(self, facts: dict) -> None:
+        """Honest platforms: only a family a lab host of which runs the suite (Debian; tested:
+        Debian 12, with and without systemd). The rest is refused before anything changes."""
+        p, name = self.p, self.p["host"]
+        family = facts.get("ansible_os_family")
+        distribution = facts.get("ansible_distribution") or "an unknown system"
+        release = facts.get("ansible_distribution_version") or ""
+        if family not in p["os_families"]:
+            self.host.fail(
+                f"{name} runs {distribution} {release} ({family or 'unknown'} family): SaveOS"
+                " supports Debian-family hosts only (tested: Debian 12). RHEL-family and other"
+                " hosts are not supported (no lab host of theirs runs the test suite); nothing"
+                f" was changed on {name}."
+            )
+        if (distribution, facts.get("ansible_distribution_major_version")) != ("Debian", "12"):
+            self.module.warn(
+                f"{name} runs {distribution} {release}: Debian-family but untested (SaveOS is"
+                " tested on Debian 12)."
+            )
+        version = (facts.get("ansible_python") or {}).get("version") or {}
+        if (version.get("major"), version.get("minor") or 0) < (3, 9):
+            self.host.fail(
+                f"The agent needs Python >= 3.9 on the host; {name} has"
+                f" {version.get('major')}.{version.get('minor')}."
+            )
+
+    def zipapp_differs(self, zipapp: dict) -> bool:
+        try:
+            return self.module.sha256(zipapp["path"]) != zipapp["sha256"]
+        except (OSError, TypeError):
+            return True
+
+    def refuse_new_passphrase(self) -> None:
+        """An empty escrow store (a new controller, a wrong SAVEOS_ESCROW_DIR) must never lead
+        to a new passphrase over the one the host's repository was made with."""
+        p = self.p
+        if not (p["passphrase_new"] or p["passphrase"] is None):
+            return
+        try:
+            with open(p["passphrase_file"], encoding="utf-8") as fh:
+                on_host = fh.read()
+        except FileNotFoundError:
+            on_host = None
+        if on_host is not None and on_host == p["passphrase"]:
+            return  # installed by an earlier run that stopped before the escrow heard of it
+        found = None
+        if on_host is not None:
+            found = "a repository passphrase"
+        elif p["repository_mode"] == "local" and os.path.exists(
+            os.path.join(p["repository"], "config")
+        ):
+            found = "a repository"
+        if found:
+            self.host.fail(
+                f"{p['host']} already has {found}, but the escrow store has no passphrase for it."
+                " SaveOS will not generate a new one over it: point SAVEOS_ESCROW_DIR"
+                " (saveos_agent_escrow_dir) at the escrow store you backed up, or copy the host's"
+                f" {p['passphrase_file']} there (mode 0600), then deploy again.",
+                refused_passphrase=True,
+                found=found,
+            )
+
+    token_written = False
+    key_export = None
+
+    def converge_token(self) -> int:
+        """The host's agent id (0 while unknown); a token the host lacks or the API refuses is
+        needed from the controller."""
+        p, host = self.p, self.host
+        if p["token"]:
+            self.token_written = host.ensure_file(
+                p["token_file"], "0600", (p["token"] + "\n").encode(), secret=True
+            )
+            return p["agent_id"]
+        try:
+            with open(p["token_file"], encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except FileNotFoundError:
+            token = ""
+        # A token replaced keeps its agent: the config keeps the id it names until the
+        # provisioning answer (the second call) says which agent the host is.
+        known = p["agent_id"] or config_agent_id(p["config_file"])
+        if not token:
+            host.changed(f"{p['token_file']}: provisioned")
+            if not host.check:
+                self.need("token", f"{p['token_file']}: missing, and the API issued no token")
+            return known
+        self.module.no_log_values.add(token)
+        host._owner_mode(p["token_file"], os.lstat(p["token_file"]), 0o600)
+        token_id, status = token_agent_id(self.module, token)
+        if status not in (200, 401, 403):
+            host.fail(
+                f"{p['host']} cannot reach the SaveOS API at {p['api_url']} (HTTP status"
+                f" {status if status and status > 0 else 'none'}). Check saveos_agent_api_url /"
+                " SAVEOS_API_URL and that the API is running."
+            )
+        want = known or token_id
+        if token_id is None or token_id != want:
+            why = "refused" if token_id is None else f"of agent {token_id}, not {want},"
+            host.changed(f"{p['token_file']}: {why} by the API, rotated")
+            if not host.check:
+                self.need("token", f"{p['token_file']}: {why} by the API")
+        return want or 0
+
+    def converge_repository(self) -> None:
+        """`borg init` when there is no repository, the proof that the escrowed passphrase opens
+        it, and the key export for the escrow store. Borg reads the passphrase from its 0600
+        file (BORG_PASSCOMMAND in borg_env names the file): never argv, never an environment
+        value."""
+        p, host = self.p, self.host
+        if p["repository_mode"] == "server" and not all(
+            os.path.exists(f) for f in p["repository_server_files"]
+        ):
+            host.changed("the repository server: the host's key registered")
+            if not host.check:
+                self.need(
+                    "repository_server", "the host's key for its repository server is missing"
+                )
+            return
+        local = p["repository_mode"] == "local"
+        if local:
+            missing = not os.path.exists(os.path.join(p["repository"], "config"))
+        else:
+            missing = not repository_opens(self.module)
+        if missing:
+            if host.check:
+                host.changed(f"{p['repository']}: initialised ({p['encryption']})")
+                return
+            argv = ["borg", "init", "--log-json", "--encryption", p["encryption"]]
+            created = self.borg(
+                [*argv, *(["--make-parent-dirs"] if local else []), p["repository"]]
+            )
+            if created.returncode == 0:
+                host.changed(f"{p['repository']}: initialised ({p['encryption']})")
+            elif "Repository.AlreadyExists" not in created.stderr:
+                if p["repository_mode"] == "server" and not p["final"]:
+                    self.needs.append("repository_server")  # registered again, then retried
+                    return
+                host.fail(
+                    f"borg init of {p['repository']} failed (exit {created.returncode}):"
+                    f" {borg_error(created)}"
+                )
+        if (local or missing) and not repository_opens(self.module):
+            host.fail(
+                f"{p['repository']} on {p['host']} does not open with the escrowed passphrase"
+                f" ({p['passphrase_file']})"
+            )
+        if not p["key_escrowed"]:
+            host.changed(f"{p['repository']}: key exported into the escrow store")
+            if not host.check:
+                self.key_export = self.export_key()
+
+    def export_key(self) -> str:
+        workdir = tempfile.mkdtemp(prefix="saveos-key-")  # 0700
+        try:
+            out = os.path.join(workdir, "key.export")
+            exported = self.borg(["borg", "key", "export", "--log-json", self.p["repository"], out])
+            if exported.returncode != 0:
+                self.host.fail(f"borg key export failed: {borg_error(exported)}")
+            with open(out, encoding="utf-8") as fh:
+                text = fh.read()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        # Returned to the action plugin, which writes it into the escrow store and drops it.
+        return text
+
+    def borg(self, argv: list[str]) -> subprocess.CompletedProcess:
+        env = dict(os.environ, **{k: str(v) for k, v in self.p["borg_env"].items()})
+        return run(argv, env=env)
+
+    def agent(self, *argv: str) -> subprocess.CompletedProcess:
+        return run([self.p["wrapper"], "--json", *argv])
+
+    def converge_timers(self, units_changed: bool) -> None:
+        host = self.host
+        if units_changed and not host.check:
+            reload = run(["systemctl", "daemon-reload"])
+            if reload.returncode != 0:
+                host.fail(f"systemctl daemon-reload failed: {reload.stderr.strip()[:300]}")
+        for timer in self.p["systemd_timers"]:
+            for verb, want, action in (
+                ("is-enabled", "enabled", "enable"),
+                ("is-active", "active", "start"),
+            ):
+                state = run(["systemctl", verb, timer]).stdout.strip()
+                if state == want:
+                    continue
+                host.changed(f"{timer}: {state or 'unknown'}, {action}d")
+                if not host.check:
+                    done = run(["systemctl", action, timer])
+                    if done.returncode != 0:
+                        host.fail(f"systemctl {action} {timer} failed: {done.stderr.strip()[:300]}")
+
+    def converge_supervisor(self, restart: bool) -> None:
+        host, supervise = self.host, self.p["supervise"]
+        if not supervise or not os.access(supervise, os.X_OK):
+            host.changed("the agent daemon: started")
+            return
+        status = run([supervise, "status"]).stdout.strip()
+        if status == "alive" and not restart:
+            return
+        host.changed(
+            "the agent daemon: restarted"
+            if status == "alive"
+            else f"the agent daemon is {status or 'unknown'}: started"
         )
-        if p["repository_is_local"] and not os.path.exists(os.path.join(p["repository"], "config")):
-            drift.append(f"{p['repository']}: no repository")
-        elif not drift and not repository_opens(module, version_ok):
-            drift.append(f"{p['repository']}: does not open with the escrowed passphrase")
+        if host.check:
+            return
+        if status == "alive":
+            run([supervise, "stop"])
+        started = run([supervise, "ensure"])
+        if started.returncode != 0:
+            host.fail(f"the agent daemon did not start: {started.stderr.strip()[:300]}")
 
-    if not drift:
-        drift += check_schedule(p, scheduler)
-
-    if not drift:
-        token_id, problem = token_agent_id(module, p["token_file"], p["api_url"])
-        if problem:
-            drift.append(problem)
-        elif token_id != agent_id:
-            drift.append(f"the token belongs to agent {token_id}, the config names {agent_id}")
-    return {
-        "changed": False,
-        "settled": not drift,
-        "drift": drift,
-        "agent_id": agent_id,
-        "borg_version": version,
-        "scheduler": scheduler,
-        "ansible_facts": facts,
-    }
+    def verify(self) -> None:
+        beat = self.agent("heartbeat")
+        if beat.returncode != 0:
+            self.host.fail(
+                f"the agent could not send a heartbeat to {self.p['api_url']} (exit"
+                f" {beat.returncode}): {(beat.stdout + ' ' + beat.stderr).strip()[:600]}"
+            )
 
 
 def main() -> None:
@@ -459,36 +879,55 @@ def main() -> None:
         argument_spec={
             "directories": {"type": "list", "elements": "dict", "default": []},
             "files": {"type": "list", "elements": "dict", "default": []},
+            "zipapp": {"type": "dict", "required": True},
+            # Not a secret, but far too long to be echoed back in the invocation.
+            "zipapp_b64": {"type": "str", "no_log": True},
             "config_file": {"type": "path", "required": True},
             "config": {"type": "dict", "required": True},
+            "agent_id": {"type": "int", "default": 0},
             "token_file": {"type": "path", "required": True},
+            "token": {"type": "str", "no_log": True},
             "api_url": {"type": "str", "required": True},
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
             "ca_file": {"type": "dict"},
             # fetch_url reads it: a redirect would resend the agent token elsewhere.
             "follow_redirects": {"type": "str", "default": "none", "choices": ["none"]},
-            "passphrase_file": {"type": "path", "required": True},
+            "passphrase_file": {"type": "path", "required": True, "no_log": False},
             "passphrase": {"type": "str", "no_log": True},
+            "passphrase_new": {"type": "bool", "default": False, "no_log": False},
             "repository": {"type": "str", "required": True},
-            "repository_is_local": {"type": "bool", "default": True},
+            "repository_mode": {
+                "type": "str",
+                "default": "local",
+                "choices": ["local", "server", "remote"],
+            },
+            "repository_server_files": {"type": "list", "elements": "path", "default": []},
             "borg_env": {"type": "dict", "default": {}},
             "borg_min_version": {"type": "str", "default": "1.2"},
+            "borg_package": {"type": "str", "default": "borgbackup"},
             "encryption": {"type": "str", "default": "repokey-blake2"},
             "open_proof": {"type": "path"},
+            "key_escrowed": {"type": "bool", "default": True},
+            "wrapper": {"type": "path", "required": True},
             "scheduler": {
                 "type": "str",
                 "required": True,
                 "choices": ["auto", "systemd", "supervisor"],
             },
+            "systemd_problem": {"type": "str", "default": ""},
             "systemd_files": {"type": "list", "elements": "dict", "default": []},
             "supervisor_files": {"type": "list", "elements": "dict", "default": []},
             "systemd_timers": {"type": "list", "elements": "str", "default": []},
             "supervise": {"type": "path"},
+            "os_families": {"type": "list", "elements": "str", "default": ["Debian"]},
+            "final": {"type": "bool", "default": False},
+            "restart": {"type": "bool", "default": False},
+            "host": {"type": "str", "default": "the host"},
         },
         supports_check_mode=True,
     )
-    module.exit_json(**probe(module))
+    module.exit_json(**Converge(module).run())
 
 
 if __name__ == "__main__":

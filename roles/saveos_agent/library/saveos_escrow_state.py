@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Probe the controller's side of a deploy for a whole play: the zipapp and the escrow store."""
+"""The controller's side of a deploy for a whole play in one call: the zipapp and the escrow."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: saveos_escrow_state
-short_description: Check the agent zipapp and the escrow store for a whole play in one call
+short_description: Build the agent zipapp and fill the escrow store for a whole play in one call
 description:
-  - Runs on the controller (C(delegate_to=localhost), C(run_once=true)). Reports whether the agent
-    zipapp is missing, older than its sources or current, and its SHA-256; and for every host
-    whether its escrow directory, escrowed passphrase and escrowed repository key are in place
-    with private modes.
+  - Runs on the controller (C(delegate_to=localhost), C(run_once=true)). Builds the agent zipapp
+    when it is missing or older than its sources and returns its SHA-256; makes the escrow store
+    and each host's directory in it (0700); generates a repository passphrase (0600) for each
+    host that has none, marked new (C(passphrase.new)) until the host has installed it, so a
+    host that already has a passphrase or a repository refuses it (saveos_agent_state).
+  - A passphrase in the store is never replaced, and one that others may read is reported, not
+    used.
   - Checks each host's settings against the rules the agent and the API apply (module_utils
     saveos_rules, the same file): its name, its backup and heartbeat intervals, its retention.
-  - Changes nothing and never reads a secret's content, so it always reports C(changed=false) and
-    behaves the same in check mode. The role's task-by-task path creates what is missing.
+  - In check mode it builds, creates and generates nothing and reports what it would.
 version_added: "0.1.0"
 author: SaveOS
 options:
@@ -38,6 +40,9 @@ options:
     description: Inventory host name to that host's escrow directory.
     type: dict
     required: true
+  controller_python:
+    description: The Python that runs the agent's build.py (default, the module's own).
+    type: path
   host_settings:
     description: >-
       One [host, backup_interval_s, heartbeat_interval_s, retention] per host (an empty
@@ -53,6 +58,7 @@ EXAMPLES = r"""
     artifact: dist/saveos-agent.pyz
     source_dir: agent
     escrow_dir: /root/.local/share/saveos/escrow
+    controller_python: /usr/bin/python3
     host_escrows: {web1: /root/.local/share/saveos/escrow/web1}
   delegate_to: localhost
   run_once: true
@@ -60,7 +66,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 artifact_state:
-  description: C(missing), C(outdated) or C(current).
+  description: C(missing), C(outdated) or C(current) (after the build; before it in check mode).
   type: str
   returned: always
 artifact_sha256:
@@ -69,15 +75,19 @@ artifact_sha256:
   returned: always
 hosts:
   description: >-
-    Per host C(passphrase) (the escrowed passphrase exists), C(ready) (escrow store, host
-    directory, passphrase and key all present and private) and C(problems) (what is wrong
-    with the host's name or settings, one sentence each; empty when nothing is).
+    Per host C(generated) (its passphrase was generated in this run), C(problems) (what is
+    wrong with the host's name or settings, or its escrowed files' modes, one sentence each;
+    empty when nothing is).
   type: dict
   returned: always
 """
 
 import os
+import secrets
 import stat
+import string
+import subprocess
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.saveos_rules import (
@@ -144,36 +154,96 @@ def artifact_state(artifact: str, source_dir: str, sha256) -> tuple[str, str | N
     return "current", sha256(artifact)
 
 
+PASSPHRASE_ALPHABET = string.ascii_letters + string.digits
+PASSPHRASE_LENGTH = 64
+NEW_MARKER = "passphrase.new"  # the host module refuses a new one where the host has its own
+
+
+def ensure_private_dir(path: str, check: bool) -> bool:
+    """Whether `path` is (or, in check mode, would be) created or its mode fixed to 0700."""
+    if mode_is(path, 0o700, directory=True):
+        return False
+    if not check:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    return True
+
+
+def generate_passphrase(host_dir: str) -> None:
+    """A new passphrase, written once (O_EXCL) before any host sees it, marked new."""
+    text = "".join(secrets.choice(PASSPHRASE_ALPHABET) for _ in range(PASSPHRASE_LENGTH)) + "\n"
+    fd = os.open(os.path.join(host_dir, "passphrase"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.close(os.open(os.path.join(host_dir, NEW_MARKER), os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def escrow_problems(host_dir: str) -> list:
+    problems = []
+    for name in ("passphrase", "key.export"):
+        path = os.path.join(host_dir, name)
+        if os.path.exists(path) and not is_private(path):
+            problems.append(
+                f"{path} is readable by others or not a plain file: chmod 600 it (it is the only"
+                " way to open the repository)"
+            )
+    return problems
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "artifact": {"type": "path", "required": True},
             "source_dir": {"type": "path", "required": True},
             "escrow_dir": {"type": "path", "required": True},
+            "controller_python": {"type": "path"},
             "host_escrows": {"type": "dict", "required": True},
             "host_settings": {"type": "list", "elements": "list", "default": []},
         },
         supports_check_mode=True,
     )
-    p = module.params
+    p, check = module.params, module.check_mode
+    changes = []
     state, sha256 = artifact_state(p["artifact"], p["source_dir"], module.sha256)
-    store_ok = mode_is(p["escrow_dir"], 0o700, directory=True)
+    if state != "current" and not check:
+        os.makedirs(os.path.dirname(p["artifact"]), exist_ok=True)
+        python = p["controller_python"] or sys.executable
+        built = subprocess.run(
+            [python, os.path.join(p["source_dir"], "build.py"), "--out", p["artifact"]],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if built.returncode != 0:
+            module.fail_json(msg=f"building the agent zipapp failed: {built.stderr[-2000:]}")
+        changes.append(f"{p['artifact']}: built ({state})")
+        state, sha256 = artifact_state(p["artifact"], p["source_dir"], module.sha256)
+    elif state != "current":
+        changes.append(f"{p['artifact']}: built ({state})")
+    if ensure_private_dir(p["escrow_dir"], check):
+        changes.append(f"{p['escrow_dir']}: created (0700)")
     settings = {
         row[0]: {"backup_interval_s": row[1], "heartbeat_interval_s": row[2], "retention": row[3]}
         for row in p["host_settings"]
     }
     hosts = {}
     for host, path in p["host_escrows"].items():
-        passphrase = os.path.join(path, "passphrase")
-        hosts[host] = {
-            "passphrase": os.path.isfile(passphrase),
-            "ready": store_ok
-            and mode_is(path, 0o700, directory=True)
-            and is_private(passphrase)
-            and is_private(os.path.join(path, "key.export")),
-            "problems": setting_problems(host, settings.get(host) or {}),
-        }
-    module.exit_json(changed=False, artifact_state=state, artifact_sha256=sha256, hosts=hosts)
+        problems = setting_problems(host, settings.get(host) or {})
+        generated = False
+        if not problems:
+            if ensure_private_dir(path, check):
+                changes.append(f"{path}: created (0700)")
+            problems = escrow_problems(path)
+            if not problems and not os.path.exists(os.path.join(path, "passphrase")):
+                generated = True
+                changes.append(f"{host}: passphrase generated into the escrow store")
+                if not check:
+                    generate_passphrase(path)
+        hosts[host] = {"generated": generated and not check, "problems": problems}
+    module.exit_json(
+        changed=bool(changes), changes=changes, artifact_state=state, artifact_sha256=sha256,
+        hosts=hosts,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

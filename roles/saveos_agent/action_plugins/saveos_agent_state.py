@@ -1,0 +1,90 @@
+"""The controller's half of saveos_agent_state: the escrow store stays on the controller.
+
+It reads the host's escrowed passphrase (never templated into the task's arguments), sends the
+agent zipapp only when asked to (the second call, to a host whose copy differed), writes the
+repository key the host exported into the escrow store and drops it from the result, and takes
+back a passphrase the escrow store generated for a host that refused it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import tempfile
+
+from ansible.plugins.action import ActionBase
+
+# The escrow store's marker of a passphrase that no host has used yet (saveos_escrow_state).
+NEW_MARKER = "passphrase.new"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def _write_private(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".saveos-")  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        escrow = args.pop("escrow_dir")
+        zipapp_src = args.pop("zipapp_src")
+        if args.pop("send_zipapp", False):
+            with open(zipapp_src, "rb") as fh:
+                args["zipapp_b64"] = base64.b64encode(fh.read()).decode("ascii")
+        passphrase = _read(os.path.join(escrow, "passphrase"))
+        marker = os.path.join(escrow, NEW_MARKER)
+        if passphrase is not None:
+            args["passphrase"] = passphrase
+            args["passphrase_new"] = os.path.exists(marker)
+        key_path = os.path.join(escrow, "key.export")
+        args["key_escrowed"] = os.path.isfile(key_path)
+        args.setdefault("host", task_vars["inventory_hostname"])
+
+        # A call that may export the repository key returns it: Ansible logs a module's raw
+        # output at -vvv unless the play context says no_log, so that call (once in a host's
+        # life) is censored there. What this plugin returns, without the key, is shown as usual.
+        # (The connection logs by its own copy of the play context.)
+        context = self._connection._play_context
+        censor = not args["key_escrowed"] and not context.no_log
+        if censor:
+            context.no_log = True
+        try:
+            answer = self._execute_module(module_args=args, task_vars=task_vars)
+        finally:
+            if censor:
+                context.no_log = False
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+
+        key = answer.pop("key_export", None)
+        if key and not os.path.exists(key_path):
+            _write_private(key_path, key)
+        if answer.get("refused_passphrase") and os.path.exists(marker):
+            # Generated in this run for a host that has its own: never leave it to be used later.
+            for name in ("passphrase", NEW_MARKER):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(escrow, name))
+        elif answer.pop("passphrase_in_use", False) and os.path.exists(marker):
+            os.unlink(marker)
+        result.update(answer)
+        return result
