@@ -22,7 +22,13 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE, NAME = "saveos", "fleet"
-ROLES = ("saveos_agent", "saveos_repo_server", "saveos_prune_schedule")
+ROLES = (
+    "saveos_agent",
+    "saveos_repo_server",
+    "saveos_prune_schedule",
+    "saveos_escrow_schedule",
+    "saveos_controller_schedule",
+)
 ROLE = ROLES[0]
 FQCN_ROLE = f"{NAMESPACE}.{NAME}.{ROLE}"
 MODULE_UTILS = f"from ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils.saveos_"
@@ -34,10 +40,11 @@ README = f"""\
 # {NAMESPACE}.{NAME}
 
 SaveOS: centralised BorgBackup for a fleet of Linux hosts. This collection carries the roles
-`{FQCN_ROLE}`, `{NAMESPACE}.{NAME}.{ROLES[1]}` (the repository server) and
-`{NAMESPACE}.{NAME}.{ROLES[2]}` (the central prune's timer), and the fleet playbooks
-(`{NAMESPACE}.{NAME}.deploy`, `.backup`, `.check`, `.drill`, `.restore`, `.uninstall`, `.site`,
-`.prune`, `.prune-schedule`), built from the SaveOS repository.
+`{FQCN_ROLE}`, `{NAMESPACE}.{NAME}.{ROLES[1]}` (the repository server),
+`{NAMESPACE}.{NAME}.{ROLES[2]}` and `{NAMESPACE}.{NAME}.{ROLES[3]}` (the controller's timers for
+the central prune and the escrow proof), and the fleet playbooks (`{NAMESPACE}.{NAME}.deploy`,
+`.backup`, `.check`, `.drill`, `.restore`, `.uninstall`, `.site`, `.prune`, `.prune-schedule`,
+`.escrow-schedule`), built from the SaveOS repository.
 
     ansible-playbook -i INVENTORY {NAMESPACE}.{NAME}.deploy
 
@@ -122,6 +129,8 @@ def assemble(root: Path, version: str) -> Path:
     (root / "meta" / "runtime.yml").write_text('---\nrequires_ansible: ">=2.15.0"\n')
     for role in ROLES:
         shutil.copytree(REPO_ROOT / "roles" / role, root / "roles" / role, ignore=SKIP)
+        for tasks in (root / "roles" / role / "tasks").glob("*.yml"):  # include_role by FQCN
+            tasks.write_text(ROLE_REF.sub(rf"\g<1>{NAMESPACE}.{NAME}.\g<2>", tasks.read_text()))
         # A role's library/ is not searched inside a collection: its modules become the
         # collection's own (plugins/modules), which the role's tasks find by their short names.
         library = root / "roles" / role / "library"

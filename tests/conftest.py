@@ -100,7 +100,7 @@ class ApiServer:
     """A real uvicorn process serving saveos_api on loopback; with tls=True over HTTPS with a
     certificate from `saveos ca init` (data_dir/tls/ca.crt is the CA to verify it with)."""
 
-    start_timeout = 20.0  # seconds for /health to answer
+    start_timeout = 60.0  # seconds for /health to answer (20 was too few on a loaded CI machine)
 
     def __init__(
         self, database_url: str, data_dir: Path, port: int | None = None, tls: bool = False

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent_support import write_private
@@ -82,6 +82,7 @@ class HostClient:
         self.src.mkdir(parents=True)
         self.made: dict[str, datetime] = {}
         self.key_export: Path | None = None
+        self._last_stamp: datetime | None = None
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
@@ -104,9 +105,23 @@ class HostClient:
     def backup(self, name: str, when: str | None = None, content: str | None = None) -> None:
         (self.src / "file.txt").write_text(content or f"{self.name} {name}\n" * 200)
         (self.src / f"{name}.bin").write_bytes(hashlib.sha256(name.encode()).digest() * 4096)
-        extra = ["--timestamp", when] if when else []
-        self.borg("create", *extra, f"{self.url}::{name}", str(self.src))
+        # Borg's --keep-last is --keep-secondly: two archives made in one second count as one,
+        # so archives made back to back get timestamps a second apart.
+        self.borg(
+            "create",
+            "--timestamp",
+            when or self._next_stamp(),
+            f"{self.url}::{name}",
+            str(self.src),
+        )
         self.made[name] = datetime.now(UTC)
+
+    def _next_stamp(self) -> str:
+        now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+        if self._last_stamp is not None and now <= self._last_stamp:
+            now = self._last_stamp + timedelta(seconds=1)
+        self._last_stamp = now
+        return now.isoformat()
 
     def archives(self) -> list[str]:
         out = self.borg("list", "--json", self.url)

@@ -143,3 +143,25 @@ def test_the_build_refuses_a_role_reference_it_cannot_rewrite(tmp_path):
     (src / "flow.yml").write_text("- hosts: all\n  roles:\n    - name: saveos_agent\n")
     build.copy_playbooks(src, tmp_path / "ok")
     assert "name: saveos.fleet.saveos_agent\n" in (tmp_path / "ok" / "flow.yml").read_text()
+
+
+def test_the_collections_escrow_schedule_runs_its_shared_role(installed):
+    """The controller schedules include saveos_controller_schedule by its FQCN inside the
+    collection: a real run of saveos.fleet.escrow-schedule (cron, into a scratch file)."""
+    work, collections = installed
+    root = collections / "ansible_collections" / "saveos" / "fleet"
+    for role in ("saveos_escrow_schedule", "saveos_prune_schedule"):
+        tasks = (root / "roles" / role / "tasks" / "main.yml").read_text()
+        assert "name: saveos.fleet.saveos_controller_schedule\n" in tasks, tasks
+    cron = work / "saveos-escrow-verify"
+    # by path: a hyphen is not allowed in a playbook's FQCN (saveos.fleet.escrow-schedule)
+    playbook = root / "playbooks" / "escrow-schedule.yml"
+    result = run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
+         "-e", "ansible_service_mgr=cron", "-e", f"ansible_python_interpreter={sys.executable}",
+         "-e", f"saveos_escrow_schedule_cron_file={cron}",
+         "-e", "saveos_escrow_schedule_inventory=/srv/saveos/hosts.yml"],
+        cwd=work, collections=collections,
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    assert "escrow verify --inventory /srv/saveos/hosts.yml --method auto" in cron.read_text()
