@@ -14,9 +14,11 @@ from saveos_api.web.render import STATIC_DIR, page
 
 
 def mount(app: FastAPI) -> None:
-    from saveos_api.web import pages
+    from saveos_api.web import login, pages, restore
 
+    app.include_router(login.router)
     app.include_router(pages.router)
+    app.include_router(restore.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(auth.LoginRequired)
