@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy.orm import Session
 
@@ -60,3 +61,15 @@ def get_agent_or_404(session: Session, agent_id: int) -> Agent:
     if agent is None:
         raise HTTPException(404, detail=f"agent {agent_id} not found")
     return agent
+
+
+def newest_of_agent(session: Session, model, agent_id: int, limit: int) -> list:
+    """An agent's `limit` newest rows of a table of finished runs (escrow proofs, central
+    runs): by finished_at, then id, newest first; 404 for an unknown agent."""
+    get_agent_or_404(session, agent_id)
+    return session.scalars(
+        sa.select(model)
+        .where(model.agent_id == agent_id)
+        .order_by(model.finished_at.desc(), model.id.desc())
+        .limit(limit)
+    ).all()

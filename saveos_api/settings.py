@@ -101,7 +101,7 @@ class Settings(BaseSettings):
                     f"no admin token: set SAVEOS_ADMIN_TOKEN or create {path} "
                     "(`saveos server init` does)"
                 )
-            token, origin = _read_private(path).strip(), str(path)
+            token, origin = read_private(path).strip(), str(path)
         check_admin_token(token, origin)
         return token
 
@@ -117,7 +117,7 @@ class Settings(BaseSettings):
                 write_private(path, secrets.token_urlsafe(48) + "\n")
             if not path.exists():
                 raise ConfigError(f"secret key file {path} does not exist")
-            key, origin = _read_private(path).strip(), str(path)
+            key, origin = read_private(path).strip(), str(path)
         if len(key) < 32:
             raise ConfigError(f"secret key from {origin} is shorter than 32 characters")
         return key.encode()
@@ -141,16 +141,9 @@ def check_admin_token(token: str, origin: str) -> None:
         )
 
 
-def _read_private(path: Path) -> str:
-    try:
-        problem = rules.private_file_problem(str(path))
-        if problem:
-            raise ConfigError(problem)
-        return path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text") from None
+def read_private(path: Path) -> str:
+    """A private file's text, or ConfigError saying why not (saveos_rules.read_private)."""
+    return rules.read_private(str(path), ConfigError)
 
 
 def write_private(path: Path, content: str) -> None:

@@ -100,42 +100,6 @@ def assess_input(s: StatusInput) -> Assessment:
     )
 
 
-def status_at(  # positional on purpose: the fleet view calls it 10,000 times
-    now: datetime,
-    created_at: datetime,
-    heartbeat_interval_s: int,
-    backup_interval_s: int,
-    backup_grace_s: int,
-    last_heartbeat: datetime | None,
-    last_snapshot_status: str | None,
-    last_success_at: datetime | None,
-    last_check_result: str | None,
-    offsite_interval_s: int | None,
-    last_offsite_at: datetime | None,
-    last_snapshot_locked: bool | None = False,
-    verification: Verification | None = None,
-    *,
-    tampered_at: datetime | None = None,
-) -> str:
-    """compute_status() without building a StatusInput; the same fields in the same order."""
-    return assess(
-        now,
-        created_at,
-        heartbeat_interval_s,
-        backup_interval_s,
-        backup_grace_s,
-        last_heartbeat,
-        last_snapshot_status,
-        last_success_at,
-        last_check_result,
-        offsite_interval_s,
-        last_offsite_at,
-        last_snapshot_locked,
-        verification,
-        tampered_at=tampered_at,
-    )[0]
-
-
 def assess(
     now: datetime,
     created_at: datetime,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from typing import Annotated
 
 import typer
 
@@ -54,16 +55,26 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and more detail."),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-    api_url: str | None = typer.Option(
-        None,
-        "--api-url",
-        metavar="URL",
-        help="SaveOS API base URL (env SAVEOS_API_URL, default http://127.0.0.1:8000).",
-    ),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks and more detail.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            metavar="URL",
+            help="SaveOS API base URL (env SAVEOS_API_URL, default http://127.0.0.1:8000).",
+        ),
+    ] = None,
 ) -> None:
     STATE["verbose"] = verbose
     STATE["api_url"] = api_url
@@ -75,6 +86,7 @@ def _register() -> None:
         agents,
         alerts,
         ca,
+        escrow,
         fleet,
         offsite,
         retention,
@@ -86,6 +98,7 @@ def _register() -> None:
     fleet.register(app)
     status.register(app)
     offsite.register(app)
+    escrow.register(app)
     retention.register(app)
     app.add_typer(agents.app, name="agents")
     app.add_typer(alerts.app, name="alerts")
@@ -130,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         if STATE["verbose"]:
             err_console().print_exception()
         err_console().print(
-            f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(exc.message)}",
+            highlight=False,
+            soft_wrap=True,
         )
         if exc.hint:
             err_console().print(f"[dim]{escape(exc.hint)}[/]", highlight=False, soft_wrap=True)
@@ -142,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         if STATE["verbose"]:
             err_console().print_exception()
         err_console().print(
-            f"[bold red]internal error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            f"[bold red]internal error:[/] {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(EXIT_ERROR)
     sys.exit(rc if isinstance(rc, int) else 0)

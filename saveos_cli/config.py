@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from saveos_rules import private_file_problem
+import saveos_rules
 
 from saveos_cli.errors import SaveOSError
 
@@ -30,21 +30,16 @@ def config_file_candidates() -> list[Path]:
     return [Path.home() / ".config" / "saveos" / "cli.json", Path("/etc/saveos/cli.json")]
 
 
-def _read_private(path: Path) -> str:
-    """Read a secret-bearing file, refusing one that group or others can read."""
-    try:
-        problem = private_file_problem(str(path))
-        if problem:
-            raise SaveOSError(f"{problem}; refusing to read a token from it.")
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SaveOSError(f"cannot read {path}: {exc.strerror}.") from exc
+def read_private(path: Path) -> str:
+    """A secret-bearing file's text (a token, the CA's key), refusing one that group or others
+    can read: saveos_rules' one loader, its reason as the operator's one sentence."""
+    return saveos_rules.read_private(str(path), SaveOSError)
 
 
 def _config_file() -> tuple[Path, dict] | None:
     for path in config_file_candidates():
         if path.is_file():
-            text = _read_private(path)
+            text = read_private(path)
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -77,13 +72,13 @@ def find_admin_token() -> tuple[str, str]:
         return token, "SAVEOS_ADMIN_TOKEN"
     token_file = os.environ.get("SAVEOS_ADMIN_TOKEN_FILE")
     if token_file:
-        return _read_private(Path(token_file)).strip(), token_file
+        return read_private(Path(token_file)).strip(), token_file
     found = _config_file()
     if found and str(found[1].get("admin_token", "")).strip():
         return str(found[1]["admin_token"]).strip(), str(found[0])
     path = data_dir() / "admin.token"
     if path.is_file():
-        token = _read_private(path).strip()
+        token = read_private(path).strip()
         if token:
             return token, str(path)
     raise SaveOSError(

@@ -155,11 +155,11 @@ def _load_ca(paths: Paths):
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from saveos_cli.config import _read_private
+    from saveos_cli.config import read_private
 
     if not paths.ca_cert.is_file() or not paths.ca_key.is_file():
         raise SaveOSError(f"no CA in {paths.dir}.", hint="Run `saveos ca init` first.")
-    key = serialization.load_pem_private_key(_read_private(paths.ca_key).encode(), None)
+    key = serialization.load_pem_private_key(read_private(paths.ca_key).encode(), None)
     return x509.load_pem_x509_certificate(paths.ca_cert.read_bytes()), key
 
 

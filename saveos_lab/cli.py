@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -41,35 +41,49 @@ def default_lab_dir() -> Path:
     return Path(data_dir).expanduser() / "lab"
 
 
-DIR_OPTION = typer.Option(
-    None, "--dir", help="Lab directory [default: $SAVEOS_DATA_DIR/lab].", show_default=False
-)
+Directory = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="Lab directory [default: $SAVEOS_DATA_DIR/lab].",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
 def up(
-    hosts: int = typer.Option(3, "--hosts", "-n", help="Number of hosts, lab1..labN (1-200)."),
-    directory: Path | None = DIR_OPTION,
-    net: str = typer.Option("127.0.0", "--net", help="Loopback /24 prefix; hosts get .11, .12…"),
-    port: int = typer.Option(22, "--port", help="SSH port every host listens on."),
-    systemd: int = typer.Option(
-        0,
-        "--systemd",
-        help="How many of the hosts (the last ones) boot systemd as PID 1 (systemd-nspawn over a "
-        "cached Debian 12 root; the first build takes about a minute).",
-    ),
-    repo_servers: int = typer.Option(
-        0,
-        "--repo-servers",
-        help="Repository servers repo1..repoN (0-9) on .2, .3…, group saveos_repo_servers.",
-    ),
+    hosts: Annotated[
+        int, typer.Option("--hosts", "-n", help="Number of hosts, lab1..labN (1-200).")
+    ] = 3,
+    directory: Directory = None,
+    net: Annotated[
+        str, typer.Option("--net", help="Loopback /24 prefix; hosts get .11, .12…")
+    ] = "127.0.0",
+    port: Annotated[int, typer.Option("--port", help="SSH port every host listens on.")] = 22,
+    systemd: Annotated[
+        int,
+        typer.Option(
+            "--systemd",
+            help="How many of the hosts (the last ones) boot systemd as PID 1 (systemd-nspawn over"
+            " a cached Debian 12 root; the first build takes about a minute).",
+        ),
+    ] = 0,
+    repo_servers: Annotated[
+        int,
+        typer.Option(
+            "--repo-servers",
+            help="Repository servers repo1..repoN (0-9) on .2, .3…, group saveos_repo_servers.",
+        ),
+    ] = 0,
 ) -> None:
     """Start lab1..labN (idempotent: a running lab is kept) and print the inventory path."""
     lab = _lab(directory, net=net, port=port)
     inventory = lab.up(hosts, systemd=systemd, repo_servers=repo_servers)
     for host in lab.hosts():
         console().print(
-            f"  {host.name}  {host.address}:{host.port}  {host.flavour}", highlight=False
+            f"  {host.name}  {host.address}:{host.port}  {host.flavour}",
+            highlight=False,
         )
     console().print(f"[green]lab up:[/] {len(lab.hosts())} hosts", highlight=False)
     console().print(f"inventory: {inventory}", highlight=False, soft_wrap=True)
@@ -77,7 +91,7 @@ def up(
 
 
 @app.command()
-def down(directory: Path | None = DIR_OPTION) -> None:
+def down(directory: Directory = None) -> None:
     """Stop every host of the lab and remove its files; harmless when no lab runs."""
     lab = _lab(directory)
     if lab.down():
@@ -88,8 +102,8 @@ def down(directory: Path | None = DIR_OPTION) -> None:
 
 @app.command()
 def status(
-    directory: Path | None = DIR_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    directory: Directory = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the lab's hosts and whether they answer SSH; exit 2 when one does not."""
     lab = _lab(directory)

@@ -51,6 +51,21 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'saveos.db'}"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def api(request, tmp_path):
+    """The API in process (tests/api_support.Api), once on SQLite and once on PostgreSQL."""
+    from api_support import Api
+
+    url = (
+        f"sqlite:///{tmp_path / 'saveos.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    api = Api(url, tmp_path / "data")
+    yield api
+    api.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     """Run a test once on SQLite and once on PostgreSQL."""

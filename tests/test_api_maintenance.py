@@ -7,20 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_support import Api, iso, snapshot_report
+from api_support import iso, snapshot_report
 
 from saveos_api.status import StatusInput, compute_status
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def api(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'saveos.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    api = Api(url, tmp_path / "data")
-    yield api
-    api.close()
 
 
 def _run(result: str = "ok", finished: datetime | None = None, **extra) -> dict:

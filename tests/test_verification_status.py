@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_support import Api, check_report, drill_report, iso, snapshot_report
+from api_support import check_report, drill_report, iso, snapshot_report
 from prometheus_client.parser import text_string_to_metric_families
 
 from saveos_api.status import Verification, assess, running_reasons
@@ -150,18 +150,6 @@ def test_running_reasons_ignore_garbage():
 
 
 # -- through the API ------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def api(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'saveos.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    api = Api(url, tmp_path / "data")
-    yield api
-    api.close()
 
 
 SCHEDULE = dict(

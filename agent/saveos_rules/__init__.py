@@ -232,6 +232,22 @@ def private_file_problem(path: str) -> Optional[str]:
     return None
 
 
+def read_private(path: str, error: Type[Exception] = ValueError) -> str:
+    """The text of a secret-bearing file (a token, a key, a channel list), read only when
+    private_file_problem() finds nothing; `error` says why not (the CLI's and the API's one
+    loader of such files)."""
+    try:
+        problem = private_file_problem(path)
+        if problem:
+            raise error(problem)
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text") from None
+
+
 def check_private(path: str, key: str, error: Type[Exception] = ValueError) -> None:
     """Raise `error` naming `key` when `path` is missing, unreadable or not private."""
     try:

@@ -20,7 +20,7 @@ from saveos_api.alerts import channels as ch
 from saveos_api.alerts.evaluator import Evaluator, PassResult, _insert_ignore
 from saveos_api.alerts.outbox import Outbox
 from saveos_api.models import AlertChannel, utcnow
-from saveos_api.settings import ConfigError, _read_private
+from saveos_api.settings import ConfigError, read_private
 
 log = logging.getLogger("saveos_api.alerts")
 CHANNEL_THREADS = 8
@@ -36,7 +36,7 @@ def settings_channels(settings) -> list[ch.ChannelSpec]:
             )
         if settings.alert_channels_file is not None:
             path = settings.alert_channels_file
-            specs += ch.specs_from_text(_read_private(path), str(path))
+            specs += ch.specs_from_text(read_private(path), str(path))
     except ch.ChannelError as exc:
         raise ConfigError(str(exc)) from None
     return specs

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import Query, Request
 
 from saveos_api import schemas
@@ -18,6 +17,7 @@ from saveos_api.deps import (
     SessionDep,
     admin_router,
     get_agent_or_404,
+    newest_of_agent,
 )
 from saveos_api.models import EscrowProof
 
@@ -63,10 +63,4 @@ def list_escrow_proofs(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ):
-    get_agent_or_404(session, agent_id)
-    return session.scalars(
-        sa.select(EscrowProof)
-        .where(EscrowProof.agent_id == agent_id)
-        .order_by(EscrowProof.finished_at.desc(), EscrowProof.id.desc())
-        .limit(limit)
-    ).all()
+    return newest_of_agent(session, EscrowProof, agent_id, limit)

@@ -11,7 +11,14 @@ from fastapi import Query, Request, Response
 
 from saveos_api import schemas
 from saveos_api.audit import audit
-from saveos_api.deps import NOT_FOUND, AgentId, SessionDep, admin_router, get_agent_or_404
+from saveos_api.deps import (
+    NOT_FOUND,
+    AgentId,
+    SessionDep,
+    admin_router,
+    get_agent_or_404,
+    newest_of_agent,
+)
 from saveos_api.models import OffsiteSync, RepoMaintenance, Snapshot
 
 router = admin_router("maintenance")
@@ -118,13 +125,7 @@ def record_server_offsite(
 def list_maintenance(
     agent_id: AgentId, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ):
-    get_agent_or_404(session, agent_id)
-    return session.scalars(
-        sa.select(RepoMaintenance)
-        .where(RepoMaintenance.agent_id == agent_id)
-        .order_by(RepoMaintenance.finished_at.desc(), RepoMaintenance.id.desc())
-        .limit(limit)
-    ).all()
+    return newest_of_agent(session, RepoMaintenance, agent_id, limit)
 
 
 @router.get(

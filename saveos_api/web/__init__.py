@@ -28,9 +28,11 @@ class Static(StaticFiles):
 
 
 def mount(app: FastAPI) -> None:
-    from saveos_api.web import pages
+    from saveos_api.web import login, pages, restore
 
+    app.include_router(login.router)
     app.include_router(pages.router)
+    app.include_router(restore.router)
     app.mount("/static", Static(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(auth.LoginRequired)

@@ -6,12 +6,11 @@ import json
 import sys
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from saveos_cli.commands._common import INVENTORY_OPTION, api, console, run_fleet_playbook
+from saveos_cli.commands._common import Inventory, api, console, run_fleet_playbook
 from saveos_cli.errors import EXIT_OK
 from saveos_cli.safe_text import cell
 
@@ -137,7 +136,9 @@ def list_agents(
 
 
 @app.command()
-def revoke(host: str = typer.Argument(..., help="The agent's inventory name.")) -> None:
+def revoke(
+    host: Annotated[str, typer.Argument(help="The agent's inventory name.")],
+) -> None:
     """Revoke every token of HOST: its agent can no longer talk to the API until redeployed."""
     with api() as client:
         agent = client.agent_by_name(host)
@@ -147,8 +148,8 @@ def revoke(host: str = typer.Argument(..., help="The agent's inventory name.")) 
 
 @app.command()
 def rotate(
-    host: str = typer.Argument(..., help="The agent's inventory name."),
-    inventory: Path = INVENTORY_OPTION,
+    host: Annotated[str, typer.Argument(help="The agent's inventory name.")],
+    inventory: Inventory,
 ) -> None:
     """Give HOST a new token: revoke the old ones, then deploy to HOST, which provisions a new one.
 

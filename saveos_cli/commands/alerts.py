@@ -63,7 +63,8 @@ def channel_add(
         MinStatus, typer.Option("--min-status", help="Notify from this status up.")
     ] = MinStatus("overdue"),
     digest: Annotated[
-        bool, typer.Option("--digest", help="One digest a day instead of a message per flip.")
+        bool,
+        typer.Option("--digest", help="One digest a day instead of a message per flip."),
     ] = False,
     name: Annotated[str | None, typer.Option("--name", help="A name to show for it.")] = None,
 ) -> None:
@@ -115,7 +116,9 @@ def channel_list(
 
 
 @channel_app.command("remove")
-def channel_remove(channel_id: Annotated[int, typer.Argument(help="The channel's id.", min=1)]):
+def channel_remove(
+    channel_id: Annotated[int, typer.Argument(help="The channel's id.", min=1)],
+):
     """Remove a channel added with `channel add` (those from the settings are removed there)."""
     with api() as client:
         client.remove_alert_channel(channel_id)
@@ -125,7 +128,8 @@ def channel_remove(channel_id: Annotated[int, typer.Argument(help="The channel's
 @app.command("test")
 def test(
     channel: Annotated[
-        int | None, typer.Option("--channel", min=1, help="Only this channel (default: all).")
+        int | None,
+        typer.Option("--channel", min=1, help="Only this channel (default: all)."),
     ] = None,
 ) -> None:
     """Send a test notification now; exit 1 when a channel did not take it."""
@@ -163,7 +167,11 @@ def list_alerts(
         table.add_column(col)
     for f in flips:
         table.add_row(
-            f["at"], f["host"], f["from_status"] or "-", f["to_status"], f["reason"] or ""
+            f["at"],
+            f["host"],
+            f["from_status"] or "-",
+            f["to_status"],
+            f["reason"] or "",
         )
     out.print(table)
     table = Table(title=f"last {len(deliveries)} delivery(ies)", title_justify="left")

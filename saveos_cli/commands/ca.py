@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,14 +14,20 @@ from saveos_cli.errors import SaveOSError
 
 app = typer.Typer(help="The fleet's TLS CA and the API server's certificate.", no_args_is_help=True)
 
-NAME_OPTION = typer.Option(
-    None,
-    "--name",
-    "-n",
-    help="A DNS name or IP address agents use to reach the API (repeat). Default: localhost,"
-    " this host's names, 127.0.0.1, ::1, and the host of SAVEOS_API_URL.",
-)
-DIR_OPTION = typer.Option(None, "--dir", help="Where the files go (default $SAVEOS_DATA_DIR/tls).")
+Names = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--name",
+        "-n",
+        help="A DNS name or IP address agents use to reach the API (repeat). Default: localhost,"
+        " this host's names, 127.0.0.1, ::1, and the host of SAVEOS_API_URL.",
+    ),
+]
+Directory = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Where the files go (default $SAVEOS_DATA_DIR/tls)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _paths(directory: Path | None):
@@ -56,12 +63,16 @@ def _print(info: dict, as_json: bool) -> None:
 
 @app.command()
 def init(
-    names: list[str] | None = NAME_OPTION,
-    directory: Path | None = DIR_OPTION,
-    new_ca: bool = typer.Option(
-        False, "--new-ca", help="Replace an existing CA (then re-deploy: hosts trust only it)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    names: Names = None,
+    directory: Directory = None,
+    new_ca: Annotated[
+        bool,
+        typer.Option(
+            "--new-ca",
+            help="Replace an existing CA (then re-deploy: hosts trust only it).",
+        ),
+    ] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Make the CA (unless there is one) and a server certificate signed by it."""
     from saveos_cli.tls import issue_server, make_ca
@@ -82,9 +93,9 @@ def init(
 
 @app.command()
 def renew(
-    names: list[str] | None = NAME_OPTION,
-    directory: Path | None = DIR_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    names: Names = None,
+    directory: Directory = None,
+    as_json: AsJson = False,
 ) -> None:
     """Issue a new server certificate from the same CA (same names unless --name is given)."""
     from saveos_cli.tls import describe, issue_server, split_sans
@@ -103,8 +114,8 @@ def renew(
 
 @app.command()
 def show(
-    directory: Path | None = DIR_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    directory: Directory = None,
+    as_json: AsJson = False,
 ) -> None:
     """The CA's fingerprint and the server certificate's names and expiry."""
     from saveos_cli.tls import describe

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from saveos_rules import SUCCESSFUL_BACKUP
 
 from saveos_cli.commands._common import (
-    INVENTORY_OPTION,
-    LIMIT_OPTION,
+    Inventory,
+    Limit,
     api,
     console,
     run_fleet_playbook,
@@ -19,33 +20,46 @@ from saveos_cli.errors import EXIT_OK, SaveOSError
 
 
 def deploy(
-    inventory: Path = INVENTORY_OPTION,
-    limit: str | None = LIMIT_OPTION,
-    check: bool = typer.Option(False, "--check", help="Dry run: report what would change."),
-    diff: bool = typer.Option(False, "--diff", help="Show file differences."),
-    forks: int | None = typer.Option(None, "--forks", min=1, help="Hosts handled in parallel."),
+    inventory: Inventory,
+    limit: Limit = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Dry run: report what would change.")
+    ] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show file differences.")] = False,
+    forks: Annotated[
+        int | None, typer.Option("--forks", min=1, help="Hosts handled in parallel.")
+    ] = None,
 ) -> None:
     """Install or update the SaveOS agent on the hosts (playbooks/deploy.yml).
 
     Exit codes: 0 all hosts ok, 1 usage or internal error, 2 some hosts failed or unreachable.
     """
     code, _ = run_fleet_playbook(
-        "deploy.yml", inventory, title="deploy", limit=limit, check=check, diff=diff, forks=forks
+        "deploy.yml",
+        inventory,
+        title="deploy",
+        limit=limit,
+        check=check,
+        diff=diff,
+        forks=forks,
     )
     raise typer.Exit(code)
 
 
 def backup(
-    inventory: Path | None = typer.Option(
-        None, "--inventory", "-i", help="Ansible inventory (not needed with --via-api)."
-    ),
-    limit: str | None = LIMIT_OPTION,
-    via_api: bool = typer.Option(
-        False,
-        "--via-api",
-        help="Queue backup jobs in the API instead; agents run them on their next heartbeat"
-        " (for hosts the controller cannot reach). --limit takes comma-separated agent names.",
-    ),
+    inventory: Annotated[
+        Path | None,
+        typer.Option("--inventory", "-i", help="Ansible inventory (not needed with --via-api)."),
+    ] = None,
+    limit: Limit = None,
+    via_api: Annotated[
+        bool,
+        typer.Option(
+            "--via-api",
+            help="Queue backup jobs in the API instead; agents run them on their next heartbeat"
+            " (for hosts the controller cannot reach). --limit takes comma-separated agent names.",
+        ),
+    ] = False,
 ) -> None:
     """Back up now across the fleet (playbooks/backup.yml), or queue jobs with --via-api.
 
@@ -123,33 +137,52 @@ def _queue_jobs(kind: str, limit: str | None) -> None:
         table.add_column(col)
     for job in jobs:
         table.add_row(
-            str(job["id"]), by_id.get(job["agent_id"], str(job["agent_id"])), job["state"]
+            str(job["id"]),
+            by_id.get(job["agent_id"], str(job["agent_id"])),
+            job["state"],
         )
     console().print(table)
     console().print(f"{len(jobs)} job(s) queued; agents pick them up on their next heartbeat.")
 
 
 def restore(
-    host: str = typer.Argument(..., help="Inventory name of the host whose repository to use."),
-    inventory: Path = INVENTORY_OPTION,
-    archive: str = typer.Option("latest", "--archive", help="Archive name, or 'latest'."),
-    paths: list[str] | None = typer.Option(
-        None, "--path", help="Path inside the archive to restore (repeatable)."
-    ),
-    target: str | None = typer.Option(
-        None, "--target", help="Directory on the host to restore into."
-    ),
-    database: str | None = typer.Option(
-        None,
-        "--database",
-        help="Load this database's dump (NAME or TYPE/NAME), or all: every dump of the archive.",
-    ),
-    into: str | None = typer.Option(
-        None, "--into", help="With --database: load into this database (default: its own name)."
-    ),
-    force: bool = typer.Option(
-        False, "--force", help="With --database: drop and replace a non-empty target database."
-    ),
+    host: Annotated[
+        str, typer.Argument(help="Inventory name of the host whose repository to use.")
+    ],
+    inventory: Inventory,
+    archive: Annotated[
+        str, typer.Option("--archive", help="Archive name, or 'latest'.")
+    ] = "latest",
+    paths: Annotated[
+        list[str] | None,
+        typer.Option("--path", help="Path inside the archive to restore (repeatable)."),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Directory on the host to restore into."),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            help="Load this database's dump (NAME or TYPE/NAME), or all: every dump of the "
+            "archive.",
+        ),
+    ] = None,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            "--into",
+            help="With --database: load into this database (default: its own name).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --database: drop and replace a non-empty target database.",
+        ),
+    ] = False,
 ) -> None:
     """Restore paths from a host's archive into a target directory on that host, or load one
     database's dump (--database) into its server.
@@ -165,7 +198,12 @@ def restore(
         raise SaveOSError("--into and --force go with --database.")
     if not paths or not target:
         raise SaveOSError("give --path P (repeatable) and --target DIR, or --database NAME.")
-    from saveos_agent.job_params import JobParamError, archive_name, path_list, target_dir
+    from saveos_agent.job_params import (
+        JobParamError,
+        archive_name,
+        path_list,
+        target_dir,
+    )
 
     # The agent's own rules (it checks again on the host): no name or path read as an option.
     try:
@@ -191,7 +229,12 @@ def restore(
 
 
 def _restore_database(
-    host: str, inventory: Path, archive: str, database: str, into: str | None, force: bool
+    host: str,
+    inventory: Path,
+    archive: str,
+    database: str,
+    into: str | None,
+    force: bool,
 ) -> None:
     from saveos_agent.databases import ALL, check_wanted
     from saveos_agent.errors import AgentError
@@ -269,9 +312,11 @@ def _latest_archive(host: str) -> str:
 
 
 def check(
-    inventory: Path = INVENTORY_OPTION,
-    limit: str | None = LIMIT_OPTION,
-    verify_data: bool = typer.Option(False, "--verify-data", help="Also read every chunk."),
+    inventory: Inventory,
+    limit: Limit = None,
+    verify_data: Annotated[
+        bool, typer.Option("--verify-data", help="Also read every chunk.")
+    ] = False,
 ) -> None:
     """Check the repositories' consistency on the hosts (playbooks/check.yml).
 
@@ -285,8 +330,8 @@ def check(
 
 
 def drill(
-    inventory: Path = INVENTORY_OPTION,
-    limit: str | None = LIMIT_OPTION,
+    inventory: Inventory,
+    limit: Limit = None,
 ) -> None:
     """Restore drill: restore a sample of files on each host and compare (playbooks/drill.yml).
 

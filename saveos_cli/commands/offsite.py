@@ -1,108 +1,39 @@
-"""`saveos escrow verify` and `saveos recover`: prove the escrow opens each repository, and bring
-a dead host's files back onto another host from the offsite copy."""
+"""`saveos recover`: bring a dead host's files back onto another host, from its repository server
+or else its offsite copy, and verify every file (`saveos escrow verify`: commands/escrow.py)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from saveos_cli import recovery
-from saveos_cli.commands._common import INVENTORY_OPTION, LIMIT_OPTION, api, console, err_console
+from saveos_cli.commands._common import Inventory, Limit, console, err_console
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 
-escrow_app = typer.Typer(help="Escrowed repository passphrases and keys.", no_args_is_help=True)
 offsite_app = typer.Typer(help="The offsite copies in S3.", no_args_is_help=True)
 
 
-@escrow_app.command("verify")
-def escrow_verify(
-    inventory: Path = INVENTORY_OPTION,
-    limit: str | None = LIMIT_OPTION,
-    method: str = typer.Option(
-        "auto",
-        "--method",
-        help="offsite: open the S3 copy with the escrowed key + passphrase; live: borg list "
-        "over SSH with the escrowed passphrase; auto: offsite when configured.",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Record results in the API."),
-) -> None:
-    """Prove, per host, that the escrowed passphrase and key open its repository (read-only).
-
-    Exit codes: 0 every host proven, 1 usage or internal error, 2 some host failed.
-    """
-    if method not in ("auto", "live", "offsite"):
-        raise SaveOSError(f"--method {method!r}: choose auto, live or offsite.")
-    from rich.markup import escape
-    from rich.table import Table
-
-    everyone = {h.name: h for h in recovery.load_hosts(inventory)}
-    results = [
-        recovery.verify_escrow(host, method, everyone)
-        for host in recovery.backed_up(recovery.load_hosts(inventory, limit))
-    ]
-    if report:
-        try:
-            _report_proofs(results)
-        except SaveOSError as exc:  # the proofs stand; say they were not recorded
-            err_console().print(
-                f"[yellow]escrow results not recorded in the API:[/] {escape(exc.message)}"
-            )
-    failed = [r["host"] for r in results if r["result"] != "ok"]
-    if as_json:
-        console().print_json(json.dumps({"results": results, "failed": failed}))
-    else:
-        table = Table(title="escrow proof", title_justify="left")
-        for col in ("host", "method", "result", "archives", "seconds", "message"):
-            table.add_column(col)
-        for r in results:
-            style = "green" if r["result"] == "ok" else "bold red"
-            table.add_row(
-                r["host"],
-                r["method"],
-                f"[{style}]{r['result']}[/]",
-                "-" if r["archives"] is None else str(r["archives"]),
-                f"{r['duration_s']:.1f}",
-                escape(r["message"]),
-            )
-        console().print(table)
-        if failed:
-            err_console().print(f"[bold red]escrow NOT proven for:[/] {', '.join(failed)}")
-    raise typer.Exit(EXIT_FLEET if failed else EXIT_OK)
-
-
-def _report_proofs(results: list[dict]) -> None:
-    with api() as client:
-        for res in results:
-            res["reported"] = False
-            try:
-                agent = client.agent_by_name(res["host"])
-            except SaveOSError as exc:
-                res["report_error"] = exc.message
-                continue
-            proof = {k: res[k] for k in ("started_at", "finished_at", "method", "result")}
-            proof["message"] = res["message"][:60000]
-            if res["archives"] is not None:
-                proof["archives"] = res["archives"]
-            client.record_escrow_proof(agent["id"], proof)
-            res["reported"] = True
-
-
 def recover(
-    inventory: Path = INVENTORY_OPTION,
-    source: str = typer.Option(..., "--from", help="The lost host (inventory name)."),
-    onto: str = typer.Option(..., "--onto", help="The host to recover onto (inventory name)."),
-    archive: str = typer.Option("latest", "--archive", help="Archive name, or 'latest'."),
-    paths: list[str] = typer.Option(
-        None, "--path", help="Path inside the archive (repeatable); default everything."
-    ),
-    target: str = typer.Option(..., "--target", help="Empty directory on --onto to extract into."),
-    keep_repo: bool = typer.Option(
-        False, "--keep-repo", help="Keep the fetched repository on --onto."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    *,  # keyword-only: the required --target follows options with defaults, in the help's order
+    inventory: Inventory,
+    source: Annotated[str, typer.Option("--from", help="The lost host (inventory name).")],
+    onto: Annotated[str, typer.Option("--onto", help="The host to recover onto (inventory name).")],
+    archive: Annotated[
+        str, typer.Option("--archive", help="Archive name, or 'latest'.")
+    ] = "latest",
+    paths: Annotated[
+        list[str] | None,
+        typer.Option("--path", help="Path inside the archive (repeatable); default everything."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="Empty directory on --onto to extract into.")
+    ],
+    keep_repo: Annotated[
+        bool, typer.Option("--keep-repo", help="Keep the fetched repository on --onto.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Disaster recovery: restore --from's files onto --onto from its repository server (a
     temporary grant for a key made on --onto, revoked afterwards) or else from its offsite copy
@@ -135,9 +66,9 @@ def recover(
 
 @offsite_app.command("verify")
 def offsite_verify(
-    inventory: Path = INVENTORY_OPTION,
-    limit: str | None = LIMIT_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    inventory: Inventory,
+    limit: Limit = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Prove, per host, that its offsite copy cannot be deleted: the bucket keeps versions and
     has Object Lock on, and every current object is locked in the declared mode (read-only,
@@ -186,6 +117,5 @@ def offsite_verify(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(escrow_app, name="escrow")
     app.add_typer(offsite_app, name="offsite")
     app.command()(recover)

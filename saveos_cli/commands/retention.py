@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from saveos_cli.commands._common import INVENTORY_OPTION, LIMIT_OPTION, api, console, err_console
+from saveos_cli.commands._common import Inventory, Limit, api, console, err_console
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK
 
 repo_app = typer.Typer(
@@ -18,16 +18,18 @@ repo_app = typer.Typer(
 
 
 def prune(
-    inventory: Path = INVENTORY_OPTION,
-    limit: str | None = LIMIT_OPTION,
-    verify_data: bool | None = typer.Option(
-        None,
-        "--verify-data/--no-verify-data",
-        help="borg check --verify-data now (default: when saveos_prune_verify_data_interval_s, "
-        "30 days, has passed since the last one).",
-        show_default=False,
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    inventory: Inventory,
+    limit: Limit = None,
+    verify_data: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify-data/--no-verify-data",
+            help="borg check --verify-data now (default: when saveos_prune_verify_data_interval_s, "
+            "30 days, has passed since the last one).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Central retention: per repository on a repository server, verify that nothing was deleted
     that SaveOS did not delete, borg check, prune with the host's retention, compact; with the
@@ -102,12 +104,16 @@ def _offsite_cell(copy: dict | None) -> str:
 
 @repo_app.command("rollback")
 def rollback(
-    host: str = typer.Argument(..., help="The host whose repository was tampered with."),
-    inventory: Path = INVENTORY_OPTION,
-    force: bool = typer.Option(
-        False, "--force", help="Roll back although the host can still write to the repository."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    host: Annotated[str, typer.Argument(help="The host whose repository was tampered with.")],
+    inventory: Inventory,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Roll back although the host can still write to the repository.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Roll HOST's repository back to its last good transaction (Borg's documented procedure for
     append-only repositories): every archive the last central run left and every archive on
@@ -133,8 +139,8 @@ def rollback(
 
 @repo_app.command("revoke")
 def revoke(
-    host: str = typer.Argument(..., help="The host to take write access from."),
-    inventory: Path = INVENTORY_OPTION,
+    host: Annotated[str, typer.Argument(help="The host to take write access from.")],
+    inventory: Inventory,
 ) -> None:
     """Remove HOST's key line (and grants) from its repository server: it can no longer write
     to its repository. Its next `saveos deploy` gives the access back.

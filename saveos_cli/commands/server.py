@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -60,27 +61,39 @@ def _config_errors(func, *args, **kwargs):
 @app.callback()
 def serve(
     ctx: typer.Context,
-    host: str = typer.Option("127.0.0.1", envvar="SAVEOS_HOST", help="Address to listen on."),
-    port: int = typer.Option(8000, envvar="SAVEOS_PORT", min=1, max=65535, help="TCP port."),
-    workers: int = typer.Option(1, envvar="SAVEOS_WORKERS", min=1, max=64, help="Processes."),
-    tls_cert: Path | None = typer.Option(
-        None,
-        "--tls-cert",
-        envvar="SAVEOS_TLS_CERT",
-        help="Server certificate (PEM). Default: $SAVEOS_DATA_DIR/tls/server.crt when present.",
-    ),
-    tls_key: Path | None = typer.Option(
-        None,
-        "--tls-key",
-        envvar="SAVEOS_TLS_KEY",
-        help="Its private key (PEM, 0600). Default: $SAVEOS_DATA_DIR/tls/server.key.",
-    ),
-    insecure_http: bool = typer.Option(
-        False,
-        "--insecure-http",
-        help="Serve plain HTTP even on a non-loopback address: every token crosses the"
-        " network in clear. Only behind a TLS-terminating proxy on the same host.",
-    ),
+    host: Annotated[
+        str, typer.Option(envvar="SAVEOS_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="SAVEOS_PORT", min=1, max=65535, help="TCP port.")
+    ] = 8000,
+    workers: Annotated[
+        int, typer.Option(envvar="SAVEOS_WORKERS", min=1, max=64, help="Processes.")
+    ] = 1,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            envvar="SAVEOS_TLS_CERT",
+            help="Server certificate (PEM). Default: $SAVEOS_DATA_DIR/tls/server.crt when present.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key",
+            envvar="SAVEOS_TLS_KEY",
+            help="Its private key (PEM, 0600). Default: $SAVEOS_DATA_DIR/tls/server.key.",
+        ),
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Serve plain HTTP even on a non-loopback address: every token crosses the"
+            " network in clear. Only behind a TLS-terminating proxy on the same host.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the API with uvicorn (migrations are applied first).
 
@@ -146,7 +159,8 @@ def _tls_options(host: str, cert: Path | None, key: Path | None, insecure_http: 
             raise SaveOSError("give both --tls-cert and --tls-key.")
         if is_loopback_host(host):
             typer.echo(
-                f"serving plain HTTP on loopback ({host}); `saveos ca init` for HTTPS", err=True
+                f"serving plain HTTP on loopback ({host}); `saveos ca init` for HTTPS",
+                err=True,
             )
             return {}
         raise SaveOSError(
@@ -177,7 +191,10 @@ def _best(module: str) -> str:
 
     if importlib.util.find_spec(module) is not None:
         return module
-    typer.echo(f"warning: {module} is not installed (pip install 'uvicorn[standard]')", err=True)
+    typer.echo(
+        f"warning: {module} is not installed (pip install 'uvicorn[standard]')",
+        err=True,
+    )
     return "auto"
 
 
@@ -193,7 +210,7 @@ def migrate() -> None:
 
 @app.command()
 def init(
-    show: bool = typer.Option(False, "--show", help="Also print the admin token."),
+    show: Annotated[bool, typer.Option("--show", help="Also print the admin token.")] = False,
 ) -> None:
     """Create the data directory, server secret and a 0600 admin token file if missing."""
     from saveos_api.settings import write_private

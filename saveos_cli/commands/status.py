@@ -7,7 +7,7 @@ import io
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -125,7 +125,10 @@ def _offsite(a: dict) -> Text:
         return _shared("never", "red")
     bad = a.get("last_offsite_result") not in (None, "ok")
     text = human_age(a.get("last_offsite_age_s"))
-    return Text(text + (f" ({a['last_offsite_result']})" if bad else ""), "yellow" if bad else "")
+    return Text(
+        text + (f" ({a['last_offsite_result']})" if bad else ""),
+        "yellow" if bad else "",
+    )
 
 
 def _escrow(a: dict, now: datetime) -> Text:
@@ -260,17 +263,32 @@ def render_status(out: Console, report: dict, show_all: bool = False) -> None:
 
 
 def status(
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (stable keys)."),
-    svg: Path | None = typer.Option(None, "--svg", metavar="FILE", help="Also write it as SVG."),
-    html: Path | None = typer.Option(None, "--html", metavar="FILE", help="Also write it as HTML."),
-    at: str | None = typer.Option(
-        None, "--at", metavar="ISO", help="Evaluate the status as of this instant (what-if)."
-    ),
-    show_all: bool = typer.Option(
-        False,
-        "--all",
-        help=f"Show every host; past {TABLE_ROWS} hosts the table shows those not ok, worst first.",
-    ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (stable keys).")
+    ] = False,
+    svg: Annotated[
+        Path | None, typer.Option("--svg", metavar="FILE", help="Also write it as SVG.")
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", metavar="FILE", help="Also write it as HTML."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="ISO",
+            help="Evaluate the status as of this instant (what-if).",
+        ),
+    ] = None,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help=f"Show every host; past {TABLE_ROWS} hosts the table shows those not ok, worst"
+            " first.",
+        ),
+    ] = False,
 ) -> None:
     """The fleet from the API: one row per agent, totals under it.
 
@@ -322,9 +340,11 @@ SNAPSHOT_KEYS = (
 
 
 def snapshots(
-    host: str = typer.Argument(..., help="The host's inventory name."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, newest first."),
+    host: Annotated[str, typer.Argument(help="The host's inventory name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, help="How many, newest first.")
+    ] = 50,
 ) -> None:
     """List a host's snapshots (archives) as reported to the API, newest first.
 
@@ -346,7 +366,15 @@ def snapshots(
     from rich.text import Text
 
     table = Table(title=f"{agent['name']}: {page['total']} snapshot(s)", title_justify="left")
-    columns = ("archive", "finished", "status", "files", "original", "dedup", "duration")
+    columns = (
+        "archive",
+        "finished",
+        "status",
+        "files",
+        "original",
+        "dedup",
+        "duration",
+    )
     with_dbs = any(s.get("databases") for s in page["snapshots"])
     for col in columns + (("databases",) if with_dbs else ()):
         table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")

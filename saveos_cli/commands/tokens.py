@@ -6,6 +6,7 @@ import json
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -19,7 +20,15 @@ app = typer.Typer(
 )
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-TOKEN_KEYS = ("id", "name", "scope", "created_at", "expires_at", "last_used_at", "revoked_at")
+TOKEN_KEYS = (
+    "id",
+    "name",
+    "scope",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+)
 
 
 class Scope(StrEnum):
@@ -37,14 +46,20 @@ def parse_duration(text: str) -> int:
 
 @app.command()
 def create(
-    name: str = typer.Argument(..., help="What the token is for, e.g. prometheus or alice."),
-    scope: Scope = typer.Option(..., "--scope", "-s", help="read, operate or admin."),
-    expires: str | None = typer.Option(
-        None, "--expires", help="Lifetime, e.g. 90d (default: none)."
-    ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the token to this new 0600 file instead of stdout."
-    ),
+    name: Annotated[str, typer.Argument(help="What the token is for, e.g. prometheus or alice.")],
+    scope: Annotated[Scope, typer.Option("--scope", "-s", help="read, operate or admin.")],
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="Lifetime, e.g. 90d (default: none)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the token to this new 0600 file instead of stdout.",
+        ),
+    ] = None,
 ) -> None:
     """Create a token; it is shown once (the server keeps only its HMAC)."""
     seconds = parse_duration(expires) if expires else None
@@ -66,7 +81,9 @@ def create(
 
 
 @app.command("list")
-def list_tokens(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_tokens(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Every token: scope, expiry, last use, revocation (never the token itself)."""
     with api() as client:
         tokens = client.tokens()
@@ -94,7 +111,7 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 @app.command()
 def revoke(
-    token_id: int = typer.Argument(..., help="The token's id (saveos tokens list)."),
+    token_id: Annotated[int, typer.Argument(help="The token's id (saveos tokens list).")],
 ) -> None:
     """Revoke a token at once (the last live admin token cannot be revoked)."""
     with api() as client:
@@ -103,11 +120,15 @@ def revoke(
 
 
 def audit(
-    limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000, help="How many, newest first."),
-    action: str | None = typer.Option(
-        None, "--action", help="Only this action, e.g. jobs.restore."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    limit: Annotated[
+        int,
+        typer.Option("--limit", "-n", min=1, max=1000, help="How many, newest first."),
+    ] = 50,
+    action: Annotated[
+        str | None,
+        typer.Option("--action", help="Only this action, e.g. jobs.restore."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The audit log: every state-changing call, by token (who), action (what) and time."""
     with api() as client:
