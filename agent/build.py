@@ -65,7 +65,10 @@ def build(out: str) -> str:
     try:
         with open(out, "rb") as fh:
             if fh.read() == payload:
-                return out  # unchanged: keep the file (and its mtime) as is
+                # Unchanged: keep the bytes, but mark it as built now, or a source whose mtime
+                # moved (a checkout, a merge) would leave it "older than its sources" forever.
+                os.utime(out)
+                return out
     except OSError:
         pass
     tmp = out + ".tmp"

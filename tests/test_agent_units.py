@@ -346,6 +346,19 @@ def test_zipapp_is_deterministic_and_runs_under_system_python(tmp_path, agent_py
     assert proc.returncode == 0
 
 
+def test_an_unchanged_rebuild_still_counts_as_newer_than_its_sources(tmp_path):
+    """A checkout or merge moves a source's mtime without changing its bytes: the rebuild writes
+    nothing new, yet the artifact must no longer look older than its sources (the deploy took
+    such an artifact for unbuilt and installed no zipapp)."""
+    out = tmp_path / "saveos-agent.pyz"
+    build = [SYSTEM_PYTHON, "agent/build.py", "--out", str(out)]
+    subprocess.run(build, check=True, capture_output=True)
+    newest_source = max(p.stat().st_mtime for p in Path("agent").rglob("*.py"))
+    os.utime(out, (newest_source - 60, newest_source - 60))  # as if a source moved since
+    subprocess.run(build, check=True, capture_output=True)
+    assert out.stat().st_mtime >= newest_source
+
+
 def test_zipapp_carries_bytecode_and_falls_back_to_source_for_other_pythons(tmp_path, agent_pyz):
     """The .pyc entries spare each start the compile of every module; an interpreter whose
     bytecode magic differs must ignore them and still run from the .py sources."""

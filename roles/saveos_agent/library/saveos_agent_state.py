@@ -641,6 +641,8 @@ class Converge:
             data = base64.b64decode(p["zipapp_b64"])
             return host.ensure_file(zipapp["path"], zipapp["mode"], data, zipapp["sha256"])
         if not zipapp["sha256"]:  # not built yet, which only check mode leaves so
+            if not host.check:
+                host.fail(f"{zipapp['path']}: the controller gave no digest of the built zipapp")
             host.changed(f"{zipapp['path']}: built on the controller and installed")
             return False
         if not self.zipapp_differs(zipapp):

@@ -217,7 +217,8 @@ def main() -> None:
         if built.returncode != 0:
             module.fail_json(msg=f"building the agent zipapp failed: {built.stderr[-2000:]}")
         changes.append(f"{p['artifact']}: built ({state})")
-        state, sha256 = artifact_state(p["artifact"], p["source_dir"], module.sha256)
+        # Just built from the sources: current, whatever their mtimes say.
+        state, sha256 = "current", module.sha256(p["artifact"])
     elif state != "current":
         changes.append(f"{p['artifact']}: built ({state})")
     if ensure_private_dir(p["escrow_dir"], check):
