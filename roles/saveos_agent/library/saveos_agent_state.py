@@ -833,14 +833,14 @@ class Converge:
             if reload.returncode != 0:
                 host.fail(f"systemctl daemon-reload failed: {reload.stderr.strip()[:300]}")
         for timer in self.p["systemd_timers"]:
-            for verb, want, action in (
-                ("is-enabled", "enabled", "enable"),
-                ("is-active", "active", "start"),
+            for verb, want, action, done_word in (
+                ("is-enabled", "enabled", "enable", "enabled"),
+                ("is-active", "active", "start", "started"),
             ):
                 state = run(["systemctl", verb, timer]).stdout.strip()
                 if state == want:
                     continue
-                host.changed(f"{timer}: {state or 'unknown'}, {action}d")
+                host.changed(f"{timer}: {state or 'unknown'}, {done_word}")
                 if not host.check:
                     done = run(["systemctl", action, timer])
                     if done.returncode != 0:
