@@ -69,7 +69,14 @@ def loadavg() -> str:
 def timed(argv: list[str], env: dict[str, str], what: str) -> tuple[float, str]:
     start = time.perf_counter()
     result = subprocess.run(
-        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False
+        argv,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:

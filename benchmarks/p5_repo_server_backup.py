@@ -151,7 +151,7 @@ def repo_server(net: str, port: int, lab_dir: Path) -> Lab:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
          "playbooks/deploy.yml", "--limit", "repo1"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"deploying repo1 failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")

@@ -628,7 +628,12 @@ class Lab:
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
             f"root@{host.address}", command,
         ]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        # No stdin: ssh makes a non-tty stdin non-blocking and, killed on a timeout, leaves it so
+        # for every later process sharing it (ansible then refuses to start).
+        return subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
 
     # -- down --------------------------------------------------------------------------------
     def down(self) -> bool:

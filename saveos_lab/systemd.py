@@ -109,7 +109,12 @@ def ensure_root(log=print) -> Path:
         ]  # fmt: skip
         try:
             result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -74,7 +74,8 @@ def site(tmp_path_factory):
         site.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
         deployed = subprocess.run(
             ["ansible-playbook", "-i", str(site.inventory), "playbooks/deploy.yml"],
-            cwd=REPO_ROOT, env=site.env, capture_output=True, text=True, timeout=600,
+            cwd=REPO_ROOT, env=site.env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-2000:]
         backup = site.lab.ssh(HOST, "/usr/local/bin/saveos-agent --json backup", timeout=300)

@@ -34,7 +34,9 @@ def run(argv: list[str], cwd: Path, collections: Path | None) -> subprocess.Comp
     env["ANSIBLE_COLLECTIONS_PATH"] = str(collections) if collections else str(cwd / "none")
     env["ANSIBLE_LOCAL_TEMP"] = str(cwd / "ansible-tmp")
     env["ANSIBLE_NOCOLOR"] = "1"
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
 
 
 def explain(result: subprocess.CompletedProcess) -> str:

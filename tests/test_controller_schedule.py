@@ -35,7 +35,7 @@ def _play(tmp_path: Path, role: str, *extra: str) -> subprocess.CompletedProcess
          "-e", f"{prefix}_cron_file={tmp_path / cron_file}",
          "-e", f"{prefix}_data_dir={tmp_path / 'data'}",
          "-e", f"{prefix}_inventory={tmp_path / 'inventory.yml'}", *extra],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 

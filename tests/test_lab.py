@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def running(pid: int) -> bool:
 def test_ansible_ping_reaches_every_host_over_ssh(lab3):
     result = subprocess.run(
         [str(ANSIBLE), "-i", str(lab3.inventory_path), "all", "-m", "ping"],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -97,10 +99,33 @@ def test_inventory_keeps_host_key_checking_on(lab3):
     bad = subprocess.run(
         ["ssh", "-i", str(lab3.key_path), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
          "-o", "UserKnownHostsFile=/dev/null", f"root@{host.address}", "true"],
-        capture_output=True, text=True, timeout=30,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert bad.returncode != 0
     assert "Host key verification failed" in bad.stderr
+
+
+@pytest.mark.lab
+def test_lab_ssh_leaves_the_callers_stdin_alone(lab3):
+    """ssh turns a non-tty stdin it inherits non-blocking while it runs; an ansible command
+    started meanwhile from the same process then refuses to start (a CI run's systemd lab)."""
+    flips, running = [], threading.Event()
+    running.set()
+
+    def watch():
+        while running.is_set():
+            if not os.get_blocking(0):
+                flips.append(time.monotonic())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert lab3.ssh("lab1", "sleep 1; echo done").stdout.strip() == "done"
+    finally:
+        running.clear()
+        watcher.join()
+    assert flips == []
 
 
 @pytest.mark.lab

@@ -54,7 +54,8 @@ def playbook(
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ansible-playbook", "-i", str(inventory), f"playbooks/{name}", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=REPO_ROOT, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
 
@@ -106,7 +107,8 @@ def render_units(tmp_path: Path, hosts: dict[str, dict]) -> Path:
     play.write_text(RENDER_PLAY.format(role=ROLE))
     result = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(play), "-e", f"out={out}"],
-        cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=ansible_env(),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     return out
@@ -236,7 +238,8 @@ def test_credentials_files_hold_each_password_exactly(tmp_path):
     passwords = {f"T22_PW{i}": pw for i, pw in enumerate(AWKWARD_PASSWORDS)}
     result = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(play)],
-        cwd=REPO_ROOT, env=ansible_env(passwords), capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=ansible_env(passwords),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     assert secrets_in(result.stdout + result.stderr, passwords) == []
@@ -577,7 +580,8 @@ def test_playbooks_find_the_role_from_anywhere(tmp_path):
     result = subprocess.run(
         ["ansible-playbook", "--syntax-check", "-i", "localhost,",
          str(REPO_ROOT / "playbooks/site.yml"), str(REPO_ROOT / "playbooks/uninstall.yml")],
-        cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=ansible_env(),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     bad = textwrap.dedent("""\
@@ -588,6 +592,7 @@ def test_playbooks_find_the_role_from_anywhere(tmp_path):
     (tmp_path / "bad.yml").write_text(bad)
     result = subprocess.run(
         ["ansible-playbook", "--syntax-check", "-i", "localhost,", str(tmp_path / "bad.yml")],
-        cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=ansible_env(),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0

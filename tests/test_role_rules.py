@@ -46,6 +46,7 @@ def _escrow_state(tmp_path: Path, settings: dict) -> dict:
             "-a",
             json.dumps(args),
         ],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         env=env,

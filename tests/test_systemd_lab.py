@@ -104,7 +104,8 @@ class Env:
     def playbook(self, name: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["ansible-playbook", "-i", str(self.inventory), f"playbooks/{name}", *args],
-            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=900,
+            cwd=REPO_ROOT, env=self.env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
 
     def sql(self, query: str, **params):
@@ -141,7 +142,8 @@ def _install_the_collection(env: Env) -> Path:
     install = subprocess.run(
         [str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--offline",
          "-p", str(collections), build.stdout.strip()],
-        capture_output=True, text=True, cwd=env.work, check=False, env=env.env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=env.work, check=False,
+        env=env.env,
     )  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr
     return collections
@@ -650,7 +652,8 @@ def test_the_escrow_schedule_proves_every_hosts_escrow(env):
     def schedules(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["ansible-playbook", "-i", str(env.inventory), str(play), *schedule_vars, *extra],
-            cwd=REPO_ROOT, env=env.env, capture_output=True, text=True, timeout=600,
+            cwd=REPO_ROOT, env=env.env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -222,7 +222,8 @@ class Fleet:
     def playbook(self, name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
         result = subprocess.run(
             ["ansible-playbook", "-i", str(self.inventory), f"playbooks/{name}", *args],
-            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
+            cwd=REPO_ROOT, env=self.env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         self.outputs.append(result.stdout + result.stderr)
         return result

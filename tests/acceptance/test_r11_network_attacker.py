@@ -141,7 +141,8 @@ def _deploy(fleet, **env) -> subprocess.CompletedProcess:
     full = dict(fleet.env, **env)
     result = subprocess.run(
         ["ansible-playbook", "-i", str(fleet.inventory), "playbooks/deploy.yml", "--limit", "lab1"],
-        cwd=REPO_ROOT, env=full, capture_output=True, text=True, timeout=900,
+        cwd=REPO_ROOT, env=full,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     fleet.outputs.append(result.stdout + result.stderr)
     return result

@@ -70,7 +70,8 @@ def _credentials(fleet) -> Path:
 def _playbook(fleet, inventory: Path, *args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), "playbooks/deploy.yml", *args],
-        cwd=REPO_ROOT, env=fleet.env, capture_output=True, text=True, timeout=900,
+        cwd=REPO_ROOT, env=fleet.env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     fleet.outputs.append(result.stdout + result.stderr)
     return result
