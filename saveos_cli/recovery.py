@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ BORG_QUIET_ENV = {
     "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
     "BORG_EXIT_CODES": "legacy",
 }
+q = shlex.quote
 
 
 # ---- inventory -------------------------------------------------------------------------------
@@ -357,6 +360,14 @@ def _remote_borg(repo: str, base: str) -> str:
     return f"BORG_BASE_DIR={shlex.quote(base)} BORG_PASSPHRASE_FD=0 {env} borg"
 
 
+class Method(StrEnum):
+    """Where `saveos recover` reads the lost host's repository from."""
+
+    auto = "auto"  # the repository server while it answers, else the offsite copy
+    server = "server"
+    offsite = "offsite"
+
+
 def recover(
     inventory: Path,
     source: str,
@@ -365,9 +376,12 @@ def recover(
     archive: str = "latest",
     paths: list[str] | None = None,
     keep_repo: bool = False,
+    at: datetime | None = None,
+    method: str = Method.auto,
     log=print,
 ) -> dict[str, Any]:
-    """Fetch SOURCE's offsite copy onto ONTO, open it with the escrow, extract, verify sha256."""
+    """Restore SOURCE's files onto ONTO from its repository server or its offsite copy (the
+    copy as it stood at `at`, from object versions), opened with the escrow; verify sha256."""
     t0 = time.monotonic()
     started = utcnow()
     if not target.startswith("/"):
@@ -380,26 +394,20 @@ def recover(
     src_host, new_host = hosts[source], hosts[onto]
     passphrase_file, key_export = escrow_files(source)
     on_server = repo_servers.location(src_host, hosts)
-    if on_server:
+    settings = offsite_settings(src_host, hosts)
+    use, lost = _source(method, at, src_host, on_server, settings, log)
+    if use == Method.server:
         return _recover_from_server(on_server, new_host, target, archive, paths, passphrase_file,
                                     t0, started, log)  # fmt: skip
+    from saveos_cli.retention import offsite
+
+    # A copy the repository server made: the controller holds its S3 credentials, the hosts none.
+    by_server = on_server is not None and offsite.enabled(on_server)
     passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
     stamp = started.strftime("%Y%m%dT%H%M%S")
     work = f"/var/lib/saveos/recover/{source}-{stamp}"
     repo, base, key_path = f"{work}/repo", f"{work}/borg", f"{work}/key.export"
-    q = shlex.quote
-
-    def step(what: str, command: str, stdin: bytes | None = None) -> str:
-        proc = new_host.ssh(command, stdin=stdin)
-        if proc.returncode != 0:
-            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            reason = err[-1] if err else proc.returncode
-            raise SaveOSError(f"{onto}: {what} failed: {reason}", exit_code=EXIT_FLEET)
-        return proc.stdout.decode("utf-8", "replace")
-
-    settings = offsite_settings(src_host)
-    if settings is None:
-        raise SaveOSError(f"{source}: no saveos_agent_offsite_bucket in the inventory.")
+    step = _stepper(new_host, onto)
     step(
         "checking the target",
         f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
@@ -407,25 +415,13 @@ def recover(
     )
     step("preparing", f"umask 077 && mkdir -p {q(work)} {q(base)} && mkdir -p {q(target)}")
     try:
-        log(f"fetching {settings.target} onto {onto} ...")
-        fetch_cmd = (
-            f"PYTHONPATH={q(new_host.layout['agent_pyz'])} "
-            f"{q(new_host.layout['offsite_python'])} -m saveos_offsite fetch "
-            f"--config {q(new_host.layout['offsite_config'])} --host {q(source)} --dest {q(repo)}"
-        )
-        proc = new_host.ssh(fetch_cmd)
-        lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-        try:
-            fetched = json.loads(lines[-1])
-        except (IndexError, ValueError):
-            err = proc.stderr.decode("utf-8", "replace").strip()
-            raise SaveOSError(
-                f"{onto}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
-            ) from None
-        if fetched.get("status") != "ok":
-            raise SaveOSError(
-                f"{onto}: offsite fetch failed: {fetched.get('message')}", exit_code=EXIT_FLEET
-            )
+        when = f" as of {iso(at)}" if at else ""
+        if by_server:
+            log(f"fetching {settings.target}{when} onto the controller, then onto {onto} ...")
+            fetched = _fetch_via_controller(settings, new_host, repo, at)
+        else:
+            log(f"fetching {settings.target}{when} onto {onto} ...")
+            fetched = _fetch_on_host(new_host, source, repo, at)
         step(
             "copying the escrowed key", f"umask 077 && cat > {q(key_path)}", key_export.read_bytes()
         )
@@ -450,7 +446,118 @@ def recover(
         started,
         bytes_fetched=fetched.get("bytes_downloaded", 0),
         repository=repo if keep_repo else None,
+        offsite=settings.target,
+        at=at,
+        server_lost=lost,
     )
+
+
+def _source(method: str, at, host: Host, on_server, settings, log) -> tuple[Method, str | None]:
+    """Server or offsite copy, per --method and --at, and why not the server when it is lost:
+    auto falls back to the offsite copy when the server does not answer or the repository is
+    gone there."""
+    name = host.name
+    if method == Method.server or (method == Method.auto and on_server and at is None):
+        if on_server is None:
+            raise SaveOSError(f"{name}'s repository is not on a repository server.",
+                              hint="Use --method offsite (or auto).")  # fmt: skip
+        if at is not None:
+            raise SaveOSError("--at reads the offsite copy's object versions: not with "
+                              "--method server.")  # fmt: skip
+        lost = _server_lost(on_server)
+        if lost is None:
+            return Method.server, None
+        if method == Method.server or settings is None:
+            raise SaveOSError(
+                f"{name}: its repository server {lost}"
+                + ("" if settings else f", and {name} has no offsite copy to fall back on")
+                + ".",
+                exit_code=EXIT_FLEET,
+            )
+        log(f"{name}: its repository server {lost}: recovering from the offsite copy")
+    else:
+        lost = None
+    if settings is None:
+        raise SaveOSError(
+            f"{name}: no offsite copy configured (saveos_repo_server_offsite_bucket on its "
+            "repository server, or saveos_agent_offsite_bucket).",
+            exit_code=EXIT_FLEET,
+        )
+    return Method.offsite, lost
+
+
+def _server_lost(on_server) -> str | None:
+    """Why the host's repository on its server cannot be read; None while it can."""
+    server = on_server.server
+    try:
+        proc = server.ssh(f"test -f {q(on_server.path)}/config", timeout=60)
+    except SaveOSError:
+        return f"{server.name} does not answer (ssh timed out)"
+    if proc.returncode == 255:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        return f"{server.name} does not answer ({err[-1] if err else 'ssh failed'})"
+    if proc.returncode != 0:
+        return f"{server.name} has no repository at {on_server.path}"
+    return None
+
+
+def _fetch_on_host(new_host: Host, source: str, repo: str, at) -> dict[str, Any]:
+    """The host-made copy, fetched by the new host with its own offsite config and venv."""
+    fetch_cmd = (
+        f"PYTHONPATH={q(new_host.layout['agent_pyz'])} "
+        f"{q(new_host.layout['offsite_python'])} -m saveos_offsite fetch "
+        f"--config {q(new_host.layout['offsite_config'])} --host {q(source)} --dest {q(repo)}"
+    )
+    if at is not None:
+        fetch_cmd += f" --as-of {q(iso(at))}"
+    proc = new_host.ssh(fetch_cmd)
+    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        fetched = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        raise SaveOSError(
+            f"{new_host.name}: offsite fetch gave no result: {err[-300:]}", exit_code=EXIT_FLEET
+        ) from None
+    if fetched.get("status") != "ok":
+        raise SaveOSError(
+            f"{new_host.name}: offsite fetch failed: {fetched.get('message')}",
+            exit_code=EXIT_FLEET,
+        )
+    return fetched
+
+
+def _fetch_via_controller(settings, new_host: Host, repo: str, at) -> dict[str, Any]:
+    """The server-made copy: fetched (and every object's sha256 checked) on the controller, with
+    the credentials file only it holds, into a private temp dir; then sent to the new host as a
+    tar stream over SSH. The new host never sees an S3 credential."""
+    from saveos_offsite import replicate
+    from saveos_offsite.settings import OffsiteError
+
+    with tempfile.TemporaryDirectory(prefix="saveos-recover-") as tmp:
+        local = Path(tmp) / "repo"
+        try:
+            fetched = replicate.fetch(settings, str(local), as_of=at)
+        except OffsiteError as exc:
+            raise SaveOSError(f"{settings.host}: {exc.message}.", exit_code=EXIT_FLEET) from None
+        if fetched["status"] != "ok":
+            raise SaveOSError(f"{settings.host}: fetching {settings.target} failed: "
+                              f"{fetched['message']}", exit_code=EXIT_FLEET)  # fmt: skip
+        receive = f"umask 077 && mkdir -p {q(repo)} && tar -xf - -C {q(repo)}"
+        argv = [*new_host.ssh_base(), f"{new_host.user}@{new_host.address}", receive]
+        with subprocess.Popen(
+            ["tar", "-C", str(local), "-cf", "-", "."], stdout=subprocess.PIPE
+        ) as pack:
+            sent = subprocess.run(argv, stdin=pack.stdout, capture_output=True, timeout=6 * 3600)
+            pack.stdout.close()
+        if pack.returncode != 0 or sent.returncode != 0:
+            err = sent.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise SaveOSError(
+                f"{new_host.name}: sending the fetched repository failed: "
+                f"{err[-1] if err else 'tar exited ' + str(pack.returncode)}",
+                exit_code=EXIT_FLEET,
+            )
+    return fetched
 
 
 def _outcome(
@@ -466,6 +573,9 @@ def _outcome(
     bytes_fetched: int = 0,
     repository: str | None = None,
     server: str | None = None,
+    offsite: str | None = None,
+    at=None,
+    server_lost: str | None = None,
 ) -> dict[str, Any]:
     """What `saveos recover` reports, from the offsite copy or a repository server alike."""
     return {
@@ -478,13 +588,13 @@ def _outcome(
         "files_mismatched": mismatched,
         "bytes_fetched": bytes_fetched,
         "repository": repository,
-        **({"server": server} if server else {}),
+        "method": Method.server.value if server else Method.offsite.value,
+        **({"server": server} if server else {"offsite": offsite}),
+        "at": iso(at) if at else None,
+        **({} if server else {"server_lost": server_lost}),
         "rto_s": round(time.monotonic() - t0, 2),
         "started_at": iso(started),
     }
-
-
-q = shlex.quote
 
 
 def _stepper(host: Host, name: str):

@@ -102,6 +102,8 @@ def test_locked_copy_survives_the_hosts_own_credentials_and_restores(tmp_path, a
     fetched = replicate.fetch(_settings(host), str(dest), as_of=good)
     assert fetched["status"] == "ok", fetched
     assert local_repo_files(dest) == local_repo_files(host.repo)
+    with pytest.raises(offsite_settings.OffsiteError, match=r"as of .*first object is from"):
+        replicate.fetch(_settings(host), str(tmp_path / "early"), as_of=good - timedelta(days=1))
     restored = tmp_path / "restored"
     restored.mkdir()
     env = host.env | {"BORG_PASSPHRASE": host.passphrase, "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}

@@ -153,6 +153,23 @@ def test_recover_and_escrow_bad_input_is_one_clear_line(tmp_path):
         proc = _cli(tmp_path, "recover", "-i", str(inventory), *args)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # with an escrow: where to recover from, and when
+    for leaf in ("passphrase", "key.export"):
+        write_private(tmp_path / "escrow" / "web1" / leaf, "x\n")
+    base = ["--from", "web1", "--onto", "web1", "--target", "/srv/r"]
+    cases = [
+        (["--at", "yesterday"], 1, "--at 'yesterday' is not an ISO 8601 timestamp"),
+        (["--method", "server"], 1, "web1's repository is not on a repository server"),
+        (["--method", "server", "--at", "2026-01-01T00:00:00Z"], 1, "not on a repository server"),
+        ([], 2, "web1: no offsite copy configured"),
+        (["--at", "2026-01-01T00:00:00Z"], 2, "web1: no offsite copy configured"),
+    ]
+    for args, code, message in cases:
+        proc = _cli(tmp_path, "recover", "-i", str(inventory), *base, *args)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        said = " ".join(proc.stderr.split())
+        assert message in said and "Traceback" not in said, proc.stderr
+    (tmp_path / "escrow" / "web1" / "passphrase").unlink()
     proc = _cli(tmp_path, "escrow", "verify", "-i", str(inventory), "--no-report", "--json")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (res,) = json.loads(proc.stdout)["results"]

@@ -172,6 +172,17 @@ def remote_versions(client, settings: Settings, as_of: dt.datetime) -> Dict[str,
     return {key: info for key, (_when, info) in newest.items() if info is not None}
 
 
+def first_upload(client, settings: Settings) -> Optional[dt.datetime]:
+    """When the copy's oldest object version was written (None: the copy never existed)."""
+    first: Optional[dt.datetime] = None
+    paginator = client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=settings.bucket, Prefix=settings.key_prefix):
+        for entry in page.get("Versions", []):
+            if first is None or entry["LastModified"] < first:
+                first = entry["LastModified"]
+    return first
+
+
 def lock_args(settings: Settings, now: float) -> Dict[str, Any]:
     """PutObject arguments that lock the new version (none when no lock is configured)."""
     if not settings.object_lock_mode:
@@ -501,7 +512,11 @@ def fetch(
         else:
             remote = remote_versions(client, settings, as_of)
         if not remote:
-            when = f" as of {iso(as_of)}" if as_of else ""
+            when = ""
+            if as_of is not None:
+                first = first_upload(client, settings)
+                when = f" as of {iso(as_of)}"
+                when += f" (its first object is from {iso(first)})" if first else " (nor since)"
             raise OffsiteError(f"no offsite copy at {settings.target}{when}")
         config = transfer_config(settings)
         fetched = size = 0

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from saveos_cli import recovery
-from saveos_cli.commands._common import Inventory, Limit, console, err_console
+from saveos_cli.commands._common import Inventory, Limit, console, err_console, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 
 offsite_app = typer.Typer(help="The offsite copies in S3.", no_args_is_help=True)
@@ -33,11 +33,30 @@ def recover(
     keep_repo: Annotated[
         bool, typer.Option("--keep-repo", help="Keep the fetched repository on --onto.")
     ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="ISO",
+            help="The offsite copy as it stood at this instant (S3 object versions): what was "
+            "uploaded later, tampered or pruned, does not count.",
+        ),
+    ] = None,
+    method: Annotated[
+        recovery.Method,
+        typer.Option(
+            "--method",
+            help="server: from the repository server; offsite: from the offsite copy; auto: "
+            "the server while it answers, else the offsite copy (always with --at).",
+        ),
+    ] = recovery.Method.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Disaster recovery: restore --from's files onto --onto from its repository server (a
-    temporary grant for a key made on --onto, revoked afterwards) or else from its offsite copy
-    (fetched, opened with the escrowed key); verify every file's sha256, print the RTO.
+    temporary grant for a key made on --onto, revoked afterwards) or, when that server is lost
+    or the host has none, from its offsite copy (fetched, opened with the escrowed key; a copy
+    the repository server made is fetched by the controller, which holds its S3 credentials);
+    verify every file's sha256, print the RTO.
 
     Exit codes: 0 recovered and verified, 1 usage or internal error, 2 recovery failed.
     """
@@ -47,14 +66,15 @@ def recover(
     # bad input exits 1 before anything runs; a failure on the hosts exits 2
     result = recovery.recover(
         inventory, source, onto, target, archive=archive, paths=paths, keep_repo=keep_repo,
-        log=say,
+        at=parse_when(at), method=method, log=say,
     )  # fmt: skip
     if as_json:
         console().print_json(json.dumps(result))
     elif result["status"] == "ok":
         console().print(
             f"[green]recovered[/] {result['files_verified']} file(s) of {result['archive']} from "
-            f"{source} onto {onto}:{target}, sha256 verified · [bold]RTO {result['rto_s']:.1f}s[/]"
+            f"{source}'s {escape(_where(result))} onto {onto}:{target}, sha256 verified · "
+            f"[bold]RTO {result['rto_s']:.1f}s[/]"
         )
     else:
         err_console().print(
@@ -62,6 +82,12 @@ def recover(
             f"({', '.join(result['files_mismatched'][:10])}) · RTO {result['rto_s']:.1f}s"
         )
     raise typer.Exit(EXIT_OK if result["status"] == "ok" else EXIT_FLEET)
+
+
+def _where(result: dict) -> str:
+    if result["method"] == "server":
+        return f"repository on {result['server']}"
+    return f"offsite copy {result['offsite']}" + (f" as of {result['at']}" if result["at"] else "")
 
 
 @offsite_app.command("verify")

@@ -10,6 +10,8 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -142,21 +144,27 @@ def _host_http(fleet, host: str, method: str, url: str, body: bytes = b"") -> in
     return int(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def inventory(repo_fleet, s3, tmp_path_factory) -> Path:
+    """The inventory with the server making the copies, and the server deployed with it."""
+    fleet = repo_fleet
+    inventory = _inventory(fleet, s3, tmp_path_factory.mktemp("r9c") / "offsite.yml")
+    deployed = _playbook(fleet, inventory, "--limit", fleet.server)
+    assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-2000:]
+    on_server = fleet.sh(fleet.server, "stat -c '%a %U' /etc/saveos-repo/offsite-credentials")
+    assert on_server.stdout.split() == ["600", "root"], on_server.stdout + on_server.stderr
+    return inventory
+
+
 def test_r9c_the_repository_server_makes_a_locked_copy_the_host_cannot_touch(
-    repo_fleet, s3, tmp_path, figures
+    repo_fleet, s3, inventory, tmp_path, figures
 ):
     fleet = repo_fleet
-    inventory = _inventory(fleet, s3, tmp_path / "offsite.yml")
     # A host on a repository server is refused S3 credentials of its own: a clear message.
     own = _inventory(fleet, s3, tmp_path / "own.yml", {"saveos_agent_offsite_bucket": BUCKET})
     refused = _playbook(fleet, own, "--limit", "lab2", "--check")
     assert refused.returncode != 0
     assert "holds no S3 credentials" in refused.stdout, refused.stdout[-3000:]
-
-    deployed = _playbook(fleet, inventory, "--limit", fleet.server)
-    assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-2000:]
-    on_server = fleet.sh(fleet.server, "stat -c '%a %U' /etc/saveos-repo/offsite-credentials")
-    assert on_server.stdout.split() == ["600", "root"], on_server.stdout + on_server.stderr
 
     for rel, data in FILES.items():
         made = fleet.lab_ssh_stdin("lab2", f"mkdir -p {SOURCES}/r9c && cat > {SOURCES}/{rel}", data)
@@ -296,3 +304,139 @@ def _restore_and_compare(fleet, settings, work: Path) -> list[str]:
     }
     assert actual == expected
     return archives
+
+
+RECOVER = {"r9c-recover/app.conf": b"version = 1\n", "r9c-recover/blob.bin": b"\x01" * 70000}
+
+
+def _sums(fleet, host: str, root: str) -> dict[str, str]:
+    """relative path -> sha256 of every regular file under root on a lab host."""
+    listed = fleet.sh(host, f"cd {root} && find . -type f -exec sha256sum {{}} +")
+    assert listed.returncode == 0, listed.stderr
+    return {line.split(None, 1)[1][2:]: line.split()[0] for line in listed.stdout.splitlines()}
+
+
+def _recover(fleet, inventory: Path, tmp: Path, target: str, *args: str):
+    """`saveos recover --from lab1 --onto lab2` with the controller's temp dir in `tmp`."""
+    tmp.mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "saveos_cli.app", *[a for a in args if a == "-v"], "recover",
+            "-i", str(inventory), "--from", "lab1", "--onto", "lab2", "--target", target,
+            *[a for a in args if a != "-v"]]  # fmt: skip
+    run = subprocess.run(
+        argv, cwd=REPO_ROOT, env=fleet.env | {"TMPDIR": str(tmp)},
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    fleet.outputs.append(run.stdout + run.stderr)
+    assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+    assert list(tmp.iterdir()) == [], "the fetched copy stayed on the controller"
+    return run
+
+
+def _result(run) -> dict:
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(run.stdout)
+
+
+def test_r9c_recover_from_the_server_made_copy_when_the_server_is_lost(
+    repo_fleet, s3, inventory, tmp_path, figures
+):
+    """repo1 is lost (its lab1 repository gone, then the machine down): lab1's files come back
+    onto lab2 from the copy repo1 made, fetched by the controller (lab2 holds no S3 key), every
+    file's sha256 verified; `--at` gets the copy as it stood then, whatever was uploaded since."""
+    fleet = repo_fleet
+    tmp = tmp_path / "controller-tmp"
+    copies, sums, moments = [], [], []
+    for version in (1, 2):
+        for rel, data in RECOVER.items():
+            data = data.replace(b"1", str(version).encode()) if rel.endswith(".conf") else data
+            made = fleet.lab_ssh_stdin(
+                "lab1", f"mkdir -p {SOURCES}/r9c-recover && cat > {SOURCES}/{rel}", data
+            )
+            assert made.returncode == 0, made.stderr
+        rc, out = fleet.agent("lab1", "backup")
+        assert rc == 0, out
+        rc, pruned = _prune(fleet, inventory, "lab1")
+        assert rc == 0 and pruned["offsite"]["result"] == "ok", pruned
+        copies.append(pruned["offsite"])
+        sums.append(_sums(fleet, "lab1", SOURCES))
+        time.sleep(1.1)  # S3 stamps versions to the second
+        moments.append(datetime.now(UTC).isoformat())
+        time.sleep(1.1)
+    assert sums[0] != sums[1]
+
+    repos = "/srv/saveos-repos"
+    lost = fleet.sh(fleet.server, f"mv {repos}/lab1 {repos}/.lab1-lost")
+    assert lost.returncode == 0, lost.stderr
+    try:
+        # The server answers but lab1's repository is gone there: the offsite copy, at -v.
+        target = "/srv/r9c-recovered"
+        with CmdlineWatcher() as watcher:
+            run = _recover(fleet, inventory, tmp, target, "-v", "--json")
+        got = latest = _result(run)
+        assert got["status"] == "ok" and got["method"] == "offsite", got
+        assert got["offsite"] == f"s3://{BUCKET}/{PREFIX}/lab1/" and got["at"] is None, got
+        assert f"{fleet.server} has no repository at {repos}/lab1" in got["server_lost"], got
+        assert got["files_verified"] == len(_sums(fleet, "lab2", target + SOURCES)) > 0
+        assert _sums(fleet, "lab2", target + SOURCES) == sums[1]
+        # S3 keys: not in any argv, not in what the CLI printed at -v, nowhere on lab2
+        keys = (s3.access_key, s3.secret_key)
+        assert watcher.snapshots > 5 and any("tar -xf -" in c for c in watcher.seen)
+        assert not [c for c in watcher.seen if any(k in c for k in keys)]
+        assert not any(k in run.stdout + run.stderr for k in keys)
+        assert _no_s3_secret_on(fleet, "lab2", s3) == []
+        passphrase = (fleet.escrow / "lab1" / "passphrase").read_text().strip()
+        assert passphrase not in run.stdout + run.stderr
+        assert fleet.sh("lab2", "ls -A /var/lib/saveos/recover | wc -l").stdout.strip() == "0"
+
+        # The machine is gone too. A later upload that went bad (garbage over the copy's
+        # config, as stolen server credentials could write): the newest copy fails, clearly;
+        # --at before it gets the copy as it stood, byte for byte, and earlier still the first.
+        fleet.lab.stop_host(fleet.server)
+        s3.client().put_object(Bucket=BUCKET, Key=f"{PREFIX}/lab1/config", Body=b"garbage")
+        bad = _recover(fleet, inventory, tmp, "/srv/r9c-bad")
+        assert bad.returncode == 2, bad.stdout + bad.stderr
+        said = " ".join(bad.stdout.split() + bad.stderr.split())
+        assert f"{fleet.server} does not answer" in said and "sha256 mismatch" in said, said
+        restored = {}
+        for i, moment in enumerate(moments):
+            where = f"/srv/r9c-at-{i}"
+            run = _recover(fleet, inventory, tmp, where, "--at", moment, "--json")
+            got = _result(run)
+            assert got["at"] and got["method"] == "offsite", got
+            restored[i] = _sums(fleet, "lab2", where + SOURCES)
+            assert restored[i] == sums[i], i
+        assert restored[0] != restored[1]
+        human = _recover(fleet, inventory, tmp, "/srv/r9c-human", "--at", moments[0])
+        assert human.returncode == 0, human.stdout + human.stderr
+        assert f"offsite copy s3://{BUCKET}/{PREFIX}/lab1/ as of" in human.stdout.replace("\n", "")
+
+        # Bad input: one clear line and a non-zero exit each, nothing restored.
+        empty = _inventory(fleet, s3, tmp_path / "empty.yml")
+        prefix = "saveos_repo_server_offsite_prefix: "
+        empty.write_text(empty.read_text().replace(prefix + PREFIX, prefix + "nothing-here"))
+        cases = [
+            (inventory, ["--from", "lab9"], 1, "host 'lab9' is not in"),
+            (inventory, ["--at", "2000-01-01T00:00:00Z"], 2, "as of 2000-01-01T00:00:00Z (its "
+             f"first object is from {datetime.now(UTC):%Y-%m-%d}"),
+            (inventory, ["--at", "soon"], 1, "--at 'soon' is not an ISO 8601 timestamp"),
+            (inventory, ["--method", "server"], 2, f"{fleet.server} does not answer"),
+            (empty, [], 2, f"no offsite copy at s3://{BUCKET}/nothing-here/lab1/"),
+            (fleet.inventory, [], 2, "and lab1 has no offsite copy to fall back on"),
+        ]  # fmt: skip
+        for inv, args, code, message in cases:
+            run = _recover(fleet, inv, tmp, "/srv/r9c-refused", *args)
+            said = " ".join(run.stdout.split() + run.stderr.split())
+            assert run.returncode == code and message in said, (args, said)
+        assert fleet.sh("lab2", "test ! -e /srv/r9c-refused/srv").returncode == 0
+    finally:
+        fleet.lab.up(len(fleet.hosts), repo_servers=1)
+        fleet.sh(fleet.server, f"test -e {repos}/lab1 || mv {repos}/.lab1-lost {repos}/lab1")
+        fleet.sh("lab2", "rm -rf /srv/r9c-*")
+    rc, out = fleet.agent("lab1", "backup")  # the fleet as found: lab1 backs up to repo1 again
+    assert rc == 0, out
+    figures.append(
+        f"R9c recover with {fleet.server} lost: lab1's {latest['files_verified']} files onto lab2 "
+        f"from the server-made copy, sha256 verified; --at the first and second copy "
+        f"({copies[0]['objects']}, {copies[1]['objects']} objects) give each as it stood after "
+        "garbage was uploaded over it; no S3 key on lab2 or in any argv"
+    )
