@@ -106,7 +106,11 @@ def _write_kind(state, conn, kind: Kind, pending, results: list, now) -> None:
         return
     bounds = ratelimit.load(state, conn, model, {a for _, a, _ in fresh}, now)
     jobs = {r.body.job_id for _, _, r in fresh if r.body.job_id is not None}
-    owners = dict(conn.execute(sa.select(Job.id, Job.agent_id).where(Job.id.in_(jobs))).all())
+    owners = (
+        dict(conn.execute(sa.select(Job.id, Job.agent_id).where(Job.id.in_(jobs))).all())
+        if jobs
+        else {}
+    )
     new: dict[tuple[int, str], list[int]] = {}  # the first index is the one inserted
     bodies: dict[tuple[int, str], Any] = {}
     rows: list[dict[str, Any]] = []
