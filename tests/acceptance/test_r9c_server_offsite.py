@@ -408,7 +408,7 @@ def test_r9c_recover_from_the_server_made_copy_when_the_server_is_lost(
         assert restored[0] != restored[1]
         human = _recover(fleet, inventory, tmp, "/srv/r9c-human", "--at", moments[0])
         assert human.returncode == 0, human.stdout + human.stderr
-        assert f"offsite copy s3://{BUCKET}/{PREFIX}/lab1/ as of" in human.stdout.replace("\n", "")
+        assert f"offsite copy s3://{BUCKET}/{PREFIX}/lab1/ as of" in " ".join(human.stdout.split())
 
         # Bad input: one clear line and a non-zero exit each, nothing restored.
         empty = _inventory(fleet, s3, tmp_path / "empty.yml")
