@@ -7,11 +7,13 @@ on every host), the API, the CLI, and the role's Ansible modules (as the role's 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import re
 import stat
-from typing import Any, Dict, Optional, Type
+import tempfile
+from typing import Any, Dict, Optional, Tuple, Type
 
 # ---- names -------------------------------------------------------------------------------
 # What the operator names a host by (the inventory name), which is also its agent's name in
@@ -210,6 +212,28 @@ def parse_epoch(value: Optional[str]) -> Optional[float]:
 
 
 # ---- private files -----------------------------------------------------------------------
+
+
+def write_atomically(
+    path: str, data: bytes, mode: int = 0o600, owner: Optional[Tuple[int, int]] = None
+) -> None:
+    """Write beside `path` and rename over it: never a half-written file, never through a link
+    someone left in its place, and a secret is never readable by others, not even for a moment
+    (mkstemp makes the file 0600; owner and mode are set before the first byte)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".saveos-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def private_file_problem(path: str) -> Optional[str]:
