@@ -52,10 +52,6 @@ Inventory = Annotated[
     Path, typer.Option("--inventory", "-i", help=INVENTORY_HELP, show_default=False)
 ]
 Limit = Annotated[str | None, typer.Option("--limit", "-l", help=LIMIT_HELP)]
-# The same two as parameter defaults, for command modules of branches still in flight (#18
-# moved the CLI to Annotated types); new code takes Inventory and Limit.
-INVENTORY_OPTION = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP, show_default=False)
-LIMIT_OPTION = typer.Option(None, "--limit", "-l", help=LIMIT_HELP)
 
 
 def cli_config() -> config.CliConfig:
@@ -181,3 +177,9 @@ def human_age(seconds: float | None) -> str:
                 f"{seconds / size:.0f}{unit} ago" if unit != "d" else f"{seconds / size:.1f}d ago"
             )
     return f"{seconds:.0f}s ago"
+
+
+def human_size(value: int | None) -> str:
+    from rich.filesize import decimal
+
+    return "-" if value is None else decimal(value)
