@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from saveos_rules import parse_iso
+from saveos_rules import ago_text, parse_iso
 
 from saveos_cli import config
 from saveos_cli.api_client import ApiClient
@@ -167,16 +167,8 @@ def age_seconds(value: str | None, now: datetime) -> float | None:
 
 
 def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 0:
-        return "in future"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return (
-                f"{seconds / size:.0f}{unit} ago" if unit != "d" else f"{seconds / size:.1f}d ago"
-            )
-    return f"{seconds:.0f}s ago"
+    """'12 min ago', as the dashboard says it (saveos_rules.ago_text)."""
+    return ago_text(seconds)
 
 
 def human_size(value: int | None) -> str:
