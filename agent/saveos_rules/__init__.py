@@ -179,6 +179,9 @@ FLEET_ROW_KEYS = (
     "repo_path",
     "repo_quota_bytes",
     "repo_used_bytes",
+    # The latest snapshot's exit_status, by the glossary's word (docs/GLOSSARY.md); the same
+    # value as last_snapshot_status, which stays for old readers (deprecated).
+    "last_backup_result",
 )
 
 

@@ -79,6 +79,8 @@ def status_report(raw: dict, at: datetime | None) -> dict:
 
 
 def _with_ages(row: dict, now: datetime) -> dict:
+    if row["last_backup_result"] is None:  # an API from before the key was added
+        row["last_backup_result"] = row["last_snapshot_status"]
     row["last_heartbeat_age_s"] = age_seconds(row["last_heartbeat"], now)
     row["last_backup_age_s"] = age_seconds(row["last_backup_at"], now)
     row["last_offsite_age_s"] = age_seconds(row["last_offsite_at"], now)
