@@ -89,6 +89,13 @@ def live_agent_token_sql(tokens: str, agents: str) -> str:
     return str(clause.compile(dialect=postgresql.dialect()))
 
 
+def touch_agent_tokens(conn, used: list[tuple[int, datetime | None]], now: datetime) -> None:
+    """Refresh last_used_at of the (token id, last_used_at) pairs a batch used, where stale."""
+    stale = [i for i, at in used if at is None or now - at > LAST_USED_RESOLUTION]
+    if stale:
+        conn.execute(sa.update(AgentToken).where(AgentToken.id.in_(stale)).values(last_used_at=now))
+
+
 def agent_refusal(app_state, token: str) -> HTTPException:
     """The answer to a token that is not a live agent token: 403 for an operator's token."""
     if is_api_token(app_state, token):

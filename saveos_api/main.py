@@ -18,8 +18,10 @@ from saveos_api.alerts.metrics import AlertCollector
 from saveos_api.alerts.service import AlertService
 from saveos_api.auth import ensure_first_admin_token
 from saveos_api.db import Database
-from saveos_api.heartbeats import HeartbeatFastPath, HeartbeatWriter
+from saveos_api.fastpath import FastPath
+from saveos_api.heartbeats import HEARTBEAT_ROUTE, HeartbeatWriter
 from saveos_api.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from saveos_api.reports import REPORT_ROUTES, ReportWriter
 from saveos_api.routes import admin, agent, alerts, escrow, maintenance, open, tokens
 from saveos_api.settings import Settings
 
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await app.state.heartbeats.start()
+        await app.state.reports.start()
         await app.state.alerts.start()
         # Everything built so far (FastAPI, SQLAlchemy, pydantic) lives as long as the process:
         # frozen, the collector stops re-scanning it in every full collection, which otherwise
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         gc.freeze()
         yield
         await app.state.alerts.stop()
+        await app.state.reports.stop()
         await app.state.heartbeats.stop()
         db.dispose()
 
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     ensure_first_admin_token(db, app.state.secret_key, app.state.admin_token)
     app.state.metrics = Metrics(db, settings.metrics_cache_s)
     app.state.heartbeats = HeartbeatWriter(app.state)
+    app.state.reports = ReportWriter(app.state)
     app.state.alerts = AlertService(app.state)  # raises ConfigError on a bad declared channel
     app.state.metrics.registry.register(AlertCollector(db, app.state.alerts))
     # Agent routes first: /agents/me must not be taken for /agents/{agent_id}.
@@ -77,9 +82,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(open.router)
     web.mount(app)  # the dashboard: HTML pages and their static files
     _install_error_handlers(app)
-    # Innermost first: metrics see 413s too, and the heartbeat fast path sees neither
-    # oversized bodies nor escapes the metrics.
-    app.add_middleware(HeartbeatFastPath, state=app.state)
+    # Innermost first: metrics see 413s too, and the fast path (heartbeats, reports) sees
+    # neither oversized bodies nor escapes the metrics.
+    app.add_middleware(FastPath, state=app.state, routes=(HEARTBEAT_ROUTE, *REPORT_ROUTES))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -161,6 +161,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
+        self.report_batch = Histogram(
+            "saveos_report_batch_size",
+            "Reports written per group-commit transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
         self.registry.register(FleetCollector(db, cache_s))
 
 

@@ -4,18 +4,21 @@ hold across the workers of one API and across API instances behind one PostgreSQ
 minutes (a sliding window: on average report_rate_per_min a minute), and at most
 `reports_per_day` of a kind in a day. On PostgreSQL a transaction-scoped advisory lock per
 (agent, kind) makes the count and the insert one step, so concurrent requests cannot both
-take the last place."""
+take the last place.
+
+Counted for a whole batch of reports (saveos_api/reports/) in the transaction that inserts
+them: `lock` first, then `load` the counts of the batch's agents in one statement per kind,
+then ask each new report's `Bound.refusal` in order and `take` the ones stored (so they
+count for the batch's next reports)."""
 
 from __future__ import annotations
 
 import zlib
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from fastapi import HTTPException
-from sqlalchemy.orm import Session
-
-from saveos_api.models import utcnow
 
 DAY = timedelta(days=1)
 
@@ -26,42 +29,78 @@ def too_many(detail: str, retry_after: float) -> HTTPException:
     )
 
 
-def check_report_bounds(state, session: Session, model, agent_id: int) -> None:
-    """429 when this agent sent its window's share of reports of this kind or stored its day's.
-    Runs in the transaction that inserts the report (the lock is released by its commit)."""
+def lock(conn: sa.Connection, keys: set[tuple[int, str]]) -> None:
+    """Take the (agent, kind) locks of a batch on PostgreSQL, in one order for every batch
+    (and every worker), so that two batches never wait for each other in a cycle. Released by
+    the transaction's end."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite has one writer at a time anyway
+    for agent_id, kind in sorted(keys):
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_kind_key(kind), agent_id)))
+
+
+def _kind_key(kind: str) -> int:
+    return zlib.crc32(kind.encode()) >> 1
+
+
+@dataclass
+class Bound:
+    """One agent's count of one kind: the received_at of its newest reports (newest first,
+    at most report_burst of them) and how many it stored in the last day."""
+
+    kind: str
+    burst: int
+    window: timedelta
+    cap: int
+    newest: list[datetime] = field(default_factory=list)
+    stored: int = 0
+
+    def refusal(self, now: datetime) -> HTTPException | None:
+        """The 429 that refuses one more report now, or None."""
+        recent = [at for at in self.newest if at > now - self.window]
+        if len(recent) >= self.burst:
+            # the burst-th newest report inside the window: while there is one, it is full
+            wait = (recent[self.burst - 1] + self.window - now).total_seconds()
+            detail = f"too many {self.kind} reports from this agent; retry in {wait:.0f} s"
+            return too_many(detail, wait)
+        if self.stored >= self.cap:
+            detail = f"this agent stored {self.cap} {self.kind} reports in the last day (the bound)"
+            return too_many(detail, 3600)
+        return None
+
+    def take(self, now: datetime) -> None:
+        """Count a report stored now (the batch's next reports see it)."""
+        self.newest.insert(0, now)
+        self.stored += 1
+
+
+def load(state, conn: sa.Connection, model, agent_ids: set[int], now: datetime) -> dict:
+    """The Bound of each agent for reports of `model`'s kind, in one statement."""
     settings = state.settings
     kind = model.__tablename__
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(zlib.crc32(kind.encode()) >> 1, agent_id))
+    burst, cap = settings.report_burst, settings.reports_per_day
+    window = timedelta(minutes=burst / settings.report_rate_per_min)
+    bounds = {a: Bound(kind, burst, window, cap) for a in agent_ids}
+    # What is stored per agent and day stays below the cap, so counting it all is bounded.
+    day = (
+        sa.select(
+            model.agent_id,
+            model.received_at,
+            sa.func.row_number()
+            .over(partition_by=model.agent_id, order_by=model.received_at.desc())
+            .label("rn"),
+            sa.func.count().over(partition_by=model.agent_id).label("stored"),
         )
-    now = utcnow()
-    window = timedelta(minutes=settings.report_burst / settings.report_rate_per_min)
-    # the burst-th newest report inside the window: while there is one, the window is full
-    full_since = session.scalar(
-        sa.select(model.received_at)
-        .where(model.agent_id == agent_id, model.received_at > now - window)
-        .order_by(model.received_at.desc())
-        .offset(settings.report_burst - 1)
-        .limit(1)
-    )
-    if full_since is not None:
-        wait = (_aware(full_since) + window - now).total_seconds()
-        raise too_many(f"too many {kind} reports from this agent; retry in {wait:.0f} s", wait)
-    cap = settings.reports_per_day
-    recent = (
-        sa.select(sa.literal(1))
-        .where(model.agent_id == agent_id, model.received_at > now - DAY)
-        .limit(cap)
+        .where(model.agent_id.in_(agent_ids), model.received_at > now - DAY)
         .subquery()
     )
-    stored = session.scalar(sa.select(sa.func.count()).select_from(recent))
-    if stored >= cap:
-        raise too_many(f"this agent stored {cap} {kind} reports in the last day (the bound)", 3600)
-
-
-def _aware(at):
-    """SQLite gives naive UTC datetimes back."""
-    from datetime import UTC
-
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    rows = conn.execute(
+        sa.select(day.c.agent_id, day.c.received_at, day.c.stored)
+        .where(day.c.rn <= burst)
+        .order_by(day.c.agent_id, day.c.rn)
+    )
+    for agent_id, received_at, stored in rows:
+        bound = bounds[agent_id]
+        bound.newest.append(received_at if received_at.tzinfo else received_at.replace(tzinfo=UTC))
+        bound.stored = stored
+    return bounds

@@ -10,10 +10,10 @@ from fastapi import HTTPException
 
 from saveos_api import schedule
 from saveos_api.auth import (
-    LAST_USED_RESOLUTION,
     agent_refusal,
     agent_token_hash,
     live_agent_token,
+    touch_agent_tokens,
 )
 from saveos_api.heartbeats.batch import AGENT_FIELDS, COLUMN, TRIM_EVERY, Beat
 from saveos_api.jobs import expire_jobs, hand_out_jobs
@@ -109,15 +109,7 @@ def write(
             count = row.heartbeat_count + extra[row.id]
             if count // TRIM_EVERY > row.heartbeat_count // TRIM_EVERY:
                 _trim(conn, row.id, keep)
-        stale = [
-            row.token_id
-            for row in rows
-            if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION
-        ]
-        if stale:
-            conn.execute(
-                sa.update(AgentToken).where(AgentToken.id.in_(stale)).values(last_used_at=now)
-            )
+        touch_agent_tokens(conn, [(row.token_id, row.last_used_at) for row in rows], now)
         timeout_s = state.settings.job_timeout_s
         if expire:
             expire_jobs(conn, now, timeout_s)
