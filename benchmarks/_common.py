@@ -161,6 +161,17 @@ def write_result(name: str, result: dict) -> Path:
     return path
 
 
+def finish(name: str, result: dict) -> int:
+    """A script's last step: write its result file, say where, exit 0."""
+    print(f"wrote {write_result(name, result)}")
+    return 0
+
+
+def load_range(loads: list[float]) -> dict:
+    """The 1-minute load averages seen during a run, as the result files keep them."""
+    return {"min": min(loads), "median": median(loads), "max": max(loads)}
+
+
 def _tree(pid: int) -> list[int]:
     pids, todo = [], [pid]
     while todo:

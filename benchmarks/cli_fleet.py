@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from _common import REPO, Api, median, write_result  # noqa: E402
+from _common import REPO, Api, finish, median  # noqa: E402
 from p4_fleet_status import fleet_db  # noqa: E402
 
 GOAL_CPU_S = 1.0
@@ -103,12 +103,10 @@ def main() -> int:
         f"worst: {worst} {median(cpus[worst]) * 1000:.0f} ms of its own CPU; "
         f"goal <= {GOAL_CPU_S:.0f} s: {summary['goal_met']}"
     )
-    path = write_result(
+    return finish(
         args.name,
         {"params": vars(args), "data": counts, "summary": summary, "walls": walls, "cpus": cpus},
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

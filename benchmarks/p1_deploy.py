@@ -35,7 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from _common import REPO, Api, median, scratch_pg, write_result  # noqa: E402
+from _common import REPO, Api, finish, median, scratch_pg  # noqa: E402
 
 from saveos_lab.lab import Lab  # noqa: E402
 
@@ -288,9 +288,7 @@ def main() -> int:
     print(f"loadavg at the end: {loadavg()}")
     params = {"hosts": sizes, "repeat": args.repeat, "cold_repeat": args.cold_repeat}
     params["net"] = args.net
-    path = write_result(args.name, {"params": params, "goals": goals, "sizes": results})
-    print(f"wrote {path}")
-    return 0
+    return finish(args.name, {"params": params, "goals": goals, "sizes": results})
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, median, write_result  # noqa: E402
+from _common import REPO, finish, load_range, median  # noqa: E402
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P2_DIR", "/var/tmp/saveos-bench-p2"))
 DATA = ROOT / "data"
@@ -357,21 +357,19 @@ def main() -> int:
             f"{summary[f'{phase}_agent_vs_borgmatic']:.3f}"
         )
     print(f"goal (<= {GOAL_VS_RAW}x raw borg, <= borgmatic): {summary['goal_met']}")
-    path = write_result(
+    return finish(
         args.name,
         {
             "params": vars(args),
             "dataset": {**dataset, "changed_files": len(changed_files())},
             "borg_version": borg_version,
             "borgmatic_version": borgmatic_version,
-            "load_1min": {"min": min(loads), "median": median(loads), "max": max(loads)},
+            "load_1min": load_range(loads),
             "summary": summary,
             "times": times,
             "agent_vs_raw_pairs": pairs,
         },
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ from _common import (  # noqa: E402
     REPO,
     Api,
     cpu_seconds,
+    finish,
     median,
     pg_backend_pids,
     scratch_pg,
-    write_result,
 )
 
 FLOOR_PATH = "/livez"
@@ -167,9 +167,7 @@ def main() -> int:
         f"{summary['server_cpu_ms_per_floor_req']:.2f} ms; goal met: {summary['goal_met']}"
     )
     params = {k: getattr(args, k) for k in ("agents", "workers", "duration", "warmup", "repeat")}
-    path = write_result(args.name, {"params": params, "summary": summary, "runs": runs})
-    print(f"wrote {path}")
-    return 0
+    return finish(args.name, {"params": params, "summary": summary, "runs": runs})
 
 
 if __name__ == "__main__":

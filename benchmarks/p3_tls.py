@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_result  # noqa: E402
+from _common import finish, median  # noqa: E402
 from p3_heartbeat import GOAL_P99_MS, GOAL_RATE, one_run  # noqa: E402
 
 PER_CONNECTION = {"keep-alive": 0, "4 per connection": 4, "new connection each": 1}
@@ -98,9 +98,7 @@ def main() -> int:
             f" {tls['heartbeats_per_s'] >= GOAL_RATE and tls['p99_ms'] < GOAL_P99_MS}"
         )
         results[f"tls_ratio {mode}"] = {"rate_ratio": ratio, "server_cpu_ratio": cpu_ratio}
-    path = write_result(args.name, {"params": vars(args), "results": results})
-    print(f"written {path}")
-    return 0
+    return finish(args.name, {"params": vars(args), "results": results})
 
 
 if __name__ == "__main__":

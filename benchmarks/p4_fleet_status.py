@@ -52,10 +52,10 @@ from _common import (  # noqa: E402
     Api,
     _pg_exec,
     cpu_seconds,
+    finish,
     median,
     pg_backend_pids,
     scratch_pg,
-    write_result,
 )
 
 GOAL_S, GOAL_RATIO = 1.0, 2.0
@@ -429,12 +429,10 @@ def main() -> int:
         f"goal < {GOAL_S:.0f} s and <= {GOAL_RATIO:.0f}x: "
         f"API {summary['goal_met_api']}, CLI {summary['goal_met_cli']}"
     )
-    path = write_result(
+    return finish(
         args.name,
         {"params": vars(args), "data": counts, "summary": summary, "times": times, "cpu": cpu},
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, median, write_result  # noqa: E402
+from _common import REPO, finish, load_range, median  # noqa: E402
 from p2_agent_backup import (  # noqa: E402
     COMPRESSION,
     DATA,
@@ -207,7 +207,7 @@ def main() -> int:
     )
     print(f"archives identical across tools: {same}; goal (<= {GOAL_VS_RAW}x raw borg over the "
           f"same SSH): {summary['goal_met']}")  # fmt: skip
-    path = write_result(
+    return finish(
         args.name,
         {
             "params": vars(args),
@@ -215,14 +215,12 @@ def main() -> int:
             "borg_version": subprocess.run(
                 ["borg", "--version"], capture_output=True, text=True
             ).stdout.strip(),
-            "load_1min": {"min": min(loads), "median": median(loads), "max": max(loads)},
+            "load_1min": load_range(loads),
             "summary": summary,
             "times": times,
             "agent_vs_raw_pairs": pairs,
         },
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from _common import Api, cpu_seconds, median, write_result  # noqa: E402
+from _common import Api, cpu_seconds, finish, median  # noqa: E402
 from p4_fleet_status import _copy, fleet_db, server_pids  # noqa: E402
 
 HOST = "host-p6-1000"
@@ -172,12 +172,10 @@ def main() -> int:
         + f" {summary['goal_met_fleet']}), host page goal < {GOAL_HOST_S * 1000:.0f} ms:"
         + f" {summary['goal_met_host']}"
     )
-    path = write_result(
+    return finish(
         args.name,
         {"params": vars(args), "data": counts, "summary": summary, "times": times, "cpu": cpu},
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_result  # noqa: E402
+from _common import finish, load_range, median  # noqa: E402
 from p2_agent_backup import ensure_borgmatic, rotated, run, timed  # noqa: E402
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P7_DIR", "/var/tmp/saveos-bench-p7-dumps"))
@@ -281,21 +281,19 @@ def main() -> int:
         f"goal (<= {GOAL_VS_PIPE}x the hand-written pipe, <= borgmatic): wall "
         f"{summary['goal_met']}, CPU {summary['goal_met_cpu']}"
     )
-    path = write_result(
+    return finish(
         args.name,
         {
             "params": vars(args),
             "database": database,
             "versions": versions,
-            "load_1min": {"min": min(loads), "median": median(loads), "max": max(loads)},
+            "load_1min": load_range(loads),
             "loadavg": loadavgs,
             "summary": summary,
             "times": times,
             "dump_sizes": sizes,
         },
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

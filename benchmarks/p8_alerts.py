@@ -26,7 +26,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(2, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import free_port, median, scratch_pg, write_result  # noqa: E402
+from _common import finish, free_port, median, scratch_pg  # noqa: E402
 from alert_support import Webhook, bulk_agents  # noqa: E402
 
 from saveos_api import migrations  # noqa: E402
@@ -132,8 +132,7 @@ def main() -> None:
             f"{r['flood_pass_s']:.2f}s, delivered {r['messages']} message(s) in "
             f"{r['deliver_s']:.2f}s"
         )
-    path = write_result("p8_alerts", {"rows": rows, "goal_ratio": GOAL_RATIO})
-    print(f"written {path}")
+    finish("p8_alerts", {"rows": rows, "goal_ratio": GOAL_RATIO})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, write_result  # noqa: E402
+from _common import REPO, finish  # noqa: E402
 from p5_repo_server_backup import HELPER, repo_server  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -150,7 +150,7 @@ def main() -> int:
         f"({raw_wall / args.repos:.2f}s per repository): {ratio:.2f}x raw"
     )
     print(line)
-    path = write_result(
+    return finish(
         "p9_central_prune",
         {
             "repos": args.repos, "archives": args.archives, "saveos_wall_s": ours_wall,
@@ -158,8 +158,6 @@ def main() -> int:
             "ratio": ratio, "line": line,
         },
     )  # fmt: skip
-    print(f"written {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import median, write_result  # noqa: E402
+from _common import finish, median  # noqa: E402
 
 from saveos_cli import tls  # noqa: E402
 
@@ -147,7 +147,7 @@ def main() -> int:
             f"median {name:52} server {server_ms:.3f} ms ({server_ms / base[0]:.2f}x)  client"
             f" {client_ms:.3f} ms ({client_ms / base[1]:.2f}x)"
         )
-    print(f"written {write_result('tls_handshake', {'params': vars(args), 'results': results})}")
+    finish("tls_handshake", {"params": vars(args), "results": results})
     return 0
 
 

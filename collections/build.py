@@ -148,7 +148,9 @@ def assemble(root: Path, version: str) -> Path:
     if utils.is_dir():
         shutil.copytree(utils, root / "plugins" / "module_utils")
         shutil.rmtree(utils)
-        for module in (root / "plugins" / "modules").glob("*.py"):
+        # The module_utils import each other too (saveos_host_files uses saveos_rules).
+        plugins = root / "plugins"
+        for module in [*plugins.glob("modules/*.py"), *plugins.glob("module_utils/*.py")]:
             text = module.read_text()
             module.write_text(text.replace("from ansible.module_utils.saveos_", MODULE_UTILS))
     copy_playbooks(REPO_ROOT / "playbooks", root / "playbooks")

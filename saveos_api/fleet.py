@@ -473,6 +473,7 @@ def fleet_status(
                 "repo_path": repo_path,
                 "repo_quota_bytes": repo_quota_bytes,
                 "repo_used_bytes": repo_used_bytes,
+                "last_backup_result": last_snapshot_status,
             }
         )
     return {

@@ -346,7 +346,9 @@ class AgentStatusOut(Output):
     last_archive: str | None
     original_size: int | None
     deduplicated_size: int | None
-    last_snapshot_status: str | None
+    last_snapshot_status: str | None = Field(
+        description="Deprecated: the same value as last_backup_result, kept for old readers."
+    )
     last_check_at: datetime | None
     last_check_result: str | None
     last_drill_at: datetime | None
@@ -382,6 +384,8 @@ class AgentStatusOut(Output):
     check_interval_s: int | None = None
     drill_interval_s: int | None = None
     escrow_interval_s: int | None = None
+    # The latest snapshot's exit_status (ok / warning / error), the glossary's name for it.
+    last_backup_result: str | None = None
 
 
 class FleetTotals(Output):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from saveos_rules import ALARM_STATUSES, SEVERITY, STATUSES  # noqa: F401 - see ALARM
+from saveos_rules import ALARM_STATUSES, SEVERITY, STATUSES, age_text, ago_text  # noqa: F401 - see ALARM
 
 SILENT_AFTER_INTERVALS = 3
 # The statuses and their order are shared with the CLI (saveos_rules); the names here are kept
@@ -192,21 +192,6 @@ def assess(
     return Assessment("ok", reasons, why)
 
 
-def age_text(seconds: float | None) -> str:
-    """A short age: '42 s', '12 min', '5 h', '2.5 d'; 'never' for None."""
-    if seconds is None:
-        return "never"
-    if seconds < 0:
-        return "in the future"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 86400:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.1f} d".replace(".0 d", " d")
-
-
 def when_text(moment: datetime, at: datetime) -> str:
     """'10:02' on the day of `at`, '2026-11-29 10:02' before that (UTC)."""
     if moment.date() == at.date():
@@ -215,7 +200,7 @@ def when_text(moment: datetime, at: datetime) -> str:
 
 
 def _ago(moment: datetime | None, at: datetime) -> str:
-    return "never" if moment is None else age_text((at - moment).total_seconds()) + " ago"
+    return ago_text(None if moment is None else (at - moment).total_seconds())
 
 
 def running_reasons(running) -> list[str]:

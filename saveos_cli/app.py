@@ -91,12 +91,14 @@ def _register() -> None:
         offsite,
         retention,
         server,
+        snapshots,
         status,
         tokens,
     )
 
     fleet.register(app)
     status.register(app)
+    snapshots.register(app)
     offsite.register(app)
     escrow.register(app)
     retention.register(app)

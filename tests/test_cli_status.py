@@ -131,6 +131,8 @@ def test_status_json_keys_and_exit_0_when_all_ok(fleet, capsys):
         assert tuple(a) == AGENT_KEYS
         assert a["status"] == "ok"
         assert a["last_archive"].startswith(a["name"] + "-")
+        # The glossary's key, and the deprecated one beside it, with the same value.
+        assert a["last_backup_result"] == a["last_snapshot_status"] == "ok"
         assert 0 <= a["last_heartbeat_age_s"] < 120
         assert 50 <= a["last_backup_age_s"] < 180
     assert doc["totals"]["agents"] == 2

@@ -235,6 +235,7 @@ def test_host_page_shows_history_and_unknown_hosts_say_so(api):
     assert 'Snapshots <span class="dim">(3)</span>' in page
     r = c.get("/hosts/nosuchhost")
     assert r.status_code == 404 and "There is no host named &#39;nosuchhost&#39;" in r.text
+    assert 'href="/settings"' in r.text and 'id="logout"' in r.text  # the nav stays
 
 
 def test_browse_and_restore_refuse_bad_input_and_queue_nothing(api):

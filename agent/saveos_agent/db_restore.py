@@ -1,5 +1,5 @@
-"""Databases out of an archive: restore one (refusing to overwrite a non-empty database unless
-forced), and drill them (restore into a scratch database, run the sanity query, drop it).
+"""Databases out of an archive: restore one, or all (refusing to overwrite a non-empty database
+unless forced). db_drill restores them into scratch databases with the same pieces.
 
 The dump goes from `borg extract --stdout` straight into pg_restore/psql/mariadb/sqlite3
 through a pipe: it never lands on disk either way.
@@ -8,11 +8,8 @@ through a pipe: it never lands on disk either way.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import secrets as _random
 import subprocess
-import tempfile
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -21,8 +18,6 @@ from saveos_agent import databases as dbs
 from saveos_agent import dumps, execute
 from saveos_agent.config import Config
 from saveos_agent.errors import AgentError
-
-log = logging.getLogger("saveos_agent.db_restore")
 
 
 def _in_archive(cfg: Config, name: str) -> str:
@@ -101,7 +96,7 @@ def find_archive(cfg: Config, wanted: str, archives: List[str]) -> Tuple[str, Di
 # ---- the server side ------------------------------------------------------------------------
 
 
-def _query(db: dbs.Database, database: Optional[str], sql: str, what: str) -> str:
+def run_query(db: dbs.Database, database: Optional[str], sql: str, what: str) -> str:
     argv = dbs.client_argv(db, database)
     rc, out, err = dumps.run_client(db, argv, sql)
     if rc != 0:
@@ -109,7 +104,7 @@ def _query(db: dbs.Database, database: Optional[str], sql: str, what: str) -> st
     return out.strip()
 
 
-def _first_value(text: str) -> str:
+def first_value(text: str) -> str:
     line = text.splitlines()[0] if text else ""
     return line.split("\t")[0].split("|")[0].strip()
 
@@ -121,26 +116,26 @@ def state_of(db: dbs.Database, target: str) -> str:
             return "absent"
         if os.path.getsize(target) == 0:
             return "empty"
-        count = _query(db, target, dbs.TABLE_COUNT["sqlite"] + ";", f"reading {target}")
-        return "empty" if _first_value(count) == "0" else "non-empty"
-    exists = _query(db, None, dbs.exists_sql(db, target), f"looking for database {target}")
-    if _first_value(exists) == "0":
+        count = run_query(db, target, dbs.TABLE_COUNT["sqlite"] + ";", f"reading {target}")
+        return "empty" if first_value(count) == "0" else "non-empty"
+    exists = run_query(db, None, dbs.exists_sql(db, target), f"looking for database {target}")
+    if first_value(exists) == "0":
         return "absent"
-    count = _query(db, target, dbs.TABLE_COUNT[db.type] + ";", f"reading database {target}")
-    return "empty" if _first_value(count) == "0" else "non-empty"
+    count = run_query(db, target, dbs.TABLE_COUNT[db.type] + ";", f"reading database {target}")
+    return "empty" if first_value(count) == "0" else "non-empty"
 
 
-def _create(db: dbs.Database, target: str) -> None:
+def create_database(db: dbs.Database, target: str) -> None:
     if db.type != "sqlite":
-        _query(db, None, dbs.create_sql(db, target), f"creating database {target}")
+        run_query(db, None, dbs.create_sql(db, target), f"creating database {target}")
 
 
-def _drop(db: dbs.Database, target: str) -> None:
+def drop_database(db: dbs.Database, target: str) -> None:
     if db.type == "sqlite":
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target)
         return
-    _query(db, None, dbs.drop_sql(db, target), f"dropping database {target}")
+    run_query(db, None, dbs.drop_sql(db, target), f"dropping database {target}")
 
 
 def load(cfg: Config, db: dbs.Database, archive: str, record: Dict[str, Any], target: str) -> int:
@@ -223,10 +218,10 @@ def _load_one(
     """Drop a non-empty target (the caller decided it may), create an absent one, load."""
     replaced = state == "non-empty"
     if replaced:
-        _drop(db, target)
+        drop_database(db, target)
         state = "absent"
     if state == "absent":
-        _create(db, target)
+        create_database(db, target)
     size = load(cfg, db, archive, record, target)
     return {
         "database": record["name"],
@@ -333,73 +328,3 @@ def restore_all(
         "replaced": any(r["replaced"] for r in restored),
         "message": f"restored {len(restored)} dumps from {archive}: {names}",
     }
-
-
-def _passes(value: str) -> bool:
-    return value.strip().lower() not in ("", "0", "f", "false", "null")
-
-
-def drill_one(cfg: Config, archive: str, record: Dict[str, Any]) -> Dict[str, Any]:
-    out = {"type": record.get("type"), "name": record.get("name"), "size": record.get("size", 0)}
-    if record.get("status") != "ok":
-        return {**out, "result": "fail", "message": f"dump failed: {record.get('message')}"}
-    try:
-        db = entry_for(cfg, record)
-    except AgentError as exc:
-        return {**out, "result": "fail", "message": exc.message}
-    scratch_dir = None
-    if db.type == "sqlite":
-        scratch_dir = tempfile.mkdtemp(prefix="saveos-drill-db-")
-        scratch = os.path.join(scratch_dir, "drill.sqlite")
-    else:
-        scratch = f"saveos_drill_{_random.token_hex(4)}_{record['name']}"[:63]
-    query = dbs.sanity_query(db)
-    try:
-        if db.type != "sqlite":
-            if state_of(db, scratch) != "absent":
-                raise AgentError(f"scratch database {scratch} already exists")
-            _create(db, scratch)
-        load(cfg, db, archive, record, scratch)
-        value = _first_value(_query(db, scratch, query.rstrip(";") + ";", "sanity query"))
-    except AgentError as exc:
-        return {**out, "result": "fail", "message": exc.message, "scratch": scratch}
-    finally:
-        try:
-            _drop(db, scratch)
-        except AgentError as exc:
-            log.warning("could not drop scratch database %s: %s", scratch, exc.message)
-        if scratch_dir:
-            with contextlib.suppress(OSError):
-                os.rmdir(scratch_dir)
-    # The default query only reports (a database may hold no table); a declared one must hold.
-    if db.drill_query and not _passes(value):
-        message = f"restored, but the sanity query gave {value!r}: {query}"
-        return {**out, "result": "fail", "value": value, "message": message}
-    said = f"{value} tables" if not db.drill_query else f"sanity query gave {value!r}"
-    return {**out, "result": "pass", "value": value, "message": f"restored; {said}"}
-
-
-def drill(cfg: Config, archive: str) -> List[Dict[str, Any]]:
-    """Every database dump of the archive (not the globals) through a scratch restore."""
-    if not cfg.databases:
-        return []
-    records = manifest(cfg, archive)
-    return [drill_one(cfg, archive, r) for r in records if r.get("kind") != dbs.GLOBALS]
-
-
-def drill_outcome(outcome: str, message: str, results: List[Dict[str, Any]]) -> Tuple[str, str]:
-    """The drill's result with its databases: any database that failed fails the drill."""
-    failed = [r for r in results if r["result"] != "pass"]
-    passed = len(results) - len(failed)
-    if failed:
-        first = failed[0]
-        text = f"{len(failed)} of {len(results)} databases failed ({first['type']}/" \
-               f"{first['name']}: {first['message']})"  # fmt: skip
-        return "fail", f"{message}; {text}"
-    return outcome, f"{message}; {passed} databases restored and queried"
-
-
-def drill_record(result: Dict[str, Any]) -> Dict[str, Any]:
-    """What the API stores of one database drill: name, type, result, message."""
-    keys = ("name", "type", "result", "message")
-    return {k: str(result[k])[:1000] for k in keys if k in result}

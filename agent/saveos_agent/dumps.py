@@ -7,6 +7,9 @@ one after the other, in command-line order) and writes into it as its stdout (no
 the kernel counts the bytes); the manifest FIFO, last on the command line, records how every
 dump ended, so a restore knows a dump cut short from a whole one. Nothing is left behind: the
 FIFOs and the directory are removed whatever happened.
+
+Over 400 lines on purpose: the FIFOs, the threads that feed them and the manifest are one
+mechanism that starts, fails and cleans up together.
 """
 
 from __future__ import annotations

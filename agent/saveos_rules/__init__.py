@@ -7,11 +7,13 @@ on every host), the API, the CLI, and the role's Ansible modules (as the role's 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import re
 import stat
-from typing import Any, Dict, Optional, Type
+import tempfile
+from typing import Any, Dict, Optional, Tuple, Type
 
 # ---- names -------------------------------------------------------------------------------
 # What the operator names a host by (the inventory name), which is also its agent's name in
@@ -177,6 +179,9 @@ FLEET_ROW_KEYS = (
     "repo_path",
     "repo_quota_bytes",
     "repo_used_bytes",
+    # The latest snapshot's exit_status, by the glossary's word (docs/GLOSSARY.md); the same
+    # value as last_snapshot_status, which stays for old readers (deprecated).
+    "last_backup_result",
 )
 
 
@@ -199,6 +204,45 @@ def parse_iso(value: str) -> _dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
 
 
+def age_text(seconds: Optional[float]) -> str:
+    """A short age, as the dashboard, `saveos status` and the status reasons say it: '42 s',
+    '12 min', '5 h', '2.5 d'; 'never' for None, 'in the future' below zero."""
+    if seconds is None:
+        return "never"
+    if seconds < 0:
+        return "in the future"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.1f} d".replace(".0 d", " d")
+
+
+def ago_text(seconds: Optional[float]) -> str:
+    """age_text with 'ago' after a past age: '12 min ago', 'never', 'in the future'."""
+    text = age_text(seconds)
+    return text if seconds is None or seconds < 0 else text + " ago"
+
+
+def duration_text(seconds: Optional[float]) -> str:
+    """A span to the unit below the largest, as notices say it (a mail is read later, so it is
+    exact where age_text rounds): '45s', '3m20s', '1d2h', '2d'; 'unknown' for None."""
+    if seconds is None:
+        return "unknown"
+    seconds = max(0, int(seconds))
+    for unit, size, small, sub in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if seconds >= size:
+            whole, rest = divmod(seconds, size)
+            return f"{whole}{unit}{rest // sub}{small}" if rest // sub else f"{whole}{unit}"
+    return f"{seconds}s"
+
+
 def parse_epoch(value: Optional[str]) -> Optional[float]:
     """Seconds since the epoch of an ISO 8601 instant; None when missing or unreadable."""
     if not value:
@@ -210,6 +254,28 @@ def parse_epoch(value: Optional[str]) -> Optional[float]:
 
 
 # ---- private files -----------------------------------------------------------------------
+
+
+def write_atomically(
+    path: str, data: bytes, mode: int = 0o600, owner: Optional[Tuple[int, int]] = None
+) -> None:
+    """Write beside `path` and rename over it: never a half-written file, never through a link
+    someone left in its place, and a secret is never readable by others, not even for a moment
+    (mkstemp makes the file 0600; owner and mode are set before the first byte)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".saveos-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def private_file_problem(path: str) -> Optional[str]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from saveos_rules import duration_text as duration
+
 from saveos_api.alerts.levels import level_of
 
 # Apprise notify types: the colour/icon a channel shows.
@@ -23,19 +25,6 @@ class Notice:
     title: str
     body: str
     notify_type: str
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            whole, rest = divmod(seconds, size)
-            sub = {"d": 3600, "h": 60, "m": 1}[unit]
-            small = {"d": "h", "h": "m", "m": "s"}[unit]
-            return f"{whole}{unit}{rest // sub}{small}" if rest // sub else f"{whole}{unit}"
-    return f"{seconds}s"
 
 
 def when(at: datetime | None) -> str:

@@ -27,6 +27,11 @@ class Static(StaticFiles):
         return response
 
 
+def _logged_in(request: Request) -> auth.Operator | None:
+    """The operator the page's route had found (web.deps), so that an error page keeps the nav."""
+    return getattr(request.state, "operator", None)
+
+
 def mount(app: FastAPI) -> None:
     from saveos_api.web import login, pages, restore
 
@@ -55,6 +60,7 @@ def mount(app: FastAPI) -> None:
             "error.html",
             {"title": "Refused", "message": exc.message},
             status_code=exc.status_code,
+            operator=_logged_in(request),
         )
 
     @app.exception_handler(PageError)
@@ -64,4 +70,5 @@ def mount(app: FastAPI) -> None:
             "error.html",
             {"title": exc.title, "message": exc.message},
             status_code=exc.status_code,
+            operator=_logged_in(request),
         )

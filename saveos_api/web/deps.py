@@ -14,7 +14,10 @@ __all__ = ["OperatorDep", "PageError", "SessionDep"]
 
 
 def _operator(request: Request, session: SessionDep) -> auth.Operator:
-    return auth.current_operator(request, session)
+    operator = auth.current_operator(request, session)
+    # An error page raised after this still shows the logged-in operator's nav (web/__init__).
+    request.state.operator = operator
+    return operator
 
 
 OperatorDep = Annotated[auth.Operator, Depends(_operator)]

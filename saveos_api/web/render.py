@@ -11,9 +11,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from saveos_rules import age_text, ago_text
 
 from saveos_api.models import utcnow
-from saveos_api.status import age_text
 from saveos_api.web import auth
 
 HERE = Path(__file__).parent
@@ -45,9 +45,7 @@ def ts(value: datetime | None) -> str:
 
 
 def ago(value: datetime | None, now: datetime | None = None) -> str:
-    if value is None:
-        return "never"
-    return age_text(((now or utcnow()) - value).total_seconds()) + " ago"
+    return ago_text(None if value is None else ((now or utcnow()) - value).total_seconds())
 
 
 def duration(seconds: float | None) -> str:

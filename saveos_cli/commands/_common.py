@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from saveos_rules import parse_iso
+from saveos_rules import ago_text, parse_iso
 
 from saveos_cli import config
 from saveos_cli.api_client import ApiClient
@@ -52,10 +52,6 @@ Inventory = Annotated[
     Path, typer.Option("--inventory", "-i", help=INVENTORY_HELP, show_default=False)
 ]
 Limit = Annotated[str | None, typer.Option("--limit", "-l", help=LIMIT_HELP)]
-# The same two as parameter defaults, for command modules of branches still in flight (#18
-# moved the CLI to Annotated types); new code takes Inventory and Limit.
-INVENTORY_OPTION = typer.Option(..., "--inventory", "-i", help=INVENTORY_HELP, show_default=False)
-LIMIT_OPTION = typer.Option(None, "--limit", "-l", help=LIMIT_HELP)
 
 
 def cli_config() -> config.CliConfig:
@@ -171,13 +167,11 @@ def age_seconds(value: str | None, now: datetime) -> float | None:
 
 
 def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 0:
-        return "in future"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return (
-                f"{seconds / size:.0f}{unit} ago" if unit != "d" else f"{seconds / size:.1f}d ago"
-            )
-    return f"{seconds:.0f}s ago"
+    """'12 min ago', as the dashboard says it (saveos_rules.ago_text)."""
+    return ago_text(seconds)
+
+
+def human_size(value: int | None) -> str:
+    from rich.filesize import decimal
+
+    return "-" if value is None else decimal(value)

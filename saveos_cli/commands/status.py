@@ -1,4 +1,4 @@
-"""Fleet views from the API: `saveos status` and `saveos snapshots HOST`."""
+"""The fleet view from the API: `saveos status` (table, --json, exit codes for monitoring)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ import typer
 from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS, SEVERITY
 
 from saveos_cli.columns import Column
-from saveos_cli.commands._common import age_seconds, api, console, human_age, iso, parse_when
+from saveos_cli.commands._common import (
+    age_seconds,
+    api,
+    console,
+    human_age,
+    human_size,
+    iso,
+    parse_when,
+)
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
 from saveos_cli.safe_text import cell
 
@@ -71,6 +79,8 @@ def status_report(raw: dict, at: datetime | None) -> dict:
 
 
 def _with_ages(row: dict, now: datetime) -> dict:
+    if row["last_backup_result"] is None:  # an API from before the key was added
+        row["last_backup_result"] = row["last_snapshot_status"]
     row["last_heartbeat_age_s"] = age_seconds(row["last_heartbeat"], now)
     row["last_backup_age_s"] = age_seconds(row["last_backup_at"], now)
     row["last_offsite_age_s"] = age_seconds(row["last_offsite_at"], now)
@@ -96,12 +106,6 @@ def _shared(text: str, style: str) -> Text:
     from rich.text import Text
 
     return Text(text, style=style)
-
-
-def _size(value: int | None) -> str:
-    from rich.filesize import decimal
-
-    return "-" if value is None else decimal(value)
 
 
 def _result(at: str | None, result: str | None, now: datetime) -> Text:
@@ -151,11 +155,11 @@ def _repository(a: dict) -> Text:
 
     if not a.get("repo_path"):
         return _shared("-", "dim")
-    used = _size(a.get("repo_used_bytes"))
+    used = human_size(a.get("repo_used_bytes"))
     if not a.get("repo_server"):
         return Text(f"on host {used}", style="yellow")
     quota = a.get("repo_quota_bytes")
-    text = f"{a['repo_server']} {used}" + (f" / {_size(quota)}" if quota else "")
+    text = f"{a['repo_server']} {used}" + (f" / {human_size(quota)}" if quota else "")
     full = quota and (a.get("repo_used_bytes") or 0) >= 0.9 * quota
     return Text(text, style="yellow" if full else "")
 
@@ -199,8 +203,8 @@ def _status_row(a: dict, now: datetime) -> list:
         human_age(a["last_heartbeat_age_s"]),
         human_age(a["last_backup_age_s"]),
         cell(a["last_archive"] or "-"),  # agent text: never markup, no control characters
-        _size(a["original_size"]),
-        _size(a["deduplicated_size"]),
+        human_size(a["original_size"]),
+        human_size(a["deduplicated_size"]),
         _repository(a),
         _result(a["last_check_at"], a["last_check_result"], now),
         _result(a["last_drill_at"], a["last_drill_result"], now),
@@ -321,93 +325,5 @@ def status(
     raise typer.Exit(report["exit_code"])
 
 
-SNAPSHOT_KEYS = (
-    "archive",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "exit_status",
-    "locked",
-    "rc",
-    "nfiles",
-    "original_size",
-    "compressed_size",
-    "deduplicated_size",
-    "repo",
-    "message",
-    "databases",
-)
-
-
-def snapshots(
-    host: Annotated[str, typer.Argument(help="The host's inventory name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=1000, help="How many, newest first.")
-    ] = 50,
-) -> None:
-    """List a host's snapshots (archives) as reported to the API, newest first.
-
-    Exit codes: 0 listed, 1 usage or internal error (unknown host, API unreachable).
-    """
-    with api() as client:
-        agent = client.agent_by_name(host)
-        page = client.snapshots(agent["id"], limit=limit)
-    if as_json:
-        doc = {
-            "host": agent["name"],
-            "agent_id": agent["id"],
-            "total": page["total"],
-            "snapshots": [{k: s.get(k) for k in SNAPSHOT_KEYS} for s in page["snapshots"]],
-        }
-        typer.echo(json.dumps(doc, indent=2))
-        return
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=f"{agent['name']}: {page['total']} snapshot(s)", title_justify="left")
-    columns = (
-        "archive",
-        "finished",
-        "status",
-        "files",
-        "original",
-        "dedup",
-        "duration",
-    )
-    with_dbs = any(s.get("databases") for s in page["snapshots"])
-    for col in columns + (("databases",) if with_dbs else ()):
-        table.add_column(col, justify="right" if col in ("files", "original", "dedup") else "left")
-    for s in page["snapshots"]:
-        table.add_row(
-            cell(s.get("archive") or "-"),
-            s.get("finished_at") or "-",
-            Text(
-                s["exit_status"] + (" (locked)" if s.get("locked") else ""),
-                style={"ok": "green", "warning": "yellow"}.get(s["exit_status"], "red"),
-            ),
-            str(s.get("nfiles", 0)),
-            _size(s.get("original_size")),
-            _size(s.get("deduplicated_size")),
-            f"{s['duration_s']:.1f}s" if s.get("duration_s") is not None else "-",
-            *((_databases_cell(s.get("databases")),) if with_dbs else ()),
-        )
-    console().print(table)
-
-
-def _databases_cell(dumps: list | None):
-    """One line per dump: type/name and size, red with 'failed' when the dump did not finish."""
-    from rich.text import Text
-
-    cell = Text()
-    for i, dump in enumerate(dumps or []):
-        ok = dump.get("status") == "ok"
-        line = f"{dump.get('type')}/{dump.get('name')} {_size(dump.get('size'))}"
-        text = ("\n" if i else "") + line + ("" if ok else " failed")
-        cell.append(text, style=None if ok else "red")
-    return cell if dumps else "-"
-
-
 def register(app: typer.Typer) -> None:
     app.command()(status)
-    app.command()(snapshots)

@@ -6,7 +6,7 @@ import datetime as dt
 import os
 from typing import Any, Dict, List, Optional
 
-from saveos_agent import activity, db_restore, execute
+from saveos_agent import activity, db_drill, execute
 from saveos_agent import borg_commands as bc
 from saveos_agent.actions.archives import latest_archive
 from saveos_agent.clock import iso, utcnow
@@ -112,7 +112,7 @@ def _drill(
                 mismatched.append(f"extract failed: {failures[0]}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    databases = db_restore.drill(cfg, archive)  # each into a scratch database, then dropped
+    databases = db_drill.drill(cfg, archive)  # each into a scratch database, then dropped
     finished = utcnow()
     if mismatched:
         outcome, message = "fail", f"{len(mismatched)} of {len(sample)} files differ"
@@ -121,7 +121,7 @@ def _drill(
     else:
         outcome, message = "pass", f"{len(matched)} files identical"
     if databases:
-        outcome, message = db_restore.drill_outcome(outcome, message, databases)
+        outcome, message = db_drill.drill_outcome(outcome, message, databases)
     body = {
         "report_id": new_report_id(),
         "archive": archive,
@@ -134,7 +134,7 @@ def _drill(
         "message": message,
     }
     if databases:
-        body["databases"] = [db_restore.drill_record(d) for d in databases]
+        body["databases"] = [db_drill.drill_record(d) for d in databases]
     if job_id is not None:
         body["job_id"] = job_id
     save_state(cfg, last_drill_at=iso(finished), last_drill_result=outcome)

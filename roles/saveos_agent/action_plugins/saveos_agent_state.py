@@ -10,10 +10,26 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import os
-import tempfile
 
 from ansible.plugins.action import ActionBase
+
+
+def _shared_rules():
+    """The role's module_utils/saveos_rules.py (the collection's plugins/module_utils/, the same
+    step up from here). A controller-side plugin cannot `import ansible.module_utils.saveos_*`:
+    Ansible resolves those for modules only, while it packs them for the host."""
+    path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "module_utils")
+    spec = importlib.util.spec_from_file_location(
+        "_saveos_role_rules", os.path.join(path, "saveos_rules.py")
+    )
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    return rules
+
+
+write_atomically = _shared_rules().write_atomically
 
 # The escrow store's marker of a passphrase that no host has used yet (saveos_escrow_state).
 NEW_MARKER = "passphrase.new"
@@ -25,20 +41,6 @@ def _read(path: str) -> str | None:
             return fh.read()
     except FileNotFoundError:
         return None
-
-
-def _write_private(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".saveos-")  # 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class ActionModule(ActionBase):
@@ -78,7 +80,7 @@ class ActionModule(ActionBase):
 
         key = answer.pop("key_export", None)
         if key and not os.path.exists(key_path):
-            _write_private(key_path, key)
+            write_atomically(key_path, key.encode("utf-8"))
         if answer.get("refused_passphrase") and os.path.exists(marker):
             # Generated in this run for a host that has its own: never leave it to be used later.
             for name in ("passphrase", NEW_MARKER):

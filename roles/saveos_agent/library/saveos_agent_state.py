@@ -1,8 +1,10 @@
 #!/usr/bin/python
 """Converge a host's whole SaveOS agent in one round trip (the role's cold and warm path).
 
-Longer than most modules on purpose: an Ansible module is one file (its documentation strings
-included), and it is worth its one round trip only if it does everything the host needs.
+Over 400 lines on purpose: about 250 of them are the module's documentation strings, which
+Ansible wants in the module file; the converge itself is one idea (the host, item by item, in the
+order the agent needs them). Its helpers live in the role's module_utils/ (saveos_host_files:
+the file converger; saveos_host_probes: what it asks of the host and the API).
 """
 
 from __future__ import annotations
@@ -250,287 +252,24 @@ borg_version:
 """
 
 import base64
-import contextlib
-import grp
-import hashlib
-import hmac
-import json
 import os
-import pwd
-import re
 import shutil
-import stat
 import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.facts import ansible_collector
-from ansible.module_utils.facts.namespace import PrefixFactNamespace
-from ansible.module_utils.facts.system.distribution import DistributionFactCollector
-from ansible.module_utils.facts.system.platform import PlatformFactCollector
-from ansible.module_utils.facts.system.python import PythonFactCollector
-from ansible.module_utils.facts.system.service_mgr import ServiceMgrFactCollector
-from ansible.module_utils.urls import fetch_url
-
-PRIVATE_DIR_MODE = 0o700
-
-
-class Host:
-    """Converges items one at a time and keeps what changed (or, in check mode, would)."""
-
-    def __init__(self, module: AnsibleModule):
-        self.module = module
-        self.check = module.check_mode
-        self.changes: list[str] = []
-        self.diffs: list[dict] = []
-
-    def changed(self, what: str, diff: dict | None = None) -> None:
-        self.changes.append(what)
-        if diff is not None and self.module._diff:
-            self.diffs.append(diff)
-
-    def fail(self, msg: str, **extra) -> None:
-        self.module.fail_json(msg=msg, changed=bool(self.changes), changes=self.changes, **extra)
-
-    def ensure_directory(self, path: str, mode: str) -> None:
-        want = int(mode, 8)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            self.changed(f"{path}: created", _diff(path, "absent\n", f"directory {mode}\n"))
-            if not self.check:
-                os.makedirs(path, mode=want, exist_ok=True)
-                os.chown(path, 0, 0)
-                os.chmod(path, want)
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            self.fail(f"{path} is not a directory: remove it, then deploy again")
-        self._owner_mode(path, st, want)
-
-    def _owner_mode(self, path: str, st: os.stat_result, want: int) -> None:
-        if (st.st_uid, st.st_gid) != (0, 0):
-            self.changed(f"{path}: owner {_owner(st)}, want root:root")
-            if not self.check:
-                os.chown(path, 0, 0, follow_symlinks=False)
-        if stat.S_IMODE(st.st_mode) != want:
-            mode = f"{stat.S_IMODE(st.st_mode):04o}"
-            self.changed(
-                f"{path}: mode {mode}, want {want:04o}",
-                _diff(path, f"mode {mode}\n", f"mode {want:04o}\n"),
-            )
-            if not self.check:
-                os.chmod(path, want)
-
-    def ensure_file(
-        self, path: str, mode: str, data: bytes | None, sha256: str | None = None,
-        secret: bool = False,
-    ) -> bool:  # fmt: skip
-        """Make `path` a root:root file of `mode` holding `data` (or, when `data` is None, check
-        it against `sha256`). Whether its content changed; a secret's content is never shown."""
-        want = int(mode, 8)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            self.fail(f"{path} is a directory where a file belongs: remove it, then deploy again")
-        before = None
-        if st is not None and stat.S_ISREG(st.st_mode):
-            if data is not None:
-                with open(path, "rb") as fh:
-                    before = fh.read()
-                same = before == data
-            else:
-                same = self.module.sha256(path) == sha256
-            if same:
-                self._owner_mode(path, st, want)
-                return False
-        what = "created" if st is None else "content differs"
-        shown = None
-        if (
-            not secret
-            and data is not None
-            and _is_text(data)
-            and (before is None or _is_text(before))
-        ):
-            shown = _diff(path, (before or b"").decode(), data.decode())
-        self.changed(f"{path}: {what}", shown or _diff(path, f"{what}\n", "written\n"))
-        if not self.check:
-            if data is None:
-                self.fail(f"{path}: no content to write (the controller sent none)")
-            _write_atomically(path, data, want)
-        return True
-
-
-def _diff(path: str, before: str, after: str) -> dict:
-    return {"before_header": path, "after_header": path, "before": before, "after": after}
-
-
-def _is_text(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return b"\0" not in data
-
-
-def _owner(st: os.stat_result) -> str:
-    try:
-        return f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
-    except KeyError:
-        return f"{st.st_uid}:{st.st_gid}"
-
-
-def _write_atomically(path: str, data: bytes, mode: int) -> None:
-    """Write beside `path` and rename over it: never a half-written file, never through a link
-    someone left in its place, and a secret is never readable by others, not even for a moment."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".saveos-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchown(fh.fileno(), 0, 0)
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False
-    )
-
-
-def borg_version() -> str | None:
-    """The installed Borg's version. A Python entry script is asked through its own interpreter
-    (`import borg`, about 30 ms) instead of `borg --version`, which loads all of Borg."""
-    borg = shutil.which("borg")
-    if not borg:
-        return None
-    try:
-        with open(borg, "rb") as fh:
-            shebang = fh.readline().decode(errors="replace").strip()
-    except OSError:
-        shebang = ""
-    found = None
-    if shebang.startswith("#!") and "python" in shebang:
-        parts = shebang[2:].split()
-        probe = run([*parts, "-c", "import borg; print(borg.__version__)"])
-        if probe.returncode == 0:
-            found = probe.stdout.strip()
-    if not found:
-        probe = run([borg, "--version"])
-        if probe.returncode != 0:
-            return None
-        found = probe.stdout.strip()
-    match = re.search(r"[0-9]+\.[0-9]+(\.[0-9]+)?", found)
-    return match.group(0) if match else None
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"[0-9]+", text)[:3])
-
-
-def token_agent_id(module: AnsibleModule, token: str) -> tuple[int | None, int | None]:
-    """(agent id or None, HTTP status): asks the API who the token belongs to, as the agent
-    would."""
-    response, info = fetch_url(
-        module,
-        module.params["api_url"].rstrip("/") + "/api/v1/agents/me",
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        timeout=15,
-        ca_path=module.params["ca_path"],
-    )
-    status = info.get("status")
-    if status != 200 or response is None:
-        return None, status
-    try:
-        return int(json.loads(response.read())["id"]), status
-    except (ValueError, KeyError, TypeError):
-        return None, status
-
-
-def gather_facts(module: AnsibleModule) -> dict:
-    """What `setup` with gather_subset [!all, !min, distribution, service_mgr, python] returns."""
-    collector = ansible_collector.get_ansible_collector(
-        all_collector_classes=[
-            PlatformFactCollector,
-            DistributionFactCollector,
-            ServiceMgrFactCollector,
-            PythonFactCollector,
-        ],
-        namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
-        filter_spec=[],
-        gather_subset=["!all", "!min", "distribution", "service_mgr", "python"],
-        gather_timeout=10,
-        minimal_gather_subset=frozenset(),
-    )
-    return collector.collect(module=module)
-
-
-def open_digest(passphrase: str, repository: str) -> str | None:
-    try:
-        with open(os.path.join(repository, "config"), "rb") as fh:
-            config = fh.read()
-    except OSError:
-        return None
-    return hmac.new(passphrase.encode(), config, hashlib.sha256).hexdigest()
-
-
-def repository_opens(module: AnsibleModule) -> bool:
-    """Whether Borg opens the repository with the passphrase file (see open_proof)."""
-    p = module.params
-    cacheable = (
-        p["open_proof"]
-        and p["repository_mode"] == "local"
-        and p["encryption"].startswith("repokey")
-    )
-    digest = open_digest(p["passphrase"], p["repository"]) if cacheable else None
-    if digest:
-        try:
-            with open(p["open_proof"], encoding="ascii") as fh:
-                if hmac.compare_digest(fh.read().strip(), digest):
-                    return True
-        except OSError:
-            pass
-    env = dict(os.environ, **{k: str(v) for k, v in p["borg_env"].items()})
-    if run(["borg", "info", "--json", p["repository"]], env=env).returncode != 0:
-        return False
-    if digest and not module.check_mode:
-        with contextlib.suppress(OSError):
-            _write_atomically(p["open_proof"], (digest + "\n").encode(), 0o600)
-    return True
-
-
-def config_agent_id(path: str) -> int:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return int(json.load(fh).get("agent_id") or 0)
-    except (OSError, ValueError, AttributeError, TypeError):
-        return 0
-
-
-def config_text(config: dict, agent_id: int) -> str:
-    """What the role's agent.json.j2 template writes (to_nice_json(indent=2) plus a newline)."""
-    data = dict(config, agent_id=agent_id)
-    return json.dumps(data, indent=2, sort_keys=True, separators=(",", ": ")) + "\n"
-
-
-def borg_error(result: subprocess.CompletedProcess, limit: int = 500) -> str:
-    """The messages of Borg's --log-json lines (or its plain stderr)."""
-    messages = []
-    for line in result.stderr.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            entry = {"message": line}
-        if isinstance(entry, dict) and entry.get("message"):
-            messages.append(str(entry["message"]).strip())
-    return " ".join(messages)[-limit:]
+from ansible.module_utils.saveos_host_files import Host
+from ansible.module_utils.saveos_host_probes import (
+    borg_error,
+    borg_version,
+    config_agent_id,
+    config_text,
+    gather_facts,
+    repository_opens,
+    run,
+    token_agent_id,
+    version_tuple,
+)
 
 
 class Converge:
@@ -741,7 +480,7 @@ class Converge:
                 self.need("token", f"{p['token_file']}: missing, and the API issued no token")
             return known
         self.module.no_log_values.add(token)
-        host._owner_mode(p["token_file"], os.lstat(p["token_file"]), 0o600)
+        host.owner_mode(p["token_file"], os.lstat(p["token_file"]), 0o600)
         token_id, status = token_agent_id(self.module, token)
         if status not in (200, 401, 403):
             host.fail(

@@ -86,10 +86,9 @@ import os
 import secrets
 import stat
 import string
-import subprocess
-import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.saveos_artifact import ensure_artifact
 from ansible.module_utils.saveos_rules import (
     NAME_MAX_LENGTH,
     interval_problems,
@@ -138,20 +137,6 @@ def _as_int(value):
         return int(value)
     except (TypeError, ValueError):
         return value
-
-
-def artifact_state(artifact: str, source_dir: str, sha256) -> tuple[str, str | None]:
-    try:
-        st = os.stat(artifact)
-    except FileNotFoundError:
-        return "missing", None
-    if st.st_size == 0:
-        return "missing", None
-    for root, _dirs, names in os.walk(source_dir):
-        for name in names:
-            if name.endswith(".py") and os.stat(os.path.join(root, name)).st_mtime > st.st_mtime:
-                return "outdated", None
-    return "current", sha256(artifact)
 
 
 PASSPHRASE_ALPHABET = string.ascii_letters + string.digits
@@ -205,22 +190,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     p, check = module.params, module.check_mode
-    changes = []
-    state, sha256 = artifact_state(p["artifact"], p["source_dir"], module.sha256)
-    if state != "current" and not check:
-        os.makedirs(os.path.dirname(p["artifact"]), exist_ok=True)
-        python = p["controller_python"] or sys.executable
-        built = subprocess.run(
-            [python, os.path.join(p["source_dir"], "build.py"), "--out", p["artifact"]],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if built.returncode != 0:
-            module.fail_json(msg=f"building the agent zipapp failed: {built.stderr[-2000:]}")
-        changes.append(f"{p['artifact']}: built ({state})")
-        # Just built from the sources: current, whatever their mtimes say.
-        state, sha256 = "current", module.sha256(p["artifact"])
-    elif state != "current":
-        changes.append(f"{p['artifact']}: built ({state})")
+    state, sha256, changes = ensure_artifact(
+        module, p["artifact"], p["source_dir"], p["controller_python"]
+    )
     if ensure_private_dir(p["escrow_dir"], check):
         changes.append(f"{p['escrow_dir']}: created (0700)")
     settings = {

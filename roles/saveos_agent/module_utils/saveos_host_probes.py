@@ -1,0 +1,161 @@
+"""What the saveos_agent_state module asks of the host and of the API before it changes anything:
+the facts, Borg's version, whether the repository opens, who a token belongs to, Borg's errors.
+
+A module_utils of the role (the collection's plugins/module_utils): it runs on the host, with
+the host's Python (>= 3.9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.facts import ansible_collector
+from ansible.module_utils.facts.namespace import PrefixFactNamespace
+from ansible.module_utils.facts.system.distribution import DistributionFactCollector
+from ansible.module_utils.facts.system.platform import PlatformFactCollector
+from ansible.module_utils.facts.system.python import PythonFactCollector
+from ansible.module_utils.facts.system.service_mgr import ServiceMgrFactCollector
+from ansible.module_utils.saveos_rules import write_atomically
+from ansible.module_utils.urls import fetch_url
+
+
+def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False
+    )
+
+
+def borg_version() -> str | None:
+    """The installed Borg's version. A Python entry script is asked through its own interpreter
+    (`import borg`, about 30 ms) instead of `borg --version`, which loads all of Borg."""
+    borg = shutil.which("borg")
+    if not borg:
+        return None
+    try:
+        with open(borg, "rb") as fh:
+            shebang = fh.readline().decode(errors="replace").strip()
+    except OSError:
+        shebang = ""
+    found = None
+    if shebang.startswith("#!") and "python" in shebang:
+        parts = shebang[2:].split()
+        probe = run([*parts, "-c", "import borg; print(borg.__version__)"])
+        if probe.returncode == 0:
+            found = probe.stdout.strip()
+    if not found:
+        probe = run([borg, "--version"])
+        if probe.returncode != 0:
+            return None
+        found = probe.stdout.strip()
+    match = re.search(r"[0-9]+\.[0-9]+(\.[0-9]+)?", found)
+    return match.group(0) if match else None
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"[0-9]+", text)[:3])
+
+
+def token_agent_id(module: AnsibleModule, token: str) -> tuple[int | None, int | None]:
+    """(agent id or None, HTTP status): asks the API who the token belongs to, as the agent
+    would."""
+    response, info = fetch_url(
+        module,
+        module.params["api_url"].rstrip("/") + "/api/v1/agents/me",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        timeout=15,
+        ca_path=module.params["ca_path"],
+    )
+    status = info.get("status")
+    if status != 200 or response is None:
+        return None, status
+    try:
+        return int(json.loads(response.read())["id"]), status
+    except (ValueError, KeyError, TypeError):
+        return None, status
+
+
+def gather_facts(module: AnsibleModule) -> dict:
+    """What `setup` with gather_subset [!all, !min, distribution, service_mgr, python] returns."""
+    collector = ansible_collector.get_ansible_collector(
+        all_collector_classes=[
+            PlatformFactCollector,
+            DistributionFactCollector,
+            ServiceMgrFactCollector,
+            PythonFactCollector,
+        ],
+        namespace=PrefixFactNamespace(namespace_name="ansible", prefix="ansible_"),
+        filter_spec=[],
+        gather_subset=["!all", "!min", "distribution", "service_mgr", "python"],
+        gather_timeout=10,
+        minimal_gather_subset=frozenset(),
+    )
+    return collector.collect(module=module)
+
+
+def open_digest(passphrase: str, repository: str) -> str | None:
+    try:
+        with open(os.path.join(repository, "config"), "rb") as fh:
+            config = fh.read()
+    except OSError:
+        return None
+    return hmac.new(passphrase.encode(), config, hashlib.sha256).hexdigest()
+
+
+def repository_opens(module: AnsibleModule) -> bool:
+    """Whether Borg opens the repository with the passphrase file (see open_proof)."""
+    p = module.params
+    cacheable = (
+        p["open_proof"]
+        and p["repository_mode"] == "local"
+        and p["encryption"].startswith("repokey")
+    )
+    digest = open_digest(p["passphrase"], p["repository"]) if cacheable else None
+    if digest:
+        try:
+            with open(p["open_proof"], encoding="ascii") as fh:
+                if hmac.compare_digest(fh.read().strip(), digest):
+                    return True
+        except OSError:
+            pass
+    env = dict(os.environ, **{k: str(v) for k, v in p["borg_env"].items()})
+    if run(["borg", "info", "--json", p["repository"]], env=env).returncode != 0:
+        return False
+    if digest and not module.check_mode:
+        with contextlib.suppress(OSError):
+            write_atomically(p["open_proof"], (digest + "\n").encode(), 0o600, owner=(0, 0))
+    return True
+
+
+def config_agent_id(path: str) -> int:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return int(json.load(fh).get("agent_id") or 0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
+def config_text(config: dict, agent_id: int) -> str:
+    """What the role's agent.json.j2 template writes (to_nice_json(indent=2) plus a newline)."""
+    data = dict(config, agent_id=agent_id)
+    return json.dumps(data, indent=2, sort_keys=True, separators=(",", ": ")) + "\n"
+
+
+def borg_error(result: subprocess.CompletedProcess, limit: int = 500) -> str:
+    """The messages of Borg's --log-json lines (or its plain stderr)."""
+    messages = []
+    for line in result.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = {"message": line}
+        if isinstance(entry, dict) and entry.get("message"):
+            messages.append(str(entry["message"]).strip())
+    return " ".join(messages)[-limit:]
