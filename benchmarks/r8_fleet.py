@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Api, cpu_seconds, median, pg_backend_pids, scratch_pg, write_result  # noqa: E402
+from _common import Api, cpu_seconds, finish, median, pg_backend_pids, scratch_pg  # noqa: E402
 from fleetgen import command, provision, stored  # noqa: E402
 
 GOAL_P99_MS = 200
@@ -134,9 +134,7 @@ def main() -> int:
         for k in ("agents", "workers", "duration", "warmup", "beat_every", "reports_per_s")
     }
     params.update(connections=args.connections, procs=args.procs, repeat=args.repeat)
-    path = write_result(args.name, {"params": params, "summary": summary, "runs": runs})
-    print(f"wrote {path}")
-    return 0
+    return finish(args.name, {"params": params, "summary": summary, "runs": runs})
 
 
 if __name__ == "__main__":
