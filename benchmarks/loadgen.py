@@ -46,6 +46,15 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+async def exchange(reader: asyncio.StreamReader, writer, raw: bytes) -> int | None:
+    """One request on a kept-alive connection: its status, or None when the connection broke."""
+    writer.write(raw)
+    try:
+        return await _read_response(reader)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
 async def _client(host, port, raw, deadline, warmup_end, lat, counters, tls=None, per_conn=0):
     def connect():
         # With TLS, server_hostname is the address: the certificate's SAN holds it.
@@ -64,10 +73,8 @@ async def _client(host, port, raw, deadline, warmup_end, lat, counters, tls=None
                 reader, writer = await connect()
                 on_conn = 0
             on_conn += 1
-            writer.write(raw)
-            try:
-                status = await _read_response(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
+            status = await exchange(reader, writer, raw)
+            if status is None:
                 counters["errors"] += 1
                 writer.close()
                 reader, writer = await connect()
@@ -139,31 +146,37 @@ def _in_process(args, first: int, count: int) -> tuple[list[float], dict]:
     return lat, counters
 
 
-def _child(args, first, count, pipe) -> None:
-    pipe.send(_in_process(args, first, count))
+def _child(work, work_args, pipe) -> None:
+    pipe.send(work(*work_args))
     pipe.close()
 
 
-def main(args) -> dict:
+def fan_out(work, shares: list[tuple]) -> list:
+    """work(*share) for each share, each in a forked process of its own when there are
+    several (so that the generator is not held to one core); their results in order."""
     import multiprocessing
 
+    if len(shares) == 1:
+        return [work(*shares[0])]
+    ctx = multiprocessing.get_context("fork")
+    pipes, children = [], []
+    for share in shares:
+        mine, theirs = ctx.Pipe()
+        child = ctx.Process(target=_child, args=(work, share, theirs))
+        child.start()
+        pipes.append(mine)
+        children.append(child)
+    parts = [pipe.recv() for pipe in pipes]
+    for child in children:
+        child.join()
+    return parts
+
+
+def main(args) -> dict:
     procs = max(1, min(args.procs, args.concurrency))
     shares = [args.concurrency // procs + (i < args.concurrency % procs) for i in range(procs)]
     firsts = [sum(shares[:i]) for i in range(procs)]
-    if procs == 1:
-        parts = [_in_process(args, 0, args.concurrency)]
-    else:
-        ctx = multiprocessing.get_context("fork")
-        pipes, children = [], []
-        for first, count in zip(firsts, shares, strict=True):
-            mine, theirs = ctx.Pipe()
-            child = ctx.Process(target=_child, args=(args, first, count, theirs))
-            child.start()
-            pipes.append(mine)
-            children.append(child)
-        parts = [pipe.recv() for pipe in pipes]
-        for child in children:
-            child.join()
+    parts = fan_out(_in_process, [(args, f, n) for f, n in zip(firsts, shares, strict=True)])
     lat = sorted(x for part in parts for x in part[0])
     counters: dict = {}
     for _, part in parts:

@@ -103,9 +103,15 @@ class ApiServer:
     start_timeout = 60.0  # seconds for /health to answer (20 was too few on a loaded CI machine)
 
     def __init__(
-        self, database_url: str, data_dir: Path, port: int | None = None, tls: bool = False
+        self,
+        database_url: str,
+        data_dir: Path,
+        port: int | None = None,
+        tls: bool = False,
+        workers: int = 1,
     ):
         self.database_url = database_url
+        self.workers = workers
         self.data_dir = data_dir
         self.port = port or free_port()
         self.tls = tls
@@ -122,6 +128,7 @@ class ApiServer:
             SAVEOS_DATABASE_URL=self.database_url,
             SAVEOS_ADMIN_TOKEN=self.admin_token,
             SAVEOS_DATA_DIR=str(self.data_dir),
+            SAVEOS_WORKERS=str(self.workers),
         )
         return env
 

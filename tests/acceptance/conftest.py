@@ -89,11 +89,11 @@ class Rows:
 class ApiOnPg:
     """A real API server on its own fresh PostgreSQL database, and that database's row counts."""
 
-    def __init__(self, data_dir: Path, tls: bool = False):
+    def __init__(self, data_dir: Path, tls: bool = False, workers: int = 1):
         self.db_name = f"saveos_accept_{uuid.uuid4().hex[:12]}"
         _pg_exec(f'CREATE DATABASE "{self.db_name}"')
         self.db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
-        self.server = ApiServer(self.db_url, data_dir, tls=tls)
+        self.server = ApiServer(self.db_url, data_dir, tls=tls, workers=workers)
         self.rows = Rows(self.db_url)
 
     @property
