@@ -77,6 +77,24 @@ def test_threads_get_their_own_connection(tmp_path, ca):
         assert api.handshakes == 2 and api.resumed <= 1
 
 
+def test_threads_starting_together_share_one_transport(tmp_path, ca):
+    """The transport is made lazily; threads asking at once must all get the same one (else
+    each keeps a connection in a transport another thread replaced, and opens one more)."""
+    client = ApiClient("https://127.0.0.1:9", _token(tmp_path), ca_file=str(ca / "ca.crt"))
+    start, got = threading.Barrier(8), []
+
+    def take() -> None:
+        start.wait()
+        got.append(client._transport())
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(got) == 8 and len({id(t) for t in got}) == 1
+
+
 def test_kept_connection_refuses_a_redirect_and_another_ca(tmp_path, ca):
     with Recorder(tls_dir=ca, keep_alive=True, answer=redirect_to("https://127.0.0.2:1")) as api:
         client = ApiClient(api.url, _token(tmp_path), ca_file=str(ca / "ca.crt"))

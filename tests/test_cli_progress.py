@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -183,7 +184,11 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
     from conftest import REPO_ROOT
 
     inv = tmp_path / "inv.json"
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    slow_s = f"{137 + os.getpid() % 1000 / 1000:.3f}"  # this run's sleep, told apart by pgrep
+    local = {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "slow_s": slow_s,
+    }  # fmt: skip
     inv.write_text(_json.dumps({"all": {"hosts": {"local1": local, "local2": local}}}))
     code = (
         "from saveos_cli.app import main, app\n"
@@ -201,11 +206,11 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**__import__("os").environ, "SAVEOS_ADMIN_TOKEN": "x"},
+        env={**os.environ, "SAVEOS_ADMIN_TOKEN": "x"},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait until the long task runs
-        if subprocess.run(["pgrep", "-f", "sleep 137.25"], capture_output=True).stdout.strip():
+        if subprocess.run(["pgrep", "-f", f"sleep {slow_s}"], capture_output=True).stdout.strip():
             break
         time.sleep(0.2)
     else:
@@ -219,7 +224,7 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
     assert "unfinished: local1, local2" in err
     assert "TASK Long task" in out  # plain lines: no TTY here
     time.sleep(0.5)
-    leftover = subprocess.run(["pgrep", "-f", "sleep 137.25"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", f"sleep {slow_s}"], capture_output=True, text=True)
     assert not leftover.stdout.strip(), "the interrupted task's command was left running"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any, Optional, Tuple
 
 from saveos_agent import __version__, logsetup
@@ -35,6 +36,7 @@ class ApiClient:
         self.timeout = timeout
         self.ca_file = ca_file
         self._conn = None  # kept open across requests (transport.Connection)
+        self._conn_lock = threading.Lock()  # the daemon's two threads share the client
 
     def _token(self) -> str:
         check_private(self.token_file, "token_file")
@@ -51,15 +53,18 @@ class ApiClient:
     def _transport(self):
         from saveos_agent.transport import Connection, uses_proxy
 
-        if self._conn is None:
-            try:
-                if uses_proxy(self.base_url):
-                    self._conn = _UrllibTransport(self.base_url, self.ca_file, self.timeout)
-                else:
-                    self._conn = Connection(self.base_url, self.ca_file, self.timeout)
-            except OSError as exc:  # ssl.SSLError is one
-                raise AgentError(f"ca_file: cannot load {self.ca_file}: {exc}") from None
-        return self._conn
+        # Under a lock: two threads each making one would each keep a connection in a transport
+        # the other then replaced, and open a third (a handshake the CI saw under load).
+        with self._conn_lock:
+            if self._conn is None:
+                try:
+                    if uses_proxy(self.base_url):
+                        self._conn = _UrllibTransport(self.base_url, self.ca_file, self.timeout)
+                    else:
+                        self._conn = Connection(self.base_url, self.ca_file, self.timeout)
+                except OSError as exc:  # ssl.SSLError is one
+                    raise AgentError(f"ca_file: cannot load {self.ca_file}: {exc}") from None
+            return self._conn
 
     def close(self) -> None:
         if self._conn is not None:
