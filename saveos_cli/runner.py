@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,22 @@ def _descendants(root: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+@contextmanager
+def _ctrl_c_sets(cancel: threading.Event):
+    """Ctrl-C sets `cancel` instead of raising KeyboardInterrupt wherever the main thread is:
+    raised inside a queue's or a lock's code it can leave a lock held that the runner's thread
+    then waits on forever. A SIGINT the parent ignores (a background job) stays ignored."""
+    mine = threading.current_thread() is threading.main_thread()
+    if not mine or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda _sig, _frame: cancel.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _signal_all(pids: list[int], sig: int) -> None:
@@ -139,6 +155,7 @@ def run_playbook(
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
     doomed: list[int] = []
+    terminated = False
 
     def event_handler(event: dict) -> bool:
         events.put(event)
@@ -169,18 +186,21 @@ def run_playbook(
             status_handler=status_handler,
             cancel_callback=cancel.is_set,
         )
-        while thread.is_alive() or not events.empty():
-            try:
-                try:
-                    event = events.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                on_event(event)
-            except KeyboardInterrupt:
-                if not cancel.is_set():
-                    doomed = _descendants(os.getpid())
+        with _ctrl_c_sets(cancel):
+            while thread.is_alive() or not events.empty():
+                if cancel.is_set() and not terminated:
+                    # the runner polls `cancel` and kills ansible-playbook's group; its
+                    # workers (sessions of their own) and their commands are ours to end
+                    doomed, terminated = _descendants(os.getpid()), True
                     _signal_all(doomed, signal.SIGTERM)
-                cancel.set()  # the runner polls this and kills ansible-playbook's group
+                try:
+                    try:
+                        event = events.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    on_event(event)
+                except KeyboardInterrupt:  # when _ctrl_c_sets could not take SIGINT over
+                    cancel.set()
         thread.join()
         if cancel.is_set():
             _signal_all(doomed, signal.SIGKILL)  # whatever ignored SIGTERM

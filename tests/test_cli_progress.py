@@ -191,6 +191,8 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
     }  # fmt: skip
     inv.write_text(_json.dumps({"all": {"hosts": {"local1": local, "local2": local}}}))
     code = (
+        "import faulthandler, signal\n"
+        "faulthandler.register(signal.SIGUSR1)\n"  # a hang below shows its stacks
         "from saveos_cli.app import main, app\n"
         "import typer\n"
         "from saveos_cli.commands._common import run_fleet_playbook\n"
@@ -217,7 +219,14 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
         proc.kill()
         pytest.fail("the long task never started")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"no exit 60 s after Ctrl-C; its threads:\n{err}\n{out}")
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert "interrupted during task 'Long task'" in err
