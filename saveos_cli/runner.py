@@ -64,9 +64,9 @@ def _descendants(root: int) -> list[int]:
 
 @contextmanager
 def _ctrl_c_sets(cancel: threading.Event):
-    """Ctrl-C sets `cancel` instead of raising KeyboardInterrupt wherever the main thread is:
-    raised inside a queue's or a lock's code it can leave a lock held that the runner's thread
-    then waits on forever. A SIGINT the parent ignores (a background job) stays ignored."""
+    """Ctrl-C sets `cancel` instead of raising KeyboardInterrupt wherever the main thread is
+    (in the middle of an event's rendering, or inside the queue's locking); the loop then ends
+    the run in one place. A SIGINT the parent ignores (a background job) stays ignored."""
     mine = threading.current_thread() is threading.main_thread()
     if not mine or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
