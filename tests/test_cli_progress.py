@@ -192,6 +192,9 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
     inv.write_text(_json.dumps({"all": {"hosts": {"local1": local, "local2": local}}}))
     code = (
         "import faulthandler, signal\n"
+        # As from a terminal: a suite started in the background (`cmd &`) ignores SIGINT, and
+        # the CLI rightly keeps an ignored SIGINT ignored.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "faulthandler.register(signal.SIGUSR1)\n"  # a hang below shows its stacks
         "from saveos_cli.app import main, app\n"
         "import typer\n"
@@ -222,11 +225,13 @@ def test_ctrl_c_cancels_and_names_unfinished_hosts(tmp_path):
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        signals = " ".join(line for line in status if line.startswith(("SigBlk", "SigIgn")))
         proc.send_signal(signal.SIGUSR1)
         time.sleep(1)
         proc.kill()
         out, err = proc.communicate()
-        pytest.fail(f"no exit 60 s after Ctrl-C; its threads:\n{err}\n{out}")
+        pytest.fail(f"no exit 60 s after Ctrl-C ({signals}); its threads:\n{err}\n{out}")
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert "interrupted during task 'Long task'" in err
