@@ -37,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from _common import REPO, Api, finish, median, scratch_pg  # noqa: E402
 
+sys.path.insert(2, str(Path(__file__).resolve().parent.parent / "tests"))
+from ansible_support import ansible_env, run  # noqa: E402
+
 from saveos_lab.lab import Lab  # noqa: E402
 
 GOAL_COLD_OVER_PING_10 = 6.0
@@ -47,19 +50,14 @@ WIPE = (
     "/opt/saveos/supervise stop >/dev/null 2>&1; "
     "rm -rf /etc/saveos /opt/saveos /var/lib/saveos /var/log/saveos /usr/local/bin/saveos-agent"
 )
-BIN = str(Path(sys.executable).parent)
 RECAP_COLUMNS = ("host", "ok", "changed", "failed", "unreachable", "skipped", "ignored")
 
 
-def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
-    env.update(
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"
+def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    # COLUMNS: the CLI's recap table must not wrap
+    return ansible_env(
+        {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "COLUMNS": "200", **(extra or {})}
     )
-    env["COLUMNS"] = "200"  # the CLI's recap table must not wrap
-    env.update(extra or {})
-    return env
 
 
 def loadavg() -> str:
@@ -68,16 +66,7 @@ def loadavg() -> str:
 
 def timed(argv: list[str], env: dict[str, str], what: str) -> tuple[float, str]:
     start = time.perf_counter()
-    result = subprocess.run(
-        argv,
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    result = run(argv, cwd=REPO, env=env, timeout=1800)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(
@@ -135,7 +124,7 @@ def run_size(count: int, repeat: int, cold_repeat: int, net: str, scratch: Path)
         ping_argv = ["ansible", "all", "-i", str(inventory), "-m", "ping"]
         deploy_argv = [sys.executable, "-m", "saveos_cli.app", "deploy"]
         deploy_argv += ["--inventory", str(inventory)]
-        plain = ansible_env()
+        plain = bench_env()
         timed(ping_argv, plain, "ansible ping (warm-up)")
         pings = []
         for rep in range(cold_repeat):
@@ -144,7 +133,7 @@ def run_size(count: int, repeat: int, cold_repeat: int, net: str, scratch: Path)
                 timed(wipe, plain, "wipe the hosts")
             data_dir = scratch / f"data-{count}-{rep}"
             with scratch_pg() as url, Api(url, data_dir) as api:
-                saveos = ansible_env(
+                saveos = bench_env(
                     {
                         "SAVEOS_API_URL": api.url,
                         "SAVEOS_ADMIN_TOKEN": api.admin_token,

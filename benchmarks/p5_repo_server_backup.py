@@ -42,6 +42,9 @@ from p2_agent_backup import (  # noqa: E402
 )
 
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "tests"))
+from ansible_support import playbook  # noqa: E402
+
 from saveos_lab.lab import Lab  # noqa: E402
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P5_DIR", "/var/tmp/saveos-bench-p5"))
@@ -148,11 +151,7 @@ def repo_server(net: str, port: int, lab_dir: Path) -> Lab:
     """repo1 in a lab of its own, set up by the saveos_repo_server role (deploy.yml's 1st play)."""
     lab = Lab(lab_dir, net=net, port=port)
     inventory = lab.up(1, repo_servers=1)
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-         "playbooks/deploy.yml", "--limit", "repo1"],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )  # fmt: skip
+    done = playbook(inventory, "playbooks/deploy.yml", "--limit", "repo1", cwd=REPO, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"deploying repo1 failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
     key = lab.ssh("repo1", "cat /run/saveos-lab/ssh_host_ed25519_key.pub").stdout.split()[:2]

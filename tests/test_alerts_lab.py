@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,8 @@ import httpx
 import pytest
 import yaml
 from alert_support import Mailbox, Webhook, wait_for
-from conftest import REPO_ROOT, free_port, lab_net, require_root
+from ansible_support import ansible_env, playbook
+from conftest import free_port, lab_net, require_root
 from test_alerts import FAST, Workers
 
 from saveos_lab.lab import Lab
@@ -35,15 +34,13 @@ class Site:
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-            SAVEOS_API_URL=self.api.url,
-            SAVEOS_ADMIN_TOKEN=self.api.admin_token,
-            SAVEOS_ESCROW_DIR=str(self.work / "escrow"),
-            ANSIBLE_NOCOLOR="1",
+        return ansible_env(
+            {
+                "SAVEOS_API_URL": self.api.url,
+                "SAVEOS_ADMIN_TOKEN": self.api.admin_token,
+                "SAVEOS_ESCROW_DIR": str(self.work / "escrow"),
+            }
         )
-        return env
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.api.url, headers=self.api.admin_headers(), timeout=10)
@@ -72,11 +69,7 @@ def site(tmp_path_factory):
             "saveos_agent_heartbeat_interval_s": HEARTBEAT_S,
         }
         site.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
-        deployed = subprocess.run(
-            ["ansible-playbook", "-i", str(site.inventory), "playbooks/deploy.yml"],
-            cwd=REPO_ROOT, env=site.env,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        deployed = playbook(site.inventory, "playbooks/deploy.yml", env=site.env)
         assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-2000:]
         backup = site.lab.ssh(HOST, "/usr/local/bin/saveos-agent --json backup", timeout=300)
         assert backup.returncode == 0, backup.stdout + backup.stderr

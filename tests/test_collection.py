@@ -13,12 +13,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import ansible_support
 import pytest
+from ansible_support import BIN, ansible_env, explain
 from conftest import REPO_ROOT
 
 BUILD = REPO_ROOT / "collections" / "build.py"
-VENV_BIN = Path("/work/venv/bin")
-BIN = VENV_BIN if VENV_BIN.is_dir() else Path(sys.executable).parent
 USES_FQCN = """\
 - name: Deploy through the collection
   hosts: all
@@ -29,18 +29,13 @@ USES_FQCN = """\
 
 
 def run(argv: list[str], cwd: Path, collections: Path | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(collections) if collections else str(cwd / "none")
-    env["ANSIBLE_LOCAL_TEMP"] = str(cwd / "ansible-tmp")
-    env["ANSIBLE_NOCOLOR"] = "1"
-    return subprocess.run(
-        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
-    )
-
-
-def explain(result: subprocess.CompletedProcess) -> str:
-    return f"rc={result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    """`argv` with none of our ANSIBLE_* settings: roles only from `collections` (or none)."""
+    own = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    settings = {
+        "ANSIBLE_COLLECTIONS_PATH": str(collections) if collections else str(cwd / "none"),
+        "ANSIBLE_LOCAL_TEMP": str(cwd / "ansible-tmp"),
+    }
+    return ansible_support.run(argv, cwd=cwd, env=ansible_env(settings, base=own), timeout=60)
 
 
 @pytest.fixture(scope="module")

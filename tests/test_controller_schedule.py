@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ansible_support
 import pytest
 from conftest import REPO_ROOT
 
@@ -28,14 +29,13 @@ SCHEDULES = {
 def _play(tmp_path: Path, role: str, *extra: str) -> subprocess.CompletedProcess:
     playbook, cron_file, _, _ = SCHEDULES[role]
     prefix = f"saveos_{role}_schedule"
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
-         str(REPO_ROOT / "playbooks" / playbook),
-         "-e", "ansible_service_mgr=cron", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-e", f"{prefix}_cron_file={tmp_path / cron_file}",
-         "-e", f"{prefix}_data_dir={tmp_path / 'data'}",
-         "-e", f"{prefix}_inventory={tmp_path / 'inventory.yml'}", *extra],
-        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    return ansible_support.playbook(
+        "localhost,", REPO_ROOT / "playbooks" / playbook,
+        "-e", "ansible_service_mgr=cron", "-e", f"ansible_python_interpreter={sys.executable}",
+        "-e", f"{prefix}_cron_file={tmp_path / cron_file}",
+        "-e", f"{prefix}_data_dir={tmp_path / 'data'}",
+        "-e", f"{prefix}_inventory={tmp_path / 'inventory.yml'}", *extra,
+        timeout=300,
     )  # fmt: skip
 
 

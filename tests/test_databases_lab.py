@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_support import ansible_env, explain, playbook
 from conftest import REPO_ROOT, ApiServer, lab_net, require_root
 from db_support import MariaDB, Postgres, PrivateCluster
-from test_role import ansible_env, explain, playbook
 
 from saveos_lab.lab import Lab
 
@@ -92,7 +92,7 @@ class DbLab:
         self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
     def deploy(self, *args: str) -> None:
-        result = playbook("deploy.yml", self.inventory, self.env, *args)
+        result = playbook(self.inventory, "playbooks/deploy.yml", *args, env=self.env)
         self.outputs.append(result.stdout + result.stderr)
         assert result.returncode == 0, explain(result)
 

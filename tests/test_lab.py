@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_support import ansible
 from conftest import REPO_ROOT, free_port, lab_net, require_root
 
 from saveos_cli.errors import SaveOSError
 from saveos_lab import lab as lab_module
 from saveos_lab.lab import Lab
-
-ANSIBLE = Path(sys.executable).parent / "ansible"
 
 
 def cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):
@@ -73,14 +72,7 @@ def running(pid: int) -> bool:
 
 @pytest.mark.lab
 def test_ansible_ping_reaches_every_host_over_ssh(lab3):
-    result = subprocess.run(
-        [str(ANSIBLE), "-i", str(lab3.inventory_path), "all", "-m", "ping"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-    )
+    result = ansible("ansible", "-i", str(lab3.inventory_path), "all", "-m", "ping", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("lab1", "lab2", "lab3"):
         assert f"{name} | SUCCESS" in result.stdout

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 import yaml
+from ansible_support import ansible_env, explain, playbook
 from conftest import REPO_ROOT
 from offsite_support import REGION, MotoS3
-from test_role import ansible_env, explain, playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 
@@ -81,7 +81,7 @@ def test_offsite_sync_escrow_and_recover_onto_another_host(lab3, api_server_pg, 
     originals = _sha256sums(lab3, "lab1", "/")
     assert len(originals) == 3
 
-    deploy = playbook("deploy.yml", inv, env, "--limit", "lab1,lab2")
+    deploy = playbook(inv, "playbooks/deploy.yml", "--limit", "lab1,lab2", env=env)
     assert deploy.returncode == 0, explain(deploy)
     # the wheels came from the controller's wheelhouse; boto3 lives in the venv only
     assert list((data_dir / "wheelhouse").glob("boto3-*.whl"))
@@ -93,7 +93,7 @@ def test_offsite_sync_escrow_and_recover_onto_another_host(lab3, api_server_pg, 
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split() == ["600", "600"]
 
-    backup = playbook("backup.yml", inv, env, "--limit", "lab1")
+    backup = playbook(inv, "playbooks/backup.yml", "--limit", "lab1", env=env)
     assert backup.returncode == 0, explain(backup)
     objects = s3.objects("fleet/lab1/")
     assert any(k.startswith("fleet/lab1/data/") for k in objects), objects

@@ -19,13 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from ansible_support import ansible_env, explain, playbook, recap
 from conftest import REPO_ROOT, free_port, lab_net
 
 ROLE = REPO_ROOT / "roles" / "saveos_agent"
-VENV_BIN = Path("/work/venv/bin")
-RECAP = re.compile(
-    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
-)
 UNITS = [
     "saveos-agent-heartbeat.service",
     "saveos-agent-heartbeat.timer",
@@ -37,41 +34,6 @@ UNITS = [
     "saveos-agent-drill.service",
     "saveos-agent-drill.timer",
 ]
-
-
-def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    bin_dir = str(VENV_BIN) if VENV_BIN.is_dir() else str(Path(shutil.which("python3")).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    env["ANSIBLE_NOCOLOR"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def playbook(
-    name: str, inventory: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), f"playbooks/{name}", *args],
-        cwd=REPO_ROOT, env=env,
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-
-
-def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
-    rows = {}
-    for host, ok, changed, unreachable, failed in RECAP.findall(result.stdout):
-        rows[host] = {
-            "ok": int(ok), "changed": int(changed),
-            "unreachable": int(unreachable), "failed": int(failed),
-        }  # fmt: skip
-    assert rows, "no PLAY RECAP in the output:\n" + result.stdout[-3000:] + result.stderr[-3000:]
-    return rows
-
-
-def explain(result: subprocess.CompletedProcess) -> str:
-    return f"rc={result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
 
 
 # -- systemd units -------------------------------------------------------------------------------
@@ -105,11 +67,7 @@ def render_units(tmp_path: Path, hosts: dict[str, dict]) -> Path:
     )
     play = tmp_path / "render.yml"
     play.write_text(RENDER_PLAY.format(role=ROLE))
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(play), "-e", f"out={out}"],
-        cwd=REPO_ROOT, env=ansible_env(),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = playbook(inventory, play, "-e", f"out={out}", timeout=120)
     assert result.returncode == 0, explain(result)
     return out
 
@@ -236,11 +194,7 @@ def test_credentials_files_hold_each_password_exactly(tmp_path):
     play = tmp_path / "credentials.yml"
     play.write_text(CREDENTIALS_PLAY.format(role=ROLE))
     passwords = {f"T22_PW{i}": pw for i, pw in enumerate(AWKWARD_PASSWORDS)}
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(play)],
-        cwd=REPO_ROOT, env=ansible_env(passwords),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = playbook(inventory, play, env=ansible_env(passwords), timeout=120)
     assert result.returncode == 0, explain(result)
     assert secrets_in(result.stdout + result.stderr, passwords) == []
     for i, password in enumerate(AWKWARD_PASSWORDS):
@@ -306,7 +260,7 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
     outputs: list[str] = []
 
     def run(name: str, inv: Path, *args: str) -> subprocess.CompletedProcess:
-        result = playbook(name, inv, env, *args)
+        result = playbook(inv, f"playbooks/{name}", *args, env=env, timeout=600)
         outputs.append(result.stdout + result.stderr)
         return result
 
@@ -530,9 +484,8 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
     assert all(a["decommissioned_at"] for a in listed), listed
 
     # Provisioning with a wrong admin token fails with a clear message, and writes no token.
-    refused = playbook(
-        "deploy.yml", inventory, {**env, "SAVEOS_ADMIN_TOKEN": "adm_wrong"}, "--limit", "lab1"
-    )
+    wrong = {**env, "SAVEOS_ADMIN_TOKEN": "adm_wrong"}
+    refused = playbook(inventory, "playbooks/deploy.yml", "--limit", "lab1", env=wrong)
     outputs.append(refused.stdout + refused.stderr)
     assert refused.returncode == 2, explain(refused)
     assert "refused to provision lab1: HTTP 401" in refused.stdout, explain(refused)
@@ -577,11 +530,9 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
 
 def test_playbooks_find_the_role_from_anywhere(tmp_path):
     """`ansible-playbook /path/playbooks/deploy.yml` parses from another cwd (playbooks/roles)."""
-    result = subprocess.run(
-        ["ansible-playbook", "--syntax-check", "-i", "localhost,",
-         str(REPO_ROOT / "playbooks/site.yml"), str(REPO_ROOT / "playbooks/uninstall.yml")],
-        cwd=tmp_path, env=ansible_env(),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    result = playbook(
+        "localhost,", REPO_ROOT / "playbooks/site.yml", REPO_ROOT / "playbooks/uninstall.yml",
+        "--syntax-check", cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     bad = textwrap.dedent("""\
@@ -590,9 +541,7 @@ def test_playbooks_find_the_role_from_anywhere(tmp_path):
           roles: [saveos_agent_missing]
         """)
     (tmp_path / "bad.yml").write_text(bad)
-    result = subprocess.run(
-        ["ansible-playbook", "--syntax-check", "-i", "localhost,", str(tmp_path / "bad.yml")],
-        cwd=tmp_path, env=ansible_env(),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = playbook(
+        "localhost,", tmp_path / "bad.yml", "--syntax-check", cwd=tmp_path, timeout=120
+    )
     assert result.returncode != 0

@@ -5,12 +5,11 @@ never disagree. Run here through ansible itself, as the role runs it."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import saveos_rules
+from ansible_support import ansible, ansible_env
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "saveos_agent"
@@ -27,31 +26,17 @@ def _escrow_state(tmp_path: Path, settings: dict) -> dict:
             for host, s in settings.items()
         ],
     }
-    env = dict(
-        os.environ,
-        ANSIBLE_LIBRARY=str(ROLE / "library"),
-        ANSIBLE_MODULE_UTILS=str(ROLE / "module_utils"),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+    env = ansible_env(
+        {
+            "ANSIBLE_LIBRARY": str(ROLE / "library"),
+            "ANSIBLE_MODULE_UTILS": str(ROLE / "module_utils"),
+            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        }
     )
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-c",
-            "local",
-            "-i",
-            "localhost,",
-            "-m",
-            "saveos_escrow_state",
-            "-a",
-            json.dumps(args),
-        ],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    proc = ansible(
+        "ansible", "localhost", "-c", "local", "-i", "localhost,",
+        "-m", "saveos_escrow_state", "-a", json.dumps(args), env=env, cwd=tmp_path,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # "localhost | SUCCESS => {...}"
     return json.loads(proc.stdout.split("=>", 1)[1])["hosts"]

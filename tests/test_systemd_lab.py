@@ -33,6 +33,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
+from ansible_support import ansible, ansible_env, playbook
 from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
 from throttle_support import BorgThrottle, pid_namespace
 
@@ -48,7 +49,6 @@ HB = 5  # heartbeat interval: silent after 15 s
 # What a 2-core CI machine under load adds to a wait: a deadline, never a sleep.
 LOADED_S = 60
 SOURCE = "/srv/data"
-VENV_BIN = Path(sys.executable).parent
 TIMERS = (
     "saveos-agent-heartbeat.timer",
     "saveos-agent-backup.timer",
@@ -74,18 +74,16 @@ class Env:
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-            SAVEOS_API_URL=self.api.url,
-            SAVEOS_ADMIN_TOKEN=self.api.admin_token,
-            SAVEOS_DATA_DIR=str(self.data),
-            SAVEOS_ESCROW_DIR=str(self.escrow),
-            ANSIBLE_NOCOLOR="1",
-            NO_COLOR="1",
-            COLUMNS="250",
+        return ansible_env(
+            {
+                "SAVEOS_API_URL": self.api.url,
+                "SAVEOS_ADMIN_TOKEN": self.api.admin_token,
+                "SAVEOS_DATA_DIR": str(self.data),
+                "SAVEOS_ESCROW_DIR": str(self.escrow),
+                "NO_COLOR": "1",
+                "COLUMNS": "250",
+            }
         )
-        return env
 
     def sh(self, host: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return self.lab.ssh(host, command, timeout=timeout)
@@ -102,11 +100,7 @@ class Env:
         )  # fmt: skip
 
     def playbook(self, name: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["ansible-playbook", "-i", str(self.inventory), f"playbooks/{name}", *args],
-            cwd=REPO_ROOT, env=self.env,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+        return playbook(self.inventory, f"playbooks/{name}", *args, env=self.env, timeout=900)
 
     def sql(self, query: str, **params):
         with self.engine.connect() as conn:
@@ -139,11 +133,9 @@ def _install_the_collection(env: Env) -> Path:
         capture_output=True, text=True, cwd=env.work, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
-    install = subprocess.run(
-        [str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--offline",
-         "-p", str(collections), build.stdout.strip()],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=env.work, check=False,
-        env=env.env,
+    install = ansible(
+        "ansible-galaxy", "collection", "install", "--offline",
+        "-p", str(collections), build.stdout.strip(), cwd=env.work, env=env.env,
     )  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr
     return collections
@@ -650,11 +642,7 @@ def test_the_escrow_schedule_proves_every_hosts_escrow(env):
     )  # fmt: skip
 
     def schedules(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["ansible-playbook", "-i", str(env.inventory), str(play), *schedule_vars, *extra],
-            cwd=REPO_ROOT, env=env.env,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        return playbook(env.inventory, play, *schedule_vars, *extra, env=env.env)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         timers = pool.submit(schedules)  # the timers on lab2 meanwhile: another host

@@ -22,6 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
+from ansible_support import ansible_env, playbook
 from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
 from db_support import MariaDB
 
@@ -130,7 +131,6 @@ SOURCES = "/srv/accept"
 # machine must never replace each other's user and password.
 DB_HOST = "lab2"
 DB_PASSWORD_ENV = "SAVEOS_TEST_R7_DB_PASSWORD"
-VENV_BIN = Path(sys.executable).parent
 
 
 class CmdlineWatcher:
@@ -184,22 +184,19 @@ class Fleet:
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-            SAVEOS_API_URL=self.api.url,
-            # The lab path is HTTPS with the fleet's own CA: the role copies it to every host.
-            SAVEOS_CA_FILE=str(self.api.server.ca_file),
-            SAVEOS_ADMIN_TOKEN=self.api.server.admin_token,
-            SAVEOS_DATA_DIR=str(self.work / "data"),
-            SAVEOS_ESCROW_DIR=str(self.escrow),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            NO_COLOR="1",
-            COLUMNS="200",
+        return ansible_env(
+            {
+                "SAVEOS_API_URL": self.api.url,
+                # The lab path is HTTPS with the fleet's own CA: the role copies it to every host.
+                "SAVEOS_CA_FILE": str(self.api.server.ca_file),
+                "SAVEOS_ADMIN_TOKEN": self.api.server.admin_token,
+                "SAVEOS_DATA_DIR": str(self.work / "data"),
+                "SAVEOS_ESCROW_DIR": str(self.escrow),
+                "NO_COLOR": "1",
+                "COLUMNS": "200",
+                DB_PASSWORD_ENV: self.db_password,  # the role reads it from the environment
+            }
         )
-        env[DB_PASSWORD_ENV] = self.db_password  # the role reads it from the environment
-        return env
 
     def write_inventory(self, path: Path | None = None, extra_host: dict | None = None) -> Path:
         inventory = yaml.safe_load(self.lab.inventory_path.read_text())
@@ -220,11 +217,7 @@ class Fleet:
         return path
 
     def playbook(self, name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            ["ansible-playbook", "-i", str(self.inventory), f"playbooks/{name}", *args],
-            cwd=REPO_ROOT, env=self.env,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+        result = playbook(self.inventory, f"playbooks/{name}", *args, env=self.env, timeout=timeout)
         self.outputs.append(result.stdout + result.stderr)
         return result
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT
+from ansible_support import playbook
 from tls_support import Recorder, make_ca
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg]
@@ -139,10 +139,8 @@ def test_r11_plain_http_off_loopback_is_refused_before_anything_is_sent(fleet, f
 
 def _deploy(fleet, **env) -> subprocess.CompletedProcess:
     full = dict(fleet.env, **env)
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(fleet.inventory), "playbooks/deploy.yml", "--limit", "lab1"],
-        cwd=REPO_ROOT, env=full,
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    result = playbook(
+        fleet.inventory, "playbooks/deploy.yml", "--limit", "lab1", env=full, timeout=900
+    )
     fleet.outputs.append(result.stdout + result.stderr)
     return result

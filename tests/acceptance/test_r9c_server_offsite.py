@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from ansible_support import playbook
 from conftest import REPO_ROOT
 from offsite_support import REGION, MotoS3
 from saveos_offsite import replicate
@@ -70,11 +71,7 @@ def _credentials(fleet) -> Path:
 
 
 def _playbook(fleet, inventory: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), "playbooks/deploy.yml", *args],
-        cwd=REPO_ROOT, env=fleet.env,
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    result = playbook(inventory, "playbooks/deploy.yml", *args, env=fleet.env, timeout=900)
     fleet.outputs.append(result.stdout + result.stderr)
     return result
 

@@ -13,20 +13,13 @@ import re
 import httpx
 import pytest
 import yaml
+from ansible_support import recap
 
 from saveos_lab import repo_servers as lab_repo
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 SOURCES = "/srv/accept"
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP counts per host from ansible-playbook's output."""
-    found = {}
-    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.MULTILINE):
-        found[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
-    return found
 
 
 def status_of(fleet) -> dict[str, dict]:
@@ -42,11 +35,11 @@ def test_deploy_registers_append_only_keys_pins_the_server_and_is_idempotent(rep
     fleet = repo_fleet
     again = fleet.playbook("deploy.yml")
     assert again.returncode == 0, again.stdout[-3000:]
-    counts = recap(again.stdout)
+    counts = recap(again)
     assert set(counts) == {*fleet.hosts, fleet.server}
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
     checked = fleet.playbook("deploy.yml", "--check")
-    assert all(c["changed"] == 0 for c in recap(checked.stdout).values()), checked.stdout[-3000:]
+    assert all(c["changed"] == 0 for c in recap(checked).values()), checked.stdout[-3000:]
 
     keys = fleet.sh(fleet.server, "cat /var/lib/saveos-repo/.ssh/authorized_keys").stdout
     server_key = fleet.sh(fleet.server, f"cat {lab_repo.HOST_KEY_FILE}").stdout.split()[:2]
