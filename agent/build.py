@@ -18,6 +18,8 @@ import os
 import sys
 import zipfile
 
+from saveos_rules import write_atomically  # beside this file: the script's own directory
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # saveos_offsite rides along: the offsite virtualenv runs it with the zipapp on PYTHONPATH;
 # saveos_rules are the rules the agent shares with the API, the CLI and the role
@@ -71,11 +73,7 @@ def build(out: str) -> str:
                 return out
     except OSError:
         pass
-    tmp = out + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-    os.chmod(tmp, 0o755)  # noqa: S103 - an executable everyone may run
-    os.replace(tmp, out)
+    write_atomically(out, payload, 0o755)  # an executable everyone may run
     return out
 
 

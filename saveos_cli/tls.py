@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from saveos_rules import write_atomically
 
 from saveos_cli.errors import SaveOSError
 
@@ -89,12 +90,7 @@ def _dns_label(part: str) -> bool:
 
 def _write(path: Path, data: bytes, private: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as _:
-        pass
-    os.chmod(tmp, 0o600 if private else 0o644)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomically(str(path), data, 0o600 if private else 0o644)
 
 
 def _key():

@@ -15,6 +15,8 @@ import os
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
+from saveos_rules import write_atomically
+
 from saveos_agent import locks
 
 MAX_REPORTED = 16  # the API's limit on `running`
@@ -37,10 +39,7 @@ def running(cfg, kind: str, job_id: Optional[int] = None) -> Iterator[None]:
     marker: Dict[str, Any] = {"kind": kind, "started_at": _now(), "pid": os.getpid()}
     if job_id is not None:
         marker["job_id"] = int(job_id)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(marker, fh)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(marker).encode(), 0o644)
     try:
         yield
     finally:

@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Optional
 
+from saveos_rules import write_atomically
+
 from saveos_agent import execute, locks
 from saveos_agent.actions import backup, heartbeat, jobs, offsite
 from saveos_agent.clock import parse_epoch
@@ -73,10 +75,7 @@ class Pidfile:
         if other and other != os.getpid() and locks.pid_alive(other):
             raise AgentError(f"another agent daemon runs with pid {other} ({self.path})")
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        os.replace(tmp, self.path)
+        write_atomically(self.path, f"{os.getpid()}\n".encode(), 0o644)
         return self
 
     def __exit__(self, *exc) -> None:

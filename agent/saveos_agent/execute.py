@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from saveos_rules import write_atomically
+
 from saveos_agent import borg_commands as bc
 from saveos_agent import logsetup
 from saveos_agent.errors import AgentError
@@ -371,10 +373,8 @@ def borg_version(borg: str = "borg", cache_dir: Optional[str] = None) -> Optiona
     if cache and identity and version:
         # Best effort: a read-only state dir only costs the next heartbeat another borg start.
         with contextlib.suppress(OSError):
-            tmp = f"{cache}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"binary": identity, "version": version}, fh)
-            os.replace(tmp, cache)
+            cached = {"binary": identity, "version": version}
+            write_atomically(cache, json.dumps(cached).encode(), 0o644)
     return version
 
 

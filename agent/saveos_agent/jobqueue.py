@@ -21,6 +21,8 @@ import os
 import subprocess
 from typing import Any, Callable, Dict, List
 
+from saveos_rules import write_atomically
+
 log = logging.getLogger("saveos_agent.jobqueue")
 
 JOBS_UNIT = "saveos-agent-jobs.service"
@@ -35,12 +37,7 @@ def add(cfg, jobs: List[Dict[str, Any]]) -> None:
     os.makedirs(_dir(cfg), mode=0o700, exist_ok=True)
     for job in jobs:
         path = os.path.join(_dir(cfg), f"{int(job['id']):020d}.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(job, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(job).encode(), 0o644)
 
 
 def pending(cfg) -> List[str]:

@@ -9,6 +9,8 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
+from saveos_rules import write_atomically
+
 from saveos_agent.api_client import ApiClient, ApiUnavailable
 
 log = logging.getLogger("saveos_agent.spool")
@@ -84,15 +86,8 @@ class Spool:
         self._enforce_bound()
         name = f"{time.time_ns():020d}-{body['report_id']}.json"
         final = os.path.join(self.directory, name)
-        tmp = os.path.join(self.directory, "." + name + ".tmp")
         record = {"kind": kind, "path": path, "body": body, "spooled_at": time.time()}
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, json.dumps(record, sort_keys=True).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+        write_atomically(final, json.dumps(record, sort_keys=True).encode(), 0o600)
         _fsync_dir(self.directory)
         return final
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Any, Dict
+
+from saveos_rules import write_atomically
 
 from saveos_agent.config import Config
 
@@ -30,12 +31,8 @@ def save_state(cfg: Config, **updates: Any) -> None:
     with _locked(cfg):
         state = load_state(cfg)
         state.update(updates)
-        tmp = f"{_state_path(cfg)}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, _state_path(cfg))
+        data = json.dumps(state, indent=2, sort_keys=True).encode()
+        write_atomically(_state_path(cfg), data, 0o644)
 
 
 class _locked:

@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from saveos_agent import locks
-from saveos_rules import iso, utcnow
+from saveos_rules import iso, utcnow, write_atomically
 
 from saveos_offsite.settings import OffsiteError, Settings, read_credentials
 
@@ -95,13 +95,7 @@ def load_manifest(settings: Settings) -> Dict[str, Any]:
 def save_manifest(settings: Settings, manifest: Dict[str, Any]) -> None:
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     path = manifest_path(settings)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(manifest, sort_keys=True).encode(), 0o600)
 
 
 # ---- S3 --------------------------------------------------------------------------------------
