@@ -22,12 +22,15 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loadgen import _request, exchange, fan_out
+
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
+from report_support import snapshot_report  # noqa: E402
 
 HEARTBEAT_PATH = "/api/v1/agents/heartbeat"
 HEARTBEAT = b'{"agent_version": "0.1.0", "borg_version": "1.2.4", "os": "Debian 12"}'
@@ -36,27 +39,7 @@ KINDS = ("heartbeat", "report")
 
 def snapshot_body() -> str:
     """A snapshot report for --report-body: every @ID@ becomes a new id per request."""
-    finished = datetime.now(UTC)
-
-    def iso(at: datetime) -> str:
-        return at.isoformat().replace("+00:00", "Z")
-
-    return json.dumps(
-        {
-            "report_id": "@ID@",
-            "repo": "/var/lib/saveos/repo",
-            "archive": "fleet-@ID@",
-            "started_at": iso(finished - timedelta(seconds=30)),
-            "finished_at": iso(finished),
-            "duration_s": 30.0,
-            "nfiles": 10,
-            "original_size": 1000,
-            "compressed_size": 600,
-            "deduplicated_size": 100,
-            "exit_status": "ok",
-            "rc": 0,
-        }
-    )
+    return json.dumps(snapshot_report(report_id="@ID@", archive="fleet-@ID@"))
 
 
 def provision(url: str, admin_headers: dict, agents: int, path: Path, verify=True) -> None:
@@ -92,8 +75,6 @@ def stored(db_url: str) -> dict[str, int]:
 
 def command(url: str, tokens: Path, args, baseline: str | None = None) -> list[str]:
     """The generator's command line (benchmarks/r8_fleet.py and the R8 test run it)."""
-    import sys
-
     cmd = [sys.executable, str(Path(__file__).resolve()), "--url", url, "--tokens", str(tokens)]
     for name in ("duration", "warmup", "beat_every", "reports_per_s", "connections", "procs"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]

@@ -1,11 +1,9 @@
-"""Helpers for the API tests: an in-process app on a real database, plus report builders."""
+"""Helpers for the API tests: an in-process app on a real database (reports: report_support)."""
 
 from __future__ import annotations
 
 import secrets
-import uuid
 import warnings
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 with warnings.catch_warnings():
@@ -51,62 +49,3 @@ class Api:
 
         with self.app.state.db.engine.connect() as conn:
             return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def report_id() -> str:
-    return uuid.uuid4().hex
-
-
-def snapshot_report(finished: datetime | None = None, status: str = "ok", **extra) -> dict:
-    finished = finished or datetime.now(UTC)
-    body = {
-        "report_id": report_id(),
-        "repo": "/var/lib/saveos/repo",
-        "archive": f"host-{finished:%Y%m%dT%H%M%S}",
-        "started_at": iso(finished - timedelta(seconds=30)),
-        "finished_at": iso(finished),
-        "duration_s": 30.0,
-        "nfiles": 10,
-        "original_size": 1000,
-        "compressed_size": 600,
-        "deduplicated_size": 100,
-        "exit_status": status,
-        "rc": {"ok": 0, "warning": 1, "error": 2}[status],
-    }
-    body.update(extra)
-    return body
-
-
-def check_report(finished: datetime | None = None, result: str = "ok", **extra) -> dict:
-    finished = finished or datetime.now(UTC)
-    body = {
-        "report_id": report_id(),
-        "repo": "/var/lib/saveos/repo",
-        "started_at": iso(finished - timedelta(seconds=5)),
-        "finished_at": iso(finished),
-        "verify_data": False,
-        "result": result,
-        "rc": 0 if result == "ok" else 2,
-    }
-    body.update(extra)
-    return body
-
-
-def drill_report(finished: datetime | None = None, result: str = "pass", **extra) -> dict:
-    finished = finished or datetime.now(UTC)
-    body = {
-        "report_id": report_id(),
-        "archive": "host-1",
-        "started_at": iso(finished - timedelta(seconds=5)),
-        "finished_at": iso(finished),
-        "files_checked": 5,
-        "files_matched": 5 if result == "pass" else 4,
-        "files_mismatched": 0 if result == "pass" else 1,
-        "result": result,
-    }
-    body.update(extra)
-    return body

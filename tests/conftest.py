@@ -51,24 +51,19 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'saveos.db'}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def api(request, tmp_path):
+@pytest.fixture
+def api(db_url, tmp_path):
     """The API in process (tests/api_support.Api), once on SQLite and once on PostgreSQL."""
     from api_support import Api
 
-    url = (
-        f"sqlite:///{tmp_path / 'saveos.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    api = Api(url, tmp_path / "data")
+    api = Api(db_url, tmp_path / "data")
     yield api
     api.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def db_url(request, tmp_path):
-    """Run a test once on SQLite and once on PostgreSQL."""
+    """Run a test once on SQLite and once on PostgreSQL (marked `pg`: `-m "not pg"` skips it)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'saveos.db'}"
     else:
@@ -183,6 +178,24 @@ class ApiServer:
 
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+@pytest.fixture(scope="session")
+def agent_pyz(tmp_path_factory):
+    """The agent zipapp as hosts receive it, built once per session."""
+    from agent_support import build_pyz
+
+    return build_pyz(tmp_path_factory)
+
+
+@pytest.fixture
+def s3(tmp_path):
+    """moto's S3 on loopback, for one test."""
+    from offsite_support import MotoS3
+
+    server = MotoS3(tmp_path / "moto").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -9,15 +9,10 @@ import time
 
 import httpx
 import pytest
-from agent_support import AgentHost, build_pyz, make_tree, write_private
+from agent_support import AgentHost, make_tree, write_private
 from conftest import ApiServer, free_port
 
 pytestmark = pytest.mark.borg
-
-
-@pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory):
-    return build_pyz(tmp_path_factory)
 
 
 def _provision(server: ApiServer, name: str) -> tuple[int, str]:

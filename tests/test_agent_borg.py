@@ -12,13 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_support import AgentHost, build_pyz, make_tree, tree_sha256
-
-
-@pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory):
-    return build_pyz(tmp_path_factory)
-
+from agent_support import AgentHost, make_tree, tree_sha256
 
 pytestmark = pytest.mark.borg
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from agent_support import AgentHost, build_pyz, make_tree
+from agent_support import AgentHost, make_tree
 from saveos_agent import config
 from saveos_agent.actions import listing
 from saveos_agent.errors import AgentError
@@ -34,9 +34,8 @@ def test_paths_that_climb_out_or_are_malformed_are_refused(bad):
 
 
 @pytest.fixture(scope="module")
-def backed_up(tmp_path_factory):
-    pyz = build_pyz(tmp_path_factory)
-    h = AgentHost(tmp_path_factory.mktemp("listing"), pyz)
+def backed_up(tmp_path_factory, agent_pyz):
+    h = AgentHost(tmp_path_factory.mktemp("listing"), agent_pyz)
     make_tree(h.src)
     (h.src / "data" / "tab\tand\nnewline").write_text("odd name\n")
     h.init()
@@ -86,13 +85,12 @@ def test_list_folder_names_what_is_missing(backed_up, monkeypatch):
 
 
 @pytest.mark.borg
-def test_borg_create_progress_reaches_the_callback(tmp_path, monkeypatch):
+def test_borg_create_progress_reaches_the_callback(tmp_path, monkeypatch, agent_pyz):
     """Real borg with the agent's argv: --progress under --log-json gives archive_progress lines."""
     from saveos_agent import borg_commands as bc
     from saveos_agent import execute
 
-    pyz = build_pyz_once(tmp_path)
-    h = AgentHost(tmp_path / "host", pyz)
+    h = AgentHost(tmp_path / "host", agent_pyz)
     make_tree(h.src)
     h.init()
     monkeypatch.setenv("BORG_BASE_DIR", h.env["BORG_BASE_DIR"])
@@ -106,17 +104,6 @@ def test_borg_create_progress_reaches_the_callback(tmp_path, monkeypatch):
     assert result.status == "ok", result.error_message
     assert seen and all(e["type"] == "archive_progress" for e in seen)
     assert {"nfiles", "original_size", "deduplicated_size"} <= seen[0].keys()
-
-
-def build_pyz_once(tmp_path):
-    class _Factory:  # build_pyz wants a tmp_path_factory; one directory is enough here
-        @staticmethod
-        def mktemp(name):
-            path = tmp_path / name
-            path.mkdir()
-            return path
-
-    return build_pyz(_Factory)
 
 
 def test_a_list_job_opens_the_interactive_window(tmp_path):

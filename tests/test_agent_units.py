@@ -11,18 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_support import SYSTEM_PYTHON, build_pyz, write_private
+from agent_support import SYSTEM_PYTHON, write_private
 from saveos_agent import borg_commands as bc
 from saveos_agent import config as config_mod
 from saveos_agent import execute, locks, logsetup
 from saveos_agent.errors import AgentError
 from saveos_agent.spool import Spool
-
-
-@pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory):
-    return build_pyz(tmp_path_factory)
-
 
 # ---- argv builders ---------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from alert_support import Mailbox, Webhook, bulk_agents, wait_for
-from api_support import Api, snapshot_report
+from api_support import Api
 from conftest import ApiServer, free_port
+from report_support import snapshot_report
 
 from saveos_api.alerts.evaluator import Evaluator
 

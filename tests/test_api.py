@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from api_support import Api, check_report, drill_report, iso, report_id, snapshot_report
+from api_support import Api
 from prometheus_client.parser import text_string_to_metric_families
+from report_support import check_report, drill_report, iso, report_id, snapshot_report
 
 AGENT_ENDPOINTS = [
     ("GET", "/api/v1/agents/me", None),
@@ -20,21 +21,6 @@ AGENT_ENDPOINTS = [
     ("POST", "/api/v1/jobs/{job}/result", lambda: {"report_id": report_id(), "state": "succeeded"}),
 ]
 WRITTEN_TABLES = ("heartbeats", "snapshots", "check_results", "drill_results")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def db_url(request, tmp_path):
-    """conftest's db_url, with the PostgreSQL half marked `pg` so `-m "not pg"` skips it."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'saveos.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def api(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data")
-    yield api
-    api.close()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from api_support import Api, drill_report, snapshot_report
+from report_support import drill_report, snapshot_report
 
 DUMPS = [
     {"name": "app", "type": "postgresql", "format": "custom", "size": 123456, "status": "ok"},
@@ -11,13 +11,6 @@ DUMPS = [
     {"name": "shop", "type": "mariadb", "format": "sql", "size": 0, "status": "error",
      "message": "mariadb-dump: Got error: 1045: Access denied"},
 ]  # fmt: skip
-
-
-@pytest.fixture
-def api(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data")
-    yield api
-    api.close()
 
 
 def test_snapshot_and_drill_databases_round_trip(api):

@@ -2,16 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-from api_support import Api
-
-
-@pytest.fixture
-def api(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data")
-    yield api
-    api.close()
-
 
 def test_revocation_takes_effect_at_once(api):
     agent_id, headers = api.agent("lab1")

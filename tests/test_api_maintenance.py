@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_support import iso, snapshot_report
+from report_support import iso, snapshot_report
 
 from saveos_api.status import StatusInput, compute_status
 

@@ -6,28 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_support import iso, report_id, snapshot_report
+from report_support import iso, offsite_report, snapshot_report
 
 from saveos_api.status import StatusInput, compute_status
-
-
-def offsite_report(finished: datetime | None = None, result: str = "ok", **extra) -> dict:
-    finished = finished or datetime.now(UTC) - timedelta(seconds=5)
-    body = {
-        "report_id": report_id(),
-        "target": "s3://bucket/fleet/web1/",
-        "started_at": iso(finished - timedelta(seconds=3)),
-        "finished_at": iso(finished),
-        "duration_s": 3.0,
-        "objects": 12,
-        "objects_uploaded": 3,
-        "bytes_uploaded": 4096,
-        "objects_deleted": 1,
-        "result": result,
-        "message": "3 of 12 objects uploaded",
-    }
-    body.update(extra)
-    return body
 
 
 def test_offsite_report_replay_and_fleet_status(api):

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from api_support import iso, snapshot_report
 from conftest import REPO_ROOT, ApiServer
 from prometheus_client.parser import text_string_to_metric_families
+from report_support import iso, snapshot_report
 
 from saveos_api.settings import ConfigError, Settings
 

@@ -7,14 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from api_support import Api, snapshot_report
-
-
-@pytest.fixture
-def api(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data")
-    yield api
-    api.close()
+from api_support import Api
+from report_support import snapshot_report
 
 
 def bearer(token: str) -> dict[str, str]:

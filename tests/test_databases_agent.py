@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_support import AgentHost, build_pyz, write_private
+from agent_support import AgentHost, write_private
 from saveos_agent import databases as dbs
 from saveos_agent import dumps, hooks
 from saveos_agent.errors import AgentError
@@ -130,11 +130,6 @@ def test_hooks_validate_and_report_failure_and_timeout(tmp_path):
 
 
 # ---- SQLite through real borg ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def agent_pyz(tmp_path_factory):
-    return build_pyz(tmp_path_factory)
 
 
 def _sqlite(path: Path, rows: int = 300) -> str:

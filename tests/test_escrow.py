@@ -11,30 +11,16 @@ import sys
 import httpx
 import pytest
 import yaml
-from agent_support import REPO_ROOT, AgentHost, build_pyz, make_tree, write_private
+from agent_support import REPO_ROOT, AgentHost, make_tree, write_private
 from conftest import ApiServer
-from offsite_support import REGION, MotoS3, offsite_config
+from offsite_support import REGION, offsite_config
 
 pytestmark = pytest.mark.borg
 
 
-@pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory):
-    return build_pyz(tmp_path_factory)
-
-
 @pytest.fixture
-def s3(tmp_path):
-    server = MotoS3(tmp_path / "moto").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def api(tmp_path):
-    server = ApiServer(f"sqlite:///{tmp_path / 'api.db'}", tmp_path / "api").start()
-    yield server
-    server.stop()
+def api(api_server_sqlite):
+    return api_server_sqlite
 
 
 def _cli(api: ApiServer, escrow_dir, *args: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from api_support import Api, snapshot_report
+from report_support import snapshot_report
 
 BEAT = "/api/v1/agents/heartbeat"
 
@@ -73,13 +73,6 @@ CASES = {
     "decommissioned": (_decommission_only, 401),
     "admin token": (_admin, 403),
 }
-
-
-@pytest.fixture
-def api(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data")
-    yield api
-    api.close()
 
 
 @pytest.mark.parametrize("case", list(CASES))

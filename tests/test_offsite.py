@@ -12,25 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agent_support import AgentHost, build_pyz, make_tree, write_private
+from agent_support import AgentHost, make_tree, write_private
 from conftest import ApiServer, free_port
 from offsite_support import MotoS3, local_repo_files, offsite_config
 
 pytestmark = pytest.mark.borg
 
 PREFIX = "fleet/testhost/"
-
-
-@pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory):
-    return build_pyz(tmp_path_factory)
-
-
-@pytest.fixture
-def s3(tmp_path):
-    server = MotoS3(tmp_path / "moto").start()
-    yield server
-    server.stop()
 
 
 def _host(tmp_path: Path, pyz: Path, s3: MotoS3, **offsite_extra) -> AgentHost:

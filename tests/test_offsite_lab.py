@@ -13,7 +13,7 @@ import pytest
 import yaml
 from ansible_support import ansible_env, explain, playbook
 from conftest import REPO_ROOT
-from offsite_support import REGION, MotoS3
+from offsite_support import REGION
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 
@@ -22,13 +22,6 @@ FILES = {
     "srv/data/nested/deep/blob.txt": "x" * 100_000,
     "srv/data/grüße.txt": "unicode\n",
 }
-
-
-@pytest.fixture
-def s3(tmp_path):
-    server = MotoS3(tmp_path / "moto").start()
-    yield server
-    server.stop()
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from agent_support import AgentHost, build_pyz, make_tree, tree_sha256
+from agent_support import AgentHost, make_tree, tree_sha256
 from botocore.exceptions import ClientError
 from offsite_support import MotoS3, local_repo_files, offsite_config
 from saveos_offsite import replicate
@@ -24,11 +24,6 @@ pytestmark = pytest.mark.borg
 
 LOCKED = "saveos-locked"
 PREFIX = "fleet/testhost/"
-
-
-@pytest.fixture(scope="module")
-def agent_pyz(tmp_path_factory):
-    return build_pyz(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

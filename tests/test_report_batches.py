@@ -10,8 +10,9 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
-from api_support import Api, check_report, drill_report, snapshot_report
+from api_support import Api
 from fastapi import HTTPException
+from report_support import check_report, drill_report, snapshot_report
 
 from saveos_api.reports import CHECKS, DRILLS, OFFSITE, SNAPSHOTS
 from saveos_api.reports.kinds import Kind

@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_support import check_report, drill_report, iso, snapshot_report
 from prometheus_client.parser import text_string_to_metric_families
+from report_support import check_report, drill_report, iso, snapshot_report
 
 from saveos_api.status import Verification, assess, running_reasons
 

@@ -7,24 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
-from api_support import Api, check_report, snapshot_report
+from api_support import Api
+from report_support import check_report, snapshot_report
 from web_support import csrf_of, login
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'saveos.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def api(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data")
-    yield api
-    api.close()
 
 
 def _seed(api) -> dict[str, dict]:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from api_support import check_report, snapshot_report
 from browser_support import Shots, launch
+from report_support import check_report, snapshot_report
 
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import sqlalchemy as sa
-from api_support import report_id, snapshot_report
+from report_support import report_id, snapshot_report
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 DEBUG_PROFILE = "/var/tmp/saveos-r12-profile"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from api_support import snapshot_report
+from report_support import snapshot_report
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import schemathesis
-from api_support import snapshot_report
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from report_support import snapshot_report
 from schemathesis import GenerationMode, checks
 
 pytestmark = pytest.mark.pg

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from api_support import check_report, drill_report, report_id, snapshot_report
+from report_support import check_report, drill_report, report_id, snapshot_report
 
 pytestmark = pytest.mark.pg
 

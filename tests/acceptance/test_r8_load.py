@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from api_support import snapshot_report
 from conftest import REPO_ROOT
+from report_support import snapshot_report
 
 from acceptance.conftest import ApiOnPg
 
