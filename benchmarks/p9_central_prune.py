@@ -29,7 +29,7 @@ from p5_repo_server_backup import HELPER, repo_server  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "agent"))
-from saveos_cli import recovery  # noqa: E402
+from saveos_cli.inventory_hosts import Host  # noqa: E402
 from saveos_cli.retention import borg, maintain  # noqa: E402
 from saveos_cli.retention.servers import SshFiles  # noqa: E402
 
@@ -69,7 +69,7 @@ def main() -> int:
         admin_rsh = shlex.join(["ssh", "-i", str(admin_key), "-o", "IdentitiesOnly=yes",
                                 "-o", "BatchMode=yes", *base_ssh])  # fmt: skip
         prefix = f"ssh://saveos-repo@{server.address}:{server.port}"
-        root_host = recovery.Host(
+        root_host = Host(
             name="repo1", address=server.address, port=server.port, key_file=str(lab.key_path),
             ssh_args=["-o", f"UserKnownHostsFile={lab.known_hosts_path}"],
         )  # fmt: skip

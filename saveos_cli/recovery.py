@@ -5,8 +5,8 @@ controller talks to them with plain `ssh` using those vars. Secrets stay off eve
 borg reads the escrowed passphrase through BORG_PASSCOMMAND (a file path) on the controller, or
 through BORG_PASSPHRASE_FD=0 fed over the SSH session's stdin on a host.
 
-Longer than most modules on purpose: escrow verify and recover share the inventory, escrow
-and SSH plumbing above them; split them when a third flow needs it.
+Longer than most modules on purpose: escrow verify and recover share the escrow and SSH
+plumbing above them (the hosts themselves: inventory_hosts).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -28,17 +27,8 @@ from saveos_rules import iso, private_file_problem, utcnow
 
 from saveos_cli import config, repo_servers
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
-from saveos_cli.runner import ROLES_DIR
+from saveos_cli.inventory_hosts import Host, load_hosts
 
-# Where the role put things on a host: its own variables, rendered with the host's inventory
-# vars (the role is their one home; an inventory that overrides them is followed).
-ROLE_DIR = ROLES_DIR / "saveos_agent"
-LAYOUT = {
-    "repository": "saveos_agent_repository_url | default(saveos_agent_repository)",
-    "agent_pyz": "saveos_agent_pyz",
-    "offsite_python": "saveos_agent_offsite_venv ~ '/bin/python'",
-    "offsite_config": "saveos_agent_offsite_config_file",
-}
 # Borg may meet a repository it never saw (a fresh BORG_BASE_DIR, a copy in a new place).
 BORG_QUIET_ENV = {
     "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
@@ -46,109 +36,6 @@ BORG_QUIET_ENV = {
     "BORG_EXIT_CODES": "legacy",
 }
 q = shlex.quote
-
-
-# ---- inventory -------------------------------------------------------------------------------
-
-
-@dataclass
-class Host:
-    name: str
-    address: str
-    port: int = 22
-    user: str = "root"
-    key_file: str | None = None
-    ssh_args: list[str] = field(default_factory=list)
-    vars: dict[str, Any] = field(default_factory=dict)
-    layout: dict[str, str] = field(default_factory=dict)
-    # The inventory's groups (name -> host names, in inventory order), as Ansible's `groups`.
-    groups: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def repository(self) -> str:
-        return self.layout["repository"]
-
-    def ssh_base(self) -> list[str]:
-        argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-        if self.key_file:
-            argv += ["-i", self.key_file]
-        return argv + self.ssh_args
-
-    def ssh(
-        self, command: str, stdin: bytes | None = None, timeout: float = 3600
-    ) -> subprocess.CompletedProcess:
-        argv = [*self.ssh_base(), f"{self.user}@{self.address}", command]
-        try:
-            return subprocess.run(argv, input=stdin or b"", capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise SaveOSError(f"{self.name}: ssh command timed out after {timeout:.0f}s.") from exc
-
-
-def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
-    """The inventory's hosts (restricted by an Ansible pattern) with their merged vars."""
-    if not inventory.exists():
-        raise SaveOSError(f"inventory {inventory} does not exist.")
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.vars.manager import VariableManager
-
-    loader = DataLoader()
-    manager = InventoryManager(loader=loader, sources=[str(inventory)])
-    if limit:
-        manager.subset(limit)
-    variables = VariableManager(loader=loader, inventory=manager)
-    defaults, role_vars = (_role_file(loader, part) for part in ("defaults", "vars"))
-    hosts = []
-    for item in manager.get_hosts("all"):
-        hv = variables.get_vars(host=item)
-        common = str(hv.get("ansible_ssh_common_args") or "")
-        hosts.append(
-            Host(
-                name=item.name,
-                address=str(hv.get("ansible_host") or item.name),
-                port=int(hv.get("ansible_port") or 22),
-                user=str(hv.get("ansible_user") or "root"),
-                key_file=hv.get("ansible_ssh_private_key_file"),
-                ssh_args=shlex.split(common),
-                vars={k: v for k, v in hv.items() if k.startswith("saveos_")},
-                layout=_layout(loader, {**defaults, **hv, **role_vars}),
-                groups={g: list(names) for g, names in (hv.get("groups") or {}).items()},
-            )
-        )
-    if not hosts:
-        target = f" matches --limit {limit!r}" if limit else ""
-        raise SaveOSError(f"no host in {inventory}{target}.")
-    return hosts
-
-
-def _role_file(loader, part: str) -> dict:
-    """The role's defaults/ or vars/ main.yml, its templates trusted like Ansible trusts them."""
-    from ansible.template import trust_as_template
-
-    data = loader.load_from_file(str(ROLE_DIR / part / "main.yml")) or {}
-    return {k: trust_as_template(v) if isinstance(v, str) else v for k, v in data.items()}
-
-
-def _layout(loader, variables: dict) -> dict[str, str]:
-    from ansible.template import Templar, trust_as_template
-
-    templar = Templar(loader=loader, variables=variables)
-    return {
-        key: str(templar.template(trust_as_template(f"{{{{ {expression} }}}}")))
-        for key, expression in LAYOUT.items()
-    }
-
-
-def backed_up(hosts: list[Host]) -> list[Host]:
-    """The hosts that have a repository of their own (not the repository servers)."""
-    return [h for h in hosts if h.name not in h.groups.get(repo_servers.GROUP, [])]
-
-
-def find_host(inventory: Path, name: str) -> Host:
-    for host in load_hosts(inventory):
-        if host.name == name:
-            return host
-    raise SaveOSError(f"host {name!r} is not in {inventory}.")
 
 
 # ---- escrow ----------------------------------------------------------------------------------

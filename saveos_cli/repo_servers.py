@@ -22,7 +22,7 @@ import yaml
 from saveos_cli.errors import EXIT_FLEET, SaveOSError
 
 if TYPE_CHECKING:
-    from saveos_cli.recovery import Host
+    from saveos_cli.inventory_hosts import Host
 
 ROLES = Path(__file__).resolve().parent.parent / "roles"
 ROLE_DEFAULTS = ROLES / "saveos_repo_server" / "defaults" / "main.yml"

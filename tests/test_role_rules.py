@@ -112,7 +112,7 @@ def test_the_fleet_row_has_one_spelling():
 def test_recovery_finds_host_paths_where_the_role_put_them(tmp_path):
     """saveos escrow verify / recover read the role's own variables (no copy in the CLI),
     rendered with each host's inventory vars."""
-    from saveos_cli.recovery import load_hosts
+    from saveos_cli.inventory_hosts import load_hosts
 
     inventory = tmp_path / "hosts.ini"
     inventory.write_text(

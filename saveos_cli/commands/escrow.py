@@ -12,6 +12,7 @@ import typer
 from saveos_cli import recovery
 from saveos_cli.commands._common import Inventory, Limit, api, console, err_console
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+from saveos_cli.inventory_hosts import backed_up, load_hosts
 
 
 class Method(StrEnum):
@@ -47,10 +48,10 @@ def escrow_verify(
     from rich.markup import escape
     from rich.table import Table
 
-    everyone = {h.name: h for h in recovery.load_hosts(inventory)}
+    everyone = {h.name: h for h in load_hosts(inventory)}
     results = [
         recovery.verify_escrow(host, method.value, everyone)
-        for host in recovery.backed_up(recovery.load_hosts(inventory, limit))
+        for host in backed_up(load_hosts(inventory, limit))
     ]
     if report:
         try:

@@ -11,6 +11,7 @@ import typer
 from saveos_cli import recovery
 from saveos_cli.commands._common import Inventory, Limit, console, err_console, parse_when
 from saveos_cli.errors import EXIT_FLEET, EXIT_OK, SaveOSError
+from saveos_cli.inventory_hosts import backed_up, load_hosts
 
 offsite_app = typer.Typer(help="The offsite copies in S3.", no_args_is_help=True)
 
@@ -106,9 +107,9 @@ def offsite_verify(
     from rich.markup import escape
     from rich.table import Table
 
-    everyone = {h.name: h for h in recovery.load_hosts(inventory)}
+    everyone = {h.name: h for h in load_hosts(inventory)}
     results = []
-    for host in recovery.backed_up(recovery.load_hosts(inventory, limit)):
+    for host in backed_up(load_hosts(inventory, limit)):
         try:
             settings = recovery.offsite_settings(host, everyone)
             if settings is None:

@@ -20,6 +20,7 @@ from typing import Any
 from saveos_cli import config, recovery, repo_servers
 from saveos_cli.api_client import ApiClient
 from saveos_cli.errors import EXIT_ERROR, EXIT_FLEET, SaveOSError
+from saveos_cli.inventory_hosts import Host, backed_up, load_hosts
 from saveos_cli.retention import borg, maintain, offsite, verify
 from saveos_cli.retention.servers import SshFiles
 
@@ -51,7 +52,7 @@ def retention_days(retention: dict[str, Any]) -> float:
 
 @dataclass
 class Target:
-    host: recovery.Host
+    host: Host
     location: repo_servers.ServerRepository
     retention: dict[str, Any]
     verify_data_every_s: int
@@ -59,8 +60,8 @@ class Target:
 
 def targets(inventory: Path, limit: str | None) -> tuple[list[Target], list[dict[str, Any]]]:
     """The hosts to maintain, and those skipped (with why)."""
-    everyone = {h.name: h for h in recovery.load_hosts(inventory)}
-    chosen = recovery.backed_up(recovery.load_hosts(inventory, limit))
+    everyone = {h.name: h for h in load_hosts(inventory)}
+    chosen = backed_up(load_hosts(inventory, limit))
     out, skipped = [], []
     for host in chosen:
         location = repo_servers.location(host, everyone)

@@ -34,7 +34,7 @@ class LocalFiles:
 class SshFiles:
     """repo_files on a repository server: `python3 -c <module> <requests>` as root over SSH."""
 
-    def __init__(self, host):  # saveos_cli.recovery.Host
+    def __init__(self, host):  # saveos_cli.inventory_hosts.Host
         self.host = host
         self.name = host.name
 

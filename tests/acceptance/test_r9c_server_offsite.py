@@ -25,7 +25,7 @@ from saveos_offsite import replicate
 
 from acceptance.conftest import SOURCES, CmdlineWatcher
 from acceptance.test_r9_append_only import PRELUDE
-from saveos_cli import recovery, repo_servers
+from saveos_cli import inventory_hosts, repo_servers
 from saveos_cli.retention import offsite
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -203,7 +203,7 @@ def test_r9c_the_repository_server_makes_a_locked_copy_the_host_cannot_touch(
     proof = fleet.saveos("escrow", "verify", "--inventory", str(inventory), "--limit", "lab2",
                          "--method", "offsite", "--json", "--no-report")  # fmt: skip
     assert proof.returncode == 0, proof.stdout + proof.stderr
-    hosts = {h.name: h for h in recovery.load_hosts(inventory)}
+    hosts = {h.name: h for h in inventory_hosts.load_hosts(inventory)}
     settings = offsite.settings("lab2", offsite_location(hosts))
     locked = _offsite_verify(fleet, inventory)
     assert locked["status"] == "ok", locked
