@@ -60,6 +60,27 @@ def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     )
 
 
+def build_zipapp() -> None:
+    """The agent zipapp, built now as the role would on its first run: no timing includes it."""
+    artifact = REPO / "dist" / "saveos-agent.pyz"
+    subprocess.run(
+        [sys.executable, str(REPO / "agent" / "build.py"), "--out", str(artifact)],
+        cwd=REPO, check=True,
+    )  # fmt: skip
+
+
+def deploy_env(api: Api, data_dir: Path) -> dict[str, str]:
+    """`saveos deploy`'s environment: this API, a scratch escrow store."""
+    return bench_env(
+        {
+            "SAVEOS_API_URL": api.url,
+            "SAVEOS_ADMIN_TOKEN": api.admin_token,
+            "SAVEOS_ESCROW_DIR": str(data_dir / "escrow"),
+            "SAVEOS_DATA_DIR": str(data_dir),
+        }
+    )
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -133,14 +154,7 @@ def run_size(count: int, repeat: int, cold_repeat: int, net: str, scratch: Path)
                 timed(wipe, plain, "wipe the hosts")
             data_dir = scratch / f"data-{count}-{rep}"
             with scratch_pg() as url, Api(url, data_dir) as api:
-                saveos = bench_env(
-                    {
-                        "SAVEOS_API_URL": api.url,
-                        "SAVEOS_ADMIN_TOKEN": api.admin_token,
-                        "SAVEOS_ESCROW_DIR": str(data_dir / "escrow"),
-                        "SAVEOS_DATA_DIR": str(data_dir),
-                    }
-                )
+                saveos = deploy_env(api, data_dir)
                 loads["ping"].append(loadavg())
                 pings.append(timed(ping_argv, plain, "ansible ping")[0])
                 loads["cold"].append(loadavg())
@@ -234,12 +248,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(n) for n in args.hosts.split(",") if n.strip()]
 
-    # Build the agent zipapp now, as the role would on its first run, so no timing includes it.
-    artifact = REPO / "dist" / "saveos-agent.pyz"
-    subprocess.run(
-        [sys.executable, str(REPO / "agent" / "build.py"), "--out", str(artifact)],
-        cwd=REPO, check=True,
-    )  # fmt: skip
+    build_zipapp()
 
     # Under root's home: lab hosts see /root empty, unlike the shared /tmp (escrowed secrets).
     scratch = Path(tempfile.mkdtemp(prefix="saveos-bench-p1-", dir=Path.home()))

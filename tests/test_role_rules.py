@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import saveos_rules
-from ansible_support import ansible, ansible_env
+from ansible_support import ansible, ansible_env, playbook
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "saveos_agent"
@@ -128,3 +128,37 @@ def test_recovery_finds_host_paths_where_the_role_put_them(tmp_path):
     assert web2.repository == "/data/r"
     assert web2.layout["agent_pyz"] == "/srv/saveos/saveos-agent.pyz"
     assert web2.layout["offsite_python"] == "/srv/saveos/offsite-venv/bin/python"
+
+
+def test_deploy_refuses_a_host_the_rules_reject_without_contacting_it(tmp_path):
+    """The host call's action plugin fails on the escrow call's problems for the host on the
+    controller: a host whose address answers nothing fails with the rule's message, never as
+    unreachable, and its escrow store gets no passphrase."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "all": {
+                    "hosts": {
+                        "fast": {
+                            # TEST-NET-1: nothing answers there, and nothing must be asked.
+                            "ansible_host": "192.0.2.1",
+                            "saveos_agent_heartbeat_interval_s": 4,
+                        }
+                    }
+                }
+            }
+        )
+    )
+    env = ansible_env(
+        {
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "SAVEOS_API_URL": "http://127.0.0.1:9",
+            "SAVEOS_ESCROW_DIR": str(tmp_path / "escrow"),
+        }
+    )
+    proc = playbook(inventory, ROOT / "playbooks" / "deploy.yml", env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "fast: saveos_agent_heartbeat_interval_s must be between 5" in proc.stdout
+    assert "unreachable=0" in proc.stdout and "UNREACHABLE" not in proc.stdout, proc.stdout
+    assert not (tmp_path / "escrow" / "fast").exists()

@@ -50,7 +50,15 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         escrow = args.pop("escrow_dir")
+        problems = args.pop("setting_problems", None) or []
+        if problems:
+            host = task_vars["inventory_hostname"]
+            result.update(failed=True, changed=False, msg=f"{host}: {'; '.join(problems)}")
+            return result
         zipapp_src = args.pop("zipapp_src")
+        # The role renders every templated file with one lookup (files, supervisor_files,
+        # systemd_files, config): the module's options they become.
+        args.update(args.pop("host_files", None) or {})
         if args.pop("send_zipapp", False):
             with open(zipapp_src, "rb") as fh:
                 args["zipapp_b64"] = base64.b64encode(fh.read()).decode("ascii")

@@ -140,6 +140,11 @@ options:
     description: The oldest acceptable Borg version.
     type: str
     default: "1.2"
+  borg_version_cache:
+    description: >-
+      Where to keep the Borg version found and the files it was read from (while they are
+      unchanged, Borg is not asked again).
+    type: path
   borg_package:
     description: The package that provides Borg (named in the message for a Borg too old).
     type: str
@@ -199,6 +204,11 @@ options:
     description: The host's inventory name, for messages.
     type: str
     default: the host
+  role_warnings:
+    description: What the role warns about for this host (shown as the module's warnings).
+    type: list
+    elements: str
+    default: []
   final:
     description: >-
       The second call, after the role did what C(needs) asked; whatever is still needed fails.
@@ -265,6 +275,7 @@ from ansible.module_utils.saveos_host_probes import (
     config_agent_id,
     config_text,
     gather_facts,
+    record_open,
     repository_opens,
     run,
     token_agent_id,
@@ -288,6 +299,8 @@ class Converge:
 
     def run(self) -> dict:
         p, host = self.p, self.host
+        for warning in p["role_warnings"]:
+            self.module.warn(warning)
         facts = gather_facts(self.module)
         self.refuse_unsupported(facts)
         scheduler = p["scheduler"]
@@ -297,7 +310,7 @@ class Converge:
             host.fail(p["systemd_problem"])
         self.refuse_new_passphrase()
 
-        version = borg_version()
+        version = borg_version(p["borg_version_cache"], host.check)
         borg_ok = False
         if version is None:
             self.need("borg", "Borg is not installed (the package install did not provide it)")
@@ -348,12 +361,18 @@ class Converge:
             self.needs.append("repository_server")
         # The schedule starts the agent: only once every piece is in place.
         if not self.needs:
+            # The heartbeat that proves the agent reaches the API needs the config and the token,
+            # not the schedule: when a change already asks for it, it runs while the schedule
+            # starts (the supervisor waits over a second to see its daemon stay up).
+            beat = None
+            if (host.changes or p["restart"]) and not host.check:
+                beat = self.agent_start("heartbeat")
             if scheduler == "systemd":
                 self.converge_timers(restart)
             else:
                 self.converge_supervisor(restart)
             if (host.changes or p["restart"]) and not host.check:
-                self.verify()
+                self.verify(beat or self.agent_start("heartbeat"))
         result = {
             "changed": bool(host.changes),
             "changes": host.changes,
@@ -526,6 +545,10 @@ class Converge:
             )
             if created.returncode == 0:
                 host.changed(f"{p['repository']}: initialised ({p['encryption']})")
+                # Borg made it with the passphrase it read from the file just written: that
+                # proves it opens, without a `borg info` (which builds Borg's cache: seconds).
+                record_open(self.module)
+                return self.escrow_key()
             elif "Repository.AlreadyExists" not in created.stderr:
                 if p["repository_mode"] == "server" and not p["final"]:
                     self.needs.append("repository_server")  # registered again, then retried
@@ -539,6 +562,10 @@ class Converge:
                 f"{p['repository']} on {p['host']} does not open with the escrowed passphrase"
                 f" ({p['passphrase_file']})"
             )
+        self.escrow_key()
+
+    def escrow_key(self) -> None:
+        p, host = self.p, self.host
         if not p["key_escrowed"]:
             host.changed(f"{p['repository']}: key exported into the escrow store")
             if not host.check:
@@ -562,8 +589,11 @@ class Converge:
         env = dict(os.environ, **{k: str(v) for k, v in self.p["borg_env"].items()})
         return run(argv, env=env)
 
-    def agent(self, *argv: str) -> subprocess.CompletedProcess:
-        return run([self.p["wrapper"], "--json", *argv])
+    def agent_start(self, *argv: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [self.p["wrapper"], "--json", *argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
 
     def converge_timers(self, units_changed: bool) -> None:
         host = self.host
@@ -606,12 +636,12 @@ class Converge:
         if started.returncode != 0:
             host.fail(f"the agent daemon did not start: {started.stderr.strip()[:300]}")
 
-    def verify(self) -> None:
-        beat = self.agent("heartbeat")
+    def verify(self, beat: subprocess.Popen) -> None:
+        stdout, stderr = beat.communicate()
         if beat.returncode != 0:
             self.host.fail(
                 f"the agent could not send a heartbeat to {self.p['api_url']} (exit"
-                f" {beat.returncode}): {(beat.stdout + ' ' + beat.stderr).strip()[:600]}"
+                f" {beat.returncode}): {(stdout + ' ' + stderr).strip()[:600]}"
             )
 
 
@@ -646,6 +676,7 @@ def main() -> None:
             "repository_server_files": {"type": "list", "elements": "path", "default": []},
             "borg_env": {"type": "dict", "default": {}},
             "borg_min_version": {"type": "str", "default": "1.2"},
+            "borg_version_cache": {"type": "path"},
             "borg_package": {"type": "str", "default": "borgbackup"},
             "encryption": {"type": "str", "default": "repokey-blake2"},
             "open_proof": {"type": "path"},
@@ -662,6 +693,7 @@ def main() -> None:
             "systemd_timers": {"type": "list", "elements": "str", "default": []},
             "supervise": {"type": "path"},
             "os_families": {"type": "list", "elements": "str", "default": ["Debian"]},
+            "role_warnings": {"type": "list", "elements": "str", "default": []},
             "final": {"type": "bool", "default": False},
             "restart": {"type": "bool", "default": False},
             "host": {"type": "str", "default": "the host"},

@@ -33,30 +33,65 @@ def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess
     )
 
 
-def borg_version() -> str | None:
+def borg_version(cache: str | None = None, check_mode: bool = False) -> str | None:
     """The installed Borg's version. A Python entry script is asked through its own interpreter
-    (`import borg`, about 30 ms) instead of `borg --version`, which loads all of Borg."""
+    (`import borg`, about 30 ms) instead of `borg --version`, which loads all of Borg; the answer
+    is kept in `cache` with what it was read from (the script and Borg's package directory, by
+    inode, size, mtime and ctime): while they are unchanged no Python starts a second time."""
     borg = shutil.which("borg")
     if not borg:
         return None
+    cached = _read_json(cache)
+    if cached.get("borg") == borg and cached.get("stat") == _stamp(borg):
+        package = cached.get("package")
+        if not package or cached.get("package_stat") == _stamp(package):
+            return cached.get("version")
     try:
         with open(borg, "rb") as fh:
             shebang = fh.readline().decode(errors="replace").strip()
     except OSError:
         shebang = ""
-    found = None
+    found = package = None
     if shebang.startswith("#!") and "python" in shebang:
         parts = shebang[2:].split()
-        probe = run([*parts, "-c", "import borg; print(borg.__version__)"])
-        if probe.returncode == 0:
-            found = probe.stdout.strip()
+        code = "import borg, os; print(borg.__version__); print(os.path.dirname(borg.__file__))"
+        probe = run([*parts, "-c", code])
+        lines = probe.stdout.strip().splitlines()
+        if probe.returncode == 0 and len(lines) == 2:
+            found, package = lines
     if not found:
         probe = run([borg, "--version"])
         if probe.returncode != 0:
             return None
         found = probe.stdout.strip()
     match = re.search(r"[0-9]+\.[0-9]+(\.[0-9]+)?", found)
-    return match.group(0) if match else None
+    version = match.group(0) if match else None
+    if cache and version and not check_mode:
+        entry = {"borg": borg, "stat": _stamp(borg), "version": version, "package": package}
+        if package:
+            entry["package_stat"] = _stamp(package)
+        with contextlib.suppress(OSError):  # the config directory is not there yet: next time
+            write_atomically(cache, json.dumps(entry).encode(), 0o600, owner=(0, 0))
+    return version
+
+
+def _stamp(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_json(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -109,15 +144,21 @@ def open_digest(passphrase: str, repository: str) -> str | None:
     return hmac.new(passphrase.encode(), config, hashlib.sha256).hexdigest()
 
 
-def repository_opens(module: AnsibleModule) -> bool:
-    """Whether Borg opens the repository with the passphrase file (see open_proof)."""
-    p = module.params
+def proof_digest(p: dict) -> str | None:
+    """The open proof's HMAC, where one can be kept: a local repokey repository (a keyfile's
+    key is not in the repository's config; a remote repository's config is not here)."""
     cacheable = (
         p["open_proof"]
         and p["repository_mode"] == "local"
         and p["encryption"].startswith("repokey")
     )
-    digest = open_digest(p["passphrase"], p["repository"]) if cacheable else None
+    return open_digest(p["passphrase"], p["repository"]) if cacheable else None
+
+
+def repository_opens(module: AnsibleModule) -> bool:
+    """Whether Borg opens the repository with the passphrase file (see open_proof)."""
+    p = module.params
+    digest = proof_digest(p)
     if digest:
         try:
             with open(p["open_proof"], encoding="ascii") as fh:
@@ -128,10 +169,18 @@ def repository_opens(module: AnsibleModule) -> bool:
     env = dict(os.environ, **{k: str(v) for k, v in p["borg_env"].items()})
     if run(["borg", "info", "--json", p["repository"]], env=env).returncode != 0:
         return False
+    record_open(module, digest)
+    return True
+
+
+def record_open(module: AnsibleModule, digest: str | None = None) -> None:
+    """Keep the proof that Borg opened the repository with the passphrase (where it can be kept:
+    a local repokey repository, see repository_opens)."""
+    p = module.params
+    digest = digest or proof_digest(p)
     if digest and not module.check_mode:
         with contextlib.suppress(OSError):
             write_atomically(p["open_proof"], (digest + "\n").encode(), 0o600, owner=(0, 0))
-    return True
 
 
 def config_agent_id(path: str) -> int:
