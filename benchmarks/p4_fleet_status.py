@@ -61,7 +61,7 @@ from _common import (  # noqa: E402
 GOAL_S, GOAL_RATIO = 1.0, 2.0
 RAW_SQL = """
 SELECT a.id, a.name, a.created_at, a.backup_interval_s, a.backup_grace_s,
-       a.heartbeat_interval_s, a.last_seen,
+       a.heartbeat_interval_s, a.last_heartbeat_at,
        ls.exit_status, gs.finished_at, gs.archive, gs.original_size, gs.deduplicated_size,
        lc.finished_at, lc.result, ld.finished_at, ld.result
 FROM agents a
@@ -81,8 +81,9 @@ ORDER BY a.name
 
 RAW_LATEST_SQL = """
 SELECT a.id, a.name, a.created_at, a.backup_interval_s, a.backup_grace_s,
-       a.heartbeat_interval_s, a.last_seen, l.snap_exit_status, l.good_finished_at, l.good_archive,
-       l.good_original_size, l.good_deduplicated_size, l.check_finished_at, l.check_result,
+       a.heartbeat_interval_s, a.last_heartbeat_at, l.snapshot_exit_status,
+       l.last_successful_finished_at, l.last_successful_archive, l.last_successful_original_size,
+       l.last_successful_deduplicated_size, l.check_finished_at, l.check_result,
        l.drill_finished_at, l.drill_result
 FROM agents a LEFT JOIN agent_latest l ON l.agent_id = a.id
 WHERE a.decommissioned_at IS NULL OR a.decommissioned_at > now()
@@ -114,7 +115,7 @@ def load(url: str, agents: int, snapshots: int, seed: int = 9) -> dict:
             cur,
             "agents",
             "id, name, labels, agent_version, borg_version, os, backup_interval_s, "
-            "backup_grace_s, heartbeat_interval_s, created_at, last_seen, heartbeat_count",
+            "backup_grace_s, heartbeat_interval_s, created_at, last_heartbeat_at, heartbeat_count",
             (
                 (
                     i,
@@ -164,9 +165,9 @@ def load(url: str, agents: int, snapshots: int, seed: int = 9) -> dict:
         _copy(
             cur,
             "snapshots",
-            "agent_id, report_id, repo, archive, started_at, finished_at, duration_s, nfiles, "
-            "original_size, compressed_size, deduplicated_size, exit_status, rc, warnings, "
-            "received_at",
+            "agent_id, report_id, repository, archive, started_at, finished_at, duration_s, "
+            "nfiles, original_size, compressed_size, deduplicated_size, exit_status, rc, "
+            "warnings, received_at",
             snaps(),
         )
 

@@ -54,7 +54,7 @@ def add_host(dsn: str) -> None:
             return
         cur.execute(
             "INSERT INTO agents (name, labels, backup_interval_s, backup_grace_s, "
-            "heartbeat_interval_s, created_at, last_seen, heartbeat_count) "
+            "heartbeat_interval_s, created_at, last_heartbeat_at, heartbeat_count) "
             "VALUES (%s, %s, 86400, 3600, 60, %s, %s, 1) RETURNING id",
             (HOST, '{"env": "prod"}', now - timedelta(days=HOST_SNAPSHOTS + 1), now),
         )
@@ -71,9 +71,9 @@ def add_host(dsn: str) -> None:
         _copy(
             cur,
             "snapshots",
-            "agent_id, report_id, repo, archive, started_at, finished_at, duration_s, nfiles, "
-            "original_size, compressed_size, deduplicated_size, exit_status, rc, warnings, "
-            "received_at",
+            "agent_id, report_id, repository, archive, started_at, finished_at, duration_s, "
+            "nfiles, original_size, compressed_size, deduplicated_size, exit_status, rc, "
+            "warnings, received_at",
             rows,
         )
         cur.execute("""UPDATE agents SET labels = '{"env": "prod"}' WHERE id % 10 = 0""")

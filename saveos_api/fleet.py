@@ -153,12 +153,12 @@ def latest_query(at: datetime, plain_instants: bool = False) -> sa.Select:
         *_columns(
             at,
             _instants(plain_instants),
-            L.snap_exit_status,
-            L.snap_locked,
-            L.good_finished_at,
-            L.good_archive,
-            L.good_original_size,
-            L.good_deduplicated_size,
+            L.snapshot_exit_status,
+            L.snapshot_locked,
+            L.last_successful_finished_at,
+            L.last_successful_archive,
+            L.last_successful_original_size,
+            L.last_successful_deduplicated_size,
             L.check_finished_at,
             L.check_result,
             L.drill_finished_at,
@@ -253,7 +253,8 @@ def _columns(at: datetime, inst, *latest) -> list:
         .scalar_subquery()
     )
     last_heartbeat = sa.type_coerce(
-        sa.case((Agent.last_seen <= at, Agent.last_seen), else_=hb_before_at), UTCDateTime()
+        sa.case((Agent.last_heartbeat_at <= at, Agent.last_heartbeat_at), else_=hb_before_at),
+        UTCDateTime(),
     )
     return [
         Agent.id,

@@ -72,7 +72,7 @@ class Agent(Base):
     declared_backup_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
     declared_heartbeat_interval_s: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_seen: Mapped[datetime | None] = mapped_column()
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column()
     heartbeat_count: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     decommissioned_at: Mapped[datetime | None] = mapped_column()
     # Declared by an agent that keeps an offsite copy; null: no offsite copy expected.
@@ -155,7 +155,7 @@ class Snapshot(Base):
     agent_id: Mapped[int] = _agent_fk()
     report_id: Mapped[str] = mapped_column(sa.String(64))
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
-    repo: Mapped[str] = mapped_column(sa.String(1024))
+    repository: Mapped[str] = mapped_column(sa.String(1024))  # `repo` before 0013
     archive: Mapped[str] = mapped_column(sa.String(255))
     started_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime] = mapped_column()
@@ -308,15 +308,15 @@ class AgentLatest(Base):
         primary_key=True,
         autoincrement=False,
     )
-    snap_id: Mapped[int | None] = mapped_column(sa.BigInteger)
-    snap_finished_at: Mapped[datetime | None] = mapped_column()
-    snap_exit_status: Mapped[str | None] = mapped_column(sa.String(16))
-    snap_locked: Mapped[bool | None] = mapped_column(sa.Boolean)
-    good_id: Mapped[int | None] = mapped_column(sa.BigInteger)  # latest ok/warning snapshot
-    good_finished_at: Mapped[datetime | None] = mapped_column()
-    good_archive: Mapped[str | None] = mapped_column(sa.String(255))
-    good_original_size: Mapped[int | None] = mapped_column(sa.BigInteger)
-    good_deduplicated_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    snapshot_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    snapshot_finished_at: Mapped[datetime | None] = mapped_column()
+    snapshot_exit_status: Mapped[str | None] = mapped_column(sa.String(16))
+    snapshot_locked: Mapped[bool | None] = mapped_column(sa.Boolean)
+    last_successful_id: Mapped[int | None] = mapped_column(sa.BigInteger)  # ok/warning
+    last_successful_finished_at: Mapped[datetime | None] = mapped_column()
+    last_successful_archive: Mapped[str | None] = mapped_column(sa.String(255))
+    last_successful_original_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    last_successful_deduplicated_size: Mapped[int | None] = mapped_column(sa.BigInteger)
     check_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     check_finished_at: Mapped[datetime | None] = mapped_column()
     check_result: Mapped[str | None] = mapped_column(sa.String(16))

@@ -233,7 +233,10 @@ class AgentOut(Output):
     backup_grace_s: int
     heartbeat_interval_s: int
     created_at: datetime
-    last_seen: datetime | None
+    last_heartbeat: datetime | None = Field(validation_alias="last_heartbeat_at")
+    last_seen: datetime | None = Field(
+        validation_alias="last_heartbeat_at", deprecated="the same as last_heartbeat"
+    )
     decommissioned_at: datetime | None
     offsite_interval_s: int | None = None
     offsite_server: str | None = None
@@ -275,7 +278,8 @@ class SnapshotOut(Output):
     agent_id: int
     report_id: str
     job_id: int | None
-    repo: str
+    repository: str
+    repo: str = Field(validation_alias="repository", deprecated="the same as repository")
     archive: str
     started_at: datetime
     finished_at: datetime
@@ -484,6 +488,8 @@ class RepositoryReport(Input):
     """Where the repository lives: its server (null: the host's own disk), the path there,
     the host's storage quota on it and the bytes the repository's archives use."""
 
+    # The repository as borg names it: `repo` of older agents (GLOSSARY "Deprecated names").
+    url: RepoPath | None = None
     server: AgentName | None = None
     path: RepoPath
     quota_bytes: Size | None = None
@@ -491,7 +497,8 @@ class RepositoryReport(Input):
 
 
 class SnapshotReport(_Timed):
-    repo: RepoPath
+    # Deprecated: repository.url. Marked in the schema only (`deprecated=` would warn on use).
+    repo: RepoPath | None = Field(None, json_schema_extra={"deprecated": True})
     archive: ArchiveName
     duration_s: Duration | None = None
     nfiles: Size
@@ -514,6 +521,23 @@ class SnapshotReport(_Timed):
         if total > REPORT_TEXT_MAX:
             raise ValueError(f"message and warnings hold more than {REPORT_TEXT_MAX} characters")
         return self
+
+    @model_validator(mode="after")
+    def _one_repository(self):
+        url = self.repository.url if self.repository else None
+        if url is None and self.repo is None:
+            raise ValueError("repository.url is required (or, from older agents, repo)")
+        if url is not None and self.repo is not None and url != self.repo:
+            raise ValueError(
+                "repo and repository.url name different repositories: send repository.url"
+                " alone (repo is its deprecated name)"
+            )
+        return self
+
+    @property
+    def repository_url(self) -> str:
+        """The repository the snapshot is in, whichever key named it (both: the same)."""
+        return self.repository.url if self.repository and self.repository.url else self.repo
 
 
 class CheckReport(_Timed):

@@ -119,7 +119,7 @@ def bulk_agents(db, count: int, late_at: datetime, interval_s: int = 3600) -> No
                     "backup_grace_s": 3600,
                     "heartbeat_interval_s": 86400,
                     "created_at": now - timedelta(days=1),
-                    "last_seen": now,
+                    "last_heartbeat_at": now,
                     "heartbeat_count": 1,
                 }
                 for n in range(count)
@@ -131,7 +131,7 @@ def bulk_agents(db, count: int, late_at: datetime, interval_s: int = 3600) -> No
                 {
                     "agent_id": agent_id,
                     "report_id": uuid.uuid4().hex,
-                    "repo": "/var/lib/saveos/repo",
+                    "repository": "/var/lib/saveos/repo",
                     "archive": f"flood-{agent_id}",
                     "started_at": finished - timedelta(seconds=10),
                     "finished_at": finished,

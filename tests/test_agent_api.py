@@ -89,6 +89,8 @@ def test_api_outage_three_backups_then_flush_gives_exactly_three_snapshots(tmp_p
         assert snaps["total"] == 3
         assert sorted(s["archive"] for s in snaps["snapshots"]) == sorted(archives)
         assert all(s["exit_status"] == "ok" and s["nfiles"] == 24 for s in snaps["snapshots"])
+        # The agent names its repository `repository.url`; answered also as deprecated `repo`.
+        assert {(s["repository"], s["repo"]) for s in snaps["snapshots"]} == {(str(host.repo),) * 2}
 
         # a replayed report (same report_id) is accepted as a duplicate and writes nothing
         shutil.copy(replay, spool_dir / f"{time.time_ns():020d}-replay.json")
@@ -227,7 +229,7 @@ def test_daemon_survives_an_api_outage_then_delivers_and_runs_jobs(tmp_path, age
         agent = httpx.get(
             f"{server.url}/api/v1/agents/{agent_id}", headers=server.admin_headers(), timeout=10
         ).json()
-        assert agent["last_seen"]
+        assert agent["last_heartbeat"] and agent["last_seen"] == agent["last_heartbeat"]
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=60)

@@ -222,7 +222,8 @@ def test_jobs_are_delivered_once_through_heartbeat_and_completed(api):
     assert c.post("/api/v1/jobs/999999/result", json=result, headers=h1).status_code == 404
 
     agent = c.get(f"/api/v1/agents/{a1}", headers=api.admin).json()
-    assert agent["agent_version"] == "0.1.0" and agent["last_seen"]
+    assert agent["agent_version"] == "0.1.0" and agent["last_heartbeat"]
+    assert agent["last_seen"] == agent["last_heartbeat"]  # deprecated, still sent
 
     bad = c.post("/api/v1/jobs", json={"kind": "backup", "agents": ["nope"]}, headers=api.admin)
     assert bad.status_code == 422 and "nope" in bad.text
@@ -384,7 +385,12 @@ BAD_SNAPSHOTS = [
     ("infinite duration", {"duration_s": "Infinity"}, "duration_s"),
     ("boolean duration", {"duration_s": True}, "duration_s"),  # found by schemathesis
     ("lone surrogate", {"archive": "\ud800"}, "archive"),
-    ("missing field", {"repo": None}, "repo"),
+    ("missing field", {"repo": None}, "repository.url"),
+    (
+        "two repositories",
+        {"repository": {"url": "/srv/other", "server": None, "path": "/srv/other"}},
+        "repo and repository.url name different repositories",
+    ),
 ]
 
 
@@ -407,6 +413,30 @@ def test_bad_report_is_rejected_naming_the_field(sqlite_api, change, field):
     assert r.status_code == 422, r.text
     assert field in json.dumps(r.json()["detail"])
     assert api.count("snapshots") == 0
+
+
+def test_snapshot_repository_is_taken_by_either_name(api):
+    """`repo` (older agents) or `repository.url`, or both when they agree; stored once and
+    answered under both keys (`repo` deprecated)."""
+    agent_id, headers = api.agent("lab1")
+    where = {"server": None, "path": "/var/lib/saveos/repo"}
+    bodies = {
+        "old": snapshot_report(archive="old"),
+        "new": snapshot_report(archive="new", repository={"url": "/srv/new", **where}),
+        "both": snapshot_report(archive="both", repository={"url": "/srv/both", **where}),
+    }
+    del bodies["new"]["repo"]
+    bodies["both"]["repo"] = "/srv/both"
+    for body in bodies.values():
+        r = api.client.post("/api/v1/reports/snapshots", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+    page = api.client.get(f"/api/v1/agents/{agent_id}/snapshots", headers=api.admin).json()
+    stored = {s["archive"]: (s["repository"], s["repo"]) for s in page["snapshots"]}
+    assert stored == {
+        "old": ("/var/lib/saveos/repo",) * 2,
+        "new": ("/srv/new",) * 2,
+        "both": ("/srv/both",) * 2,
+    }
 
 
 def test_hostile_bodies_get_4xx_never_5xx(api):
@@ -513,12 +543,12 @@ def test_sqlite_round_trips_aware_utc(sqlite_url):
                     backup_grace_s=0,
                     heartbeat_interval_s=1,
                     heartbeat_count=0,
-                    last_seen=plus2,
+                    last_heartbeat_at=plus2,
                 )
             )
             session.commit()
         with sa.orm.Session(engine) as session:
-            seen = session.scalars(sa.select(Agent.last_seen)).one()
+            seen = session.scalars(sa.select(Agent.last_heartbeat_at)).one()
         assert seen == plus2 and seen.tzinfo is not None and seen.utcoffset() == timedelta(0)
         with engine.connect() as conn:
             assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"

@@ -24,24 +24,35 @@ from saveos_api.models import (
 )
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+# Columns named otherwise before 0013 (the backfill test fills the schema of 0003).
+OLD_NAMES = {"last_heartbeat_at": "last_seen", "repository": "repo"}
 
 
-def _agent(conn: sa.Connection, name: str) -> int:
-    return conn.execute(
-        sa.insert(Agent)
-        .values(
-            name=name,
-            labels={},
-            backup_interval_s=3600,
-            backup_grace_s=600,
-            heartbeat_interval_s=60,
-            heartbeat_count=0,
-            created_at=NOW - timedelta(days=30),
-            last_seen=NOW - timedelta(seconds=30),
-            offsite_interval_s=86400,
-        )
-        .returning(Agent.id)
-    ).scalar_one()
+def _insert(model, values: dict, old: bool) -> sa.Insert:
+    """INSERT of `values` into the model's table; `old`: only these columns, by their names
+    before 0013 (the model names newer columns, and defaults some the old schema lacks)."""
+    if not old:
+        return sa.insert(model).values(**values)
+    types = model.__table__.c
+    columns = [sa.column(OLD_NAMES.get(k, k), types[k].type) for k in ("id", *values)]
+    table = sa.table(model.__tablename__, *columns)
+    return sa.insert(table).values(**{OLD_NAMES.get(k, k): v for k, v in values.items()})
+
+
+def _agent(conn: sa.Connection, name: str, old: bool = False) -> int:
+    values = dict(
+        name=name,
+        labels={},
+        backup_interval_s=3600,
+        backup_grace_s=600,
+        heartbeat_interval_s=60,
+        heartbeat_count=0,
+        created_at=NOW - timedelta(days=30),
+        last_heartbeat_at=NOW - timedelta(seconds=30),
+        offsite_interval_s=86400,
+    )
+    insert = _insert(Agent, values, old)
+    return conn.execute(insert.returning(insert.table.c.id)).scalar_one()
 
 
 def _report(
@@ -54,7 +65,7 @@ def _report(
     if kind == "snap":
         values = dict(
             report_id=f"s{n}",
-            repo="/r",
+            repository="/r",
             archive=f"a{n}",
             nfiles=1,
             original_size=rng.randrange(1, 10**9),
@@ -65,13 +76,10 @@ def _report(
             warnings=[],
             received_at=NOW,
         )
-        table = Snapshot.__table__
         if locks:
             values["locked"] = status == "error" and rng.random() < 0.5
-        else:  # the schema before 0004: name only the columns it had (no `locked` default)
-            names = [*common, *values]
-            table = sa.table("snapshots", *(sa.column(k, table.c[k].type) for k in names))
-        conn.execute(sa.insert(table).values(**common, **values))
+        # Before 0004 (no locks): only the columns it had (no `locked` default).
+        conn.execute(_insert(Snapshot, {**common, **values}, old=not locks))
     elif kind == "check":
         result = rng.choice(("ok", "error"))
         values = dict(report_id=f"c{n}", repo="/r", verify_data=False, result=result, rc=0)
@@ -98,7 +106,7 @@ def _fill(
     instants = [NOW - timedelta(minutes=rng.randrange(0, 2 * 1440)) for _ in range(36)]
     instants += [NOW + timedelta(minutes=m) for m in (1, 10, 30, 60)]
     with engine.begin() as conn:
-        ids = [_agent(conn, f"host{i:02d}") for i in range(agents)]
+        ids = [_agent(conn, f"host{i:02d}", old=not locks) for i in range(agents)]
         for n in range(reports):
             agent_id = rng.choice(ids[:-2])  # 2 never report
             _report(conn, rng, agent_id, n, rng.choice(instants), locks)
@@ -175,7 +183,7 @@ def test_concurrent_reports_for_one_agent_keep_the_newest(pg_url):
                         sa.insert(Snapshot).values(
                             agent_id=agent_id,
                             report_id=f"w{w}-{n}",
-                            repo="/r",
+                            repository="/r",
                             archive=f"w{w}-{n}",
                             started_at=at,
                             finished_at=at,
@@ -200,7 +208,12 @@ def test_concurrent_reports_for_one_agent_keep_the_newest(pg_url):
             newest = conn.execute(
                 sa.select(Snapshot.id, Snapshot.archive).where(Snapshot.finished_at == NOW)
             ).one()
-        assert (kept.snap_id, kept.good_archive, kept.good_finished_at) == (
+        kept_row = (
+            kept.snapshot_id,
+            kept.last_successful_archive,
+            kept.last_successful_finished_at,
+        )
+        assert kept_row == (
             newest.id,
             newest.archive,
             NOW,

@@ -247,11 +247,11 @@ def test_concurrent_beats_of_one_agent_never_contend_or_deadlock(pg_url, tmp_pat
     engine = sa.create_engine(pg_url)
     try:
         with engine.connect() as conn:
-            for agent_id, count, last_seen in conn.execute(
-                sa.text("SELECT id, heartbeat_count, last_seen FROM agents")
+            for agent_id, count, last_heartbeat_at in conn.execute(
+                sa.text("SELECT id, heartbeat_count, last_heartbeat_at FROM agents")
             ):
                 assert count == len(acked[agent_id])
-                assert last_seen == last_ack[agent_id]
+                assert last_heartbeat_at == last_ack[agent_id]
             stored = defaultdict(set)
             for agent_id, n in conn.execute(
                 sa.text("SELECT agent_id, (facts->>'beat')::int FROM heartbeats")

@@ -311,7 +311,7 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
     # The API knows the 3 agents (not the dead one) and has heard from each.
     agents = httpx.get(f"{api.url}/api/v1/agents", headers=api.admin_headers()).json()["agents"]
     assert sorted(a["name"] for a in agents) == hosts
-    assert all(a["last_seen"] for a in agents), agents
+    assert all(a["last_heartbeat"] for a in agents), agents
 
     # Escrow: 3 passphrases and 3 key exports, private, matching the hosts.
     secrets: dict[str, str] = {"admin token": api.admin_token}

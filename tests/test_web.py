@@ -486,7 +486,9 @@ def test_one_reason_for_the_dashboard_the_api_and_the_cli(api):
     assert api.client.post("/api/v1/reports/snapshots", json=body, headers=behind).is_success
     with api.app.state.db.engine.begin() as conn:  # web4 last beat a day ago: silent
         conn.execute(
-            sa.text("UPDATE agents SET last_seen = :t, created_at = :t WHERE name = 'web4'"),
+            sa.text(
+                "UPDATE agents SET last_heartbeat_at = :t, created_at = :t WHERE name = 'web4'"
+            ),
             {"t": now - timedelta(days=1)},
         )
     del agents, quiet

@@ -73,7 +73,7 @@ def write(
         conn.execute(
             sa.update(Agent)
             .where(Agent.id.in_(agent_ids))
-            .values(last_seen=now, heartbeat_count=Agent.heartbeat_count + 1)
+            .values(last_heartbeat_at=now, heartbeat_count=Agent.heartbeat_count + 1)
         )
         for agent_id, values in changed.items():
             row = agents[agent_id]

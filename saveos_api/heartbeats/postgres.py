@@ -93,10 +93,10 @@ def _job_order(row) -> tuple:
 
 
 # The PostgreSQL batch: authenticate every beat (live token, agent not decommissioned),
-# update each agent once (count, last_seen, declared fields: the latest non-null value wins),
-# insert every beat, trim the bounded history of agents that crossed a TRIM_EVERY boundary,
-# refresh stale last_used_at, and hand out the queued jobs that have not timed out. All data-
-# modifying CTEs see one snapshot and commit together. Returns one row per accepted beat
+# update each agent once (count, last_heartbeat_at, declared fields: the latest non-null value
+# wins), insert every beat, trim the bounded history of agents that crossed a TRIM_EVERY
+# boundary, refresh stale last_used_at, and hand out the queued jobs that have not timed out.
+# All data-modifying CTEs see one snapshot and commit together. Returns one row per accepted beat
 # (n = its 1-based position in the batch) and one row per job handed out.
 PG_BATCH = """
 WITH b AS (
@@ -124,7 +124,7 @@ WITH b AS (
     ORDER BY agent_id
 ), upd AS (
     UPDATE agents a SET
-        last_seen = %(now)s,
+        last_heartbeat_at = %(now)s,
         heartbeat_count = a.heartbeat_count + p.beats,
         {declared}
     FROM per_agent p WHERE a.id = p.agent_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,19 +17,27 @@ class Kind:
     schema: type[schemas.Input]
     model: type
     exclude: frozenset[str] = frozenset()  # fields stored elsewhere, not in the report's row
+    # Columns the row takes from the body otherwise than by name.
+    derived: Callable[[Any], dict[str, Any]] = lambda body: {}
 
     @property
     def path(self) -> str:
         return f"{API_PREFIX}/reports/{self.name}"
 
     def row(self, body: schemas.Input) -> dict[str, Any]:
-        values = body.model_dump(exclude=set(self.exclude))
+        values = body.model_dump(exclude=set(self.exclude)) | self.derived(body)
         if "warnings" in values and values["warnings"] is None:
             values["warnings"] = []
         return values
 
 
-SNAPSHOTS = Kind("snapshots", schemas.SnapshotReport, Snapshot, frozenset({"repository"}))
+SNAPSHOTS = Kind(
+    "snapshots",
+    schemas.SnapshotReport,
+    Snapshot,
+    frozenset({"repo", "repository"}),
+    lambda body: {"repository": body.repository_url},
+)
 CHECKS = Kind("checks", schemas.CheckReport, CheckResult)
 DRILLS = Kind("drills", schemas.DrillReport, DrillResult)
 OFFSITE = Kind("offsite", schemas.OffsiteReport, OffsiteSync)

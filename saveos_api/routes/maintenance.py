@@ -161,7 +161,7 @@ def maintenance_state(
         Snapshot.pruned_at.is_(None),
     ]
     if repo is not None:
-        where.append(Snapshot.repo == repo)
+        where.append(Snapshot.repository == repo)
     made = session.execute(
         sa.select(Snapshot.archive, sa.func.max(Snapshot.finished_at))
         .where(*where)

@@ -27,7 +27,8 @@ AGENT_KEYS = (
     "backup_grace_s",
     "heartbeat_interval_s",
     "created_at",
-    "last_seen",
+    "last_heartbeat",
+    "last_seen",  # deprecated: the same as last_heartbeat
     "decommissioned_at",
 )
 
@@ -103,7 +104,7 @@ def list_agents(
         title = f"agents {offset + 1}-{offset + len(agents)} of {total}"
     else:
         title = f"no agents from {offset + 1} (of {total})"
-    headers = ("id", "name", "agent", "borg", "os", "last seen", "decommissioned")
+    headers = ("id", "name", "agent", "borg", "os", "last heartbeat", "decommissioned")
     rows = [
         [
             cell(v)  # agent text: never markup, control characters escaped
@@ -113,7 +114,7 @@ def list_agents(
                 a.get("agent_version") or "-",
                 a.get("borg_version") or "-",
                 a.get("os") or "-",
-                a.get("last_seen") or "never",
+                a.get("last_heartbeat") or "never",
                 a.get("decommissioned_at") or "",
             )
         ]

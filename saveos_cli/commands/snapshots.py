@@ -22,7 +22,8 @@ SNAPSHOT_KEYS = (
     "original_size",
     "compressed_size",
     "deduplicated_size",
-    "repo",
+    "repository",
+    "repo",  # deprecated: the same as repository
     "message",
     "databases",
 )

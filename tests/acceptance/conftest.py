@@ -74,7 +74,7 @@ class Rows:
             out: dict[str, object] = dict(conn.execute(sa.text(counts)).all())
             out["agents_rows"] = conn.execute(
                 sa.text(
-                    "SELECT id, name, last_seen, heartbeat_count, agent_version, hostname, "
+                    "SELECT id, name, last_heartbeat_at, heartbeat_count, agent_version, hostname, "
                     "decommissioned_at FROM agents ORDER BY id"
                 )
             ).all()

@@ -40,8 +40,12 @@ def maintenance(cfg: Config) -> tuple:
 
 
 def repository_report(cfg: Config, used_bytes: Optional[int]) -> Dict[str, Any]:
-    """Where the repository lives, for the API: server (None: this host), path, quota, use."""
-    out: Dict[str, Any] = {"server": cfg.repository_server, "path": cfg.repository_path}
+    """The repository, for the API: its URL, server (None: this host), path, quota, use."""
+    out: Dict[str, Any] = {
+        "url": cfg.repository,
+        "server": cfg.repository_server,
+        "path": cfg.repository_path,
+    }
     if cfg.quota_bytes is not None:
         out["quota_bytes"] = cfg.quota_bytes
     if isinstance(used_bytes, int) and used_bytes >= 0:
@@ -131,7 +135,6 @@ def _backup(cfg: Config, job_id: Optional[int]) -> Dict[str, Any]:
     duration = round((finished - started).total_seconds(), 3)
     body = {
         "report_id": new_report_id(),
-        "repo": cfg.repository,
         "archive": archive_out,
         "started_at": iso(started),
         "finished_at": iso(finished),

@@ -18,6 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from saveos_api.migrations import latest_triggers
+
 # Frozen copies of the model types: migrations must not change when models.py does.
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
@@ -28,7 +30,7 @@ branch_labels = None
 depends_on = None
 
 # source table -> (group, condition on the source row `{row}`, copied columns)
-GROUPS: dict[str, tuple[tuple[str, str | None, tuple[str, ...]], ...]] = {
+GROUPS: dict[str, tuple[latest_triggers.Group, ...]] = {
     "snapshots": (
         ("snap", None, ("exit_status", "locked")),
         (
@@ -50,40 +52,6 @@ COLUMN_TYPES = {
     "original_size": sa.BigInteger(),
     "deduplicated_size": sa.BigInteger(),
 }
-
-
-def _update_if_newer(group: str, condition: str | None, columns: tuple[str, ...]) -> str:
-    """Take NEW as the group's row when it is newer than the one kept (ties: the greater id)."""
-    sets = ", ".join(
-        [f"{group}_id = NEW.id", f"{group}_finished_at = NEW.finished_at"]
-        + [f"{group}_{c} = NEW.{c}" for c in columns]
-    )
-    where = [
-        "agent_id = NEW.agent_id",
-        f"({group}_id IS NULL OR {group}_finished_at < NEW.finished_at"
-        f" OR ({group}_finished_at = NEW.finished_at AND {group}_id < NEW.id))",
-    ]
-    if condition:
-        where.insert(0, condition.format(row="NEW"))
-    # Built from this module's constants only.
-    return f"UPDATE agent_latest SET {sets} WHERE {' AND '.join(where)};"  # noqa: S608
-
-
-def _trigger_statements(table: str, dialect: str) -> list[str]:
-    seed = (
-        "INSERT OR IGNORE INTO agent_latest (agent_id) VALUES (NEW.agent_id);"
-        if dialect == "sqlite"
-        else "INSERT INTO agent_latest (agent_id) VALUES (NEW.agent_id) ON CONFLICT DO NOTHING;"
-    )
-    body = "\n  ".join([seed, *(_update_if_newer(*group) for group in GROUPS[table])])
-    name = f"saveos_latest_{table}"
-    if dialect == "sqlite":
-        return [f"CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW BEGIN\n  {body}\nEND"]
-    return [
-        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n  {body}\n"
-        "  RETURN NULL;\nEND\n$$",
-        f"CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()",
-    ]
 
 
 def _backfill(table: str, group: str, condition: str | None, columns: tuple[str, ...]) -> str:
@@ -118,8 +86,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("agent_id"),
     )
     dialect = op.get_bind().dialect.name
-    for table in GROUPS:
-        for statement in _trigger_statements(table, dialect):
+    for table, groups in GROUPS.items():
+        for statement in latest_triggers.create(table, groups, dialect):
             op.execute(statement)
     # Rows reported before this revision; the triggers take every one after it.
     op.execute("INSERT INTO agent_latest (agent_id) SELECT id FROM agents")
@@ -131,11 +99,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     for table in GROUPS:
-        op.execute(
-            f"DROP TRIGGER saveos_latest_{table}" + ("" if dialect == "sqlite" else f" ON {table}")
-        )
-        if dialect != "sqlite":
-            op.execute(f"DROP FUNCTION saveos_latest_{table}()")
+        for statement in latest_triggers.drop(table, dialect):
+            op.execute(statement)
     op.drop_table("agent_latest")
     with op.batch_alter_table("snapshots") as batch:
         batch.drop_column("locked")
