@@ -172,6 +172,50 @@ def load_range(loads: list[float]) -> dict:
     return {"min": min(loads), "median": median(loads), "max": max(loads)}
 
 
+def write_agent_config(work: Path, settings: dict) -> Path:
+    """agent.json (0600) for a benchmark's agent: `settings`, and a spool, state and log of its
+    own in `work`."""
+    config = {
+        "hostname": "bench",
+        "spool_dir": str(work / "spool"),
+        "state_dir": str(work / "state"),
+        "log_file": str(work / "agent.log"),
+        **settings,
+    }
+    path = work / "agent.json"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def agent_argv(pyz: Path, config: Path, command: str) -> list[str]:
+    """The agent zipapp run as the role's wrapper runs it (the system python3), JSON output."""
+    return ["/usr/bin/python3", str(pyz), "--config", str(config), "--json", command]
+
+
+def write_borgmatic_config(
+    work: Path, *, source: Path, repo: Path, passfile: Path, compression: str, extra: list[str]
+) -> Path:
+    """borgmatic.yaml (0600) backing `source` up into `repo` as the benchmarks' agents do
+    (`bench-*` archives); `extra` adds the benchmark's own lines."""
+    lines = [
+        "source_directories:",
+        f"    - {source}",
+        "repositories:",
+        f"    - path: {repo}",
+        f"compression: {compression}",
+        f"encryption_passcommand: cat {passfile}",
+        "archive_name_format: 'bench-{now:%Y-%m-%dT%H:%M:%S.%f}'",
+        # borgmatic otherwise adds its config and a manifest to every archive (2 files)
+        "store_config_files: false",
+        *extra,
+    ]
+    path = work / "borgmatic.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def _tree(pid: int) -> list[int]:
     pids, todo = [], [pid]
     while todo:

@@ -33,7 +33,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, finish, load_range, median  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    agent_argv,
+    finish,
+    load_range,
+    median,
+    write_agent_config,
+    write_borgmatic_config,
+)
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P2_DIR", "/var/tmp/saveos-bench-p2"))
 DATA = ROOT / "data"
@@ -161,25 +169,18 @@ class Agent(Tool):
 
     def reset(self) -> None:
         super().reset()
-        config = {
+        settings = {
             "repository": str(self.repo),
             "passphrase_file": str(self.passfile),
             "sources": [str(DATA)],
             "excludes": EXCLUDES,
             "retention": RETENTION,
             "compression": COMPRESSION,
-            "hostname": "bench",
-            "spool_dir": str(self.work / "spool"),
-            "state_dir": str(self.work / "state"),
-            "log_file": str(self.work / "agent.log"),
         }
-        self.config = self.work / "agent.json"
-        self.config.write_text(json.dumps(config))
-        self.config.chmod(0o600)
+        self.config = write_agent_config(self.work, settings)
 
     def backup(self) -> None:
-        argv = ["/usr/bin/python3", str(self.pyz), "--config", str(self.config), "--json"]
-        run(argv + ["backup"], self.env)
+        run(agent_argv(self.pyz, self.config, "backup"), self.env)
 
 
 class Borgmatic(Tool):
@@ -191,24 +192,16 @@ class Borgmatic(Tool):
 
     def reset(self) -> None:
         super().reset()
-        lines = [
-            "source_directories:",
-            f"    - {DATA}",
-            "repositories:",
-            f"    - path: {self.repo}",
+        extra = [
             "exclude_patterns:",
             *[f"    - '{p}'" for p in EXCLUDES],
-            f"compression: {COMPRESSION}",
-            f"encryption_passcommand: cat {self.passfile}",
-            "archive_name_format: 'bench-{now:%Y-%m-%dT%H:%M:%S.%f}'",
             "match_archives: 'sh:bench-*'",
             *[f"{k}: {v}" for k, v in RETENTION.items()],
-            # borgmatic otherwise adds its config and a manifest to every archive (2 files)
-            "store_config_files: false",
         ]
-        self.config = self.work / "borgmatic.yaml"
-        self.config.write_text("\n".join(lines) + "\n")
-        self.config.chmod(0o600)
+        self.config = write_borgmatic_config(
+            self.work, source=DATA, repo=self.repo, passfile=self.passfile,
+            compression=COMPRESSION, extra=extra,
+        )  # fmt: skip
 
     def backup(self) -> None:
         run([self.borgmatic, "--config", str(self.config), "create", "prune", "compact"], self.env)

@@ -30,7 +30,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, finish, load_range, median  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    agent_argv,
+    finish,
+    load_range,
+    median,
+    write_agent_config,
+)
 from p2_agent_backup import (  # noqa: E402
     COMPRESSION,
     DATA,
@@ -122,7 +129,7 @@ class Agent(Client):
 
     def reset(self) -> None:
         self.register()
-        config = {
+        settings = {
             "repository": self.repo,
             "repository_server": "repo1",
             "rsh": self.rsh,
@@ -130,21 +137,12 @@ class Agent(Client):
             "sources": [str(DATA)],
             "excludes": EXCLUDES,
             "compression": COMPRESSION,
-            "hostname": "bench",
-            "spool_dir": str(self.work / "spool"),
-            "state_dir": str(self.work / "state"),
-            "log_file": str(self.work / "agent.log"),
         }
-        self.config = self.work / "agent.json"
-        self.config.write_text(json.dumps(config))
-        self.config.chmod(0o600)
-        run(self.argv("init"), self.env)
-
-    def argv(self, command: str) -> list[str]:
-        return ["/usr/bin/python3", str(self.pyz), "--config", str(self.config), "--json", command]
+        self.config = write_agent_config(self.work, settings)
+        run(agent_argv(self.pyz, self.config, "init"), self.env)
 
     def backup(self) -> None:
-        run(self.argv("backup"), self.env)
+        run(agent_argv(self.pyz, self.config, "backup"), self.env)
 
 
 def repo_server(net: str, port: int, lab_dir: Path) -> Lab:

@@ -28,7 +28,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, load_range, median  # noqa: E402
+from _common import (  # noqa: E402
+    agent_argv,
+    finish,
+    load_range,
+    median,
+    write_agent_config,
+    write_borgmatic_config,
+)
 from p2_agent_backup import ensure_borgmatic, rotated, run, timed  # noqa: E402
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P7_DIR", "/var/tmp/saveos-bench-p7-dumps"))
@@ -135,28 +142,21 @@ class Agent(Tool):
 
     def reset(self) -> None:
         super().reset()
-        config = {
+        settings = {
             "repository": str(self.repo),
             "passphrase_file": str(self.passfile),
             "sources": [str(self.files)],
             "retention": {"keep_daily": 7},
             "compression": COMPRESSION,
-            "hostname": "bench",
-            "spool_dir": str(self.work / "spool"),
-            "state_dir": str(self.work / "state"),
             "dump_dir": str(self.work / "dumps"),
-            "log_file": str(self.work / "agent.log"),
             "databases": [
                 {"type": "postgresql", "name": DB, "host": "127.0.0.1", "user": "postgres"}
             ],
         }
-        self.config = self.work / "agent.json"
-        self.config.write_text(json.dumps(config))
-        self.config.chmod(0o600)
+        self.config = write_agent_config(self.work, settings)
 
     def backup(self) -> None:
-        argv = ["/usr/bin/python3", str(self.pyz), "--config", str(self.config), "--json"]
-        run([*argv, "backup"], self.env)
+        run(agent_argv(self.pyz, self.config, "backup"), self.env)
 
 
 class Borgmatic(Tool):
@@ -168,16 +168,8 @@ class Borgmatic(Tool):
 
     def reset(self) -> None:
         super().reset()
-        lines = [
-            "source_directories:",
-            f"    - {self.files}",
-            "repositories:",
-            f"    - path: {self.repo}",
-            f"compression: {COMPRESSION}",
-            f"encryption_passcommand: cat {self.passfile}",
-            "archive_name_format: 'bench-{now:%Y-%m-%dT%H:%M:%S.%f}'",
+        extra = [
             "keep_daily: 7",
-            "store_config_files: false",
             f"user_runtime_directory: {self.work / 'runtime'}",
             "postgresql_databases:",
             f"    - name: {DB}",
@@ -185,9 +177,10 @@ class Borgmatic(Tool):
             "      username: postgres",
             "      format: custom",
         ]
-        self.config = self.work / "borgmatic.yaml"
-        self.config.write_text("\n".join(lines) + "\n")
-        self.config.chmod(0o600)
+        self.config = write_borgmatic_config(
+            self.work, source=self.files, repo=self.repo, passfile=self.passfile,
+            compression=COMPRESSION, extra=extra,
+        )  # fmt: skip
 
     def backup(self) -> None:
         run([self.borgmatic, "--config", str(self.config), "create", "prune", "compact"], self.env)
