@@ -118,6 +118,9 @@ def copy_playbooks(src: Path, dest: Path) -> None:
         if left:
             raise SystemExit(f"{playbook.name}: role reference(s) not rewritten to FQCN: {left}")
         (dest / playbook.name).write_text(text)
+    # The task files the playbooks import (by a path relative to themselves).
+    if (src / "tasks").is_dir():
+        shutil.copytree(src / "tasks", dest / "tasks", ignore=SKIP)
 
 
 def assemble(root: Path, version: str) -> Path:

@@ -81,14 +81,17 @@ def test_playbooks_parse_with_the_fqcn_role(installed):
         "saveos.fleet.deploy",
         "saveos.fleet.site",
         "saveos.fleet.uninstall",
+        # these two import playbooks/tasks/ (site.yml too, through check.yml)
+        "saveos.fleet.restore",
+        "saveos.fleet.drill",
     ]
     check = [str(BIN / "ansible-playbook"), "--syntax-check", "-i", "localhost,", *playbooks]
     result = run(check, cwd=plays, collections=collections)
     assert result.returncode == 0, explain(result)
-    for name in ("deploy", "site", "uninstall"):
+    for name in ("deploy", "site", "uninstall", "restore", "drill"):
         assert f"{root}/playbooks/{name}.yml" in result.stdout, explain(result)
     # Without the collection on the path the same check fails: the role really came from it.
-    missing = run(check[:-3], cwd=plays, collections=None)
+    missing = run(check[:-5], cwd=plays, collections=None)
     assert missing.returncode != 0
     assert "saveos.fleet.saveos_agent" in missing.stdout + missing.stderr
 

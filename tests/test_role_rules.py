@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import saveos_rules
+import yaml
 from ansible_support import ansible, ansible_env, playbook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,3 +163,40 @@ def test_deploy_refuses_a_host_the_rules_reject_without_contacting_it(tmp_path):
     assert "fast: saveos_agent_heartbeat_interval_s must be between 5" in proc.stdout
     assert "unreachable=0" in proc.stdout and "UNREACHABLE" not in proc.stdout, proc.stdout
     assert not (tmp_path / "escrow" / "fast").exists()
+
+
+def _role_results(tasks: list | None) -> list[str]:
+    """The names a task list registers or sets as facts, blocks included."""
+    names: list[str] = []
+    for task in tasks or []:
+        if "register" in task:
+            names.append(task["register"])
+        for key, args in task.items():
+            if key.split(".")[-1] == "set_fact" and isinstance(args, dict):
+                names.extend(k for k in args if k != "cacheable")
+            elif key in ("block", "rescue", "always"):
+                names.extend(_role_results(args))
+    return names
+
+
+def test_role_results_are_named_apart_from_the_inputs():
+    """A role's registered results and facts are `_<role>_*` (docs/GLOSSARY.md): never an input
+    name, which an -e would silently override, nor one that reads like an input."""
+    roles = sorted(p for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
+    inputs: set[str] = set()
+    for role in roles:
+        specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+        for entry in specs["argument_specs"].values():
+            inputs |= set(entry.get("options") or {})
+        for part in ("defaults", "vars"):
+            if (role / part / "main.yml").is_file():
+                inputs |= set(yaml.safe_load((role / part / "main.yml").read_text()) or {})
+    results = {
+        (role.name, path.name, name)
+        for role in roles
+        for path in sorted((role / "tasks").glob("*.yml")) + sorted(role.glob("handlers/*.yml"))
+        for name in _role_results(yaml.safe_load(path.read_text()))
+    }
+    assert len(results) > 20  # both roles that register anything were read
+    assert [r for r in results if not r[2].startswith(f"_{r[0]}_")] == []
+    assert [r for r in results if r[2].lstrip("_") in inputs] == []

@@ -214,8 +214,8 @@ def restore(
         raise SaveOSError(f"{exc}.") from None
     if archive == "latest":
         archive = _latest_archive(host)
-    # The names playbooks/restore.yml documents for plain ansible-playbook use.
-    extravars = {"archive": archive, "paths": relative, "target": target}
+    # The names playbooks/restore.yml documents (docs/GLOSSARY.md: never the old unprefixed ones).
+    extravars = {"saveos_archive": archive, "saveos_paths": relative, "saveos_target": target}
     code, _ = run_fleet_playbook(
         "restore.yml",
         inventory,
@@ -254,9 +254,13 @@ def _restore_database(
         )
     if archive == "latest":
         archive = _latest_with_all(host) if every else _latest_with_database(host, database)
-    extravars: dict = {"archive": archive, "database": database, "force": force}
+    extravars: dict = {
+        "saveos_archive": archive,
+        "saveos_database": database,
+        "saveos_force": force,
+    }
     if into:
-        extravars["into"] = into
+        extravars["saveos_into"] = into
     code, _ = run_fleet_playbook(
         "restore.yml",
         inventory,
@@ -322,7 +326,7 @@ def check(
 
     Exit codes: 0 all hosts ok, 1 usage or internal error, 2 some hosts failed or unreachable.
     """
-    extravars = {"verify_data": True} if verify_data else None
+    extravars = {"saveos_verify_data": True} if verify_data else None
     code, _ = run_fleet_playbook(
         "check.yml", inventory, title="check", limit=limit, extravars=extravars
     )

@@ -229,7 +229,7 @@ EXAMPLES = r"""
     wrapper: /usr/local/bin/saveos-agent
     scheduler: auto
     systemd_timers: [saveos-agent-heartbeat.timer, saveos-agent-backup.timer]
-  register: saveos_agent_state
+  register: _saveos_agent_state
 """
 
 RETURN = r"""

@@ -64,7 +64,7 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   no_log: true
-  register: saveos_agent_provision
+  register: _saveos_agent_provision
 """
 
 RETURN = r"""
