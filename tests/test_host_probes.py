@@ -1,0 +1,80 @@
+"""Borg's version as the deploy's host call learns it (the role's module_utils
+saveos_host_probes): asked of Borg once, then kept in a cache until Borg changes, i.e. until an
+upgrade replaces its script or the files of its package."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+import saveos_rules
+
+UTILS = Path(__file__).resolve().parent.parent / "roles" / "saveos_agent" / "module_utils"
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    """The module_utils file as Ansible ships it to a host, beside its sibling saveos_rules."""
+    monkeypatch.setitem(sys.modules, "ansible.module_utils.saveos_rules", saveos_rules)
+    spec = importlib.util.spec_from_file_location("host_probes", UTILS / "saveos_host_probes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _replace(path: Path, text: str) -> None:
+    """As a package manager installs a file: written beside it, then renamed over it (a file
+    already so is left alone)."""
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = path.with_name(f".{path.name}.new")
+    new.write_text(text)
+    new.chmod(0o755)
+    os.replace(new, path)
+
+
+def _install_borg(root: Path, version: str, interpreter: str = sys.executable) -> None:
+    _replace(root / "lib" / "borg" / "__init__.py", f"__version__ = {version!r}\n")
+    _replace(root / "bin" / "borg", f"#!/usr/bin/env PYTHONPATH={root / 'lib'} {interpreter}\n")
+
+
+def test_borg_version_is_asked_once_and_again_after_an_upgrade(probes, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    cache = str(tmp_path / "etc" / ".borg-version")
+    (tmp_path / "etc").mkdir()
+    asked = []
+    real_run = probes.run
+    monkeypatch.setattr(probes, "run", lambda argv, env=None: asked.append(argv) or real_run(argv))
+
+    _install_borg(tmp_path, "1.2.3")
+    assert probes.borg_version(cache) == "1.2.3" and len(asked) == 1
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+    assert probes.borg_version(cache) == "1.2.3" and len(asked) == 1  # from the cache
+
+    _install_borg(tmp_path, "1.4.1")  # the package's files change, the script does not
+    assert probes.borg_version(cache) == "1.4.1" and len(asked) == 2
+    assert probes.borg_version(cache) == "1.4.1" and len(asked) == 2
+
+    # the script replaced (another interpreter): asked again, though the package is the same
+    other = tmp_path / "python3"
+    other.symlink_to(sys.executable)
+    _install_borg(tmp_path, "1.4.1", interpreter=str(other))
+    assert probes.borg_version(cache) == "1.4.1" and len(asked) == 3
+
+
+def test_check_mode_leaves_no_cache_behind(probes, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    cache = tmp_path / ".borg-version"
+    _install_borg(tmp_path, "1.2.3")
+    assert probes.borg_version(str(cache), check_mode=True) == "1.2.3"
+    assert not cache.exists()
+
+
+def test_no_borg_on_path_is_no_version(probes, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert probes.borg_version(str(tmp_path / ".borg-version")) is None
