@@ -200,3 +200,27 @@ def test_the_cli_sends_only_the_new_names(host, tmp_path):
     spooled = [json.loads(p.read_text()) for p in spool.glob("*.json")]
     checks = [r["body"] for r in spooled if r["path"].endswith("/checks")]
     assert [c["verify_data"] for c in checks] == [True], spooled
+
+
+def test_an_inventory_variable_named_like_an_old_input_is_not_an_input(host, tmp_path):
+    """As in 0.1.0 only -e set the unprefixed inputs: a host's `database` or `verify_data` of
+    some other role neither turns a file restore into a database load nor warns."""
+    inventory = yaml.safe_load(host.inventory.read_text())
+    inventory["all"]["hosts"]["localhost"].update(
+        database="someone_elses", force=True, verify_data=True
+    )
+    shared = tmp_path / "inventory.yml"
+    shared.write_text(yaml.safe_dump(inventory))
+    target = tmp_path / "files"
+    result = play(
+        shared, "restore.yml", "-e", f"saveos_archive={host.archive}",
+        "-e", f"saveos_target={target}", "-e", json.dumps({"saveos_paths": [host.member]}),
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    assert host.restored(target)
+    assert warned(result) is None, explain(result)
+
+    check = play(shared, "check.yml")
+    assert check.returncode == 0, explain(check)
+    assert shown(check)["verify_data"] is False
+    assert warned(check) is None, explain(check)
