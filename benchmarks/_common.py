@@ -229,9 +229,11 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """user+system CPU of these processes (and their children) so far, from /proc."""
+def cpu_seconds(pids: list[int], reaped: bool = False) -> float:
+    """user+system CPU of these processes (and their children) so far, from /proc; `reaped`
+    adds what each has reaped (a process that outlives its commands, e.g. an sshd)."""
     tick = os.sysconf("SC_CLK_TCK")
+    last = 15 if reaped else 13  # utime, stime[, cutime, cstime]
     total = 0
     for root in pids:
         for pid in _tree(root):
@@ -239,7 +241,7 @@ def cpu_seconds(pids: list[int]) -> float:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += sum(int(f) for f in fields[11:last])
     return total / tick
 
 

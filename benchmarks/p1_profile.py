@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from _common import REPO, Api, _tree, cpu_seconds, finish, scratch_pg  # noqa: E402
+from _common import REPO, Api, cpu_seconds, finish, scratch_pg  # noqa: E402
 from p1_deploy import (  # noqa: E402
     bench_env,
     build_zipapp,
@@ -39,7 +39,7 @@ from p1_deploy import (  # noqa: E402
     deploy_env,
     small_sources,
     timed,
-)  # noqa: E402
+)
 
 from saveos_lab.lab import Lab  # noqa: E402
 
@@ -49,15 +49,7 @@ CALLBACKS = Path(__file__).resolve().parent / "callback_plugins"
 def host_cpu(pid: int) -> float:
     """CPU of a lab host's namespace so far: every live process in it (its sshd is PID 1) and
     what each has reaped (an SSH session kept open by ControlPersist reaps its commands)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for proc in _tree(pid):
-        try:
-            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / tick
+    return cpu_seconds([pid], reaped=True)
 
 
 def run_profiled(argv: list[str], env: dict, times_path: Path, sshd: dict, api: Api) -> dict:
