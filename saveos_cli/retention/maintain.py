@@ -92,34 +92,29 @@ def maintain(
     started = utcnow()
     since = prev.transaction if prev else None
     facts = repo.facts(since, hash_segments=verify_data)
+
+    def tampered(found: list, detail: str, **fields: Any) -> dict[str, Any]:
+        return _result(
+            repo,
+            "prune",
+            started,
+            result="tampered",
+            findings=[f.to_json() for f in found],
+            verify_data=verify_data,
+            message=f"tampering found, nothing pruned or compacted: {detail}",
+            **fields,
+        )
+
     try:
         before = borg.archives(repo.access)
     except SaveOSError as exc:
         found = verify.findings(prev, facts, None, on_record)
         if not found:
             raise
-        return _result(
-            repo,
-            "prune",
-            started,
-            result="tampered",
-            findings=[f.to_json() for f in found],
-            verify_data=verify_data,
-            message=f"tampering found, nothing pruned or compacted: {found[0].message} "
-            f"({exc.message})",
-        )
+        return tampered(found, f"{found[0].message} ({exc.message})")
     found = verify.findings(prev, facts, _names(before), on_record)
     if found:
-        return _result(
-            repo,
-            "prune",
-            started,
-            result="tampered",
-            findings=[f.to_json() for f in found],
-            archives=len(before),
-            verify_data=verify_data,
-            message="tampering found, nothing pruned or compacted: " + found[0].message,
-        )
+        return tampered(found, found[0].message, archives=len(before))
     checked = borg.check(repo.access, verify_data)
     if checked.status == "error":
         return _result(
