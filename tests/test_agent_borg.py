@@ -1,4 +1,8 @@
-"""The agent against real borg: round trip, interruption, locks, secrecy, drill, restore guards."""
+"""The agent against real borg: round trip, interruption, locks, secrecy, drill, restore guards.
+
+Over 400 lines on purpose: one case per behaviour, all on the one `host` fixture (an agent with
+its own repository); split by topic, each file would only repeat it.
+"""
 
 from __future__ import annotations
 

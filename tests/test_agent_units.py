@@ -1,4 +1,8 @@
-"""Agent units: argv builders, exit-code classification, config validation, spool, masking."""
+"""Agent units: argv builders, exit-code classification, config validation, spool, masking.
+
+Over 400 lines on purpose: the agent's fast cases in one place, in sections (argv builders,
+locks, spool, config, artifact, ...), each a few short cases.
+"""
 
 from __future__ import annotations
 

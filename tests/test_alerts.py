@@ -3,6 +3,9 @@
 The API runs in process (TestClient, its lifespan runs the evaluator and the outbox worker) or,
 for several workers, as real `saveos server` processes; periods are shortened through the
 SAVEOS_ALERT_* settings so each case takes seconds.
+
+Over 400 lines on purpose: every case uses the same receivers, shortened periods (FAST) and
+workers (test_alerts_lab imports both); one file per rule would repeat that set-up.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The API against real SQLite and PostgreSQL databases, in process (TestClient)."""
+"""The API against real SQLite and PostgreSQL databases, in process (TestClient).
+
+Over 400 lines on purpose: the cases of the API's core (auth, reports, jobs, fleet status,
+schema) on the one `api` fixture that runs each on both databases.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 The fleet is seeded through the real admin and agent endpoints; `--at` moves the clock. One
 server per module (starting one costs seconds); each test gets its own agents, decommissioned
 afterwards, which takes them out of the fleet status.
+
+Over 400 lines on purpose: every case shares that one server and its seeded fleet.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The unit-file test renders the role's systemd templates and runs `systemd-analyz
 The lab test deploys to three real SSH lab hosts against the API on PostgreSQL and walks the
 lifecycle: first deploy (plus an unreachable 4th host), idempotent re-deploy, check mode,
 backup, uninstall and re-deploy onto the old repository, with no secret in any -vvv output.
+
+Over 400 lines on purpose: test_fleet_lifecycle is one walk through one lab's life, each step
+on what the ones before left (about 280 lines); splitting it would deploy the lab again.
 """
 
 from __future__ import annotations

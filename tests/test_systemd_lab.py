@@ -12,7 +12,10 @@ controller's escrow-proof schedule (cron run for real, timers on systemd); unins
 every unit; a RHEL-family host is refused; lab down stops the systemd host.
 
 Timing: every wait is a condition with a deadline (LOADED_S allows a loaded 2-core machine),
-never a fixed sleep that a slow run outlasts."""
+never a fixed sleep that a slow run outlasts.
+
+Over 400 lines on purpose: every case runs, in file order, on the one systemd lab the module
+deploys (minutes to boot and deploy); a second module would deploy it again."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """The dashboard in process (TestClient) on SQLite and PostgreSQL: login, sessions, CSRF,
 pages, bad input. The browser half (Playwright, lab hosts) is
 tests/acceptance/test_r13_dashboard.py.
+
+Over 400 lines on purpose: every case drives the same in-process dashboard, logged in the same
+way; one file per page would repeat that.
 """
 
 from __future__ import annotations

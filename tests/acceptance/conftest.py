@@ -3,6 +3,9 @@
 Every case appends one line to `figures`; they are printed after the run (even under pytest's
 output capture) so CI logs show e.g. `R1 restore round trip: 3/3 hosts identical, 1,204 files`.
 The API always runs as a real uvicorn process (`saveos server`) on a fresh PostgreSQL database.
+
+Over 400 lines on purpose: the fleets the cases share (deployed once per session or package:
+minutes each) and the helpers every case calls on them are one fixture layer.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 + moto's S3 server on loopback): the repository server makes the copy after the central prune
 verified the repository, the hosts hold no S3 credential anywhere (disk, environment, argv), the
 copy is Object-Locked and opens byte for byte with the escrowed key, root on a host can neither
-delete nor overwrite it for good, and a tampered repository is never copied."""
+delete nor overwrite it for good, and a tampered repository is never copied.
+
+Over 400 lines on purpose: both cases run on the one repository-server lab with S3 the module
+sets up (minutes), the second on what the first made."""
 
 from __future__ import annotations
 
