@@ -103,6 +103,19 @@ def test_r5_agent_endpoints_refuse_bad_credentials_and_write_nothing(api_pg, wor
     tried = refused = 0
     problems = []
     with httpx.Client(base_url=api_pg.url, timeout=10) as http:
+
+        def attempt(kind, headers, method, path, body, want: set[int]) -> bool:
+            """One request: refused with a status in `want` and no row changed, or a problem."""
+            before = api_pg.rows.fingerprint()
+            r = http.request(method, path, json=body, headers=headers)
+            after = api_pg.rows.fingerprint()
+            if r.status_code in want and before == after:
+                return True
+            problems.append(
+                (kind, headers, method, path, r.status_code, r.text[:200], before == after)
+            )
+            return False
+
         for kind in BAD_CREDENTIALS:
             for headers in headers_for(kind, world, api_pg.admin):
                 for method, path, body in agent_requests(world["job_id"]):
@@ -112,25 +125,10 @@ def test_r5_agent_endpoints_refuse_bad_credentials_and_write_nothing(api_pg, wor
                     ):
                         # B's token on these only ever reaches B itself; checked separately.
                         continue
-                    before = api_pg.rows.fingerprint()
-                    r = http.request(method, path, json=body, headers=headers)
-                    after = api_pg.rows.fingerprint()
                     tried += 1
-                    want = expected(kind, method, path)
-                    if r.status_code in want and before == after:
-                        refused += 1
-                    else:
-                        problems.append(
-                            (
-                                kind,
-                                headers,
-                                method,
-                                path,
-                                r.status_code,
-                                r.text[:200],
-                                before == after,
-                            )
-                        )
+                    refused += attempt(
+                        kind, headers, method, path, body, expected(kind, method, path)
+                    )
         # Admin endpoints: an agent token is forbidden, an unknown token unauthorised.
         a_id = world["a"]["id"]
         for kind, want in (
@@ -141,24 +139,8 @@ def test_r5_agent_endpoints_refuse_bad_credentials_and_write_nothing(api_pg, wor
         ):
             for headers in headers_for(kind, world, api_pg.admin):
                 for method, path, body in admin_requests(a_id, world["job_id"]):
-                    before = api_pg.rows.fingerprint()
-                    r = http.request(method, path, json=body, headers=headers)
-                    after = api_pg.rows.fingerprint()
                     tried += 1
-                    if r.status_code in want and before == after:
-                        refused += 1
-                    else:
-                        problems.append(
-                            (
-                                kind,
-                                headers,
-                                method,
-                                path,
-                                r.status_code,
-                                r.text[:200],
-                                before == after,
-                            )
-                        )
+                    refused += attempt(kind, headers, method, path, body, want)
 
         # B's own token on me/heartbeat must not touch A.
         def a_row():
