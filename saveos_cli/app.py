@@ -142,13 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console().print("[yellow]interrupted[/]")
         sys.exit(130)
     except SaveOSError as exc:
-        if STATE["verbose"]:
-            err_console().print_exception()
-        err_console().print(
-            f"[bold red]error:[/] {escape(exc.message)}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _say_error("error", exc.message)
         if exc.hint:
             err_console().print(f"[dim]{escape(exc.hint)}[/]", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -156,15 +150,16 @@ def main(argv: list[str] | None = None) -> None:
         err_console().print("[yellow]interrupted[/]")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback unless -v
-        if STATE["verbose"]:
-            err_console().print_exception()
-        err_console().print(
-            f"[bold red]internal error:[/] {escape(str(exc))}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _say_error("internal error", str(exc))
         sys.exit(EXIT_ERROR)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _say_error(label: str, message: str) -> None:
+    """The line a failed command ends with; under -v the traceback of the error in hand first."""
+    if STATE["verbose"]:
+        err_console().print_exception()
+    err_console().print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
