@@ -13,6 +13,16 @@ with warnings.catch_warnings():
 from saveos_api.main import create_app
 from saveos_api.settings import Settings
 
+# The operations the schema-driven runs call with an agent's token (the rest with an admin's).
+AGENT_PATHS = {
+    "/api/v1/agents/me",
+    "/api/v1/agents/heartbeat",
+    "/api/v1/reports/snapshots",
+    "/api/v1/reports/checks",
+    "/api/v1/reports/drills",
+    "/api/v1/jobs/{job_id}/result",
+}
+
 
 class Api:
     """A TestClient around create_app() with the admin token at hand."""

@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from api_support import Api
+from api_support import AGENT_PATHS, Api
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-AGENT_PATHS = {
-    "/api/v1/agents/me",
-    "/api/v1/agents/heartbeat",
-    "/api/v1/reports/snapshots",
-    "/api/v1/reports/checks",
-    "/api/v1/reports/drills",
-    "/api/v1/jobs/{job_id}/result",
-}
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,

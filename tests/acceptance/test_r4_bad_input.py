@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import schemathesis
+from api_support import AGENT_PATHS
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from report_support import snapshot_report
@@ -25,14 +26,6 @@ pytestmark = pytest.mark.pg
 
 # Examples per operation and generation mode; 16 operations x 2 modes stay well under 2 minutes.
 EXAMPLES = int(os.environ.get("SAVEOS_R4_EXAMPLES", "25"))
-AGENT_PATHS = {
-    "/api/v1/agents/me",
-    "/api/v1/agents/heartbeat",
-    "/api/v1/reports/snapshots",
-    "/api/v1/reports/checks",
-    "/api/v1/reports/drills",
-    "/api/v1/jobs/{job_id}/result",
-}
 # Negative cases are expected to be refused, and whatever comes back must still be documented.
 CHECKS = {
     GenerationMode.POSITIVE: [
