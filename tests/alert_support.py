@@ -1,5 +1,5 @@
 """Real receivers for alert tests: an SMTP server (aiosmtpd) and an HTTP webhook receiver,
-both on loopback, both recording what arrived; plus waiting for it."""
+both on loopback, both recording what arrived."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import email
 import email.policy
 import json
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,17 +90,6 @@ class Webhook:
 
     def titles(self) -> list[str]:
         return [p.get("title", "") for p in self.posts]
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition", interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def bulk_agents(db, count: int, late_at: datetime, interval_s: int = 3600) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from agent_support import AgentHost, make_tree, tree_sha256
+from wait_support import wait_for
 
 pytestmark = pytest.mark.borg
 
@@ -301,10 +302,7 @@ def test_check_reports_ok_and_detects_a_corrupted_segment(host):
 
 
 def _wait(predicate, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    wait_for(predicate, timeout, what)
 
 
 def test_daemon_backs_up_when_due_keeps_a_pidfile_and_stops_on_sigterm(host):

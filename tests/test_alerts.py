@@ -18,10 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from alert_support import Mailbox, Webhook, bulk_agents, wait_for
+from alert_support import Mailbox, Webhook, bulk_agents
 from api_support import Api
 from conftest import ApiServer, free_port
 from report_support import snapshot_report
+from wait_support import wait_for
 
 from saveos_api.alerts.evaluator import Evaluator
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from alert_support import Mailbox, Webhook, wait_for
+from alert_support import Mailbox, Webhook
 from ansible_support import ansible_env, playbook
 from conftest import free_port, lab_net, require_root
 from test_alerts import FAST, Workers
+from wait_support import wait_for
 
 from saveos_lab.lab import Lab
 
