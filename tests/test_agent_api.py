@@ -11,6 +11,7 @@ import httpx
 import pytest
 from agent_support import AgentHost, make_tree, write_private
 from conftest import ApiServer, free_port
+from wait_support import wait_for
 
 pytestmark = pytest.mark.borg
 
@@ -47,15 +48,21 @@ def _host(tmp_path, pyz, server_url: str, agent_id: int, token: str) -> AgentHos
     return host
 
 
-def test_api_outage_three_backups_then_flush_gives_exactly_three_snapshots(tmp_path, agent_pyz):
+def _host_of_a_stopped_api(tmp_path, pyz, name: str) -> tuple[str, int, int, AgentHost]:
+    """A host provisioned by an API on SQLite that is stopped at once: (its database URL and
+    port, to start it again, the agent id, the host)."""
     db_url = f"sqlite:///{tmp_path / 'api.db'}"
     port = free_port()
     server = ApiServer(db_url, tmp_path / "api", port=port).start()
     try:
-        agent_id, token = _provision(server, "spool-host")
+        agent_id, token = _provision(server, name)
     finally:
         server.stop()
-    host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
+    return db_url, port, agent_id, _host(tmp_path / "host", pyz, server.url, agent_id, token)
+
+
+def test_api_outage_three_backups_then_flush_gives_exactly_three_snapshots(tmp_path, agent_pyz):
+    db_url, port, agent_id, host = _host_of_a_stopped_api(tmp_path, agent_pyz, "spool-host")
 
     archives = []
     for _ in range(3):
@@ -184,23 +191,13 @@ def test_token_file_readable_by_others_is_refused(tmp_path, agent_pyz):
 
 
 def _wait(predicate, timeout: float = 90, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    wait_for(predicate, timeout, what, interval=0.2)
 
 
 def test_daemon_survives_an_api_outage_then_delivers_and_runs_jobs(tmp_path, agent_pyz):
     import signal
 
-    db_url = f"sqlite:///{tmp_path / 'api.db'}"
-    port = free_port()
-    server = ApiServer(db_url, tmp_path / "api", port=port).start()
-    try:
-        agent_id, token = _provision(server, "daemon-host")
-    finally:
-        server.stop()
-    host = _host(tmp_path / "host", agent_pyz, server.url, agent_id, token)
+    db_url, port, agent_id, host = _host_of_a_stopped_api(tmp_path, agent_pyz, "daemon-host")
     host.write_config(schedule={"backup_interval_s": 3600, "heartbeat_interval_s": 5})
     spool_dir = host.root / "spool"
     daemon = host.popen("daemon")
