@@ -290,17 +290,8 @@ def recover(
 
     # A copy the repository server made: the controller holds its S3 credentials, the hosts none.
     by_server = on_server is not None and offsite.enabled(on_server)
-    passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
-    stamp = started.strftime("%Y%m%dT%H%M%S")
-    work = f"/var/lib/saveos/recover/{source}-{stamp}"
+    passphrase, work, step = _begin(new_host, source, target, started, passphrase_file)
     repo, base, key_path = f"{work}/repo", f"{work}/borg", f"{work}/key.export"
-    step = _stepper(new_host, onto)
-    step(
-        "checking the target",
-        f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
-        f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
-    )
-    step("preparing", f"umask 077 && mkdir -p {q(work)} {q(base)} && mkdir -p {q(target)}")
     try:
         when = f" as of {iso(at)}" if at else ""
         if by_server:
@@ -314,7 +305,7 @@ def recover(
         )
         borg = _remote_borg(repo, base)
         step("importing the escrowed key", f"{borg} key import {q(repo)} {q(key_path)}", passphrase)
-        archive, expected, mismatched = _extract_verified(
+        verified = _extract_verified(
             step, borg, repo, archive, paths, target, passphrase, source, log
         )
     finally:
@@ -325,10 +316,8 @@ def recover(
     return _outcome(
         source,
         onto,
-        archive,
         target,
-        expected,
-        mismatched,
+        verified,
         t0,
         started,
         bytes_fetched=fetched.get("bytes_downloaded", 0),
@@ -450,10 +439,8 @@ def _fetch_via_controller(settings, new_host: Host, repo: str, at) -> dict[str, 
 def _outcome(
     source: str,
     onto: str,
-    archive: str,
     target: str,
-    expected: dict,
-    mismatched: list,
+    verified: tuple[str, dict, list],
     t0: float,
     started,
     *,
@@ -464,7 +451,9 @@ def _outcome(
     at=None,
     server_lost: str | None = None,
 ) -> dict[str, Any]:
-    """What `saveos recover` reports, from the offsite copy or a repository server alike."""
+    """What `saveos recover` reports, from the offsite copy or a repository server alike
+    (`verified`: what _extract_verified found)."""
+    archive, expected, mismatched = verified
     return {
         "status": "ok" if not mismatched and expected else "error",
         "from": source,
@@ -482,6 +471,23 @@ def _outcome(
         "rto_s": round(time.monotonic() - t0, 2),
         "started_at": iso(started),
     }
+
+
+def _begin(new_host: Host, source: str, target: str, started, passphrase_file: Path):
+    """What a recovery does first, from the server or offsite alike: the escrowed passphrase
+    (for borg's stdin), the target checked empty, a private work directory on the new host
+    named for the source and the start (with `borg/` for borg's own files); and the new
+    host's step runner."""
+    passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
+    work = f"/var/lib/saveos/recover/{source}-{started.strftime('%Y%m%dT%H%M%S')}"
+    step = _stepper(new_host, new_host.name)
+    step(
+        "checking the target",
+        f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
+        f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
+    )
+    step("preparing", f"umask 077 && mkdir -p {q(work)}/borg && mkdir -p {q(target)}")
+    return passphrase, work, step
 
 
 def _stepper(host: Host, name: str):
@@ -561,19 +567,11 @@ def _recover_from_server(
     grant line for the source's repository (revoked afterwards, whatever happened), the
     server's host key pinned; extract and verify every file's sha256 against the archive."""
     source, onto = on_server.host, new_host.name
-    passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") + b"\n"
-    work = f"/var/lib/saveos/recover/{source}-{started.strftime('%Y%m%dT%H%M%S')}"
-    step = _stepper(new_host, onto)
-    step(
-        "checking the target",
-        f'test ! -e {q(target)} || test -z "$(ls -A {q(target)})" '
-        f"|| {{ echo 'target {target} is not empty' >&2; exit 1; }}",
-    )
-    step("preparing", f"umask 077 && mkdir -p {q(work)}/borg && mkdir -p {q(target)}")
+    passphrase, work, step = _begin(new_host, source, target, started, passphrase_file)
     try:
         repo, borg = _open_on_server(on_server, new_host, work, step, log)
         try:
-            archive, expected, mismatched = _extract_verified(
+            verified = _extract_verified(
                 step, borg, repo, archive, paths, target, passphrase, source, log
             )
         finally:
@@ -584,10 +582,8 @@ def _recover_from_server(
     return _outcome(
         source,
         onto,
-        archive,
         target,
-        expected,
-        mismatched,
+        verified,
         t0,
         started,
         server=on_server.server.name,
