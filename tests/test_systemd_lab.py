@@ -39,6 +39,7 @@ import yaml
 from ansible_support import ansible, ansible_env, playbook
 from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
 from throttle_support import BorgThrottle, pid_namespace
+from wait_support import wait_for
 
 from saveos_lab import systemd as lab_systemd
 from saveos_lab.lab import Lab, _proc_alive
@@ -236,17 +237,6 @@ def unit_runs_since(env: Env, unit: str, since: int) -> int:
     return journal.count(f"Finished {unit}")
 
 
-def wait_for(what: str, predicate, timeout: float = 90, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
-
-
 # -- the host ------------------------------------------------------------------------------------
 
 
@@ -349,7 +339,7 @@ def test_the_heartbeat_timer_fires_on_its_own(env):
         runs = unit_runs_since(env, "saveos-agent-heartbeat.service", since)
         return (beats, runs) if runs >= 3 and min(beats.values()) >= 3 else None
 
-    beats, runs = wait_for("three heartbeats from the timer", three_each, LOADED_S + 3 * HB)
+    beats, runs = wait_for(three_each, LOADED_S + 3 * HB, "three heartbeats from the timer", 0.5)
     after = env.beats(SYSTEMD) - before[SYSTEMD]
     # At most one run straddles `since` (beat before, finished after) and at most one is in
     # flight (beat counted, not finished yet): the timer's runs are the host's beats.
@@ -371,7 +361,7 @@ def test_a_backup_fires_from_its_timer(env):
         '&& systemctl restart saveos-agent-backup.timer && echo "$at"',
     ).strip()
     try:
-        wait_for("the timer's backup", lambda: env.count("snapshots", SYSTEMD) > before, 120)
+        wait_for(lambda: env.count("snapshots", SYSTEMD) > before, 120, "the timer's backup", 0.5)
         journal = env.ok(SYSTEMD, "journalctl -u saveos-agent-backup.service --no-pager -o cat")
         assert "Finished saveos-agent-backup.service" in journal, journal[-2000:]
         triggered = env.ok(
@@ -408,8 +398,8 @@ def test_heartbeats_go_on_while_a_backup_outlasts_three_intervals(env):
         jobs = {h: env.sql(
             "SELECT j.id FROM jobs j JOIN agents a ON a.id = j.agent_id WHERE a.name = :h "
             "ORDER BY j.id DESC LIMIT 1", h=h)[0][0] for h in HOSTS}  # fmt: skip
-        wait_for("borg create on both hosts", lambda: len(throttle.caught) == len(HOSTS),
-                 LOADED_S + 3 * HB)  # fmt: skip
+        wait_for(lambda: len(throttle.caught) == len(HOSTS), LOADED_S + 3 * HB,
+                 "borg create on both hosts", 0.5)  # fmt: skip
         beats = {h: env.beats(h) for h in HOSTS}
         watch_from = time.monotonic()
         seen_running: dict[str, str] = {}
@@ -442,16 +432,17 @@ def test_heartbeats_go_on_while_a_backup_outlasts_three_intervals(env):
         assert after[host] - beats[host] >= least, (host, least, beats, after)
     for host in HOSTS:
         state = "SELECT state FROM jobs WHERE id = :j"
-        wait_for(f"{host}'s job", lambda h=host: env.sql(state, j=jobs[h])[0][0] == "succeeded",
-                 LOADED_S + 60)  # fmt: skip
+        wait_for(lambda h=host: env.sql(state, j=jobs[h])[0][0] == "succeeded", LOADED_S + 60,
+                 f"{host}'s job", 0.5)  # fmt: skip
         assert env.count("snapshots", host) == snapshots[host] + 1, host
     journal = env.ok(SYSTEMD, "journalctl -u saveos-agent-jobs.service --no-pager -o cat")
     assert "Finished saveos-agent-jobs.service" in journal, journal[-2000:]
     # the next heartbeats say nothing runs any more
     wait_for(
-        "running to clear",
         lambda: all(not env.fleet()[h]["running"] for h in HOSTS),
         LOADED_S + 3 * HB,
+        "running to clear",
+        0.5,
     )
 
 
@@ -538,7 +529,7 @@ def test_the_supervised_daemon_runs_check_and_drill_at_their_slots(env):
             f"'{json.dumps(slots)}' && chmod --reference={config} {config}.new && "
             f"mv {config}.new {config} && /opt/saveos/supervise restart",
         )
-        checks = wait_for("the daemon's scheduled check and drill", both_ran, LOADED_S + 18)
+        checks = wait_for(both_ran, LOADED_S + 18, "the daemon's scheduled check and drill", 0.5)
     finally:
         env.ok(SUPERVISED, f"mv {config}.before {config} && /opt/saveos/supervise restart")
     (check_row, *more_checks), (drill_row, *more_drills) = checks
