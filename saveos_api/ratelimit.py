@@ -33,10 +33,21 @@ def lock(conn: sa.Connection, keys: set[tuple[int, str]]) -> None:
     """Take the (agent, kind) locks of a batch on PostgreSQL, in one order for every batch
     (and every worker), so that two batches never wait for each other in a cycle. Released by
     the transaction's end."""
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql" or not keys:
         return  # SQLite has one writer at a time anyway
-    for agent_id, kind in sorted(keys):
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_kind_key(kind), agent_id)))
+    ordered = sorted(keys)
+    # One round trip for the batch: unnest yields the pairs in array order, and each row's
+    # lock is taken as the scan reaches it.
+    conn.execute(
+        _LOCK_ALL,
+        {"agents": [a for a, _ in ordered], "kinds": [_kind_key(k) for _, k in ordered]},
+    ).all()
+
+
+_LOCK_ALL = sa.text(
+    "SELECT pg_advisory_xact_lock(l.kind, l.agent)"
+    " FROM unnest(CAST(:kinds AS integer[]), CAST(:agents AS integer[])) AS l(kind, agent)"
+)
 
 
 def _kind_key(kind: str) -> int:

@@ -6,7 +6,9 @@ reports and replays at once still hold its bounds and store each report id once.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -181,3 +183,82 @@ def test_two_instances_flooded_at_once_hold_the_bounds_and_store_each_report_onc
     finally:
         two.close()
         one.close()
+
+
+@pytest.mark.pg
+def test_a_batch_costs_the_same_statements_whatever_its_size(pg_url, tmp_path):
+    """Round trips per batch, counted at the driver: the agents' rate-limit locks and the
+    repositories their snapshot reports name are taken for the whole batch at once."""
+    api = Api(pg_url, tmp_path / "data")
+    try:
+        tokens = [api.provision(f"many-{i}")["token"] for i in range(24)]
+        per_batch: Counter[str] = Counter()  # statements per lane thread
+
+        @sa.event.listens_for(api.app.state.db.engine, "before_cursor_execute")
+        def count(conn, cursor, statement, parameters, context, executemany):
+            per_batch[threading.current_thread().name] += 1
+
+        def statements(count: int) -> list[int]:
+            per_batch.clear()
+            reports = [
+                (t, SNAPSHOTS, snapshot_report(repository={"server": "r1", "path": f"/srv/{i}"}))
+                for i, t in enumerate(tokens[:count])
+            ]
+            answers = _answers(api.client.portal.call(_together, api.app.state.reports, reports))
+            assert answers == [(201, False)] * count
+            return sorted(set(per_batch.values()))
+
+        statements(len(tokens))  # every token's last_used_at is fresh from here on
+        one, many = statements(1), statements(len(tokens))
+        # auth, locks, replays, counts, insert, repositories
+        assert one == many == [6]
+        with api.app.state.db.engine.connect() as conn:
+            paths = conn.execute(sa.text("SELECT count(DISTINCT repo_path) FROM agents")).scalar()
+        assert paths == len(tokens)
+    finally:
+        api.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def test_the_newest_report_names_the_repository_whatever_the_order(request, tmp_path, database):
+    url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "pg_url")
+    api = Api(url, tmp_path / "data")
+    try:
+        token = api.provision("moved")["token"]
+        other = api.provision("quiet")["token"]
+        now = datetime.now(UTC)
+
+        def at(minutes: int, path: str, **repo):
+            repository = {"server": "r1", "path": path, **repo}
+            return snapshot_report(now - timedelta(minutes=minutes), repository=repository)
+
+        def batch(*reports):
+            answers = api.client.portal.call(_together, api.app.state.reports, list(reports))
+            assert {a for a, _ in _answers(answers)} == {201}
+
+        def recorded(name):
+            with api.app.state.db.engine.connect() as conn:
+                return tuple(
+                    conn.execute(
+                        sa.text(
+                            "SELECT repo_path, repo_quota_bytes, repo_used_bytes FROM agents"
+                            " WHERE name = :name"
+                        ),
+                        {"name": name},
+                    ).one()
+                )
+
+        batch(
+            (token, SNAPSHOTS, at(20, "/srv/old", quota_bytes=5)),
+            (token, SNAPSHOTS, at(10, "/srv/new", used_bytes=7)),
+            (token, SNAPSHOTS, at(30, "/srv/oldest", quota_bytes=9)),
+            (other, SNAPSHOTS, snapshot_report()),  # names no repository
+        )
+        assert recorded("moved") == ("/srv/new", None, 7)
+        assert recorded("quiet") == (None, None, None)
+        batch((token, SNAPSHOTS, at(15, "/srv/replayed-late")))  # from the spool, older
+        assert recorded("moved") == ("/srv/new", None, 7)
+        batch((token, SNAPSHOTS, at(1, "/srv/newest", quota_bytes=3, used_bytes=2)))
+        assert recorded("moved") == ("/srv/newest", 3, 2)
+    finally:
+        api.close()

@@ -150,11 +150,7 @@ def _write_kind(state, conn, kind: Kind, pending, results: list, now) -> None:
         for n, index in enumerate(indexes):
             results[index] = _ack(row_id, duplicate=n > 0 or not first)
     if kind is SNAPSHOTS:
-        # In agent order, like the heartbeat batches take the agents' rows.
-        for key in sorted(set(new) & set(inserted)):
-            body = bodies[key]
-            if body.repository is not None:
-                _record_repository(conn, key[0], body.repository, body.finished_at)
+        _record_repositories(conn, [(k[0], bodies[k]) for k in sorted(set(new) & set(inserted))])
 
 
 def _job_refusal(owners: dict[int, int], agent_id: int, job_id: int | None):
@@ -169,20 +165,55 @@ def _job_refusal(owners: dict[int, int], agent_id: int, job_id: int | None):
     return None
 
 
-def _record_repository(conn, agent_id: int, repo: schemas.RepositoryReport, finished_at) -> None:
-    """Where the agent's repository lives; a report older than the one recorded changes nothing
-    (reports replayed from a spool arrive out of order)."""
+def _record_repositories(conn, reports: list[tuple[int, schemas.SnapshotReport]]) -> None:
+    """Where the agents' repositories live, from a batch's new snapshot reports (in agent,
+    report_id order), in one UPDATE. A report older than the one recorded changes nothing
+    (reports replayed from a spool arrive out of order); of one agent's reports the one kept is
+    the one that recording them one by one would leave: the last that finished no earlier than
+    those before it."""
+    kept: dict[int, schemas.SnapshotReport] = {}
+    for agent_id, body in reports:
+        if body.repository is not None and (
+            agent_id not in kept or body.finished_at >= kept[agent_id].finished_at
+        ):
+            kept[agent_id] = body
+    if not kept:
+        return
+    c = Agent.__table__.c
+
+    def value(v, column: sa.Column, cast: bool = True):
+        # Cast, so that a column that is NULL in every row still has the column's type.
+        return (
+            sa.cast(sa.literal(v, column.type), column.type) if cast else sa.literal(v, column.type)
+        )
+
+    reported = sa.union_all(
+        *(
+            sa.select(
+                value(agent_id, c.id).label("agent_id"),
+                value(body.repository.server, c.repo_server).label("server"),
+                value(body.repository.path, c.repo_path).label("path"),
+                value(body.repository.quota_bytes, c.repo_quota_bytes).label("quota"),
+                value(body.repository.used_bytes, c.repo_used_bytes).label("used"),
+                # Never NULL; a CAST AS DATETIME would make SQLite read the text as a number.
+                value(body.finished_at, c.repo_reported_at, cast=False).label("finished_at"),
+            )
+            for agent_id, body in kept.items()
+        )
+    ).subquery()
+    # In agent order, like the heartbeat batches take the agents' rows.
+    r = sa.select(reported).order_by(reported.c.agent_id).subquery("reported")
     conn.execute(
         sa.update(Agent)
         .where(
-            Agent.id == agent_id,
-            sa.or_(Agent.repo_reported_at.is_(None), Agent.repo_reported_at <= finished_at),
+            Agent.id == r.c.agent_id,
+            sa.or_(Agent.repo_reported_at.is_(None), Agent.repo_reported_at <= r.c.finished_at),
         )
         .values(
-            repo_server=repo.server,
-            repo_path=repo.path,
-            repo_quota_bytes=repo.quota_bytes,
-            repo_used_bytes=repo.used_bytes,
-            repo_reported_at=finished_at,
+            repo_server=r.c.server,
+            repo_path=r.c.path,
+            repo_quota_bytes=r.c.quota,
+            repo_used_bytes=r.c.used,
+            repo_reported_at=r.c.finished_at,
         )
     )
