@@ -12,6 +12,7 @@ batches take the agents' rows (agent_latest, written by triggers) in one order.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,12 +88,19 @@ def write(state, conn: sa.Connection, batch: list[Report]) -> list[Answer]:
 def _stored(conn: sa.Connection, model, keys: set[tuple[int, str]]) -> dict:
     """The ids of the rows already stored for these (agent, report_id) keys."""
     rows = conn.execute(
-        sa.select(model.agent_id, model.report_id, model.id).where(
-            model.agent_id.in_({a for a, _ in keys}),
-            model.report_id.in_({r for _, r in keys}),
-        )
+        _stored_statement(model),
+        {"agents": list({a for a, _ in keys}), "reports": list({r for _, r in keys})},
     )
     return {(a, r): row_id for a, r, row_id in rows if (a, r) in keys}
+
+
+@functools.cache
+def _stored_statement(model) -> sa.Select:
+    # Made once per kind: building a statement costs more CPU than running it for a small batch.
+    return sa.select(model.agent_id, model.report_id, model.id).where(
+        model.agent_id.in_(sa.bindparam("agents", expanding=True)),
+        model.report_id.in_(sa.bindparam("reports", expanding=True)),
+    )
 
 
 def _write_kind(state, conn, kind: Kind, pending, results: list, now) -> None:
@@ -179,41 +187,54 @@ def _record_repositories(conn, reports: list[tuple[int, schemas.SnapshotReport]]
             kept[agent_id] = body
     if not kept:
         return
-    c = Agent.__table__.c
+    rows = [
+        {
+            "agent_id": agent_id,
+            "server": body.repository.server,
+            "path": body.repository.path,
+            "quota": body.repository.quota_bytes,
+            "used": body.repository.used_bytes,
+            "finished_at": body.finished_at,
+        }
+        for agent_id, body in sorted(kept.items())  # in agent order, like the heartbeat batches
+    ]
+    if conn.dialect.name == "postgresql":
+        columns = {name: [row[name] for row in rows] for name in rows[0]}
+        conn.execute(_PG_RECORD_REPOSITORIES, columns)
+    else:  # in process: one statement per agent costs no round trip
+        conn.execute(_RECORD_REPOSITORY, rows)
 
-    def value(v, column: sa.Column, cast: bool = True):
-        # Cast, so that a column that is NULL in every row still has the column's type.
-        return (
-            sa.cast(sa.literal(v, column.type), column.type) if cast else sa.literal(v, column.type)
-        )
 
-    reported = sa.union_all(
-        *(
-            sa.select(
-                value(agent_id, c.id).label("agent_id"),
-                value(body.repository.server, c.repo_server).label("server"),
-                value(body.repository.path, c.repo_path).label("path"),
-                value(body.repository.quota_bytes, c.repo_quota_bytes).label("quota"),
-                value(body.repository.used_bytes, c.repo_used_bytes).label("used"),
-                # Never NULL; a CAST AS DATETIME would make SQLite read the text as a number.
-                value(body.finished_at, c.repo_reported_at, cast=False).label("finished_at"),
-            )
-            for agent_id, body in kept.items()
-        )
-    ).subquery()
-    # In agent order, like the heartbeat batches take the agents' rows.
-    r = sa.select(reported).order_by(reported.c.agent_id).subquery("reported")
-    conn.execute(
-        sa.update(Agent)
-        .where(
-            Agent.id == r.c.agent_id,
-            sa.or_(Agent.repo_reported_at.is_(None), Agent.repo_reported_at <= r.c.finished_at),
-        )
-        .values(
-            repo_server=r.c.server,
-            repo_path=r.c.path,
-            repo_quota_bytes=r.c.quota,
-            repo_used_bytes=r.c.used,
-            repo_reported_at=r.c.finished_at,
-        )
+_RECORD_REPOSITORY = (
+    sa.update(Agent)
+    .where(
+        Agent.id == sa.bindparam("agent_id"),
+        sa.or_(
+            Agent.repo_reported_at.is_(None),
+            Agent.repo_reported_at <= sa.bindparam("finished_at"),
+        ),
     )
+    .values(
+        repo_server=sa.bindparam("server"),
+        repo_path=sa.bindparam("path"),
+        repo_quota_bytes=sa.bindparam("quota"),
+        repo_used_bytes=sa.bindparam("used"),
+        repo_reported_at=sa.bindparam("finished_at"),
+    )
+)
+# The whole batch's in one UPDATE, taking the agents' rows in id order.
+_PG_RECORD_REPOSITORIES = sa.text(
+    """
+    UPDATE agents a SET repo_server = r.server, repo_path = r.path, repo_quota_bytes = r.quota,
+        repo_used_bytes = r.used, repo_reported_at = r.finished_at
+    FROM (
+        SELECT * FROM unnest(
+            CAST(:agent_id AS integer[]), CAST(:server AS text[]), CAST(:path AS text[]),
+            CAST(:quota AS bigint[]), CAST(:used AS bigint[]), CAST(:finished_at AS timestamptz[])
+        ) AS u(agent_id, server, path, quota, used, finished_at)
+        ORDER BY agent_id
+    ) r
+    WHERE a.id = r.agent_id
+        AND (a.repo_reported_at IS NULL OR a.repo_reported_at <= r.finished_at)
+    """
+)
