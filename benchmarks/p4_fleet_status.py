@@ -191,7 +191,7 @@ def load(url: str, agents: int, snapshots: int, seed: int = 9) -> dict:
         _copy(
             cur,
             "check_results",
-            "agent_id, report_id, repo, started_at, finished_at, verify_data, result, rc, "
+            "agent_id, report_id, repository, started_at, finished_at, verify_data, result, rc, "
             "received_at",
             checks(),
         )

@@ -189,7 +189,7 @@ class CheckResult(Base):
     agent_id: Mapped[int] = _agent_fk()
     report_id: Mapped[str] = mapped_column(sa.String(64))
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
-    repo: Mapped[str] = mapped_column(sa.String(1024))
+    repository: Mapped[str] = mapped_column(sa.String(1024))  # `repo` before 0014
     started_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime] = mapped_column()
     verify_data: Mapped[bool] = mapped_column(sa.Boolean)

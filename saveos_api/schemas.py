@@ -484,6 +484,12 @@ class DatabaseDrill(Input):
     message: Text(4096) | None = None  # type: ignore[valid-type]
 
 
+class RepositoryName(Input):
+    """The repository as borg names it (a check report's `repository`)."""
+
+    url: RepoPath
+
+
 class RepositoryReport(Input):
     """Where the repository lives: its server (null: the host's own disk), the path there,
     the host's storage quota on it and the bytes the repository's archives use."""
@@ -496,9 +502,33 @@ class RepositoryReport(Input):
     used_bytes: Size | None = None
 
 
-class SnapshotReport(_Timed):
+class _InRepository(_Timed):
+    """A report about one repository: named by `repository.url` (each kind declares its
+    `repository`), or by the deprecated `repo` of older agents for one release (GLOSSARY
+    "Deprecated names"); both given, they must be the same (else 422)."""
+
     # Deprecated: repository.url. Marked in the schema only (`deprecated=` would warn on use).
     repo: RepoPath | None = Field(None, json_schema_extra={"deprecated": True})
+
+    @model_validator(mode="after")
+    def _one_repository(self):
+        url = self.repository.url if self.repository else None
+        if url is None and self.repo is None:
+            raise ValueError("repository.url is required (or, from older agents, repo)")
+        if url is not None and self.repo is not None and url != self.repo:
+            raise ValueError(
+                "repo and repository.url name different repositories: send repository.url"
+                " alone (repo is its deprecated name)"
+            )
+        return self
+
+    @property
+    def repository_url(self) -> str:
+        """The repository the report is about, whichever key named it (both: the same)."""
+        return self.repository.url if self.repository and self.repository.url else self.repo
+
+
+class SnapshotReport(_InRepository):
     archive: ArchiveName
     duration_s: Duration | None = None
     nfiles: Size
@@ -522,26 +552,9 @@ class SnapshotReport(_Timed):
             raise ValueError(f"message and warnings hold more than {REPORT_TEXT_MAX} characters")
         return self
 
-    @model_validator(mode="after")
-    def _one_repository(self):
-        url = self.repository.url if self.repository else None
-        if url is None and self.repo is None:
-            raise ValueError("repository.url is required (or, from older agents, repo)")
-        if url is not None and self.repo is not None and url != self.repo:
-            raise ValueError(
-                "repo and repository.url name different repositories: send repository.url"
-                " alone (repo is its deprecated name)"
-            )
-        return self
 
-    @property
-    def repository_url(self) -> str:
-        """The repository the snapshot is in, whichever key named it (both: the same)."""
-        return self.repository.url if self.repository and self.repository.url else self.repo
-
-
-class CheckReport(_Timed):
-    repo: RepoPath
+class CheckReport(_InRepository):
+    repository: RepositoryName | None = None
     verify_data: StrictBool
     result: Literal[rules.CHECK_RESULTS]
     rc: ReturnCode

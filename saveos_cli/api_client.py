@@ -163,8 +163,8 @@ class ApiClient:
     def record_server_offsite(self, agent_id: int, report: dict) -> dict:
         return self._request("POST", f"/api/v1/agents/{agent_id}/offsite", json=report)
 
-    def maintenance_state(self, agent_id: int, repo: str | None = None) -> dict:
-        params = {"repo": repo} if repo else None
+    def maintenance_state(self, agent_id: int, repository: str | None = None) -> dict:
+        params = {"repository": repository} if repository else None
         return self._request("GET", f"/api/v1/agents/{agent_id}/maintenance/state", params=params)
 
     def revoke_tokens(self, agent_id: int) -> int:

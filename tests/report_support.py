@@ -39,7 +39,7 @@ def check_report(finished: datetime | None = None, result: str = "ok", **extra) 
     finished = finished or datetime.now(UTC)
     body = {
         "report_id": report_id(),
-        "repo": "/var/lib/saveos/repo",
+        "repository": {"url": "/var/lib/saveos/repo"},
         "started_at": iso(finished - timedelta(seconds=5)),
         "finished_at": iso(finished),
         "verify_data": False,

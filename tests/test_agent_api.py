@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from agent_support import AgentHost, make_tree, write_private
 from conftest import ApiServer, free_port
 from wait_support import wait_for
@@ -223,6 +224,14 @@ def test_daemon_survives_an_api_outage_then_delivers_and_runs_jobs(tmp_path, age
             ).json()["state"]
 
         _wait(lambda: job_state() == "succeeded", what="the check job")
+        # The agent names the checked repository `repository.url`: stored, not refused.
+        engine = sa.create_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                checked = conn.execute(sa.text("SELECT repository FROM check_results")).all()
+        finally:
+            engine.dispose()
+        assert checked == [(str(host.repo),)]
         agent = httpx.get(
             f"{server.url}/api/v1/agents/{agent_id}", headers=server.admin_headers(), timeout=10
         ).json()

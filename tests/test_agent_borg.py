@@ -292,6 +292,10 @@ def test_check_reports_ok_and_detects_a_corrupted_segment(host):
     assert rc == 0
     rc, check = host.json("check")
     assert rc == 0 and check["status"] == "ok" and check["verify_data"] is False
+    # The report (spooled: no API) names the repository by the glossary's word alone.
+    spooled = [json.loads(p.read_text()) for p in (host.root / "spool").glob("*.json")]
+    body = next(r["body"] for r in spooled if r["kind"] == "check")
+    assert body["repository"] == {"url": str(host.repo)} and "repo" not in body
     segments = sorted((host.repo / "data").rglob("[0-9]*"), key=lambda p: p.stat().st_size)
     biggest = segments[-1]
     blob = bytearray(biggest.read_bytes())

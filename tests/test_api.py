@@ -443,6 +443,38 @@ def test_snapshot_repository_is_taken_by_either_name(api):
     }
 
 
+def test_check_repository_is_taken_by_either_name(api):
+    """A check report names its repository as `repository.url` or, from older agents, `repo`
+    (both: the same); stored as check_results.repository; neither, or two different: 422."""
+    _, headers = api.agent("lab1")
+    old = check_report(report_id="check-old", repo="/srv/old")
+    del old["repository"]
+    bodies = [
+        old,
+        check_report(report_id="check-new", repository={"url": "/srv/new"}),
+        check_report(report_id="check-both", repository={"url": "/srv/b"}, repo="/srv/b"),
+    ]
+    for body in bodies:
+        r = api.client.post("/api/v1/reports/checks", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+    refused = {
+        "repo and repository.url name different repositories": check_report(repo="/srv/other"),
+        "repository.url is required": {**old, "repo": None},
+        "url": check_report(repository={}),
+    }
+    for message, body in refused.items():
+        r = api.client.post("/api/v1/reports/checks", json=body, headers=headers)
+        assert r.status_code == 422, r.text
+        assert message in json.dumps(r.json()["detail"])
+    with api.app.state.db.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT report_id, repository FROM check_results")).all()
+    assert sorted(rows) == [
+        ("check-both", "/srv/b"),
+        ("check-new", "/srv/new"),
+        ("check-old", "/srv/old"),
+    ]
+
+
 def test_hostile_bodies_get_4xx_never_5xx(api):
     _, headers = api.agent("lab1")
     headers = {**headers, "content-type": "application/json"}

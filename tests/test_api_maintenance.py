@@ -73,12 +73,19 @@ def test_prune_tamper_rollback_through_the_api(api):
     assert state["state"]["segments"]["20"] == [99, 3, 4, "cd" * 32]
     assert list(state["archives_on_record"]) == ["web1-a3"]
     assert state["last_maintained_at"] is not None and state["last_verify_data_at"] is None
-    elsewhere = c.get(
-        f"/api/v1/agents/{agent_id}/maintenance/state",
-        params={"repo": "ssh://saveos-repo@repo1:22/srv/saveos-repos/web1"},
-        headers=api.admin,
-    ).json()
-    assert elsewhere["archives_on_record"] == {}  # the snapshots were in /var/lib/saveos/repo
+    # The snapshots were in /var/lib/saveos/repo: `repository=` (or the deprecated `repo=`).
+    path = f"/api/v1/agents/{agent_id}/maintenance/state"
+    other, here = "ssh://saveos-repo@repo1:22/srv/saveos-repos/web1", "/var/lib/saveos/repo"
+    for name in ("repository", "repo"):
+        elsewhere = c.get(path, params={name: other}, headers=api.admin).json()
+        assert elsewhere["archives_on_record"] == {}, name
+        there = c.get(path, params={name: here}, headers=api.admin).json()
+        assert list(there["archives_on_record"]) == ["web1-a3"], name
+    both = c.get(path, params={"repository": here, "repo": here}, headers=api.admin)
+    assert list(both.json()["archives_on_record"]) == ["web1-a3"]
+    refused = c.get(path, params={"repository": here, "repo": other}, headers=api.admin)
+    assert refused.status_code == 422
+    assert "repo and repository name different repositories" in refused.text
 
     finding = {"kind": "archive_missing", "message": "archives missing: web1-a3"}
     tampered = _run("tampered", findings=[{**finding, "items": ["web1-a3"]}])

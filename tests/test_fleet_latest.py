@@ -24,13 +24,13 @@ from saveos_api.models import (
 )
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-# Columns named otherwise before 0013 (the backfill test fills the schema of 0003).
+# Columns named otherwise before 0013/0014 (the backfill test fills the schema of 0003).
 OLD_NAMES = {"last_heartbeat_at": "last_seen", "repository": "repo"}
 
 
 def _insert(model, values: dict, old: bool) -> sa.Insert:
     """INSERT of `values` into the model's table; `old`: only these columns, by their names
-    before 0013 (the model names newer columns, and defaults some the old schema lacks)."""
+    before 0013/0014 (the model names newer columns, and defaults some the old schema lacks)."""
     if not old:
         return sa.insert(model).values(**values)
     types = model.__table__.c
@@ -82,8 +82,8 @@ def _report(
         conn.execute(_insert(Snapshot, {**common, **values}, old=not locks))
     elif kind == "check":
         result = rng.choice(("ok", "error"))
-        values = dict(report_id=f"c{n}", repo="/r", verify_data=False, result=result, rc=0)
-        conn.execute(sa.insert(CheckResult).values(**common, **values, received_at=NOW))
+        values = dict(report_id=f"c{n}", repository="/r", verify_data=False, result=result, rc=0)
+        conn.execute(_insert(CheckResult, {**common, **values, "received_at": NOW}, old=not locks))
     elif kind == "drill":
         values = dict(report_id=f"d{n}", archive="a", files_checked=1, files_matched=1)
         values.update(files_mismatched=0, result=rng.choice(("pass", "fail")), received_at=NOW)

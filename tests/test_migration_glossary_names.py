@@ -1,13 +1,17 @@
-"""Migration 0013 renames columns to the glossary's words (#18): a database at 0012 with rows
-keeps every value under the new names, the agent_latest trigger keeps working under them, and
-a downgrade brings the old names (and a working trigger) back; SQLite and PostgreSQL."""
+"""Migrations 0013 and 0014 rename columns to the glossary's words (#18): a database at the
+revision before with rows keeps every value under the new names, the agent_latest triggers keep
+working under them, and a downgrade brings the old names (and working triggers) back; SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from alembic import command
+from alembic.config import Config
 
 from saveos_api import migrations
 from saveos_api.db import make_engine
@@ -75,11 +79,19 @@ def _latest(conn, names: list[str]) -> tuple:
     return tuple(conn.execute(sa.select(*table.c)).one())
 
 
-def test_renames_keep_values_and_the_trigger_both_ways(db_url):
-    migrations.upgrade(db_url, "0012")
+@contextmanager
+def _from(db_url: str, revision: str) -> Iterator[tuple[sa.Engine, Config]]:
+    """The database at `revision`, its engine and its Alembic config."""
+    migrations.upgrade(db_url, revision)
     engine = make_engine(db_url)
-    cfg = migrations.alembic_config(db_url)
     try:
+        yield engine, migrations.alembic_config(db_url)
+    finally:
+        engine.dispose()
+
+
+def test_renames_keep_values_and_the_trigger_both_ways(db_url):
+    with _from(db_url, "0012") as (engine, cfg):
         with engine.begin() as conn:
             _agent(conn, "last_seen")
             _snapshot(conn, "repo", 1, NOW - timedelta(hours=2), "ok")
@@ -117,5 +129,58 @@ def test_renames_keep_values_and_the_trigger_both_ways(db_url):
             back = _latest(conn, OLD)
         assert back[2] == "error" and back[4:] == after[4:]
         migrations.upgrade(db_url)  # and up again
-    finally:
-        engine.dispose()
+
+
+def _check(conn, repo_column: str, n: int, at: datetime, result: str) -> None:
+    table = _table(
+        "check_results", agent_id=INT, report_id=TEXT, started_at=TS, finished_at=TS,
+        verify_data=sa.Boolean(), result=TEXT, rc=INT, received_at=TS, **{repo_column: TEXT},
+    )  # fmt: skip
+    conn.execute(
+        sa.insert(table).values(
+            agent_id=1, report_id=f"check-{n:04d}", started_at=at - timedelta(minutes=1),
+            finished_at=at, verify_data=n % 2 == 0, result=result, rc=0 if result == "ok" else 2,
+            received_at=at, **{repo_column: f"/srv/repo-{n}"},
+        )
+    )  # fmt: skip
+
+
+def _checked(conn, column: str) -> list[str]:
+    # `column` is one of the two names this test knows.
+    rows = conn.execute(sa.text(f"SELECT {column} FROM check_results ORDER BY id"))  # noqa: S608
+    return [r[0] for r in rows]
+
+
+CHECK_LATEST = ["check_id", "check_finished_at", "check_result"]
+
+
+def test_check_repository_rename_keeps_values_both_ways(db_url):
+    """0014: check_results.repo -> repository; no trigger names it, check_results' keeps
+    agent_latest's check_* through the rename and back."""
+    with _from(db_url, "0013") as (engine, cfg):
+        with engine.begin() as conn:
+            _agent(conn, "last_heartbeat_at")
+            for n, result in enumerate(("ok", "error"), start=1):  # 2 h, then 1 h ago
+                _check(conn, "repo", n, NOW - timedelta(hours=3 - n), result)
+            before = _latest(conn, CHECK_LATEST)
+        assert before == (2, NOW - timedelta(hours=1), "error")  # the trigger ran at 0013
+
+        migrations.upgrade(db_url)
+        with engine.begin() as conn:
+            columns = _columns(conn, "check_results")
+            assert "repository" in columns and "repo" not in columns
+            assert _checked(conn, "repository") == ["/srv/repo-1", "/srv/repo-2"]
+            assert _latest(conn, CHECK_LATEST) == before
+            _check(conn, "repository", 3, NOW, "ok")
+            assert _latest(conn, CHECK_LATEST) == (3, NOW, "ok")
+
+        command.downgrade(cfg, "0013")
+        with engine.begin() as conn:
+            columns = _columns(conn, "check_results")
+            assert "repo" in columns and "repository" not in columns
+            assert _checked(conn, "repo") == ["/srv/repo-1", "/srv/repo-2", "/srv/repo-3"]
+            _check(conn, "repo", 4, NOW + timedelta(minutes=5), "error")
+            assert _latest(conn, CHECK_LATEST) == (4, NOW + timedelta(minutes=5), "error")
+        migrations.upgrade(db_url)  # and up again
+        with engine.begin() as conn:
+            assert _checked(conn, "repository")[-1] == "/srv/repo-4"

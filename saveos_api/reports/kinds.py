@@ -31,14 +31,16 @@ class Kind:
         return values
 
 
-SNAPSHOTS = Kind(
-    "snapshots",
-    schemas.SnapshotReport,
-    Snapshot,
-    frozenset({"repo", "repository"}),
-    lambda body: {"repository": body.repository_url},
-)
-CHECKS = Kind("checks", schemas.CheckReport, CheckResult)
+# A report about one repository stores its URL as `repository`, whichever key named it.
+IN_REPOSITORY = frozenset({"repo", "repository"})
+
+
+def _repository(body) -> dict[str, Any]:
+    return {"repository": body.repository_url}
+
+
+SNAPSHOTS = Kind("snapshots", schemas.SnapshotReport, Snapshot, IN_REPOSITORY, _repository)
+CHECKS = Kind("checks", schemas.CheckReport, CheckResult, IN_REPOSITORY, _repository)
 DRILLS = Kind("drills", schemas.DrillReport, DrillResult)
 OFFSITE = Kind("offsite", schemas.OffsiteReport, OffsiteSync)
 KINDS = (SNAPSHOTS, CHECKS, DRILLS, OFFSITE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Query, Request, Response
+from fastapi import HTTPException, Query, Request, Response
 
 from saveos_api import schemas
 from saveos_api.audit import audit
@@ -136,11 +136,21 @@ def list_maintenance(
 def maintenance_state(
     agent_id: AgentId,
     session: SessionDep,
+    repository: Annotated[
+        str | None,
+        Query(max_length=1024, description="Only archives reported in this repository (URL)"),
+    ] = None,
     repo: Annotated[
         str | None,
-        Query(max_length=1024, description="Only archives reported in this repository"),
+        Query(max_length=1024, deprecated=True, description="The older name of `repository`"),
     ] = None,
 ):
+    if repository is not None and repo is not None and repository != repo:
+        msg = "repo and repository name different repositories: send repository alone"
+        raise HTTPException(
+            422, detail=[{"loc": ["query", "repo"], "msg": msg, "type": "value_error"}]
+        )
+    repository = repository if repository is not None else repo
     agent = get_agent_or_404(session, agent_id)
     last_good = session.scalars(
         sa.select(RepoMaintenance)
@@ -160,8 +170,8 @@ def maintenance_state(
         Snapshot.exit_status.in_(MADE),
         Snapshot.pruned_at.is_(None),
     ]
-    if repo is not None:
-        where.append(Snapshot.repository == repo)
+    if repository is not None:
+        where.append(Snapshot.repository == repository)
     made = session.execute(
         sa.select(Snapshot.archive, sa.func.max(Snapshot.finished_at))
         .where(*where)

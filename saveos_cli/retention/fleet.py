@@ -187,7 +187,7 @@ def prune(
             if problem:
                 raise SaveOSError(problem, exit_code=EXIT_FLEET)
             agent_id = client.agent_by_name(name)["id"]
-            state = client.maintenance_state(agent_id, repo=target.location.url)
+            state = client.maintenance_state(agent_id, repository=target.location.url)
             prev = verify.RepoState.from_json(state.get("state"))
             due = _due(state, target.verify_data_every_s, started)
             with tempfile.TemporaryDirectory(prefix="saveos-prune-") as tmp:
@@ -259,7 +259,7 @@ def rollback(
             exit_code=EXIT_FLEET,
         )
     agent_id = client.agent_by_name(name)["id"]
-    state = client.maintenance_state(agent_id, repo=target.location.url)
+    state = client.maintenance_state(agent_id, repository=target.location.url)
     prev = verify.RepoState.from_json(state.get("state"))
     with tempfile.TemporaryDirectory(prefix="saveos-rollback-") as tmp:
         repo = repository(target, Path(tmp))

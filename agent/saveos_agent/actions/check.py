@@ -50,7 +50,7 @@ def _check(cfg: Config, verify_data: bool, job_id: Optional[int]) -> Dict[str, A
         message = lock_message(cfg, result)
     body = {
         "report_id": new_report_id(),
-        "repo": cfg.repository,
+        "repository": {"url": cfg.repository},
         "started_at": iso(started),
         "finished_at": iso(finished),
         "verify_data": verify_data,
