@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import secrets
 import socket
 import statistics
@@ -138,6 +139,50 @@ def median(values):
     return statistics.median(values)
 
 
+def medians(series: dict[str, list[float]]) -> dict[str, float]:
+    return {key: median(values) for key, values in series.items()}
+
+
+def median_fields(med: dict[str, float], med_cpu: dict[str, float]) -> dict[str, float]:
+    """A summary's medians by name: `<series>_s` (wall) and `cpu_<series>_s`."""
+    return {
+        **{f"{k}_s": v for k, v in med.items()},
+        **{f"cpu_{k}_s": v for k, v in med_cpu.items()},
+    }
+
+
+def run_line(i: int, load: float, times: dict[str, list[float]]) -> str:
+    """The start of a per-run progress line: run number, load, each series' latest in ms."""
+    latest = ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items())
+    return f"run {i + 1} (load {load:.1f}): {latest}"
+
+
+def children_cpu() -> float:
+    """user+system CPU seconds of every child process this one has waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_cli(
+    api: Api, argv: list[str], **env: str
+) -> tuple[subprocess.CompletedProcess, float, float]:
+    """`saveos ARGV` against `api` as a process of its own, the way an operator or cron runs it
+    (output discarded, stderr kept): the process, its wall seconds and its CPU seconds."""
+    env = dict(os.environ, SAVEOS_API_URL=api.url, SAVEOS_ADMIN_TOKEN=api.admin_token, **env)
+    cpu0 = children_cpu()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "saveos_cli.app", *argv],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    return proc, wall, children_cpu() - cpu0
+
+
 def machine() -> dict:
     return {
         "cpus": os.cpu_count(),
@@ -186,6 +231,15 @@ def write_agent_config(work: Path, settings: dict) -> Path:
     path.write_text(json.dumps(config))
     path.chmod(0o600)
     return path
+
+
+def build_agent(out: Path) -> Path:
+    """The agent zipapp at `out`, built by the system python3 as the role's hosts run it."""
+    build = REPO / "agent" / "build.py"
+    subprocess.run(
+        ["/usr/bin/python3", str(build), "--out", str(out)], check=True, capture_output=True
+    )
+    return out
 
 
 def agent_argv(pyz: Path, config: Path, command: str) -> list[str]:

@@ -15,19 +15,14 @@ keeps the load short. The database is kept between runs like P4's.
 
 from __future__ import annotations
 
-import argparse
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from _common import REPO, Api, finish, median  # noqa: E402
-from p4_fleet_status import fleet_db  # noqa: E402
+from _common import Api, median, run_cli  # noqa: E402
+from p4_fleet_status import fleet_args, fleet_db, fleet_finish  # noqa: E402
 
 GOAL_CPU_S = 1.0
 COMMANDS = {
@@ -42,40 +37,16 @@ COMMANDS = {
 }
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run(api: Api, argv: list[str]) -> tuple[float, float]:
     """(wall s, CPU s of the CLI process) of one `saveos ARGV`."""
-    env = dict(
-        os.environ, SAVEOS_API_URL=api.url, SAVEOS_ADMIN_TOKEN=api.admin_token, COLUMNS="160"
-    )
-    cpu0 = _children_cpu()
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *argv],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wall = time.perf_counter() - start
+    proc, wall, cpu = run_cli(api, argv, COLUMNS="160")
     if proc.returncode not in (0, 2):  # 2: the dataset has hosts that need attention
         raise SystemExit(f"saveos {' '.join(argv)} failed ({proc.returncode}): {proc.stderr}")
-    return wall, _children_cpu() - cpu0
+    return wall, cpu
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=10_000)
-    parser.add_argument("--snapshots", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--name", default="cli_fleet")
-    parser.add_argument("--fresh", action="store_true", help="load into a scratch database")
-    args = parser.parse_args()
+    args = fleet_args(__doc__, snapshots=100_000, repeat=3, name="cli_fleet")
     walls: dict[str, list[float]] = {k: [] for k in COMMANDS}
     cpus: dict[str, list[float]] = {k: [] for k in COMMANDS}
     with tempfile.TemporaryDirectory(prefix="saveos-cli-") as tmp, fleet_db(args) as (url, counts):
@@ -103,10 +74,7 @@ def main() -> int:
         f"worst: {worst} {median(cpus[worst]) * 1000:.0f} ms of its own CPU; "
         f"goal <= {GOAL_CPU_S:.0f} s: {summary['goal_met']}"
     )
-    return finish(
-        args.name,
-        {"params": vars(args), "data": counts, "summary": summary, "walls": walls, "cpus": cpus},
-    )
+    return fleet_finish(args, counts, summary, walls=walls, cpus=cpus)
 
 
 if __name__ == "__main__":

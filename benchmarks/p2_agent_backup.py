@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,15 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    REPO,
-    agent_argv,
-    finish,
-    load_range,
-    median,
-    write_agent_config,
-    write_borgmatic_config,
-)
+from _common import build_agent, finish, load_range, median  # noqa: E402
+from _tools import Agent, Borgmatic, Tool, ensure_borgmatic, rotated, run, timed  # noqa: E402
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P2_DIR", "/var/tmp/saveos-bench-p2"))
 DATA = ROOT / "data"
@@ -51,7 +43,6 @@ COMPRESSION = "zstd,3"
 EXCLUDES = ["*.tmp"]
 RETENTION = {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6}
 GOAL_VS_RAW = 1.05
-BORGMATIC_VERSION = "2.1.10"
 WORDS = [b"backup", b"borg", b"fleet", b"saveos", b"archive", b"chunk", b"repo", b"host"]
 
 
@@ -103,53 +94,11 @@ def set_generation(generation: int) -> None:
         _write(i, sizes[i], generation)
 
 
-def run(argv, env, **kw) -> None:
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, **kw)
-    if proc.returncode not in (0, 1):  # 1: borg warning (e.g. a file changed while read)
-        raise RuntimeError(
-            f"{argv[0]} {argv[1:3]} failed ({proc.returncode}): {proc.stderr[-2000:]}"
-        )
-
-
-class Tool:
-    name = ""
-
-    def __init__(self, work: Path, passfile: Path):
-        self.work = work
-        self.repo = work / "repo"
-        self.passfile = passfile
-        self.env = dict(os.environ, BORG_BASE_DIR=str(work / "borg-base"), BORG_EXIT_CODES="legacy")
-        for key in ("BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD"):
-            self.env.pop(key, None)
-
-    def reset(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
-        self.work.mkdir(parents=True)
-        init_env = dict(self.env, BORG_PASSCOMMAND=f"cat {self.passfile}")
-        run(["borg", "init", "--encryption", "repokey-blake2", str(self.repo)], init_env)
-
-    def backup(self) -> None:
-        raise NotImplementedError
-
-    def last_archive(self) -> dict:
-        """nfiles and original size of the newest archive: every tool must have saved the same."""
-        env = dict(self.env, BORG_PASSCOMMAND=f"cat {self.passfile}")
-        out = subprocess.run(
-            ["borg", "info", "--json", "--last", "1", str(self.repo)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        stats = json.loads(out)["archives"][0]["stats"]
-        return {"nfiles": stats["nfiles"], "original_size": stats["original_size"]}
-
-
 class RawBorg(Tool):
     name = "raw_borg"
 
     def backup(self) -> None:
-        env = dict(self.env, BORG_PASSCOMMAND=f"cat {self.passfile}")
+        env = self.borg_env
         archive = (
             f"{self.repo}::bench-{time.strftime('%Y-%m-%dT%H:%M:%S')}.{time.time_ns() % 10**6}"
         )
@@ -158,79 +107,6 @@ class RawBorg(Tool):
         keep = [f"--{k.replace('_', '-')}={v}" for k, v in RETENTION.items()]
         run(["borg", "prune", *keep, "--glob-archives", "bench-*", str(self.repo)], env)
         run(["borg", "compact", str(self.repo)], env)
-
-
-class Agent(Tool):
-    name = "saveos_agent"
-
-    def __init__(self, work: Path, passfile: Path, pyz: Path):
-        super().__init__(work, passfile)
-        self.pyz = pyz
-
-    def reset(self) -> None:
-        super().reset()
-        settings = {
-            "repository": str(self.repo),
-            "passphrase_file": str(self.passfile),
-            "sources": [str(DATA)],
-            "excludes": EXCLUDES,
-            "retention": RETENTION,
-            "compression": COMPRESSION,
-        }
-        self.config = write_agent_config(self.work, settings)
-
-    def backup(self) -> None:
-        run(agent_argv(self.pyz, self.config, "backup"), self.env)
-
-
-class Borgmatic(Tool):
-    name = "borgmatic"
-
-    def __init__(self, work: Path, passfile: Path, borgmatic: str):
-        super().__init__(work, passfile)
-        self.borgmatic = borgmatic
-
-    def reset(self) -> None:
-        super().reset()
-        extra = [
-            "exclude_patterns:",
-            *[f"    - '{p}'" for p in EXCLUDES],
-            "match_archives: 'sh:bench-*'",
-            *[f"{k}: {v}" for k, v in RETENTION.items()],
-        ]
-        self.config = write_borgmatic_config(
-            self.work, source=DATA, repo=self.repo, passfile=self.passfile,
-            compression=COMPRESSION, extra=extra,
-        )  # fmt: skip
-
-    def backup(self) -> None:
-        run([self.borgmatic, "--config", str(self.config), "create", "prune", "compact"], self.env)
-
-
-def ensure_borgmatic(path: str) -> str:
-    """borgmatic from PyPI in a venv of its own (`<venv>/bin/borgmatic`), created when missing."""
-    if os.path.exists(path):
-        return path
-    venv = Path(path).parent.parent
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, f"borgmatic=={BORGMATIC_VERSION}"], check=True)
-    return path
-
-
-def timed(tool: Tool) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user+system of every process the backup ran)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    tool.backup()
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return wall, cpu
-
-
-def rotated(tools: list, k: int) -> list:
-    return tools[k % len(tools) :] + tools[: k % len(tools)]
 
 
 def rounds(tools: list, repeat: int, incrementals: int) -> tuple[dict, dict, dict, list]:
@@ -279,6 +155,19 @@ def rounds(tools: list, repeat: int, incrementals: int) -> tuple[dict, dict, dic
     return times, pairs, saved, loads
 
 
+def paired_result(args, dataset, loads, summary, times, pairs, **versions) -> dict:
+    """The result file of a run of rounds() (P2, P5): `versions` of the tools beside."""
+    return {
+        "params": vars(args),
+        "dataset": {**dataset, "changed_files": len(changed_files())},
+        **versions,
+        "load_1min": load_range(loads),
+        "summary": summary,
+        "times": times,
+        "agent_vs_raw_pairs": pairs,
+    }
+
+
 def summarize(times: dict, pairs: dict, same: bool) -> dict:
     med = {name: {phase: median(v) for phase, v in t.items()} for name, t in times["wall"].items()}
     cpu = {name: {phase: median(v) for phase, v in t.items()} for name, t in times["cpu"].items()}
@@ -312,12 +201,7 @@ def main() -> int:
     if not passfile.exists():
         passfile.write_text(f"bench-{SEED}-not-a-real-secret\n")
     passfile.chmod(0o600)
-    pyz = ROOT / "saveos-agent.pyz"
-    subprocess.run(
-        ["/usr/bin/python3", str(REPO / "agent" / "build.py"), "--out", str(pyz)],
-        check=True,
-        capture_output=True,
-    )
+    pyz = build_agent(ROOT / "saveos-agent.pyz")
     borgmatic = ensure_borgmatic(args.borgmatic)
     borgmatic_version = subprocess.run(
         [borgmatic, "--version"], capture_output=True, text=True, check=True
@@ -325,11 +209,24 @@ def main() -> int:
     borg_version = subprocess.run(
         ["borg", "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
+    agent_settings = {
+        "sources": [str(DATA)],
+        "excludes": EXCLUDES,
+        "retention": RETENTION,
+        "compression": COMPRESSION,
+    }
+    borgmatic_extra = [
+        "exclude_patterns:",
+        *[f"    - '{p}'" for p in EXCLUDES],
+        "match_archives: 'sh:bench-*'",
+        *[f"{k}: {v}" for k, v in RETENTION.items()],
+    ]
     tools = [
         RawBorg(ROOT / "run" / "raw", passfile),
-        Agent(ROOT / "run" / "agent", passfile, pyz),
-        Borgmatic(ROOT / "run" / "borgmatic", passfile, borgmatic),
-    ]
+        Agent(ROOT / "run" / "agent", passfile, pyz, agent_settings),
+        Borgmatic(ROOT / "run" / "borgmatic", passfile, borgmatic, source=DATA,
+                  compression=COMPRESSION, extra=borgmatic_extra),
+    ]  # fmt: skip
     names = [t.name for t in tools]
     times, pairs, saved, loads = rounds(tools, args.repeat, args.incrementals)
     set_generation(0)
@@ -352,17 +249,11 @@ def main() -> int:
     print(f"goal (<= {GOAL_VS_RAW}x raw borg, <= borgmatic): {summary['goal_met']}")
     return finish(
         args.name,
-        {
-            "params": vars(args),
-            "dataset": {**dataset, "changed_files": len(changed_files())},
-            "borg_version": borg_version,
-            "borgmatic_version": borgmatic_version,
-            "load_1min": load_range(loads),
-            "summary": summary,
-            "times": times,
-            "agent_vs_raw_pairs": pairs,
-        },
-    )
+        paired_result(
+            args, dataset, loads, summary, times, pairs,
+            borg_version=borg_version, borgmatic_version=borgmatic_version,
+        ),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import io
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,13 +47,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from _common import (  # noqa: E402
     PG_ADMIN,
-    REPO,
     Api,
     _pg_exec,
     cpu_seconds,
     finish,
-    median,
+    median_fields,
+    medians,
     pg_backend_pids,
+    run_cli,
+    run_line,
     scratch_pg,
 )
 
@@ -234,6 +235,24 @@ def load(url: str, agents: int, snapshots: int, seed: int = 9) -> dict:
     return counts
 
 
+def fleet_args(doc: str, *, snapshots: int, repeat: int, name: str) -> argparse.Namespace:
+    """The command line of a benchmark on the P4 dataset (what fleet_db reads, and its own
+    --repeat and --name defaults)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--snapshots", type=int, default=snapshots)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--name", default=name)
+    parser.add_argument("--fresh", action="store_true", help="load into a scratch database")
+    return parser.parse_args()
+
+
+def fleet_finish(args, counts: dict, summary: dict, **series) -> int:
+    """finish() for a benchmark on the P4 dataset: the params, the data loaded, the summary and
+    every run's `series`."""
+    return finish(args.name, {"params": vars(args), "data": counts, "summary": summary, **series})
+
+
 @contextmanager
 def fleet_db(args, prefix: str = "saveos_bench_p4"):
     """The loaded database: kept between runs (loading takes minutes) unless --fresh.
@@ -315,26 +334,10 @@ def time_api(api: Api, pids: list[int]) -> tuple[float, int, float]:
     return elapsed, len(resp.json()["agents"]), cpu
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def time_cli(api: Api, pids: list[int]) -> tuple[float, float, float]:
     """(wall, CPU of the CLI process, CPU of CLI + API + backends)."""
-    env = dict(os.environ, SAVEOS_API_URL=api.url, SAVEOS_ADMIN_TOKEN=api.admin_token)
-    server0, child0 = cpu_seconds(pids), _children_cpu()
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", "status", "--json"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    elapsed = time.perf_counter() - start
-    own = _children_cpu() - child0
+    server0 = cpu_seconds(pids)
+    proc, elapsed, own = run_cli(api, ["status", "--json"])
     total = own + cpu_seconds(pids) - server0
     if proc.returncode not in (0, 2):  # 2: some hosts need attention, which the data has
         print(f"saveos status failed ({proc.returncode}): {proc.stderr.strip()}", flush=True)
@@ -343,13 +346,7 @@ def time_cli(api: Api, pids: list[int]) -> tuple[float, float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=10_000)
-    parser.add_argument("--snapshots", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--name", default="p4_fleet_status")
-    parser.add_argument("--fresh", action="store_true", help="load into a scratch database")
-    args = parser.parse_args()
+    args = fleet_args(__doc__, snapshots=1_000_000, repeat=5, name="p4_fleet_status")
     with tempfile.TemporaryDirectory(prefix="saveos-p4-") as tmp, fleet_db(args) as (url, counts):
         print(f"data: {counts}", flush=True)
         dsn = url.replace("postgresql+psycopg2://", "postgresql://")
@@ -386,18 +383,16 @@ def main() -> int:
                 cpu["cli_process"].append(own)
                 cpu["cli"].append(used)
                 print(
-                    f"run {i + 1} (load {loadavg[-1]:.1f}): "
-                    + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items())
+                    run_line(i, loadavg[-1], times)
                     + f" | API/raw {times['api'][-1] / times['raw_sql'][-1]:.2f}x"
                     + f", CLI/psql {times['cli'][-1] / times['raw_psql'][-1]:.2f}x"
                     + " | CPU "
                     + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in cpu.items()),
                     flush=True,
                 )
-    med = {k: median(v) for k, v in times.items()}
-    med_cpu = {k: median(v) for k, v in cpu.items()}
+    med, med_cpu = medians(times), medians(cpu)
     summary = {
-        **{f"{k}_s": v for k, v in med.items()},
+        **median_fields(med, med_cpu),
         "api_vs_raw_sql": med["api"] / med["raw_sql"],
         "api_vs_raw_sql_nojit": med["api"] / med["raw_sql_nojit"],
         "api_vs_raw_latest": med["api"] / med["raw_latest"],
@@ -409,7 +404,6 @@ def main() -> int:
         "per_run_cli_vs_raw_psql": [
             c / p for c, p in zip(times["cli"], times["raw_psql"], strict=True)
         ],
-        **{f"cpu_{k}_s": v for k, v in med_cpu.items()},
         "cpu_api_vs_raw_sql": med_cpu["api"] / med_cpu["raw_sql"],
         "cpu_api_vs_raw_sql_nojit": med_cpu["api"] / med_cpu["raw_sql_nojit"],
         "loadavg_1min": loadavg,
@@ -430,10 +424,7 @@ def main() -> int:
         f"goal < {GOAL_S:.0f} s and <= {GOAL_RATIO:.0f}x: "
         f"API {summary['goal_met_api']}, CLI {summary['goal_met_cli']}"
     )
-    return finish(
-        args.name,
-        {"params": vars(args), "data": counts, "summary": summary, "times": times, "cpu": cpu},
-    )
+    return fleet_finish(args, counts, summary, times=times, cpu=cpu)
 
 
 if __name__ == "__main__":

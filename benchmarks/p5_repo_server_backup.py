@@ -33,19 +33,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     REPO,
     agent_argv,
+    build_agent,
     finish,
-    load_range,
     median,
     write_agent_config,
 )
+from _tools import run  # noqa: E402
 from p2_agent_backup import (  # noqa: E402
     COMPRESSION,
     DATA,
     EXCLUDES,
-    changed_files,
     ensure_dataset,
+    paired_result,
     rounds,
-    run,
 )
 
 sys.path.insert(0, str(REPO))
@@ -171,12 +171,7 @@ def main() -> int:
     passfile = ROOT / "passphrase"
     passfile.write_text("bench-p5-not-a-real-secret\n")
     passfile.chmod(0o600)
-    pyz = ROOT / "saveos-agent.pyz"
-    subprocess.run(
-        ["/usr/bin/python3", str(REPO / "agent" / "build.py"), "--out", str(pyz)],
-        check=True,
-        capture_output=True,
-    )
+    pyz = build_agent(ROOT / "saveos-agent.pyz")
     lab = repo_server(args.net, args.port, Path(tempfile.mkdtemp(prefix="saveos-bench-p5-lab-")))
     try:
         tools = [RawBorg(lab, passfile), Agent(lab, passfile, pyz)]
@@ -204,19 +199,12 @@ def main() -> int:
     )
     print(f"archives identical across tools: {same}; goal (<= {GOAL_VS_RAW}x raw borg over the "
           f"same SSH): {summary['goal_met']}")  # fmt: skip
+    borg_version = subprocess.run(["borg", "--version"], capture_output=True, text=True).stdout
     return finish(
         args.name,
-        {
-            "params": vars(args),
-            "dataset": {**dataset, "changed_files": len(changed_files())},
-            "borg_version": subprocess.run(
-                ["borg", "--version"], capture_output=True, text=True
-            ).stdout.strip(),
-            "load_1min": load_range(loads),
-            "summary": summary,
-            "times": times,
-            "agent_vs_raw_pairs": pairs,
-        },
+        paired_result(
+            args, dataset, loads, summary, times, pairs, borg_version=borg_version.strip()
+        ),
     )
 
 

@@ -17,7 +17,6 @@ Goals: fleet <= 1.5x api and < 500 ms; host < 200 ms.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import tempfile
@@ -30,8 +29,8 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from _common import Api, cpu_seconds, finish, median  # noqa: E402
-from p4_fleet_status import _copy, fleet_db, server_pids  # noqa: E402
+from _common import Api, cpu_seconds, median_fields, medians, run_line  # noqa: E402
+from p4_fleet_status import _copy, fleet_args, fleet_db, fleet_finish, server_pids  # noqa: E402
 
 HOST = "host-p6-1000"
 HOST_SNAPSHOTS = 1000
@@ -106,13 +105,7 @@ def timed(client: httpx.Client, path: str, pids: list[int], headers=None) -> tup
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=10_000)
-    parser.add_argument("--snapshots", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--name", default="p6_dashboard")
-    parser.add_argument("--fresh", action="store_true", help="load into a scratch database")
-    args = parser.parse_args()
+    args = fleet_args(__doc__, snapshots=1_000_000, repeat=7, name="p6_dashboard")
     import os
 
     keys = ("api", *PAGES)
@@ -142,16 +135,13 @@ def main() -> int:
                     times[key].append(wall)
                     cpu[key].append(used)
                 print(
-                    f"run {i + 1} (load {loadavg[-1]:.1f}): "
-                    + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in times.items())
+                    run_line(i, loadavg[-1], times)
                     + f" | fleet/api {times['fleet'][-1] / times['api'][-1]:.2f}x",
                     flush=True,
                 )
-    med = {k: median(v) for k, v in times.items()}
-    med_cpu = {k: median(v) for k, v in cpu.items()}
+    med, med_cpu = medians(times), medians(cpu)
     summary = {
-        **{f"{k}_s": v for k, v in med.items()},
-        **{f"cpu_{k}_s": v for k, v in med_cpu.items()},
+        **median_fields(med, med_cpu),
         "fleet_vs_api": med["fleet"] / med["api"],
         "fleet_search_vs_api": med["fleet_search"] / med["api"],
         "fleet_label_vs_api": med["fleet_label"] / med["api"],
@@ -172,10 +162,7 @@ def main() -> int:
         + f" {summary['goal_met_fleet']}), host page goal < {GOAL_HOST_S * 1000:.0f} ms:"
         + f" {summary['goal_met_host']}"
     )
-    return finish(
-        args.name,
-        {"params": vars(args), "data": counts, "summary": summary, "times": times, "cpu": cpu},
-    )
+    return fleet_finish(args, counts, summary, times=times, cpu=cpu)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    agent_argv,
-    finish,
-    load_range,
-    median,
-    write_agent_config,
-    write_borgmatic_config,
-)
-from p2_agent_backup import ensure_borgmatic, rotated, run, timed  # noqa: E402
+from _common import build_agent, finish, load_range, median  # noqa: E402
+from _tools import Agent, Borgmatic, Tool, ensure_borgmatic, rotated, run, timed  # noqa: E402
 
 ROOT = Path(os.environ.get("SAVEOS_BENCH_P7_DIR", "/var/tmp/saveos-bench-p7-dumps"))
 DB = "saveos_t22_p7"
@@ -77,35 +70,26 @@ def ensure_database() -> dict:
     return {**info, "bytes": int(psql(f"SELECT pg_database_size('{DB}')"))}
 
 
-class Tool:
-    name = ""
+def small_source(work: Path, write: bool = False) -> Path:
+    """The one small source directory SaveOS and borgmatic archive beside the dump (`write`:
+    its file, after every reset)."""
+    if write:
+        (work / "files").mkdir()
+        (work / "files" / "app.conf").write_text("key = value\n")
+    return work / "files"
 
-    def __init__(self, work: Path, passfile: Path):
-        self.work, self.passfile = work, passfile
-        self.repo = work / "repo"
-        self.files = work / "files"
-        self.env = dict(os.environ, BORG_BASE_DIR=str(work / "borg-base"), BORG_EXIT_CODES="legacy")
-        for key in ("BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD", "PGPASSWORD"):
-            self.env.pop(key, None)
-        self.borg_env = dict(self.env, BORG_PASSCOMMAND=f"cat {passfile}")
 
-    def reset(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
-        self.files.mkdir(parents=True)
-        (self.files / "app.conf").write_text("key = value\n")
-        run(["borg", "init", "--encryption", "repokey-blake2", str(self.repo)], self.borg_env)
-
-    def dump_size(self) -> int:
-        """Size of the newest archive's dump (the one file over 1 MB)."""
-        last = subprocess.run(
-            ["borg", "list", "--short", "--last", "1", str(self.repo)],
-            env=self.borg_env, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        listing = subprocess.run(
-            ["borg", "list", "--format", "{size}{NL}", f"{self.repo}::{last}"],
-            env=self.borg_env, capture_output=True, text=True, check=True,
-        ).stdout.split()  # fmt: skip
-        return max(int(s) for s in listing)
+def dump_size(tool: Tool) -> int:
+    """Size of the newest archive's dump (the one file over 1 MB)."""
+    last = subprocess.run(
+        ["borg", "list", "--short", "--last", "1", str(tool.repo)],
+        env=tool.borg_env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    listing = subprocess.run(
+        ["borg", "list", "--format", "{size}{NL}", f"{tool.repo}::{last}"],
+        env=tool.borg_env, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return max(int(s) for s in listing)
 
 
 class HandPipe(Tool):
@@ -133,59 +117,6 @@ class _Maintenance:
         self.backup = pipe.maintain
 
 
-class Agent(Tool):
-    name = "saveos_agent"
-
-    def __init__(self, work: Path, passfile: Path, pyz: Path):
-        super().__init__(work, passfile)
-        self.pyz = pyz
-
-    def reset(self) -> None:
-        super().reset()
-        settings = {
-            "repository": str(self.repo),
-            "passphrase_file": str(self.passfile),
-            "sources": [str(self.files)],
-            "retention": {"keep_daily": 7},
-            "compression": COMPRESSION,
-            "dump_dir": str(self.work / "dumps"),
-            "databases": [
-                {"type": "postgresql", "name": DB, "host": "127.0.0.1", "user": "postgres"}
-            ],
-        }
-        self.config = write_agent_config(self.work, settings)
-
-    def backup(self) -> None:
-        run(agent_argv(self.pyz, self.config, "backup"), self.env)
-
-
-class Borgmatic(Tool):
-    name = "borgmatic"
-
-    def __init__(self, work: Path, passfile: Path, borgmatic: str):
-        super().__init__(work, passfile)
-        self.borgmatic = borgmatic
-
-    def reset(self) -> None:
-        super().reset()
-        extra = [
-            "keep_daily: 7",
-            f"user_runtime_directory: {self.work / 'runtime'}",
-            "postgresql_databases:",
-            f"    - name: {DB}",
-            "      hostname: 127.0.0.1",
-            "      username: postgres",
-            "      format: custom",
-        ]
-        self.config = write_borgmatic_config(
-            self.work, source=self.files, repo=self.repo, passfile=self.passfile,
-            compression=COMPRESSION, extra=extra,
-        )  # fmt: skip
-
-    def backup(self) -> None:
-        run([self.borgmatic, "--config", str(self.config), "create", "prune", "compact"], self.env)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -198,19 +129,36 @@ def main() -> int:
     passfile = ROOT / "passphrase"
     passfile.write_text(f"bench-{SEED}-not-a-real-secret\n")
     passfile.chmod(0o600)
-    pyz = ROOT / "saveos-agent.pyz"
-    build = Path(__file__).resolve().parent.parent / "agent" / "build.py"
-    subprocess.run(["/usr/bin/python3", str(build), "--out", str(pyz)], check=True)
+    pyz = build_agent(ROOT / "saveos-agent.pyz")
     borgmatic = ensure_borgmatic(args.borgmatic)
     versions = {
         tool: subprocess.run([cmd, "--version"], capture_output=True, text=True).stdout.strip()
         for tool, cmd in (("borg", "borg"), ("borgmatic", borgmatic), ("pg_dump", "pg_dump"))
     }
-    tools = [
-        HandPipe(ROOT / "run" / "pipe", passfile),
-        Agent(ROOT / "run" / "agent", passfile, pyz),
-        Borgmatic(ROOT / "run" / "borgmatic", passfile, borgmatic),
+    run_dir = ROOT / "run"
+    agent_settings = {
+        "sources": [str(small_source(run_dir / "agent"))],
+        "retention": {"keep_daily": 7},
+        "compression": COMPRESSION,
+        "dump_dir": str(run_dir / "agent" / "dumps"),
+        "databases": [{"type": "postgresql", "name": DB, "host": "127.0.0.1", "user": "postgres"}],
+    }
+    borgmatic_extra = [
+        "keep_daily: 7",
+        f"user_runtime_directory: {run_dir / 'borgmatic' / 'runtime'}",
+        "postgresql_databases:",
+        f"    - name: {DB}",
+        "      hostname: 127.0.0.1",
+        "      username: postgres",
+        "      format: custom",
     ]
+    tools = [
+        HandPipe(run_dir / "pipe", passfile),
+        Agent(run_dir / "agent", passfile, pyz, agent_settings),
+        Borgmatic(run_dir / "borgmatic", passfile, borgmatic,
+                  source=small_source(run_dir / "borgmatic"), compression=COMPRESSION,
+                  extra=borgmatic_extra),
+    ]  # fmt: skip
     phases = ("initial", "incremental")
     names = [t.name for t in tools] + [MAINT]
     times = {k: {n: {p: [] for p in phases} for n in names} for k in ("wall", "cpu")}
@@ -219,6 +167,7 @@ def main() -> int:
     for rep in range(args.repeat):
         for tool in tools:
             tool.reset()
+            small_source(tool.work, write=True)
         for phase in phases:
             loads.append(os.getloadavg()[0])
             loadavgs.append(Path("/proc/loadavg").read_text().strip())
@@ -227,7 +176,7 @@ def main() -> int:
                 wall, cpu = timed(tool)
                 times["wall"][tool.name][phase].append(wall)
                 times["cpu"][tool.name][phase].append(cpu)
-                sizes[tool.name].append(tool.dump_size())
+                sizes[tool.name].append(dump_size(tool))
                 line.append(f"{tool.name} {wall:.2f} s ({cpu:.2f} s CPU)")
                 if isinstance(tool, HandPipe):
                     m_wall, m_cpu = timed(_Maintenance(tool))
