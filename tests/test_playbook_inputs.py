@@ -32,6 +32,7 @@ class Host:
     inventory: Path  # localhost, whose playbooks run this agent
     archive: str  # of its one backup
     member: str  # SEED's path in the archive (borg drops the leading /)
+    wrapper: Path  # runs the agent with its config
 
     def restored(self, target: Path) -> bool:
         got = target / self.member
@@ -57,11 +58,11 @@ def host(tmp_path_factory) -> Host:
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "ansible_become": False,  # the playbooks become root; the test already is (or is not)
-        **{f"saveos_{p}_agent": str(wrapper) for p in ("restore", "check", "drill")},
+        "saveos_agent_wrapper": str(wrapper),  # every playbook's agent command
     }
     inventory = root / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": local}}}))
-    return Host(agent, inventory, made["archive"], str(agent.src / SEED).lstrip("/"))
+    return Host(agent, inventory, made["archive"], str(agent.src / SEED).lstrip("/"), wrapper)
 
 
 def _env() -> dict[str, str]:
@@ -103,7 +104,7 @@ def test_the_old_names_still_work_and_warn_in_one_line(host, tmp_path):
     said = warned(result)
     assert said == (
         "DEPRECATED: archive, paths, target: use saveos_archive, saveos_paths, saveos_target"
-        " (the names without the saveos_ prefix go in SaveOS 0.3.0)"
+        " (the old names go in SaveOS 0.3.0)"
     ), explain(result)
     assert result.stdout.count("DEPRECATED") == 1  # one line, not one per task or host
 
@@ -224,3 +225,62 @@ def test_an_inventory_variable_named_like_an_old_input_is_not_an_input(host, tmp
     assert check.returncode == 0, explain(check)
     assert shown(check)["verify_data"] is False
     assert warned(check) is None, explain(check)
+
+
+def _without_wrapper(host: Host, tmp_path: Path, **hostvars) -> Path:
+    """The host's inventory without saveos_agent_wrapper (the role's default path then, which
+    this machine lacks), plus `hostvars`."""
+    inventory = yaml.safe_load(host.inventory.read_text())
+    local = inventory["all"]["hosts"]["localhost"]
+    del local["saveos_agent_wrapper"]
+    local.update(hostvars)
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def test_one_name_for_the_agent_command_in_every_playbook(host, tmp_path):
+    """saveos_agent_wrapper (from the inventory, as the fixture's) runs the agent in backup.yml
+    too; the old per-playbook names still work from -e and warn; an inventory variable of an old
+    name is not an input (as in 0.1.0, where restore.yml's was a play var)."""
+    before = len(host.agent.archives())
+    backup = play(host.inventory, "backup.yml")
+    assert backup.returncode == 0, explain(backup)
+    assert len(host.agent.archives()) == before + 1
+    assert "DEPRECATED" not in backup.stdout
+
+    bare = _without_wrapper(host, tmp_path)
+    missing = play(bare, "backup.yml")  # the role's default: no agent there on this machine
+    assert missing.returncode != 0 and "/usr/local/bin/saveos-agent" in missing.stdout, explain(
+        missing
+    )
+    new = play(bare, "backup.yml", "-e", f"saveos_agent_wrapper={host.wrapper}")
+    assert new.returncode == 0, explain(new)
+
+    check = play(bare, "check.yml", "-e", f"saveos_check_agent={host.wrapper}")
+    assert check.returncode == 0, explain(check)
+    assert shown(check)["verify_data"] is False
+    assert warned(check) == (
+        "DEPRECATED: saveos_check_agent: use saveos_agent_wrapper"
+        " (the old names go in SaveOS 0.3.0)"
+    ), explain(check)
+    drill = play(bare, "drill.yml", "-e", f"saveos_drill_agent={host.wrapper}")
+    assert drill.returncode == 0 and shown(drill)["files_checked"] == 20, explain(drill)
+    assert warned(drill).startswith("DEPRECATED: saveos_drill_agent: use saveos_agent_wrapper ")
+    target = tmp_path / "old-agent"
+    restore = play(
+        bare, "restore.yml", "-e", f"saveos_restore_agent={host.wrapper}",
+        "-e", f"saveos_archive={host.archive}", "-e", f"saveos_target={target}",
+        "-e", json.dumps({"saveos_paths": [host.member]}),
+    )  # fmt: skip
+    assert restore.returncode == 0, explain(restore)
+    assert host.restored(target)
+    assert warned(restore).startswith("DEPRECATED: saveos_restore_agent: use saveos_agent_wrapper")
+
+    # The new name wins over an old one; an old one in the inventory neither acts nor warns.
+    leaky = _without_wrapper(host, tmp_path, saveos_check_agent=str(host.wrapper))
+    ignored = play(leaky, "check.yml")
+    assert ignored.returncode != 0 and warned(ignored) is None, explain(ignored)
+    both = play(host.inventory, "check.yml", "-e", "saveos_check_agent=/nonexistent/saveos-agent")
+    assert both.returncode == 0, explain(both)
+    assert warned(both).startswith("DEPRECATED: saveos_check_agent: ")
