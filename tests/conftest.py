@@ -52,13 +52,68 @@ def sqlite_url(tmp_path):
 
 
 @pytest.fixture
-def api(db_url, tmp_path):
+def api(migrated_db_url, tmp_path):
     """The API in process (tests/api_support.Api), once on SQLite and once on PostgreSQL."""
     from api_support import Api
 
-    api = Api(db_url, tmp_path / "data")
+    api = Api(migrated_db_url, tmp_path / "data")
     yield api
     api.close()
+
+
+# A database at the migrations' head, made once per session: each `api` test gets a copy of it
+# rather than running every migration again (seconds per test; the migrations themselves are
+# tested on empty databases through db_url).
+@pytest.fixture(scope="session")
+def _sqlite_at_head(tmp_path_factory) -> Path:
+    from saveos_api import migrations
+
+    path = tmp_path_factory.mktemp("sqlite-head") / "saveos.db"
+    migrations.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_at_head() -> str:
+    from saveos_api import migrations
+
+    name = f"saveos_head_{uuid.uuid4().hex[:12]}"
+    _pg_exec(f'CREATE DATABASE "{name}"')
+    try:
+        migrations.upgrade(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+        yield name
+    finally:
+        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def migrated_db_url(request):
+    """Like db_url, a database of the test's own, already at the migrations' head."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("migrated_sqlite_url")
+    else:
+        yield request.getfixturevalue("migrated_pg_url")
+
+
+@pytest.fixture
+def migrated_pg_url(_pg_at_head):
+    """Like pg_url, a PostgreSQL database of the test's own, already at the migrations' head."""
+    name = f"saveos_test_{uuid.uuid4().hex[:12]}"
+    _pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_at_head}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def migrated_sqlite_url(_sqlite_at_head, tmp_path):
+    """Like sqlite_url, already at the migrations' head."""
+    import sqlite3
+    from contextlib import closing
+
+    path = tmp_path / "saveos.db"
+    with closing(sqlite3.connect(_sqlite_at_head)) as src, closing(sqlite3.connect(path)) as dst:
+        src.backup(dst)  # a consistent copy, WAL included
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])

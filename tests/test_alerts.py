@@ -74,8 +74,10 @@ def deliveries(api: Api) -> list[dict]:
     return r.json()["deliveries"]
 
 
-def test_silent_then_recovered_arrive_once_by_mail_and_webhook(db_url, tmp_path, mailbox, webhook):
-    api = Api(db_url, tmp_path / "data", **FAST)
+def test_silent_then_recovered_arrive_once_by_mail_and_webhook(
+    migrated_db_url, tmp_path, mailbox, webhook
+):
+    api = Api(migrated_db_url, tmp_path / "data", **FAST)
     try:
         add_channel(api, mailbox.url, name="ops mail")
         add_channel(api, webhook.url())
@@ -156,9 +158,9 @@ def test_smtp_down_for_a_while_then_every_message_arrives_once(tmp_path, webhook
         mailbox.stop()
 
 
-def test_evaluators_racing_without_the_lock_still_write_each_flip_once(pg_url, tmp_path):
+def test_evaluators_racing_without_the_lock_still_write_each_flip_once(migrated_pg_url, tmp_path):
     """The conditional UPDATE alone keeps flips single: eight passes at once, lock bypassed."""
-    api = Api(pg_url, tmp_path / "data", alerts_enabled=False)
+    api = Api(migrated_pg_url, tmp_path / "data", alerts_enabled=False)
     try:
         for n in range(20):
             api.agent(f"h{n:02}", heartbeat_interval_s=60)
@@ -211,10 +213,10 @@ class Workers(ApiServer):
 
 
 @pytest.mark.pg
-def test_two_api_workers_on_postgresql_notify_once(pg_url, tmp_path, mailbox, webhook):
+def test_two_api_workers_on_postgresql_notify_once(migrated_pg_url, tmp_path, mailbox, webhook):
     import httpx
 
-    server = Workers(pg_url, tmp_path / "api", 2, **FAST).start()
+    server = Workers(migrated_pg_url, tmp_path / "api", 2, **FAST).start()
     try:
         http = httpx.Client(base_url=server.url, headers=server.admin_headers(), timeout=10)
         for url in (mailbox.url, webhook.url()):
@@ -254,9 +256,11 @@ def test_two_api_workers_on_postgresql_notify_once(pg_url, tmp_path, mailbox, we
         server.stop()
 
 
-def test_flood_of_1000_hosts_turning_late_is_one_message_per_channel(db_url, tmp_path, webhook):
+def test_flood_of_1000_hosts_turning_late_is_one_message_per_channel(
+    migrated_db_url, tmp_path, webhook
+):
     settings = dict(FAST, alert_evaluate_s=0.5, alert_digest_period_s=4, alert_burst=10)
-    api = Api(db_url, tmp_path / "data", **settings)
+    api = Api(migrated_db_url, tmp_path / "data", **settings)
     try:
         add_channel(api, webhook.url("/each"), min_status="late")
         add_channel(api, webhook.url("/overdue"), min_status="overdue")
@@ -290,8 +294,8 @@ def test_flood_of_1000_hosts_turning_late_is_one_message_per_channel(db_url, tmp
         api.close()
 
 
-def test_routing_by_labels_groups_and_min_status(sqlite_url, tmp_path):
-    api = Api(sqlite_url, tmp_path / "data", alerts_enabled=False)
+def test_routing_by_labels_groups_and_min_status(migrated_sqlite_url, tmp_path):
+    api = Api(migrated_sqlite_url, tmp_path / "data", alerts_enabled=False)
     try:
         db_team = add_channel(api, "json://127.0.0.1:9/db", labels={"team": "db"})
         web = add_channel(api, "json://127.0.0.1:9/web", labels={"group": "web"}, min_status="late")
@@ -319,10 +323,10 @@ def test_routing_by_labels_groups_and_min_status(sqlite_url, tmp_path):
         api.close()
 
 
-def test_repeat_interval_and_daily_digest(sqlite_url, tmp_path):
+def test_repeat_interval_and_daily_digest(migrated_sqlite_url, tmp_path):
     t0 = datetime.now(UTC)
     api = Api(
-        sqlite_url,
+        migrated_sqlite_url,
         tmp_path / "data",
         alerts_enabled=False,
         alert_repeat_s=100,
@@ -351,8 +355,8 @@ def test_repeat_interval_and_daily_digest(sqlite_url, tmp_path):
         api.close()
 
 
-def test_bad_channel_urls_are_refused_with_a_clear_message(sqlite_url, tmp_path):
-    api = Api(sqlite_url, tmp_path / "data", alerts_enabled=False)
+def test_bad_channel_urls_are_refused_with_a_clear_message(migrated_sqlite_url, tmp_path):
+    api = Api(migrated_sqlite_url, tmp_path / "data", alerts_enabled=False)
     try:
         cases = {
             "bogus://x": "unknown notification scheme 'bogus'",
@@ -376,8 +380,8 @@ def test_bad_channel_urls_are_refused_with_a_clear_message(sqlite_url, tmp_path)
         api.close()
 
 
-def test_channel_urls_are_sealed_at_rest_and_shown_redacted(sqlite_url, tmp_path):
-    api = Api(sqlite_url, tmp_path / "data", alerts_enabled=False)
+def test_channel_urls_are_sealed_at_rest_and_shown_redacted(migrated_sqlite_url, tmp_path):
+    api = Api(migrated_sqlite_url, tmp_path / "data", alerts_enabled=False)
     secret = "tok-" + uuid.uuid4().hex
     url = f"json://127.0.0.1:9/hooks/{secret}?x-key={secret}"
     try:
@@ -399,13 +403,13 @@ def test_channel_urls_are_sealed_at_rest_and_shown_redacted(sqlite_url, tmp_path
         api.close()
 
 
-def test_channels_declared_in_settings_are_synced(sqlite_url, tmp_path, webhook):
+def test_channels_declared_in_settings_are_synced(migrated_sqlite_url, tmp_path, webhook):
     import json
 
     declared = json.dumps(
         [webhook.url("/a"), {"url": webhook.url("/b"), "labels": {"team": "db"}, "digest": True}]
     )
-    api = Api(sqlite_url, tmp_path / "data", alert_channels=declared, **FAST)
+    api = Api(migrated_sqlite_url, tmp_path / "data", alert_channels=declared, **FAST)
     try:
         channels = api.client.get("/api/v1/alerts/channels", headers=api.admin).json()["channels"]
         assert [(c["source"], c["labels"], c["digest"]) for c in channels] == [
@@ -420,7 +424,9 @@ def test_channels_declared_in_settings_are_synced(sqlite_url, tmp_path, webhook)
     finally:
         api.close()
     # Dropped from the settings: disabled, kept with its history.
-    api = Api(sqlite_url, tmp_path / "data", alert_channels=json.dumps([webhook.url("/a")]))
+    api = Api(
+        migrated_sqlite_url, tmp_path / "data", alert_channels=json.dumps([webhook.url("/a")])
+    )
     try:
         channels = api.client.get("/api/v1/alerts/channels", headers=api.admin).json()["channels"]
         assert [c["disabled_at"] is None for c in channels] == [True, False]
@@ -589,8 +595,10 @@ def test_after_an_outage_of_saveos_itself_hosts_get_time_to_report_before_silent
         api.close()
 
 
-def test_a_message_no_channel_takes_is_given_up_after_the_give_up_time(sqlite_url, tmp_path):
-    api = Api(sqlite_url, tmp_path / "data", **dict(FAST, alert_give_up_s=1.0))
+def test_a_message_no_channel_takes_is_given_up_after_the_give_up_time(
+    migrated_sqlite_url, tmp_path
+):
+    api = Api(migrated_sqlite_url, tmp_path / "data", **dict(FAST, alert_give_up_s=1.0))
     try:
         add_channel(api, f"json://127.0.0.1:{free_port()}/nobody")  # nothing listens there
         healthy_agent(api, "gone")
@@ -605,13 +613,15 @@ def test_a_message_no_channel_takes_is_given_up_after_the_give_up_time(sqlite_ur
         api.close()
 
 
-def test_test_send_answers_in_time_when_a_channel_never_answers(sqlite_url, tmp_path, webhook):
+def test_test_send_answers_in_time_when_a_channel_never_answers(
+    migrated_sqlite_url, tmp_path, webhook
+):
     import socket
 
     silent = socket.socket()  # accepts connections (the backlog) and never says a word
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
-    api = Api(sqlite_url, tmp_path / "data", alerts_enabled=False)
+    api = Api(migrated_sqlite_url, tmp_path / "data", alerts_enabled=False)
     try:
         add_channel(api, f"json://127.0.0.1:{silent.getsockname()[1]}/mute?rto=60")
         add_channel(api, f"json://127.0.0.1:{silent.getsockname()[1]}/mute2?rto=60")

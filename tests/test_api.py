@@ -348,8 +348,8 @@ def test_metrics_expose_fleet_gauges_and_request_metrics(sqlite_api):
     assert not any(dict(k[1]).get("route") == "/api/v1/agents/1" for k in samples)
 
 
-def test_heartbeat_history_is_bounded(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data", heartbeat_history=5)
+def test_heartbeat_history_is_bounded(migrated_db_url, tmp_path):
+    api = Api(migrated_db_url, tmp_path / "data", heartbeat_history=5)
     try:
         _, headers = api.agent("lab1")
         for _ in range(70):
@@ -503,8 +503,8 @@ def test_hostile_bodies_get_4xx_never_5xx(api):
     ).status_code in (200, 422)
 
 
-def test_oversized_body_is_refused_with_413(sqlite_url, tmp_path):
-    api = Api(sqlite_url, tmp_path / "data", max_body_bytes=4096)
+def test_oversized_body_is_refused_with_413(migrated_sqlite_url, tmp_path):
+    api = Api(migrated_sqlite_url, tmp_path / "data", max_body_bytes=4096)
     try:
         _, headers = api.agent("lab1")
         big = json.dumps({"facts": {"blob": "x" * 5000}})

@@ -194,8 +194,10 @@ def test_the_provisioned_schedule_holds_against_a_self_silencing_heartbeat(api):
     assert row["backup_interval_s"] == year and row["schedule_mismatch"] is False
 
 
-def test_reports_are_rate_limited_and_bounded_per_agent(db_url, tmp_path):
-    api = Api(db_url, tmp_path / "data", report_burst=5, report_rate_per_min=1, reports_per_day=8)
+def test_reports_are_rate_limited_and_bounded_per_agent(migrated_db_url, tmp_path):
+    api = Api(
+        migrated_db_url, tmp_path / "data", report_burst=5, report_rate_per_min=1, reports_per_day=8
+    )
     try:
         _, a = api.agent("flood")
         _, b = api.agent("quiet")
@@ -244,12 +246,12 @@ def _age_reports(api, minutes: int) -> None:
             )
 
 
-def test_the_report_rate_holds_across_api_instances(db_url, tmp_path):
+def test_the_report_rate_holds_across_api_instances(migrated_db_url, tmp_path):
     """Two API instances (or workers) on one database share the agent's rate: the flood gets
     the burst once, not once per instance; the window then lets reports in again."""
     limits = dict(report_burst=4, report_rate_per_min=2, reports_per_day=100)
-    one = Api(db_url, tmp_path / "data", **limits)
-    two = Api(db_url, tmp_path / "data", **limits)  # the same config, as instances share
+    one = Api(migrated_db_url, tmp_path / "data", **limits)
+    two = Api(migrated_db_url, tmp_path / "data", **limits)  # the same config, as instances share
     try:
         _, a = one.agent("flood")
         codes = [

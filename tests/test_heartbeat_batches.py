@@ -46,7 +46,9 @@ async def _submit_together(writer, beats):
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def test_a_batch_is_answered_and_written_alike_on_both_databases(request, tmp_path, database):
-    url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "pg_url")
+    url = request.getfixturevalue(
+        "migrated_sqlite_url" if database == "sqlite" else "migrated_pg_url"
+    )
     api = Api(url, tmp_path / "data", heartbeat_history=5)
     c, beat_url = api.client, "/api/v1/agents/heartbeat"
     try:

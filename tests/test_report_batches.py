@@ -50,7 +50,9 @@ def _offsite(**extra) -> dict:
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def test_a_batch_is_answered_as_one_at_a_time_on_both_databases(request, tmp_path, database):
-    url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "pg_url")
+    url = request.getfixturevalue(
+        "migrated_sqlite_url" if database == "sqlite" else "migrated_pg_url"
+    )
     api = Api(url, tmp_path / "data", report_burst=3, report_rate_per_min=1)
     c = api.client
     try:
@@ -147,10 +149,12 @@ def test_a_batch_is_answered_as_one_at_a_time_on_both_databases(request, tmp_pat
 
 
 @pytest.mark.pg
-def test_two_instances_flooded_at_once_hold_the_bounds_and_store_each_report_once(pg_url, tmp_path):
+def test_two_instances_flooded_at_once_hold_the_bounds_and_store_each_report_once(
+    migrated_pg_url, tmp_path
+):
     limits = dict(report_burst=10, report_rate_per_min=1, reports_per_day=1000)
-    one = Api(pg_url, tmp_path / "data", **limits)
-    two = Api(pg_url, tmp_path / "data", **limits)  # another worker on the same database
+    one = Api(migrated_pg_url, tmp_path / "data", **limits)
+    two = Api(migrated_pg_url, tmp_path / "data", **limits)  # another worker on the same database
     try:
         flood = one.provision("flood")["token"]
         calm = [one.provision(f"calm-{i}")["token"] for i in range(20)]

@@ -81,10 +81,10 @@ def test_next_never_leaves_the_site(api):
     assert r.headers["location"] == "/fleet"
 
 
-def test_session_cookie_is_secure_under_tls(db_url, tmp_path):
+def test_session_cookie_is_secure_under_tls(migrated_db_url, tmp_path):
     from fastapi.testclient import TestClient
 
-    api = Api(db_url, tmp_path / "data")
+    api = Api(migrated_db_url, tmp_path / "data")
     try:
         with TestClient(api.app, base_url="https://testserver") as https:
             r = login(https, api.admin_token)
