@@ -254,15 +254,15 @@ def s3(tmp_path):
 
 
 @pytest.fixture
-def api_server_pg(pg_url, tmp_path):
-    server = ApiServer(pg_url, tmp_path / "api").start()
+def api_server_pg(migrated_pg_url, tmp_path):
+    server = ApiServer(migrated_pg_url, tmp_path / "api").start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def api_server_sqlite(tmp_path):
-    server = ApiServer(f"sqlite:///{tmp_path / 'api.db'}", tmp_path / "api").start()
+def api_server_sqlite(migrated_sqlite_url, tmp_path):
+    server = ApiServer(migrated_sqlite_url, tmp_path / "api").start()
     yield server
     server.stop()
 
