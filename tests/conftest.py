@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,23 @@ def _pg_exec(sql: str) -> None:
         engine.dispose()
 
 
+@contextmanager
+def _pg_database(prefix: str = "saveos_test", template: str | None = None):
+    """A PostgreSQL database of a name of its own (empty, or a copy of `template`), yielded as
+    (name, url) and dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _pg_exec(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    try:
+        yield name, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_url():
     """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
-    name = f"saveos_test_{uuid.uuid4().hex[:12]}"
-    _pg_exec(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _pg_database() as (_, url):
+        yield url
 
 
 @pytest.fixture
@@ -77,13 +88,9 @@ def _sqlite_at_head(tmp_path_factory) -> Path:
 def _pg_at_head() -> str:
     from saveos_api import migrations
 
-    name = f"saveos_head_{uuid.uuid4().hex[:12]}"
-    _pg_exec(f'CREATE DATABASE "{name}"')
-    try:
-        migrations.upgrade(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    with _pg_database("saveos_head") as (name, url):
+        migrations.upgrade(url)
         yield name
-    finally:
-        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
@@ -98,10 +105,8 @@ def migrated_db_url(request):
 @pytest.fixture
 def migrated_pg_url(_pg_at_head):
     """Like pg_url, a PostgreSQL database of the test's own, already at the migrations' head."""
-    name = f"saveos_test_{uuid.uuid4().hex[:12]}"
-    _pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_at_head}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _pg_database(template=_pg_at_head) as (_, url):
+        yield url
 
 
 @pytest.fixture
