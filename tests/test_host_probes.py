@@ -1,12 +1,14 @@
-"""Borg's version as the deploy's host call learns it (the role's module_utils
-saveos_host_probes): asked of Borg once, then kept in a cache until Borg changes, i.e. until an
-upgrade replaces its script or the files of its package."""
+"""What the deploy's host call learns of Borg (the role's module_utils saveos_host_probes): its
+version, asked of Borg once, then kept in a cache until Borg changes, i.e. until an upgrade
+replaces its script or the files of its package; a local repository's key export, read from the
+repository's config."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,3 +80,21 @@ def test_check_mode_leaves_no_cache_behind(probes, tmp_path, monkeypatch):
 def test_no_borg_on_path_is_no_version(probes, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert probes.borg_version(str(tmp_path / ".borg-version")) is None
+
+
+def test_a_local_repokey_export_is_what_borg_key_export_writes(probes, tmp_path, monkeypatch):
+    """The deploy escrows a local repokey repository's key read from its config (no second Borg
+    process): byte for byte what `borg key export` writes; Borg is asked where it is not there."""
+    monkeypatch.setenv("BORG_BASE_DIR", str(tmp_path / "base"))
+    monkeypatch.setenv("BORG_PASSPHRASE", "a passphrase for this test only")
+    repository = tmp_path / "repo"
+    p = {"repository_mode": "local", "encryption": "repokey-blake2", "repository": str(repository)}
+    assert probes.repokey_export(p) is None  # no repository yet
+    subprocess.run(["borg", "init", "--encryption", "repokey-blake2", str(repository)], check=True)
+    subprocess.run(["borg", "key", "export", str(repository), str(tmp_path / "k")], check=True)
+    assert probes.repokey_export(p) == (tmp_path / "k").read_text()
+    for other in ({"encryption": "keyfile-blake2"}, {"repository_mode": "remote"}):
+        assert probes.repokey_export({**p, **other}) is None
+    config = repository / "config"
+    config.write_text(config.read_text().replace("version = 1", "version = 2"))
+    assert probes.repokey_export(p) is None  # not a config of Borg 1.x

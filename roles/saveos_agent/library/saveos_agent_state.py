@@ -23,8 +23,10 @@ description:
     SHA-256), the wrapper, the fleet's CA, the systemd units or the supervisor script, the agent
     configuration, the agent token, the repository passphrase; then the Borg repository (C(borg
     init) and the key export, through the agent, which hands Borg the passphrase on a pipe:
-    never in argv or the environment) and the schedule (daemon-reload, timers enabled and
-    started, or the supervised daemon restarted after a change and kept alive).
+    never in argv or the environment; a local repokey repository's key is read from the config
+    Borg made or opened, as C(borg key export) writes it) and the schedule (daemon-reload,
+    timers enabled and started, or the supervised daemon restarted after a change and kept
+    alive).
   - The agent token is checked with a GET of C(/api/v1/agents/me), never with a heartbeat (which
     would hand the host its queued jobs). After a change the module sends one heartbeat, the
     check that the agent reaches the API.
@@ -276,6 +278,7 @@ from ansible.module_utils.saveos_host_probes import (
     config_text,
     gather_facts,
     record_open,
+    repokey_export,
     repository_opens,
     run,
     token_agent_id,
@@ -572,6 +575,9 @@ class Converge:
                 self.key_export = self.export_key()
 
     def export_key(self) -> str:
+        text = repokey_export(self.p)
+        if text is not None:
+            return text
         workdir = tempfile.mkdtemp(prefix="saveos-key-")  # 0700
         try:
             out = os.path.join(workdir, "key.export")

@@ -1,5 +1,6 @@
 """What the saveos_agent_state module asks of the host and of the API before it changes anything:
-the facts, Borg's version, whether the repository opens, who a token belongs to, Borg's errors.
+the facts, Borg's version, whether the repository opens, who a token belongs to, Borg's errors;
+and a local repository's key export, read from its config.
 
 A module_utils of the role (the collection's plugins/module_utils): it runs on the host, with
 the host's Python (>= 3.9).
@@ -7,6 +8,7 @@ the host's Python (>= 3.9).
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import hashlib
 import hmac
@@ -24,7 +26,6 @@ from ansible.module_utils.facts.system.platform import PlatformFactCollector
 from ansible.module_utils.facts.system.python import PythonFactCollector
 from ansible.module_utils.facts.system.service_mgr import ServiceMgrFactCollector
 from ansible.module_utils.saveos_rules import write_atomically
-from ansible.module_utils.urls import fetch_url
 
 
 def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
@@ -101,6 +102,9 @@ def version_tuple(text: str) -> tuple[int, ...]:
 def token_agent_id(module: AnsibleModule, token: str) -> tuple[int | None, int | None]:
     """(agent id or None, HTTP status): asks the API who the token belongs to, as the agent
     would."""
+    # Imported here: a cold host's calls (no token yet, or the one just provisioned) never ask.
+    from ansible.module_utils.urls import fetch_url
+
     response, info = fetch_url(
         module,
         module.params["api_url"].rstrip("/") + "/api/v1/agents/me",
@@ -181,6 +185,28 @@ def record_open(module: AnsibleModule, digest: str | None = None) -> None:
     if digest and not module.check_mode:
         with contextlib.suppress(OSError):
             write_atomically(p["open_proof"], (digest + "\n").encode(), 0o600, owner=(0, 0))
+
+
+def repokey_export(p: dict) -> str | None:
+    """What `borg key export` writes for a local repokey repository of Borg 1.x ("BORG_KEY" and
+    the repository id, then the key blob of its config, as Borg's KeyManager writes it), read
+    from the config Borg has just made or opened, so no second Borg starts (its start is seconds
+    on a loaded host). None where the key is not there (keyfile mode, a remote repository, an
+    unknown config): Borg exports it then."""
+    if p["repository_mode"] != "local" or not p["encryption"].startswith("repokey"):
+        return None
+    config = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(os.path.join(p["repository"], "config"), encoding="utf-8") as fh:
+            config.read_file(fh)
+        version = config.get("repository", "version")
+        repository_id = config.get("repository", "id").strip()
+        key = config.get("repository", "key", fallback="").strip()
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return None
+    if version.strip() != "1" or not re.fullmatch(r"[0-9a-f]{64}", repository_id) or not key:
+        return None
+    return f"BORG_KEY {repository_id}\n{key}\n"
 
 
 def config_agent_id(path: str) -> int:
