@@ -26,6 +26,7 @@ from ansible_support import ansible_env, explain, playbook, recap
 from conftest import REPO_ROOT, free_port, lab_net
 
 ROLE = REPO_ROOT / "roles" / "saveos_agent"
+OWN_WRAPPER = "/opt/site/bin/saveos-agent"  # a host's own agent command, from its inventory
 UNITS = [
     "saveos-agent-heartbeat.service",
     "saveos-agent-heartbeat.timer",
@@ -108,6 +109,7 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
             "db30m": half_hour,
             "db90m": {"saveos_agent_backup_interval_s": 5400},
             "fixed": {**six_hours, "saveos_agent_backup_on_calendar": "Sun *-*-* 04:00:00"},
+            "own": {"saveos_agent_wrapper": OWN_WRAPPER},  # an inventory value beats the default
         },
     )
     for host in [*fleet, "db6h", "db30m", "db90m", "fixed"]:
@@ -154,9 +156,48 @@ def test_systemd_units_verify_and_jitter_is_deterministic(tmp_path):
         f"{days[(weekday + 3) % 7]} *-*-* {drill_minute // 60:02d}:{drill_minute % 60:02d}:00 UTC"
     ]
 
+    for host, wrapper in (("web1", "/usr/local/bin/saveos-agent"), ("own", OWN_WRAPPER)):
+        for unit in ("backup", "check", "drill", "heartbeat", "jobs"):
+            text = (out / host / f"saveos-agent-{unit}.service").read_text()
+            assert re.search(rf"^ExecStart={re.escape(wrapper)} ", text, re.M), (host, text)
+
     # The check can fail: a broken calendar expression is reported on stderr.
     assert calendars["broken"] == "nope"
     assert systemd_verify(tmp_path, out / "broken").stderr != ""
+
+
+AGENT_PATH_PLAY = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.import_tasks: {repo}/playbooks/tasks/agent_path.yml
+    - ansible.builtin.copy:
+        content: "{{{{ _saveos_agent }}}}"
+        dest: "{{{{ out }}}}/{{{{ inventory_hostname }}}}"
+        mode: "0644"
+"""
+
+
+def test_the_playbooks_take_the_wrapper_from_the_inventory_else_the_role_default(tmp_path):
+    """The playbooks' agent command (playbooks/tasks/agent_path.yml): a host's inventory value,
+    else the role's default read from its defaults/main.yml, and only then: -vvvv logs each
+    file lookup, so exactly one (the host without a value's) may show."""
+    plays = tmp_path / "playbooks"  # beside a roles/ as in the repository: playbook_dir/../roles
+    plays.mkdir()
+    (tmp_path / "roles").symlink_to(REPO_ROOT / "roles")
+    play = plays / "agent_path.yml"
+    play.write_text(AGENT_PATH_PLAY.format(repo=REPO_ROOT))
+    local = {"ansible_connection": "local", "ansible_python_interpreter": shutil.which("python3")}
+    hosts = {"own": {"saveos_agent_wrapper": OWN_WRAPPER}, "plain": {}}
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"vars": local, "hosts": hosts}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = playbook(inventory, play, "-vvvv", "-e", f"out={out}", timeout=120)
+    assert result.returncode == 0, explain(result)
+    assert (out / "own").read_text() == OWN_WRAPPER
+    assert (out / "plain").read_text() == "/usr/local/bin/saveos-agent"
+    assert result.stdout.count("File lookup using") == 1, explain(result)
 
 
 # -- databases' credentials files -----------------------------------------------------------------
