@@ -75,7 +75,7 @@ def test_role_module_applies_the_shared_rules(tmp_path):
     escrow = tmp_path / "escrow"
     assert escrow.stat().st_mode & 0o777 == 0o700
     for host in ("web1", "web2"):
-        assert hosts[host]["generated"] is True
+        assert hosts[host]["generated"] is True and hosts[host]["new"] is True
         passphrase = escrow / host / "passphrase"
         assert passphrase.stat().st_mode & 0o777 == 0o600
         assert len(passphrase.read_text().strip()) == 64
@@ -84,12 +84,15 @@ def test_role_module_applies_the_shared_rules(tmp_path):
         escrow / "web2" / "passphrase"
     ).read_text()
     for host in ("fast", "often", "slow", "keepless", "typo", "-bad"):
-        assert hosts[host]["generated"] is False and not (escrow / host).exists()
+        assert hosts[host]["generated"] is hosts[host]["new"] is False
+        assert not (escrow / host).exists()
     # Again: the passphrases are kept, never replaced.
     before = (escrow / "web1" / "passphrase").read_text()
     again = _escrow_state(tmp_path, {"web1": ok})
-    assert again["web1"]["generated"] is False
+    assert again["web1"]["generated"] is False and again["web1"]["new"] is True  # still unused
     assert (escrow / "web1" / "passphrase").read_text() == before
+    (escrow / "web1" / "passphrase.new").unlink()  # as the host call does once it installed it
+    assert _escrow_state(tmp_path, {"web1": ok})["web1"]["new"] is False
 
 
 def test_module_utils_is_the_shared_file():

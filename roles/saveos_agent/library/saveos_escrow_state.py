@@ -75,9 +75,10 @@ artifact_sha256:
   returned: always
 hosts:
   description: >-
-    Per host C(generated) (its passphrase was generated in this run), C(problems) (what is
-    wrong with the host's name or settings, or its escrowed files' modes, one sentence each;
-    empty when nothing is).
+    Per host C(generated) (its passphrase was generated in this run), C(new) (its passphrase
+    is marked new: no host has installed it, so the host was never deployed from this store),
+    C(problems) (what is wrong with the host's name or settings, or its escrowed files' modes,
+    one sentence each; empty when nothing is).
   type: dict
   returned: always
 """
@@ -212,7 +213,8 @@ def main() -> None:
                 changes.append(f"{host}: passphrase generated into the escrow store")
                 if not check:
                     generate_passphrase(path)
-        hosts[host] = {"generated": generated and not check, "problems": problems}
+        new = not problems and not check and os.path.exists(os.path.join(path, NEW_MARKER))
+        hosts[host] = {"generated": generated and not check, "new": new, "problems": problems}
     module.exit_json(
         changed=bool(changes), changes=changes, artifact_state=state, artifact_sha256=sha256,
         hosts=hosts,
