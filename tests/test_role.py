@@ -324,6 +324,9 @@ def test_fleet_lifecycle(lab3, api_server_pg, tmp_path):
     for host in hosts:
         assert rows[host]["failed"] == 0 and rows[host]["unreachable"] == 0, explain(first)
         assert rows[host]["changed"] > 0
+    # New hosts: provisioned first, then one host call each (converge.yml never included).
+    assert "/tasks/new_hosts.yml for " in first.stdout, explain(first)
+    assert "/tasks/converge.yml for " not in first.stdout, explain(first)
 
     # On each host: files private, daemon alive, repository initialised and encrypted.
     for host in hosts:
