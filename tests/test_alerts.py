@@ -16,6 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import cli_support
 import pytest
 import sqlalchemy as sa
 from alert_support import Mailbox, Webhook, bulk_agents
@@ -474,21 +475,8 @@ def test_deadman_pings_only_while_the_evaluator_runs_and_the_database_answers(pg
 
 
 def saveos(server: ApiServer, *args: str, stdin: str | None = None):
-    import subprocess
-    import sys
-
-    from conftest import REPO_ROOT
-
     env = dict(server.env, SAVEOS_API_URL=server.url, COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=60,
-    )
+    return cli_support.saveos(*args, env=env, stdin=stdin, timeout=60)
 
 
 def test_cli_channels_test_and_list(tmp_path, webhook):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, ApiServer
+from cli_support import saveos
+from conftest import ApiServer
 from prometheus_client.parser import text_string_to_metric_families
 from report_support import iso, snapshot_report
 
@@ -58,14 +58,7 @@ def test_real_server_on_postgresql(api_server_pg: ApiServer):
 
 
 def _server(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", "server", *args],
-        env={**os.environ, **env},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return saveos("server", *args, env={**os.environ, **env}, timeout=timeout)
 
 
 @pytest.mark.parametrize(

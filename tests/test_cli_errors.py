@@ -7,25 +7,19 @@ import os
 import subprocess
 import sys
 
+import cli_support
 from conftest import REPO_ROOT, free_port
 
 TOKEN = "adm_" + "x" * 40
 
 
 def saveos(*args: str, env: dict | None = None, home=None) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SAVEOS_")}
+    full_env = cli_support.environ_without()
     if home is not None:
         full_env["HOME"] = str(home)
         full_env["SAVEOS_DATA_DIR"] = str(home / "data")
     full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *args],
-        env=full_env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli_support.saveos(*args, env=full_env, timeout=60)
 
 
 def _one_sentence(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -14,9 +14,9 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
+import cli_support
 import httpx
 import pytest
-from conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
 
@@ -25,14 +25,7 @@ SEED = "/etc/saveos-cli-test/data.bin"
 
 
 def saveos(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return cli_support.saveos(*args, env=env, timeout=600)
 
 
 def explain(result: subprocess.CompletedProcess) -> str:

@@ -14,17 +14,17 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cli_support
 import pytest
 import yaml
 from ansible_support import ansible_env, explain, playbook
-from conftest import REPO_ROOT, ApiServer, lab_net, require_root
+from conftest import ApiServer, lab_net, require_root
 from db_support import MariaDB, Postgres, PrivateCluster
 
 from saveos_lab.lab import Lab
@@ -97,10 +97,7 @@ class DbLab:
         assert result.returncode == 0, explain(result)
 
     def saveos(self, *args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, "-m", "saveos_cli.app", *args],
-            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        result = cli_support.saveos(*args, env=self.env, timeout=600)
         self.outputs.append(result.stdout + result.stderr)
         return result
 

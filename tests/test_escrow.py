@@ -11,7 +11,8 @@ import sys
 import httpx
 import pytest
 import yaml
-from agent_support import REPO_ROOT, AgentHost, make_tree, write_private
+from agent_support import AgentHost, make_tree, write_private
+from cli_support import environ_without, saveos
 from conftest import ApiServer
 from offsite_support import REGION, offsite_config
 
@@ -24,22 +25,15 @@ def api(api_server_sqlite):
 
 
 def _cli(api: ApiServer, escrow_dir, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BORG_", "SAVEOS_"))}
-    env.update(
+    env = environ_without(
+        ("BORG_", "SAVEOS_"),
         SAVEOS_API_URL=api.url,
         SAVEOS_ADMIN_TOKEN=api.admin_token,
         SAVEOS_ESCROW_DIR=str(escrow_dir),
         SAVEOS_DATA_DIR=str(escrow_dir.parent / "data"),
         COLUMNS="200",
     )
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=300,
-    )
+    return saveos(*args, env=env, timeout=300)
 
 
 def test_escrow_verify_passes_then_fails_for_altered_passphrase(tmp_path, agent_pyz, s3, api):

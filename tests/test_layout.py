@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ast
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_support
 from conftest import REPO_ROOT
 
 PRODUCT = ("saveos_cli", "saveos_api", "agent/saveos_agent", "agent/saveos_offsite")
@@ -38,14 +38,8 @@ def test_no_product_module_imports_the_lab():
 
 def test_saveos_lab_is_an_add_on_command(tmp_path):
     def saveos(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "saveos_cli.app", *args],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"},
-        )
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"}
+        return cli_support.saveos(*args, env=env, timeout=60)
 
     listed = saveos("--help")
     assert listed.returncode == 0, listed.stderr

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
 from ansible_support import ansible_env, explain, playbook
-from conftest import REPO_ROOT
+from cli_support import saveos
 from offsite_support import REGION
 
 pytestmark = [pytest.mark.lab, pytest.mark.pg, pytest.mark.borg]
@@ -25,10 +24,7 @@ FILES = {
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *args],
-        cwd=REPO_ROOT, env=env | {"COLUMNS": "200"}, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return saveos(*args, env=env | {"COLUMNS": "200"}, timeout=600)
 
 
 def _sha256sums(lab, host: str, root: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from agent_support import write_private
+from cli_support import environ_without, saveos
 from saveos_agent import config as config_mod
 from saveos_agent import daemon
 from saveos_agent.actions.heartbeat import heartbeat_body
@@ -127,18 +128,12 @@ def test_upload_order_segments_first_config_last():
 
 
 def _cli(tmp_path, *args: str):
-    import os
-    import subprocess
-    import sys
-
-    from agent_support import REPO_ROOT
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAVEOS_")}
-    env.update(SAVEOS_ESCROW_DIR=str(tmp_path / "escrow"), SAVEOS_DATA_DIR=str(tmp_path / "d"))
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *args],
-        cwd=REPO_ROOT, env=env | {"COLUMNS": "200"}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    env = environ_without(
+        SAVEOS_ESCROW_DIR=str(tmp_path / "escrow"),
+        SAVEOS_DATA_DIR=str(tmp_path / "d"),
+        COLUMNS="200",
+    )
+    return saveos(*args, env=env)
 
 
 def test_recover_and_escrow_bad_input_is_one_clear_line(tmp_path):

@@ -16,10 +16,11 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import cli_support
 import pytest
 import yaml
 from agent_support import SYSTEM_PYTHON, AgentHost, build_pyz, make_tree
-from ansible_support import REPO_ROOT, ansible_env, explain, playbook, run
+from ansible_support import REPO_ROOT, ansible_env, explain, playbook
 
 pytestmark = pytest.mark.borg
 
@@ -181,7 +182,7 @@ def test_the_cli_sends_only_the_new_names(host, tmp_path):
     skipped = "TASK Warn about deprecated input names\n  localhost: skipped\n"
 
     def saveos(*args: str) -> subprocess.CompletedProcess:
-        return run([sys.executable, "-m", "saveos_cli.app", *args], cwd=tmp_path, env=env)
+        return cli_support.saveos(*args, env=env, cwd=tmp_path, timeout=600)
 
     target = tmp_path / "cli"
     done = saveos(

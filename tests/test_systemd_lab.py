@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cli_support
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -98,10 +99,7 @@ class Env:
         return r.stdout
 
     def saveos(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "saveos_cli.app", *args],
-            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+        return cli_support.saveos(*args, env=self.env, timeout=timeout)
 
     def playbook(self, name: str, *args: str) -> subprocess.CompletedProcess:
         return playbook(self.inventory, f"playbooks/{name}", *args, env=self.env, timeout=900)

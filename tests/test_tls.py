@@ -7,8 +7,8 @@ import json
 import os
 import stat
 import subprocess
-import sys
 
+import cli_support
 import httpx
 import pytest
 from conftest import REPO_ROOT, ApiServer
@@ -19,11 +19,7 @@ from tls_support import Recorder, make_ca, redirect_to
 
 
 def saveos(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = dict(os.environ, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "saveos_cli.app", *args],
-        cwd=REPO_ROOT, env=full, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return cli_support.saveos(*args, env=dict(os.environ, **(env or {})))
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,19 @@ from __future__ import annotations
 import http.server
 import socketserver
 import ssl
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from cli_support import saveos
 
 
 def make_ca(directory: Path, *names: str) -> Path:
     """`saveos ca init` into `directory`: a CA and a server certificate for `names`."""
-    args = [sys.executable, "-m", "saveos_cli.app", "ca", "init", "--dir", str(directory)]
+    args = ["ca", "init", "--dir", str(directory)]
     for name in names or ("127.0.0.1", "localhost"):
         args += ["--name", name]
-    subprocess.run(args, check=True, capture_output=True, cwd=REPO_ROOT)
+    made = saveos(*args)
+    assert made.returncode == 0, made.stdout + made.stderr
     return directory
 
 
