@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta
 
 import cli_support
@@ -38,25 +37,22 @@ def explain(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def fleet_env(lab3, tmp_path_factory):
     """The API on a fresh PostgreSQL database and the environment the operator's shell has."""
-    from conftest import PG_ADMIN_URL, ApiServer, _pg_exec
+    from conftest import ApiServer, _pg_database
 
-    name = f"saveos_test_cli_lab_{uuid.uuid4().hex[:8]}"  # runs side by side never share it
-    _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _pg_exec(f'CREATE DATABASE "{name}"')
     tmp = tmp_path_factory.mktemp("cli-lab")
-    server = ApiServer(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, tmp / "api").start()
-    env = dict(os.environ)
-    env.update(
-        PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
-        SAVEOS_API_URL=server.url,
-        SAVEOS_ADMIN_TOKEN=server.admin_token,
-        SAVEOS_DATA_DIR=str(tmp / "data"),
-        SAVEOS_ESCROW_DIR=str(tmp / "escrow"),
-        COLUMNS="200",
-    )
-    yield server, env
-    server.stop()
-    _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _pg_database("saveos_test_cli_lab") as (_, url):
+        server = ApiServer(url, tmp / "api").start()
+        env = dict(os.environ)
+        env.update(
+            PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+            SAVEOS_API_URL=server.url,
+            SAVEOS_ADMIN_TOKEN=server.admin_token,
+            SAVEOS_DATA_DIR=str(tmp / "data"),
+            SAVEOS_ESCROW_DIR=str(tmp / "escrow"),
+            COLUMNS="200",
+        )
+        yield server, env
+        server.stop()
 
 
 def test_deploy_backup_status_restore_and_alarm(lab3, fleet_env):

@@ -38,7 +38,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from ansible_support import ansible, ansible_env, playbook
-from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
+from conftest import REPO_ROOT, ApiServer, _pg_database, lab_net, require_root
 from throttle_support import BorgThrottle, pid_namespace
 from wait_support import wait_for
 
@@ -63,11 +63,9 @@ TIMERS = (
 
 
 class Env:
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, db_url: str):
         self.work = work
-        self.db_name = f"saveos_sd_{uuid.uuid4().hex[:10]}"
-        self.db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
-        self.api = ApiServer(self.db_url, work / "api")
+        self.api = ApiServer(db_url, work / "api")
         self.lab = Lab(work / "lab", net=lab_net(), port=LAB_PORT)
         self.inventory = work / "inventory.yml"
         self.data = work / "data"
@@ -187,40 +185,39 @@ def env(tmp_path_factory) -> Env:
             pytest.fail(f"{tool} is missing: apt-get install systemd-container debootstrap")
     work = tmp_path_factory.mktemp("systemd-lab")
     work.chmod(0o700)
-    env = Env(work)
-    _pg_exec(f'CREATE DATABASE "{env.db_name}"')
-    env.engine = sa.create_engine(env.db_url, pool_size=2)
-    pool = ThreadPoolExecutor(max_workers=1)
-    env.api.start_timeout = LOADED_S
-    try:
-        env.api.start()
-        # The waits overlap: the collection builds while the hosts boot.
-        installing = pool.submit(_install_the_collection, env)
-        env.lab.up(len(HOSTS), systemd=1)
-        inventory = yaml.safe_load(env.lab.inventory_path.read_text())
-        inventory["all"]["children"]["lab"]["vars"] = {
-            "saveos_agent_sources": [SOURCE],
-            "saveos_agent_heartbeat_interval_s": HB,
-            "saveos_agent_backup_interval_s": 21600,  # four slots a day
-            "saveos_agent_lock_wait_s": 120,
-            "saveos_agent_drill_count": 50,
-        }
-        env.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
-        for host in HOSTS:
-            env.ok(
-                host,
-                f"mkdir -p {SOURCE} && for i in 1 2 3 4 5; do head -c 20000 /dev/urandom "
-                f"> {SOURCE}/f$i; done && echo {host} > {SOURCE}/host",
-            )
-        _deploy_from_the_collection(env, installing.result())
-        env.deployed = (int(time.time()), {h: env.beats(h) for h in HOSTS})
-        yield env
-    finally:
-        pool.shutdown(wait=True)
-        env.api.stop()
-        env.lab.down()
-        env.engine.dispose()
-        _pg_exec(f'DROP DATABASE IF EXISTS "{env.db_name}" WITH (FORCE)')
+    with _pg_database("saveos_sd") as (_, db_url):
+        env = Env(work, db_url)
+        env.engine = sa.create_engine(db_url, pool_size=2)
+        pool = ThreadPoolExecutor(max_workers=1)
+        env.api.start_timeout = LOADED_S
+        try:
+            env.api.start()
+            # The waits overlap: the collection builds while the hosts boot.
+            installing = pool.submit(_install_the_collection, env)
+            env.lab.up(len(HOSTS), systemd=1)
+            inventory = yaml.safe_load(env.lab.inventory_path.read_text())
+            inventory["all"]["children"]["lab"]["vars"] = {
+                "saveos_agent_sources": [SOURCE],
+                "saveos_agent_heartbeat_interval_s": HB,
+                "saveos_agent_backup_interval_s": 21600,  # four slots a day
+                "saveos_agent_lock_wait_s": 120,
+                "saveos_agent_drill_count": 50,
+            }
+            env.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+            for host in HOSTS:
+                env.ok(
+                    host,
+                    f"mkdir -p {SOURCE} && for i in 1 2 3 4 5; do head -c 20000 /dev/urandom "
+                    f"> {SOURCE}/f$i; done && echo {host} > {SOURCE}/host",
+                )
+            _deploy_from_the_collection(env, installing.result())
+            env.deployed = (int(time.time()), {h: env.beats(h) for h in HOSTS})
+            yield env
+        finally:
+            pool.shutdown(wait=True)
+            env.api.stop()
+            env.lab.down()
+            env.engine.dispose()
 
 
 def host_minute(name: str) -> int:
