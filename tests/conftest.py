@@ -175,6 +175,7 @@ class ApiServer:
         self.admin_token = "adm_" + secrets.token_urlsafe(32)
         self.log_path = data_dir / f"api-{self.port}.log"
         self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None  # how the last stop() found it ended (-9: killed)
 
     @property
     def env(self) -> dict[str, str]:
@@ -234,6 +235,8 @@ class ApiServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc:
+            self.returncode = self.proc.returncode
         self.proc = None
 
     def admin_headers(self) -> dict[str, str]:

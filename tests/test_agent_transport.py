@@ -4,6 +4,7 @@ the pinned-CA and no-redirect rules still hold on the kept connection."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -125,5 +126,10 @@ def test_keep_alive_against_the_real_api(tmp_path):
         time.sleep(6)  # past uvicorn's keep-alive timeout
         assert client.get("/api/v1/agents/me")[0] == 401
         assert (client._conn.opened, client._conn.resumed) == (2, 1)
+        # SIGTERM while the agent's connection is idle: the server shuts down by itself and
+        # re-raises the signal (uvicorn waited for the TLS close_notify an idle client never
+        # sends, until stop() killed it: -9)
+        api.stop()
+        assert api.returncode == -signal.SIGTERM, api.returncode
     finally:
         api.stop()
