@@ -296,10 +296,14 @@ def lab_fleet(
         fleet.write_inventory()
         yield fleet
     finally:
-        api.close()
-        lab.down()
-        if cleanup:
-            cleanup(fleet)
+        try:
+            # the hosts first: their agents' idle keep-alive connections would hold the API's
+            # stop for its shutdown grace (saveos_cli.commands.server.SHUTDOWN_GRACE_S)
+            lab.down()
+        finally:
+            api.close()
+            if cleanup:
+                cleanup(fleet)
 
 
 @pytest.fixture(scope="package")
