@@ -200,10 +200,10 @@ COLUMNS = (
     "tampered_at",
     *VERIFY_FIELDS,
     "running",
-    "repo_server",
-    "repo_path",
-    "repo_quota_bytes",
-    "repo_used_bytes",
+    "repository_server",
+    "repository_path",
+    "repository_quota_bytes",
+    "repository_used_bytes",
     # latest_query: the row must come from fleet_query instead. Kept on every row (0 from
     # fleet_query) rather than cut off: slicing 10,000 rows cost more than the status rule.
     "stale",
@@ -284,10 +284,10 @@ def _columns(at: datetime, inst, *latest) -> list:
         *(getattr(Agent, f) for f in VERIFY_FIELDS),
         # What its last heartbeat said runs (the heartbeat folds it into facts.running).
         Agent.facts["running"].label("running"),
-        Agent.repo_server,
-        Agent.repo_path,
-        Agent.repo_quota_bytes,
-        Agent.repo_used_bytes,
+        Agent.repository_server,
+        Agent.repository_path,
+        Agent.repository_quota_bytes,
+        Agent.repository_used_bytes,
     ]
 
 
@@ -397,10 +397,10 @@ def fleet_status(
         escrow_interval_s,
         escrow_grace_s,
         running,
-        repo_server,
-        repo_path,
-        repo_quota_bytes,
-        repo_used_bytes,
+        repository_server,
+        repository_path,
+        repository_quota_bytes,
+        repository_used_bytes,
         _stale,
     ) in rows:
         verification = Verification(
@@ -470,11 +470,16 @@ def fleet_status(
                 "drill_interval_s": drill_interval_s,
                 "escrow_interval_s": escrow_interval_s,
                 "schedule_mismatch": bool(schedule_mismatch),
-                "repo_server": repo_server,
-                "repo_path": repo_path,
-                "repo_quota_bytes": repo_quota_bytes,
-                "repo_used_bytes": repo_used_bytes,
+                # Deprecated (docs/GLOSSARY.md): the repository_* values at the end.
+                "repo_server": repository_server,
+                "repo_path": repository_path,
+                "repo_quota_bytes": repository_quota_bytes,
+                "repo_used_bytes": repository_used_bytes,
                 "last_backup_result": last_snapshot_status,
+                "repository_server": repository_server,
+                "repository_path": repository_path,
+                "repository_quota_bytes": repository_quota_bytes,
+                "repository_used_bytes": repository_used_bytes,
             }
         )
     return {

@@ -84,12 +84,12 @@ class FleetCollector(Collector):
         )
         # Where each repository lives: server="" is a repository on the host's own disk.
         repo_gauges = {
-            "repo_used_bytes": GaugeMetricFamily(
+            "repository_used_bytes": GaugeMetricFamily(
                 "saveos_agent_repository_used_bytes",
                 "Bytes the archives of the agent's repository use (deduplicated, compressed)",
                 labels=["agent", "server", "path"],
             ),
-            "repo_quota_bytes": GaugeMetricFamily(
+            "repository_quota_bytes": GaugeMetricFamily(
                 "saveos_agent_repository_quota_bytes",
                 "Storage quota of the agent's repository on its repository server",
                 labels=["agent", "server", "path"],
@@ -112,7 +112,11 @@ class FleetCollector(Collector):
                     gauge.add_metric([agent["name"]], agent[key].timestamp())
             if passed.get(agent["id"]) is not None:
                 verified.add_metric([agent["name"]], _aware(passed[agent["id"]]).timestamp())
-            where = [agent["name"], agent["repo_server"] or "", agent["repo_path"] or ""]
+            where = [
+                agent["name"],
+                agent["repository_server"] or "",
+                agent["repository_path"] or "",
+            ]
             for key, gauge in repo_gauges.items():
                 if agent[key] is not None:
                     gauge.add_metric(where, agent[key])

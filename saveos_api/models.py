@@ -91,11 +91,11 @@ class Agent(Base):
     escrow_grace_s: Mapped[int | None] = mapped_column(sa.Integer)
     # Where the agent's repository lives, as its last snapshot report said: the repository
     # server (null: on the host itself), the path there, the storage quota and the bytes used.
-    repo_server: Mapped[str | None] = mapped_column(sa.String(253))
-    repo_path: Mapped[str | None] = mapped_column(sa.String(1024))
-    repo_quota_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
-    repo_used_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
-    repo_reported_at: Mapped[datetime | None] = mapped_column()
+    repository_server: Mapped[str | None] = mapped_column(sa.String(253))
+    repository_path: Mapped[str | None] = mapped_column(sa.String(1024))
+    repository_quota_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    repository_used_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    repository_reported_at: Mapped[datetime | None] = mapped_column()
 
 
 class AgentToken(Base):

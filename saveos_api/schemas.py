@@ -181,6 +181,12 @@ class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def _before_glossary(new: str) -> Any:
+    """A key kept under its name from before docs/GLOSSARY.md (#18): the value of `new`,
+    marked deprecated in the OpenAPI schema until it goes (docs/GLOSSARY.md says when)."""
+    return Field(None, validation_alias=new, deprecated=f"the same as {new}")
+
+
 # ---- admin ----
 
 
@@ -222,7 +228,21 @@ class ProvisionBatchOut(Output):
     agents: list[ProvisionOut]
 
 
-class AgentOut(Output):
+class RepositoryLocation(Output):
+    """Where the agent's repository lives (null server: on the host itself), as its newest
+    snapshot report said: in an Agent and a fleet status row."""
+
+    repository_server: str | None = None
+    repository_path: str | None = None
+    repository_quota_bytes: int | None = None
+    repository_used_bytes: int | None = None
+    repo_server: str | None = _before_glossary("repository_server")
+    repo_path: str | None = _before_glossary("repository_path")
+    repo_quota_bytes: int | None = _before_glossary("repository_quota_bytes")
+    repo_used_bytes: int | None = _before_glossary("repository_used_bytes")
+
+
+class AgentOut(RepositoryLocation):
     id: int
     name: str
     labels: dict[str, str]
@@ -252,11 +272,8 @@ class AgentOut(Output):
     drill_grace_s: int | None = None
     escrow_interval_s: int | None = None
     escrow_grace_s: int | None = None
-    repo_server: str | None = None
-    repo_path: str | None = None
-    repo_quota_bytes: int | None = None
-    repo_used_bytes: int | None = None
-    repo_reported_at: datetime | None = None
+    repository_reported_at: datetime | None = None  # of the location's report
+    repo_reported_at: datetime | None = _before_glossary("repository_reported_at")
 
 
 class AgentList(Output):
@@ -341,7 +358,7 @@ class JobsOut(Output):
     jobs: list[JobOut]
 
 
-class AgentStatusOut(Output):
+class AgentStatusOut(RepositoryLocation):
     id: int
     name: str
     status: Literal[rules.STATUSES]
@@ -365,11 +382,6 @@ class AgentStatusOut(Output):
     offsite_interval_s: int | None = None
     last_escrow_at: datetime | None = None
     last_escrow_result: str | None = None
-    # Where the repository lives (null server: on the host itself), as last reported.
-    repo_server: str | None = None
-    repo_path: str | None = None
-    repo_quota_bytes: int | None = None
-    repo_used_bytes: int | None = None
     # Seconds from that instant to generated_at, to a tenth (what `saveos status` shows).
     last_heartbeat_age_s: float | None = None
     last_backup_age_s: float | None = None

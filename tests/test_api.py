@@ -443,6 +443,44 @@ def test_snapshot_repository_is_taken_by_either_name(api):
     }
 
 
+def test_repository_location_is_answered_under_both_names(api):
+    """Where the agent's repository lives, under the glossary's `repository_*` keys and the
+    deprecated `repo_*` ones beside them (the same values; marked deprecated in the OpenAPI
+    schema): an Agent, a fleet status row, the metrics."""
+    agent_id, headers = api.agent("lab1")
+    path = "/srv/saveos-repos/lab1"
+    where = {"url": f"ssh://saveos@repo1{path}", "server": "repo1", "path": path,
+             "quota_bytes": 5_000_000, "used_bytes": 1_234}  # fmt: skip
+    done = datetime.now(UTC) - timedelta(seconds=5)
+    body = snapshot_report(done, repository=where)
+    del body["repo"]  # repository.url names it
+    r = api.client.post("/api/v1/reports/snapshots", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    expected = {k: where[k] for k in ("server", "path", "quota_bytes", "used_bytes")}
+    c, admin = api.client, api.admin
+    one = c.get(f"/api/v1/agents/{agent_id}", headers=admin).json()
+    listed = c.get("/api/v1/agents", headers=admin).json()["agents"][0]
+    me = c.get("/api/v1/agents/me", headers=headers).json()
+    row = c.get("/api/v1/fleet/status", headers=admin).json()["agents"][0]
+    for answer in (one, listed, me, row):
+        assert {k: answer[f"repository_{k}"] for k in expected} == expected, answer
+        assert {k: answer[f"repo_{k}"] for k in expected} == expected, answer
+    for agent in (one, listed, me):
+        assert agent["repository_reported_at"] == agent["repo_reported_at"]
+        assert datetime.fromisoformat(agent["repository_reported_at"]) == done
+
+    schemas = api.app.openapi()["components"]["schemas"]  # not published: read in process
+    for name, suffixes in (("AgentOut", [*expected, "reported_at"]), ("AgentStatusOut", expected)):
+        fields = schemas[name]["properties"]
+        assert {s for s in suffixes if fields[f"repo_{s}"].get("deprecated")} == set(suffixes)
+        assert not any(fields[f"repository_{s}"].get("deprecated") for s in suffixes)
+
+    metrics = c.get("/metrics", headers=admin).text
+    labels = f'agent="lab1",path="{path}",server="repo1"'
+    assert f"saveos_agent_repository_used_bytes{{{labels}}} 1234.0" in metrics
+    assert f"saveos_agent_repository_quota_bytes{{{labels}}} 5e+06" in metrics
+
+
 def test_check_repository_is_taken_by_either_name(api):
     """A check report names its repository as `repository.url` or, from older agents, `repo`
     (both: the same); stored as check_results.repository; neither, or two different: 422."""

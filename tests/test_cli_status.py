@@ -65,7 +65,9 @@ class Fleet:
             json={"agent_version": "0.1.0", "borg_version": "1.2.4", "os": "debian"},
         )
 
-    def snapshot(self, short: str, status: str = "ok", size: int = 1000, ago_s: int = 60) -> None:
+    def snapshot(
+        self, short: str, status: str = "ok", size: int = 1000, ago_s: int = 60, **extra
+    ) -> None:
         name = self.n(short)
         end = self.now - timedelta(seconds=ago_s)
         body = {
@@ -81,6 +83,7 @@ class Fleet:
             "deduplicated_size": size // 10,
             "exit_status": status,
             "rc": {"ok": 0, "warning": 1, "error": 2}[status],
+            **extra,
         }
         r = self.http.post("/api/v1/reports/snapshots", json=body, headers=self.agent(name))
         assert r.status_code == 201, r.text
@@ -253,11 +256,20 @@ def test_status_json_text_is_the_stdlib_indent_2_text():
         assert report_json(case) == json.dumps(case, indent=2)
 
 
-def test_status_json_is_the_same_from_an_api_without_ages(fleet):
-    """The API sends the rows in `--json` order with their ages; from an API that sends neither
-    (an older server) the CLI builds the same rows itself."""
-    from saveos_cli.commands.status import status_report
+def test_status_json_is_the_same_from_an_older_api(fleet):
+    """The API sends the rows in `--json` order with their ages; from an API that sends neither,
+    nor the glossary's keys (an older server: `last_snapshot_status`, `repo_*` only), the CLI
+    builds the same rows itself, and its table shows where the repository lives either way."""
+    import io
 
+    from rich.console import Console
+
+    from saveos_cli.commands.status import render_status, status_report
+
+    where = {"server": "repo1", "path": "/srv/saveos-repos/web1", "quota_bytes": 5_000_000,
+             "used_bytes": 1_200}  # fmt: skip
+    fleet.snapshot("web1", repository={"url": "/var/lib/saveos/repo", **where})
+    glossary = {"last_backup_result", *(f"repository_{k}" for k in where)}
     later = fleet.now + timedelta(hours=2)
     raw = fleet.http.get(
         "/api/v1/fleet/status", params={"at": _iso(later)}, headers=fleet.server.admin_headers()
@@ -268,13 +280,18 @@ def test_status_json_is_the_same_from_an_api_without_ages(fleet):
     older = {
         **raw,
         "agents": [
-            {k: v for k, v in reversed(a.items()) if not k.endswith("_age_s")}
+            {k: v for k, v in reversed(a.items()) if not k.endswith("_age_s") and k not in glossary}
             for a in reversed(raw["agents"])
         ],
     }
     assert status_report(older, later) == status_report(raw, later)
     web1 = status_report(older, later)["agents"][0]
     assert 7200 <= web1["last_backup_age_s"] < 7400
+    assert {k: web1[f"repository_{k}"] for k in where} == where
+    for doc in (raw, older):
+        out = Console(file=io.StringIO(), width=400)  # no cell wrapped
+        render_status(out, status_report(doc, later), show_all=True)
+        assert "repo1 1.2 kB / 5.0 MB" in out.file.getvalue()
 
 
 def test_large_fleet_table_shows_the_worst_hosts_first():

@@ -1,7 +1,7 @@
-"""Migrations 0013 and 0014 rename columns to the glossary's words (#18): a database at the
-revision before with rows keeps every value under the new names, the agent_latest triggers keep
-working under them, and a downgrade brings the old names (and working triggers) back; SQLite
-and PostgreSQL."""
+"""Migrations 0013, 0014 and 0015 rename columns to the glossary's words (#18): a database at
+the revision before with rows keeps every value under the new names, the agent_latest triggers
+keep working under them, and a downgrade brings the old names (and working triggers) back;
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -184,3 +184,45 @@ def test_check_repository_rename_keeps_values_both_ways(db_url):
         migrations.upgrade(db_url)  # and up again
         with engine.begin() as conn:
             assert _checked(conn, "repository")[-1] == "/srv/repo-4"
+
+
+# agents' repository location (0005), by its names before 0015.
+LOCATION = {
+    "repo_server": ("repo1", TEXT),
+    "repo_path": ("/srv/saveos-repos/web1", TEXT),
+    "repo_quota_bytes": (5 * 10**12, INT),  # beyond 32 bits
+    "repo_used_bytes": (1_234_567, INT),
+    "repo_reported_at": (NOW - timedelta(minutes=3), TS),
+}
+
+
+def _location(conn, prefix: str) -> dict[str, object]:
+    """The agent's location columns, named with `prefix`, by their old names."""
+    names = {old: prefix + old.removeprefix("repo_") for old in LOCATION}
+    table = _table("agents", **{names[old]: type_ for old, (_, type_) in LOCATION.items()})
+    row = conn.execute(sa.select(*(table.c[names[old]] for old in LOCATION))).one()
+    return dict(zip(LOCATION, row, strict=True))
+
+
+def test_agent_repository_rename_keeps_values_both_ways(db_url):
+    """0015: agents.repo_* -> repository_*, every value kept, and back on downgrade."""
+    wanted = {old: value for old, (value, _) in LOCATION.items()}
+    with _from(db_url, "0014") as (engine, cfg):
+        with engine.begin() as conn:
+            _agent(conn, "last_heartbeat_at")
+            table = _table("agents", **{old: type_ for old, (_, type_) in LOCATION.items()})
+            conn.execute(sa.update(table).values(**wanted))
+
+        migrations.upgrade(db_url)
+        with engine.begin() as conn:
+            columns = _columns(conn, "agents")
+            assert not {c for c in columns if c.startswith("repo_")}
+            assert _location(conn, "repository_") == wanted
+
+        command.downgrade(cfg, "0014")
+        with engine.begin() as conn:
+            assert not {c for c in _columns(conn, "agents") if c.startswith("repository_")}
+            assert _location(conn, "repo_") == wanted
+        migrations.upgrade(db_url)  # and up again
+        with engine.begin() as conn:
+            assert _location(conn, "repository_") == wanted

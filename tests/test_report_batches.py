@@ -117,7 +117,7 @@ def test_a_batch_is_answered_as_one_at_a_time_on_both_databases(request, tmp_pat
                 sa.text("SELECT agent_id, report_id, job_id FROM snapshots ORDER BY id")
             ).all()
             repo = conn.execute(
-                sa.text("SELECT repo_server, repo_path FROM agents WHERE id = :id"),
+                sa.text("SELECT repository_server, repository_path FROM agents WHERE id = :id"),
                 {"id": ids["busy"]},
             ).one()
             counts = {
@@ -217,7 +217,9 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(pg_url, tmp_path):
         # auth, locks, replays, counts, insert, repositories
         assert one == many == [6]
         with api.app.state.db.engine.connect() as conn:
-            paths = conn.execute(sa.text("SELECT count(DISTINCT repo_path) FROM agents")).scalar()
+            paths = conn.execute(
+                sa.text("SELECT count(DISTINCT repository_path) FROM agents")
+            ).scalar()
         assert paths == len(tokens)
     finally:
         api.close()
@@ -245,8 +247,8 @@ def test_the_newest_report_names_the_repository_whatever_the_order(request, tmp_
                 return tuple(
                     conn.execute(
                         sa.text(
-                            "SELECT repo_path, repo_quota_bytes, repo_used_bytes FROM agents"
-                            " WHERE name = :name"
+                            "SELECT repository_path, repository_quota_bytes,"
+                            " repository_used_bytes FROM agents WHERE name = :name"
                         ),
                         {"name": name},
                     ).one()

@@ -175,13 +175,19 @@ FLEET_ROW_KEYS = (
     "escrow_interval_s",
     # The agent declared an interval other than the provisioned one (saveos_api/schedule.py).
     "schedule_mismatch",
-    "repo_server",  # where the repository lives (null: on the host's own disk), as last reported
+    # Deprecated: the same values as the repository_* keys below (docs/GLOSSARY.md).
+    "repo_server",
     "repo_path",
     "repo_quota_bytes",
     "repo_used_bytes",
     # The latest snapshot's exit_status, by the glossary's word (docs/GLOSSARY.md); the same
     # value as last_snapshot_status, which stays for old readers (deprecated).
     "last_backup_result",
+    # Where the repository lives (null server: on the host's own disk), as last reported.
+    "repository_server",
+    "repository_path",
+    "repository_quota_bytes",
+    "repository_used_bytes",
 )
 
 

@@ -210,23 +210,24 @@ _RECORD_REPOSITORY = (
     .where(
         Agent.id == sa.bindparam("agent_id"),
         sa.or_(
-            Agent.repo_reported_at.is_(None),
-            Agent.repo_reported_at <= sa.bindparam("finished_at"),
+            Agent.repository_reported_at.is_(None),
+            Agent.repository_reported_at <= sa.bindparam("finished_at"),
         ),
     )
     .values(
-        repo_server=sa.bindparam("server"),
-        repo_path=sa.bindparam("path"),
-        repo_quota_bytes=sa.bindparam("quota"),
-        repo_used_bytes=sa.bindparam("used"),
-        repo_reported_at=sa.bindparam("finished_at"),
+        repository_server=sa.bindparam("server"),
+        repository_path=sa.bindparam("path"),
+        repository_quota_bytes=sa.bindparam("quota"),
+        repository_used_bytes=sa.bindparam("used"),
+        repository_reported_at=sa.bindparam("finished_at"),
     )
 )
 # The whole batch's in one UPDATE, taking the agents' rows in id order.
 _PG_RECORD_REPOSITORIES = sa.text(
     """
-    UPDATE agents a SET repo_server = r.server, repo_path = r.path, repo_quota_bytes = r.quota,
-        repo_used_bytes = r.used, repo_reported_at = r.finished_at
+    UPDATE agents a SET repository_server = r.server, repository_path = r.path,
+        repository_quota_bytes = r.quota, repository_used_bytes = r.used,
+        repository_reported_at = r.finished_at
     FROM (
         SELECT * FROM unnest(
             CAST(:agent_id AS integer[]), CAST(:server AS text[]), CAST(:path AS text[]),
@@ -235,6 +236,6 @@ _PG_RECORD_REPOSITORIES = sa.text(
         ORDER BY agent_id
     ) r
     WHERE a.id = r.agent_id
-        AND (a.repo_reported_at IS NULL OR a.repo_reported_at <= r.finished_at)
+        AND (a.repository_reported_at IS NULL OR a.repository_reported_at <= r.finished_at)
     """
 )

@@ -78,9 +78,17 @@ def status_report(raw: dict, at: datetime | None) -> dict:
     }
 
 
+# Keys an older API sends only under their names from before docs/GLOSSARY.md.
+_NEW_FROM_OLD = {
+    "last_backup_result": "last_snapshot_status",
+    **{f"repository_{k}": f"repo_{k}" for k in ("server", "path", "quota_bytes", "used_bytes")},
+}
+
+
 def _with_ages(row: dict, now: datetime) -> dict:
-    if row["last_backup_result"] is None:  # an API from before the key was added
-        row["last_backup_result"] = row["last_snapshot_status"]
+    for new, old in _NEW_FROM_OLD.items():
+        if row[new] is None:  # an API from before the key was added
+            row[new] = row[old]
     row["last_heartbeat_age_s"] = age_seconds(row["last_heartbeat"], now)
     row["last_backup_age_s"] = age_seconds(row["last_backup_at"], now)
     row["last_offsite_age_s"] = age_seconds(row["last_offsite_at"], now)
@@ -153,14 +161,14 @@ def _repository(a: dict) -> Text:
     disk it is flagged (it dies with the host)."""
     from rich.text import Text
 
-    if not a.get("repo_path"):
+    if not a.get("repository_path"):
         return _shared("-", "dim")
-    used = human_size(a.get("repo_used_bytes"))
-    if not a.get("repo_server"):
+    used = human_size(a.get("repository_used_bytes"))
+    if not a.get("repository_server"):
         return Text(f"on host {used}", style="yellow")
-    quota = a.get("repo_quota_bytes")
-    text = f"{a['repo_server']} {used}" + (f" / {human_size(quota)}" if quota else "")
-    full = quota and (a.get("repo_used_bytes") or 0) >= 0.9 * quota
+    quota = a.get("repository_quota_bytes")
+    text = f"{a['repository_server']} {used}" + (f" / {human_size(quota)}" if quota else "")
+    full = quota and (a.get("repository_used_bytes") or 0) >= 0.9 * quota
     return Text(text, style="yellow" if full else "")
 
 

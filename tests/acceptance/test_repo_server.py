@@ -90,11 +90,11 @@ def test_backup_to_the_server_status_metrics_and_restore(repo_fleet):
     for host in fleet.hosts:
         agent = agents[host]
         assert agent["status"] == "ok", agent
-        assert (agent["repo_server"], agent["repo_path"]) == (
+        assert (agent["repository_server"], agent["repository_path"]) == (
             fleet.server,
             f"/srv/saveos-repos/{host}",
         )
-        assert agent["repo_used_bytes"] > 300_000  # the random file at least
+        assert agent["repository_used_bytes"] > 300_000  # the random file at least
         # The host appended only: no prune or compact from it (retention is central).
         log = fleet.sh(host, "cat /var/log/saveos/agent.log").stdout
         assert "borg create" in log and "borg prune" not in log and "borg compact" not in log
@@ -181,7 +181,7 @@ def test_a_server_down_a_wrong_host_key_and_a_full_quota_fail_clearly(repo_fleet
     rc, out = backup(fleet, "lab3")  # what fits under the quota backs up again
     assert rc == 0, out
     agent = status_of(fleet)["lab3"]
-    assert agent["status"] == "ok" and agent["repo_quota_bytes"] == 10_000_000
+    assert agent["status"] == "ok" and agent["repository_quota_bytes"] == 10_000_000
 
 
 def test_losing_a_host_and_recovering_it_from_the_server(repo_fleet, figures):
