@@ -16,17 +16,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
 
+import cli_support
 import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
 from ansible_support import ansible_env, playbook
-from conftest import PG_ADMIN_URL, REPO_ROOT, ApiServer, _pg_exec, lab_net, require_root
+from conftest import ApiServer, _pg_database, lab_net, require_root
 from db_support import MariaDB
 
 from saveos_lab.lab import Lab
@@ -94,9 +94,8 @@ class ApiOnPg:
     """A real API server on its own fresh PostgreSQL database, and that database's row counts."""
 
     def __init__(self, data_dir: Path, tls: bool = False, workers: int = 1):
-        self.db_name = f"saveos_accept_{uuid.uuid4().hex[:12]}"
-        _pg_exec(f'CREATE DATABASE "{self.db_name}"')
-        self.db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
+        self._database = _pg_database("saveos_accept")
+        self.db_name, self.db_url = self._database.__enter__()
         self.server = ApiServer(self.db_url, data_dir, tls=tls, workers=workers)
         self.rows = Rows(self.db_url)
 
@@ -111,7 +110,7 @@ class ApiOnPg:
     def close(self) -> None:
         self.server.stop()
         self.rows.engine.dispose()
-        _pg_exec(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        self._database.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -225,10 +224,7 @@ class Fleet:
         return result
 
     def saveos(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, "-m", "saveos_cli.app", *args],
-            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+        result = cli_support.saveos(*args, env=self.env, timeout=timeout)
         self.outputs.append(result.stdout + result.stderr)
         return result
 

@@ -13,16 +13,15 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cli_support
 import httpx
 import pytest
 import yaml
 from ansible_support import playbook
-from conftest import REPO_ROOT
 from offsite_support import REGION, MotoS3
 from saveos_offsite import replicate
 
@@ -319,13 +318,9 @@ def _sums(fleet, host: str, root: str) -> dict[str, str]:
 def _recover(fleet, inventory: Path, tmp: Path, target: str, *args: str):
     """`saveos recover --from lab1 --onto lab2` with the controller's temp dir in `tmp`."""
     tmp.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "saveos_cli.app", *[a for a in args if a == "-v"], "recover",
-            "-i", str(inventory), "--from", "lab1", "--onto", "lab2", "--target", target,
-            *[a for a in args if a != "-v"]]  # fmt: skip
-    run = subprocess.run(
-        argv, cwd=REPO_ROOT, env=fleet.env | {"TMPDIR": str(tmp)},
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    argv = [*[a for a in args if a == "-v"], "recover", "-i", str(inventory), "--from", "lab1",
+            "--onto", "lab2", "--target", target, *[a for a in args if a != "-v"]]  # fmt: skip
+    run = cli_support.saveos(*argv, env=fleet.env | {"TMPDIR": str(tmp)}, timeout=900)
     fleet.outputs.append(run.stdout + run.stderr)
     assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
     assert list(tmp.iterdir()) == [], "the fetched copy stayed on the controller"
