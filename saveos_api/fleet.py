@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from saveos_rules import STATUSES, SUCCESSFUL_BACKUP
+from saveos_rules import FLEET_ROW_DEPRECATED, FLEET_ROW_KEYS, STATUSES, SUCCESSFUL_BACKUP
 
 from saveos_api import schedule
 from saveos_api.models import (
@@ -345,6 +345,10 @@ def fleet_rows(
     return columns, [row for row in picked if row is not None]
 
 
+_ROW_TEMPLATE = dict.fromkeys(FLEET_ROW_KEYS)
+_DEPRECATED_TWINS = tuple(FLEET_ROW_DEPRECATED.items())
+
+
 def _age(at: datetime, when: datetime | None) -> float | None:
     """Seconds from `when` to `at`, to a tenth (negative: stamped after `at`)."""
     return None if when is None else round((at - when).total_seconds(), 1)
@@ -435,8 +439,10 @@ def fleet_status(
         by_status[status] += 1
         original += original_size or 0
         deduplicated += deduplicated_size or 0
-        # In the order of `saveos status --json`, which passes these through as they are.
-        agents.append(
+        # In the order of `saveos status --json`, which passes these through as they are: the
+        # template holds every key in place, the deprecated ones get their twin's value.
+        row = _ROW_TEMPLATE.copy()
+        row.update(
             {
                 "name": name,
                 "id": agent_id,
@@ -446,7 +452,6 @@ def fleet_status(
                 "last_backup_at": last_backup_at,
                 "last_backup_age_s": _age(at, last_backup_at),
                 "last_archive": last_archive,
-                "last_snapshot_status": last_snapshot_status,
                 "original_size": original_size,
                 "deduplicated_size": deduplicated_size,
                 "last_check_at": last_check_at,
@@ -470,11 +475,6 @@ def fleet_status(
                 "drill_interval_s": drill_interval_s,
                 "escrow_interval_s": escrow_interval_s,
                 "schedule_mismatch": bool(schedule_mismatch),
-                # Deprecated (docs/GLOSSARY.md): the repository_* values at the end.
-                "repo_server": repository_server,
-                "repo_path": repository_path,
-                "repo_quota_bytes": repository_quota_bytes,
-                "repo_used_bytes": repository_used_bytes,
                 "last_backup_result": last_snapshot_status,
                 "repository_server": repository_server,
                 "repository_path": repository_path,
@@ -482,6 +482,9 @@ def fleet_status(
                 "repository_used_bytes": repository_used_bytes,
             }
         )
+        for old, new in _DEPRECATED_TWINS:
+            row[old] = row[new]
+        agents.append(row)
     return {
         "generated_at": at,
         "agents": agents,

@@ -25,6 +25,7 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -228,7 +229,21 @@ class ProvisionBatchOut(Output):
     agents: list[ProvisionOut]
 
 
-class RepositoryLocation(Output):
+def _with_deprecated_keys(model: type[Output]) -> Any:
+    """`model` with, after its own fields, the deprecated key (saveos_rules.DEPRECATED_KEYS) of
+    each field that has one and that it does not declare itself, of the same type."""
+    old_keys = {
+        old: (model.model_fields[new].annotation, _before_glossary(new))
+        for old, new in rules.DEPRECATED_KEYS.items()
+        if new in model.model_fields and old not in model.model_fields
+    }
+    name = model.__name__.lstrip("_")
+    return create_model(
+        name, __base__=model, __doc__=model.__doc__, __module__=__name__, **old_keys
+    )
+
+
+class _RepositoryLocation(Output):
     """Where the agent's repository lives (null server: on the host itself), as its newest
     snapshot report said: in an Agent and a fleet status row."""
 
@@ -236,13 +251,12 @@ class RepositoryLocation(Output):
     repository_path: str | None = None
     repository_quota_bytes: int | None = None
     repository_used_bytes: int | None = None
-    repo_server: str | None = _before_glossary("repository_server")
-    repo_path: str | None = _before_glossary("repository_path")
-    repo_quota_bytes: int | None = _before_glossary("repository_quota_bytes")
-    repo_used_bytes: int | None = _before_glossary("repository_used_bytes")
 
 
-class AgentOut(RepositoryLocation):
+RepositoryLocation = _with_deprecated_keys(_RepositoryLocation)
+
+
+class _AgentOut(RepositoryLocation):
     id: int
     name: str
     labels: dict[str, str]
@@ -273,7 +287,9 @@ class AgentOut(RepositoryLocation):
     escrow_interval_s: int | None = None
     escrow_grace_s: int | None = None
     repository_reported_at: datetime | None = None  # of the location's report
-    repo_reported_at: datetime | None = _before_glossary("repository_reported_at")
+
+
+AgentOut = _with_deprecated_keys(_AgentOut)
 
 
 class AgentList(Output):
@@ -358,7 +374,7 @@ class JobsOut(Output):
     jobs: list[JobOut]
 
 
-class AgentStatusOut(RepositoryLocation):
+class _AgentStatusOut(RepositoryLocation):
     id: int
     name: str
     status: Literal[rules.STATUSES]
@@ -367,6 +383,7 @@ class AgentStatusOut(RepositoryLocation):
     last_archive: str | None
     original_size: int | None
     deduplicated_size: int | None
+    # Declared, not added by _with_deprecated_keys: required and not marked in the schema.
     last_snapshot_status: str | None = Field(
         description="Deprecated: the same value as last_backup_result, kept for old readers."
     )
@@ -402,6 +419,9 @@ class AgentStatusOut(RepositoryLocation):
     escrow_interval_s: int | None = None
     # The latest snapshot's exit_status (ok / warning / error), the glossary's name for it.
     last_backup_result: str | None = None
+
+
+AgentStatusOut = _with_deprecated_keys(_AgentStatusOut)
 
 
 class FleetTotals(Output):

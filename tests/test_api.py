@@ -481,6 +481,57 @@ def test_repository_location_is_answered_under_both_names(api):
     assert f"saveos_agent_repository_quota_bytes{{{labels}}} 5e+06" in metrics
 
 
+def test_every_deprecated_key_is_its_twin_in_the_api_schema_and_cli(api):
+    """saveos_rules.DEPRECATED_KEYS is read by all three: each deprecated key is answered with
+    its current key's value wherever that key is (an Agent, a fleet status row), documented
+    beside it with the same type and marked deprecated, and `saveos status` fills the current
+    key from it when an older API sends only the old one."""
+    from saveos_rules import DEPRECATED_KEYS, FLEET_ROW_DEPRECATED, FLEET_ROW_KEYS
+
+    from saveos_api.schemas import AgentOut, AgentStatusOut
+    from saveos_cli.commands.status import status_report
+
+    agent_id, headers = api.agent("lab1")
+    where = {"url": "ssh://saveos@repo1/srv/r/lab1", "server": "repo1", "path": "/srv/r/lab1",
+             "quota_bytes": 5_000_000, "used_bytes": 1_234}  # fmt: skip
+    body = snapshot_report(repository=where)
+    del body["repo"]  # repository.url names it
+    r = api.client.post("/api/v1/reports/snapshots", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    agent = api.client.get(f"/api/v1/agents/{agent_id}", headers=api.admin).json()
+    fleet = api.client.get("/api/v1/fleet/status", headers=api.admin).json()
+    row = fleet["agents"][0]
+    schemas = api.app.openapi()["components"]["schemas"]
+    answers = ((agent, schemas["AgentOut"]), (row, schemas["AgentStatusOut"]))
+
+    def shape(field: dict) -> dict:
+        return {k: v for k, v in field.items() if k not in ("title", "description", "deprecated")}
+
+    for old, new in DEPRECATED_KEYS.items():
+        sent = [(answer, schema) for answer, schema in answers if new in answer]
+        assert sent, f"{new} is in no answer"
+        for answer, schema in sent:
+            assert answer[old] == answer[new] is not None, (old, answer)
+            fields = schema["properties"]
+            assert shape(fields[old]) == shape(fields[new]), old
+            assert fields[old].get("deprecated") or "Deprecated" in fields[old]["description"]
+            assert not fields[new].get("deprecated"), new
+    assert set(AgentOut.model_fields) >= DEPRECATED_KEYS.keys() - FLEET_ROW_DEPRECATED.keys()
+    assert set(AgentStatusOut.model_fields) >= FLEET_ROW_DEPRECATED.keys()
+    assert {old for old in DEPRECATED_KEYS if old in FLEET_ROW_KEYS} == set(row) & set(
+        DEPRECATED_KEYS
+    )
+
+    # An older API: the current keys absent, no ages; the CLI puts back the row the API sends.
+    older = {k: v for k, v in row.items() if k not in FLEET_ROW_DEPRECATED.values()}
+    older = {k: v for k, v in older.items() if not k.endswith("_age_s")}
+    at = datetime.fromisoformat(fleet["generated_at"])
+    again = status_report({**fleet, "agents": [older]}, at)["agents"][0]
+    assert {new: again[new] for new in FLEET_ROW_DEPRECATED.values()} == {
+        new: row[new] for new in FLEET_ROW_DEPRECATED.values()
+    }
+
+
 def test_check_repository_is_taken_by_either_name(api):
     """A check report names its repository as `repository.url` or, from older agents, `repo`
     (both: the same); stored as check_results.repository; neither, or two different: 422."""

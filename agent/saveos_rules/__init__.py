@@ -175,7 +175,7 @@ FLEET_ROW_KEYS = (
     "escrow_interval_s",
     # The agent declared an interval other than the provisioned one (saveos_api/schedule.py).
     "schedule_mismatch",
-    # Deprecated: the same values as the repository_* keys below (docs/GLOSSARY.md).
+    # Deprecated (DEPRECATED_KEYS): the same values as the repository_* keys below.
     "repo_server",
     "repo_path",
     "repo_quota_bytes",
@@ -189,6 +189,20 @@ FLEET_ROW_KEYS = (
     "repository_quota_bytes",
     "repository_used_bytes",
 )
+
+# Keys sent beside their glossary names with the same value, until they go (docs/GLOSSARY.md,
+# "Deprecated names"): deprecated -> current. The API writes the old keys from this table, its
+# schemas mark them deprecated, and `saveos status` fills the new keys from an older API's old.
+DEPRECATED_KEYS = {
+    "last_snapshot_status": "last_backup_result",
+    "repo_server": "repository_server",
+    "repo_path": "repository_path",
+    "repo_quota_bytes": "repository_quota_bytes",
+    "repo_used_bytes": "repository_used_bytes",
+    "repo_reported_at": "repository_reported_at",  # an Agent's, not in a fleet row
+}
+# Those a fleet status row carries.
+FLEET_ROW_DEPRECATED = {old: new for old, new in DEPRECATED_KEYS.items() if old in FLEET_ROW_KEYS}
 
 
 # ---- time --------------------------------------------------------------------------------

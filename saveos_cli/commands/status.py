@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from saveos_rules import ALARM_STATUSES, FLEET_ROW_KEYS, SEVERITY
+from saveos_rules import ALARM_STATUSES, FLEET_ROW_DEPRECATED, FLEET_ROW_KEYS, SEVERITY
 
 from saveos_cli.columns import Column
 from saveos_cli.commands._common import (
@@ -78,15 +78,9 @@ def status_report(raw: dict, at: datetime | None) -> dict:
     }
 
 
-# Keys an older API sends only under their names from before docs/GLOSSARY.md.
-_NEW_FROM_OLD = {
-    "last_backup_result": "last_snapshot_status",
-    **{f"repository_{k}": f"repo_{k}" for k in ("server", "path", "quota_bytes", "used_bytes")},
-}
-
-
 def _with_ages(row: dict, now: datetime) -> dict:
-    for new, old in _NEW_FROM_OLD.items():
+    # An older API sends some keys only under their names from before docs/GLOSSARY.md.
+    for old, new in FLEET_ROW_DEPRECATED.items():
         if row[new] is None:  # an API from before the key was added
             row[new] = row[old]
     row["last_heartbeat_age_s"] = age_seconds(row["last_heartbeat"], now)
