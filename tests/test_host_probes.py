@@ -1,11 +1,12 @@
 """What the deploy's host call learns of Borg (the role's module_utils saveos_host_probes): its
 version, asked of Borg once, then kept in a cache until Borg changes, i.e. until an upgrade
-replaces its script or the files of its package; a local repository's key export, read from the
-repository's config."""
+replaces its script or the files of its package; its facts, kept alike; a local repository's
+key export, read from the repository's config."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import stat
 import subprocess
@@ -98,3 +99,66 @@ def test_a_local_repokey_export_is_what_borg_key_export_writes(probes, tmp_path,
     config = repository / "config"
     config.write_text(config.read_text().replace("version = 1", "version = 2"))
     assert probes.repokey_export(p) is None  # not a config of Borg 1.x
+
+
+@pytest.fixture
+def module(monkeypatch):
+    """A real AnsibleModule (the fact collectors ask it for binaries and commands)."""
+    from ansible.module_utils import basic
+
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": {}}).encode())
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")
+    return basic.AnsibleModule(argument_spec={})
+
+
+def test_facts_are_gathered_once_and_again_when_what_they_are_read_from_changes(
+    probes, module, tmp_path, monkeypatch
+):
+    """A warm host call reads its facts from the cache: Ansible's collectors run only when a
+    release file, PID 1, the service manager's directory, the kernel or the interpreter differ."""
+    release = tmp_path / "os-release"
+    release.write_text('ID=debian\nVERSION_ID="12"\n')
+    monkeypatch.setattr(probes, "FACTS_SOURCES", (*probes.FACTS_SOURCES, str(release)))
+    cache = str(tmp_path / ".facts")
+
+    facts, entry = probes.gather_facts(module, cache)
+    assert entry is not None and facts["ansible_python"]["executable"] == sys.executable
+    assert facts["ansible_os_family"] and facts["ansible_service_mgr"]
+    probes.keep_cache(cache, entry)
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+    again, none = probes.gather_facts(module, cache)
+    assert none is None and again == json.loads(json.dumps(facts))
+
+    # A cache that holds other facts under the same key is what the call returns: proof that
+    # nothing was gathered.
+    probes.keep_cache(cache, {"key": entry["key"], "facts": {"ansible_distribution": "Marked"}})
+    assert probes.gather_facts(module, cache) == ({"ansible_distribution": "Marked"}, None)
+
+    _replace(release, 'ID=debian\nVERSION_ID="13"\n')  # an upgrade replaces the release file
+    facts, entry = probes.gather_facts(module, cache)
+    assert entry is not None and facts["ansible_distribution"] != "Marked"
+    probes.keep_cache(cache, entry)
+    assert probes.gather_facts(module, cache)[1] is None
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))  # another interpreter
+    assert probes.gather_facts(module, cache)[1] is not None
+    # A cache that is no JSON object is gathered past, never a failure.
+    Path(cache).write_text("[1, 2]")
+    assert probes.gather_facts(module, cache)[1] is not None
+
+
+def test_a_cold_host_keeps_its_borg_version_once_its_directory_exists(
+    probes, tmp_path, monkeypatch
+):
+    """The host call probes Borg before it creates the config directory (a Borg too old is
+    refused before any change): the entry is kept after the directories exist."""
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    _install_borg(tmp_path, "1.2.3")
+    cache = tmp_path / "etc" / ".borg-version"
+    version, entry = probes.probe_borg(str(cache))
+    assert version == "1.2.3" and entry is not None
+    probes.keep_cache(str(cache), entry)  # no directory yet: nothing, and no failure
+    assert not cache.exists()
+    cache.parent.mkdir()
+    probes.keep_cache(str(cache), entry)
+    assert probes.probe_borg(str(cache)) == ("1.2.3", None)

@@ -137,7 +137,8 @@ def test_recovery_finds_host_paths_where_the_role_put_them(tmp_path):
 def test_deploy_refuses_a_host_the_rules_reject_without_contacting_it(tmp_path):
     """The host call's action plugin fails on the escrow call's problems for the host on the
     controller: a host whose address answers nothing fails with the rule's message, never as
-    unreachable, and its escrow store gets no passphrase."""
+    unreachable, and its escrow store gets no passphrase; so does a host whose variables break the
+    role's own rule."""
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         json.dumps(
@@ -148,7 +149,14 @@ def test_deploy_refuses_a_host_the_rules_reject_without_contacting_it(tmp_path):
                             # TEST-NET-1: nothing answers there, and nothing must be asked.
                             "ansible_host": "192.0.2.1",
                             "saveos_agent_heartbeat_interval_s": 4,
-                        }
+                        },
+                        # The role's own rule (vars/main.yml), and a host named after a dict
+                        # method: the batch's results are looked up by name, never as attributes.
+                        "clear": {
+                            "ansible_host": "192.0.2.2",
+                            "saveos_agent_api_url": "http://192.0.2.3:8000",
+                            "saveos_agent_backup_window_start": "late",
+                        },
                     }
                 }
             }
@@ -164,22 +172,44 @@ def test_deploy_refuses_a_host_the_rules_reject_without_contacting_it(tmp_path):
     proc = playbook(inventory, ROOT / "playbooks" / "deploy.yml", env=env, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "fast: saveos_agent_heartbeat_interval_s must be between 5" in proc.stdout
+    assert "clear: inconsistent saveos_agent_* variables" in proc.stdout, proc.stdout
+    assert "http:// only to loopback" in proc.stdout
     assert "unreachable=0" in proc.stdout and "UNREACHABLE" not in proc.stdout, proc.stdout
+    assert proc.stdout.count("failed=1") == 2, proc.stdout
     assert not (tmp_path / "escrow" / "fast").exists()
+    assert not (tmp_path / "escrow" / "clear").exists()
+
+
+def _itself(name: str, value: object) -> bool:
+    """A fact set to its own variable's value (tasks/resolve.yml): resolved once, not a result."""
+    return isinstance(value, str) and value.replace(" ", "") == "{{" + name + "}}"
+
+
+def _set_facts(tasks: list | None) -> list[tuple[str, object]]:
+    """(name, value) of every fact a task list sets, blocks included."""
+    facts: list[tuple[str, object]] = []
+    for task in tasks or []:
+        for key, args in task.items():
+            if key.split(".")[-1] == "set_fact" and isinstance(args, dict):
+                facts.extend((k, v) for k, v in args.items() if k != "cacheable")
+            elif key in ("block", "rescue", "always"):
+                facts.extend(_set_facts(args))
+    return facts
 
 
 def _role_results(tasks: list | None) -> list[str]:
-    """The names a task list registers or sets as facts, blocks included."""
-    names: list[str] = []
+    """The names a task list registers or sets as facts (other than to their own values)."""
+    names = [task["register"] for task in _all_tasks(tasks) if "register" in task]
+    return names + [k for k, v in _set_facts(tasks) if not _itself(k, v)]
+
+
+def _all_tasks(tasks: list | None) -> list[dict]:
+    out: list[dict] = []
     for task in tasks or []:
-        if "register" in task:
-            names.append(task["register"])
-        for key, args in task.items():
-            if key.split(".")[-1] == "set_fact" and isinstance(args, dict):
-                names.extend(k for k in args if k != "cacheable")
-            elif key in ("block", "rescue", "always"):
-                names.extend(_role_results(args))
-    return names
+        out.append(task)
+        for key in ("block", "rescue", "always"):
+            out.extend(_all_tasks(task.get(key)))
+    return out
 
 
 def test_role_results_are_named_apart_from_the_inputs():
@@ -203,3 +233,20 @@ def test_role_results_are_named_apart_from_the_inputs():
     assert len(results) > 20  # both roles that register anything were read
     assert [r for r in results if not r[2].startswith(f"_{r[0]}_")] == []
     assert [r for r in results if r[2].lstrip("_") in inputs] == []
+
+
+def test_the_resolved_variables_are_the_role_s_own_values():
+    """What resolve.yml sets to its own value is one of the role's variables (a default or a
+    role var), never a name of its own: -e and the inventory still decide what it is."""
+    role_vars: set[str] = set()
+    for part in ("defaults", "vars"):
+        role_vars |= set(yaml.safe_load((ROLE / part / "main.yml").read_text()) or {})
+    resolved = [
+        name
+        for path in sorted((ROLE / "tasks").glob("*.yml"))
+        for name, value in _set_facts(yaml.safe_load(path.read_text()))
+        if _itself(name, value)
+    ]
+    assert len(resolved) >= 10, resolved  # resolve.yml was read
+    assert [name for name in resolved if name not in role_vars] == []
+    assert "saveos_agent_repository_url" in resolved and "saveos_agent_api_url" in resolved

@@ -147,6 +147,11 @@ options:
       Where to keep the Borg version found and the files it was read from (while they are
       unchanged, Borg is not asked again).
     type: path
+  facts_cache:
+    description: >-
+      Where to keep the facts gathered and what they were read from (the release files, PID 1,
+      the interpreter): while that is unchanged, the facts are not gathered again.
+    type: path
   borg_package:
     description: The package that provides Borg (named in the message for a Borg too old).
     type: str
@@ -273,10 +278,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.saveos_host_files import Host
 from ansible.module_utils.saveos_host_probes import (
     borg_error,
-    borg_version,
     config_agent_id,
     config_text,
     gather_facts,
+    keep_cache,
+    probe_borg,
     record_open,
     repokey_export,
     repository_opens,
@@ -304,7 +310,7 @@ class Converge:
         p, host = self.p, self.host
         for warning in p["role_warnings"]:
             self.module.warn(warning)
-        facts = gather_facts(self.module)
+        facts, facts_entry = gather_facts(self.module, p["facts_cache"])
         self.refuse_unsupported(facts)
         scheduler = p["scheduler"]
         if scheduler == "auto":
@@ -313,7 +319,7 @@ class Converge:
             host.fail(p["systemd_problem"])
         self.refuse_new_passphrase()
 
-        version = borg_version(p["borg_version_cache"], host.check)
+        version, version_entry = probe_borg(p["borg_version_cache"])
         borg_ok = False
         if version is None:
             self.need("borg", "Borg is not installed (the package install did not provide it)")
@@ -327,6 +333,9 @@ class Converge:
 
         for spec in p["directories"]:
             host.ensure_directory(spec["path"], spec["mode"])
+        if not host.check:  # a cold host's probes too, now that their directory is there
+            keep_cache(p["facts_cache"], facts_entry)
+            keep_cache(p["borg_version_cache"], version_entry)
         # Whether anything the schedule reads changed (a reload, or the daemon's restart).
         restart = p["restart"]
         restart |= self.converge_zipapp()
@@ -683,6 +692,7 @@ def main() -> None:
             "borg_env": {"type": "dict", "default": {}},
             "borg_min_version": {"type": "str", "default": "1.2"},
             "borg_version_cache": {"type": "path"},
+            "facts_cache": {"type": "path"},
             "borg_package": {"type": "str", "default": "borgbackup"},
             "encryption": {"type": "str", "default": "repokey-blake2"},
             "open_proof": {"type": "path"},

@@ -45,8 +45,9 @@ options:
     type: path
   host_settings:
     description: >-
-      One [host, backup_interval_s, heartbeat_interval_s, retention] per host (an empty
-      retention is the agent's default).
+      One [host, backup_interval_s, heartbeat_interval_s, retention, problems] per host (an
+      empty retention is the agent's default; problems, what the role found wrong with the
+      host's variables, optional). A host with any problem gets no passphrase.
     type: list
     elements: list
     default: []
@@ -191,6 +192,8 @@ def main() -> None:
         supports_check_mode=True,
     )
     p, check = module.params, module.check_mode
+    if not os.path.isabs(p["escrow_dir"]):
+        module.fail_json(msg=f"The escrow directory {p['escrow_dir']} is not an absolute path.")
     state, sha256, changes = ensure_artifact(
         module, p["artifact"], p["source_dir"], p["controller_python"]
     )
@@ -200,9 +203,10 @@ def main() -> None:
         row[0]: {"backup_interval_s": row[1], "heartbeat_interval_s": row[2], "retention": row[3]}
         for row in p["host_settings"]
     }
+    found = {row[0]: list(row[4]) for row in p["host_settings"] if len(row) > 4 and row[4]}
     hosts = {}
     for host, path in p["host_escrows"].items():
-        problems = setting_problems(host, settings.get(host) or {})
+        problems = found.get(host, []) + setting_problems(host, settings.get(host) or {})
         generated = False
         if not problems:
             if ensure_private_dir(path, check):
