@@ -51,36 +51,38 @@ def test_borg_version_is_asked_once_and_again_after_an_upgrade(probes, tmp_path,
     cache = str(tmp_path / "etc" / ".borg-version")
     (tmp_path / "etc").mkdir()
     asked = []
-    real_run = probes.run
-    monkeypatch.setattr(probes, "run", lambda argv, env=None: asked.append(argv) or real_run(argv))
+    real_ask = saveos_rules._ask
+    monkeypatch.setattr(saveos_rules, "_ask", lambda argv: asked.append(argv) or real_ask(argv))
 
     _install_borg(tmp_path, "1.2.3")
-    assert probes.borg_version(cache) == "1.2.3" and len(asked) == 1
+    assert saveos_rules.borg_version("borg", cache) == "1.2.3" and len(asked) == 1
     assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
-    assert probes.borg_version(cache) == "1.2.3" and len(asked) == 1  # from the cache
+    assert saveos_rules.borg_version("borg", cache) == "1.2.3" and len(asked) == 1  # from the cache
 
     _install_borg(tmp_path, "1.4.1")  # the package's files change, the script does not
-    assert probes.borg_version(cache) == "1.4.1" and len(asked) == 2
-    assert probes.borg_version(cache) == "1.4.1" and len(asked) == 2
+    assert saveos_rules.borg_version("borg", cache) == "1.4.1" and len(asked) == 2
+    assert saveos_rules.borg_version("borg", cache) == "1.4.1" and len(asked) == 2
 
     # the script replaced (another interpreter): asked again, though the package is the same
     other = tmp_path / "python3"
     other.symlink_to(sys.executable)
     _install_borg(tmp_path, "1.4.1", interpreter=str(other))
-    assert probes.borg_version(cache) == "1.4.1" and len(asked) == 3
+    assert saveos_rules.borg_version("borg", cache) == "1.4.1" and len(asked) == 3
 
 
-def test_check_mode_leaves_no_cache_behind(probes, tmp_path, monkeypatch):
+def test_a_probe_keeps_nothing_by_itself(tmp_path, monkeypatch):
+    """The host call keeps the entry only outside check mode, once its directories exist."""
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    cache = tmp_path / ".borg-version"
+    cache = tmp_path / "borg-version.json"
     _install_borg(tmp_path, "1.2.3")
-    assert probes.borg_version(str(cache), check_mode=True) == "1.2.3"
+    version, entry = saveos_rules.probe_borg_version("borg", str(cache))
+    assert version == "1.2.3" and entry["version"] == "1.2.3"
     assert not cache.exists()
 
 
-def test_no_borg_on_path_is_no_version(probes, tmp_path, monkeypatch):
+def test_no_borg_on_path_is_no_version(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert probes.borg_version(str(tmp_path / ".borg-version")) is None
+    assert saveos_rules.borg_version("borg", str(tmp_path / "borg-version.json")) is None
 
 
 def test_a_local_repokey_export_is_what_borg_key_export_writes(probes, tmp_path, monkeypatch):
@@ -124,20 +126,21 @@ def test_facts_are_gathered_once_and_again_when_what_they_are_read_from_changes(
     facts, entry = probes.gather_facts(module, cache)
     assert entry is not None and facts["ansible_python"]["executable"] == sys.executable
     assert facts["ansible_os_family"] and facts["ansible_service_mgr"]
-    probes.keep_cache(cache, entry)
+    saveos_rules.keep_entry(cache, entry)
     assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
     again, none = probes.gather_facts(module, cache)
     assert none is None and again == json.loads(json.dumps(facts))
 
     # A cache that holds other facts under the same key is what the call returns: proof that
     # nothing was gathered.
-    probes.keep_cache(cache, {"key": entry["key"], "facts": {"ansible_distribution": "Marked"}})
-    assert probes.gather_facts(module, cache) == ({"ansible_distribution": "Marked"}, None)
+    marked = {"ansible_distribution": "Marked"}
+    saveos_rules.keep_entry(cache, {"key": entry["key"], "facts": marked})
+    assert probes.gather_facts(module, cache) == (marked, None)
 
     _replace(release, 'ID=debian\nVERSION_ID="13"\n')  # an upgrade replaces the release file
     facts, entry = probes.gather_facts(module, cache)
     assert entry is not None and facts["ansible_distribution"] != "Marked"
-    probes.keep_cache(cache, entry)
+    saveos_rules.keep_entry(cache, entry)
     assert probes.gather_facts(module, cache)[1] is None
 
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))  # another interpreter
@@ -147,18 +150,16 @@ def test_facts_are_gathered_once_and_again_when_what_they_are_read_from_changes(
     assert probes.gather_facts(module, cache)[1] is not None
 
 
-def test_a_cold_host_keeps_its_borg_version_once_its_directory_exists(
-    probes, tmp_path, monkeypatch
-):
+def test_a_cold_host_keeps_its_borg_version_once_its_directory_exists(tmp_path, monkeypatch):
     """The host call probes Borg before it creates the config directory (a Borg too old is
     refused before any change): the entry is kept after the directories exist."""
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     _install_borg(tmp_path, "1.2.3")
-    cache = tmp_path / "etc" / ".borg-version"
-    version, entry = probes.probe_borg(str(cache))
+    cache = tmp_path / "state" / "borg-version.json"
+    version, entry = saveos_rules.probe_borg_version("borg", str(cache))
     assert version == "1.2.3" and entry is not None
-    probes.keep_cache(str(cache), entry)  # no directory yet: nothing, and no failure
+    saveos_rules.keep_entry(str(cache), entry)  # no directory yet: nothing, and no failure
     assert not cache.exists()
     cache.parent.mkdir()
-    probes.keep_cache(str(cache), entry)
-    assert probes.probe_borg(str(cache)) == ("1.2.3", None)
+    saveos_rules.keep_entry(str(cache), entry)
+    assert saveos_rules.probe_borg_version("borg", str(cache)) == ("1.2.3", None)

@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from saveos_rules import write_atomically
+import saveos_rules
 
-from saveos_agent import borg_commands as bc
 from saveos_agent import logsetup
 from saveos_agent.errors import AgentError
 
@@ -351,43 +350,7 @@ def _ssh_probe(rsh: str, argv: Sequence[str]) -> List[Dict[str, Any]]:
 
 
 def borg_version(borg: str = "borg", cache_dir: Optional[str] = None) -> Optional[str]:
-    """'1.2.4' for the installed borg, None when borg is missing.
-
-    Starting borg costs about 0.3 s of CPU, and every heartbeat reports the version: with
-    `cache_dir`, the answer is kept in `borg-version.json` there and reused while the binary
-    (resolved path, inode, size, mtime) is the same file, so an upgrade is seen at once."""
-    identity = _binary_identity(borg) if cache_dir else None
-    cache = os.path.join(cache_dir, "borg-version.json") if cache_dir else None
-    if cache and identity:
-        with contextlib.suppress(OSError, ValueError):
-            with open(cache, encoding="utf-8") as fh:
-                cached = json.load(fh)
-            if cached.get("binary") == identity and cached.get("version"):
-                return str(cached["version"])
-    try:
-        out = run(bc.version(borg), needs_passphrase=False)
-    except (OSError, AgentError):  # borg missing or not executable
-        return None
-    parts = out.stdout.strip().split()
-    version = parts[-1] if out.rc == 0 and parts else None
-    if cache and identity and version:
-        # Best effort: a read-only state dir only costs the next heartbeat another borg start.
-        with contextlib.suppress(OSError):
-            cached = {"binary": identity, "version": version}
-            write_atomically(cache, json.dumps(cached).encode(), 0o644)
-    return version
-
-
-def _binary_identity(borg: str) -> Optional[List[Any]]:
-    """What changes when the borg binary is replaced: its resolved path, inode, size, mtime."""
-    import shutil  # only the heartbeat path needs it; backups stay lean on imports
-
-    path = shutil.which(borg)
-    if not path:
-        return None
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-    except OSError:
-        return None
-    return [real, st.st_ino, st.st_size, st.st_mtime_ns]
+    """'1.2.4' for the installed borg, None when borg is missing (saveos_rules.borg_version):
+    with `cache_dir`, kept there and read while Borg is unchanged."""
+    cache = os.path.join(cache_dir, saveos_rules.BORG_VERSION_CACHE) if cache_dir else None
+    return saveos_rules.borg_version(borg, cache)

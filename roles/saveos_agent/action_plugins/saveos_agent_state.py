@@ -55,7 +55,6 @@ class ActionModule(ActionBase):
             host = task_vars["inventory_hostname"]
             result.update(failed=True, changed=False, msg=f"{host}: {'; '.join(problems)}")
             return result
-        provision_request = args.pop("provision_request", None)
         zipapp_src = args.pop("zipapp_src")
         # The role renders every templated file with one lookup (files, supervisor_files,
         # systemd_files, config): the module's options they become.
@@ -97,7 +96,5 @@ class ActionModule(ActionBase):
                     os.unlink(os.path.join(escrow, name))
         elif answer.pop("passphrase_in_use", False) and os.path.exists(marker):
             os.unlink(marker)
-        if provision_request and "token" in answer.get("needs", ()):
-            answer["provision_request"] = provision_request
         result.update(answer)
         return result

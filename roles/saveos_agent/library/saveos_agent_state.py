@@ -145,7 +145,8 @@ options:
   borg_version_cache:
     description: >-
       Where to keep the Borg version found and the files it was read from (while they are
-      unchanged, Borg is not asked again).
+      unchanged, Borg is not asked again): the agent's own cache (saveos_rules.borg_version),
+      so its first heartbeats do not ask Borg either.
     type: path
   facts_cache:
     description: >-
@@ -281,8 +282,6 @@ from ansible.module_utils.saveos_host_probes import (
     config_agent_id,
     config_text,
     gather_facts,
-    keep_cache,
-    probe_borg,
     record_open,
     repokey_export,
     repository_opens,
@@ -290,6 +289,7 @@ from ansible.module_utils.saveos_host_probes import (
     token_agent_id,
     version_tuple,
 )
+from ansible.module_utils.saveos_rules import keep_entry, probe_borg_version
 
 
 class Converge:
@@ -319,7 +319,7 @@ class Converge:
             host.fail(p["systemd_problem"])
         self.refuse_new_passphrase()
 
-        version, version_entry = probe_borg(p["borg_version_cache"])
+        version, version_entry = probe_borg_version("borg", p["borg_version_cache"])
         borg_ok = False
         if version is None:
             self.need("borg", "Borg is not installed (the package install did not provide it)")
@@ -334,8 +334,8 @@ class Converge:
         for spec in p["directories"]:
             host.ensure_directory(spec["path"], spec["mode"])
         if not host.check:  # a cold host's probes too, now that their directory is there
-            keep_cache(p["facts_cache"], facts_entry)
-            keep_cache(p["borg_version_cache"], version_entry)
+            keep_entry(p["facts_cache"], facts_entry)
+            keep_entry(p["borg_version_cache"], version_entry)
         # Whether anything the schedule reads changed (a reload, or the daemon's restart).
         restart = p["restart"]
         restart |= self.converge_zipapp()

@@ -15,87 +15,21 @@ import hmac
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.saveos_rules import write_atomically
+from ansible.module_utils.saveos_rules import (
+    file_stamp,
+    read_json_object,
+    write_atomically,
+)
 
 
 def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False
     )
-
-
-def borg_version(cache: str | None = None, check_mode: bool = False) -> str | None:
-    """The installed Borg's version (probe_borg), its cache entry kept unless in check mode."""
-    version, entry = probe_borg(cache)
-    if not check_mode:
-        keep_cache(cache, entry)
-    return version
-
-
-def probe_borg(cache: str | None = None) -> tuple[str | None, dict | None]:
-    """The installed Borg's version and the cache entry to keep (None when read from `cache`).
-    A Python entry script is asked through its own interpreter
-    (`import borg`, about 30 ms) instead of `borg --version`, which loads all of Borg; the answer
-    is kept in `cache` with what it was read from (the script and Borg's package directory, by
-    inode, size, mtime and ctime): while they are unchanged no Python starts a second time."""
-    borg = shutil.which("borg")
-    if not borg:
-        return None, None
-    cached = _read_json(cache)
-    if cached.get("borg") == borg and cached.get("stat") == _stamp(borg):
-        package = cached.get("package")
-        if not package or cached.get("package_stat") == _stamp(package):
-            return cached.get("version"), None
-    try:
-        with open(borg, "rb") as fh:
-            shebang = fh.readline().decode(errors="replace").strip()
-    except OSError:
-        shebang = ""
-    found = package = None
-    if shebang.startswith("#!") and "python" in shebang:
-        parts = shebang[2:].split()
-        code = "import borg, os; print(borg.__version__); print(os.path.dirname(borg.__file__))"
-        probe = run([*parts, "-c", code])
-        lines = probe.stdout.strip().splitlines()
-        if probe.returncode == 0 and len(lines) == 2:
-            found, package = lines
-    if not found:
-        probe = run([borg, "--version"])
-        if probe.returncode != 0:
-            return None, None
-        found = probe.stdout.strip()
-    match = re.search(r"[0-9]+\.[0-9]+(\.[0-9]+)?", found)
-    version = match.group(0) if match else None
-    if not version:
-        return None, None
-    entry = {"borg": borg, "stat": _stamp(borg), "version": version, "package": package}
-    if package:
-        entry["package_stat"] = _stamp(package)
-    return version, entry
-
-
-def _stamp(path: str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _read_json(path: str | None) -> dict:
-    if not path:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -143,7 +77,7 @@ def _facts_key() -> list:
         init = None
     return [
         FACTS_FORMAT,
-        [_stamp(path) for path in FACTS_SOURCES],
+        [file_stamp(path) for path in FACTS_SOURCES],
         init,
         os.path.isdir("/run/systemd/system"),
         list(os.uname()),
@@ -158,7 +92,7 @@ def gather_facts(module: AnsibleModule, cache: str | None = None) -> tuple[dict,
     the last call's while what they are read from is unchanged, and Ansible's fact collectors
     (a third of a warm call's CPU on the host) are not even imported."""
     key = _facts_key()
-    cached = _read_json(cache)
+    cached = read_json_object(cache)
     if cached.get("key") == key and isinstance(cached.get("facts"), dict):
         return cached["facts"], None
     from ansible.module_utils.facts import ansible_collector
@@ -183,13 +117,6 @@ def gather_facts(module: AnsibleModule, cache: str | None = None) -> tuple[dict,
     )
     facts = collector.collect(module=module)
     return facts, {"key": key, "facts": facts}
-
-
-def keep_cache(cache: str | None, entry: dict | None) -> None:
-    """Writes a probe's cache entry (root's, 0600) once its directory exists."""
-    if cache and entry is not None:
-        with contextlib.suppress(OSError, TypeError, ValueError):
-            write_atomically(cache, json.dumps(entry).encode(), 0o600, owner=(0, 0))
 
 
 def open_digest(passphrase: str, repository: str) -> str | None:
