@@ -13,7 +13,7 @@ for each run:
   api         CPU of the API process
 It prints a table and writes results/<name>.json.
 
-    python benchmarks/p1_profile.py [--hosts 10] [--warm 2] [--net 127.0.34]
+    python benchmarks/p1_profile.py [--hosts 10] [--warm 2] [--net 127.0.34] [--repo-servers 1]
 """
 
 from __future__ import annotations
@@ -123,6 +123,10 @@ def main() -> int:
     parser.add_argument(
         "--net", default=os.environ.get("SAVEOS_TEST_LAB_NET", "127.0.7"), help="lab /24 prefix"
     )
+    parser.add_argument(
+        "--repo-servers", type=int, default=0,
+        help="repository servers in the lab (the hosts back up to the first; deployed first)",
+    )  # fmt: skip
     parser.add_argument("--name", default="p1_profile")
     args = parser.parse_args()
     build_zipapp()
@@ -130,7 +134,7 @@ def main() -> int:
     lab = Lab(scratch / "lab", net=args.net)
     result: dict = {"params": vars(args)}
     try:
-        inventory = small_sources(lab.up(args.hosts))
+        inventory = small_sources(lab.up(args.hosts, repo_servers=args.repo_servers))
         hosts = [h.name for h in lab.hosts()]
         sshd = {h.name: h.sshd_pid for h in lab.hosts()}
         plain = bench_env()

@@ -401,4 +401,5 @@ def repo_fleet(tmp_path_factory) -> RepoFleet:
             assert made.returncode == 0, made.stderr
         deployed = fleet.playbook("deploy.yml")
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
+        fleet.first_deploy = deployed.stdout
         yield fleet

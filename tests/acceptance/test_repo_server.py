@@ -33,6 +33,12 @@ def backup(fleet, host: str) -> tuple[int, dict]:
 
 def test_deploy_registers_append_only_keys_pins_the_server_and_is_idempotent(repo_fleet):
     fleet = repo_fleet
+    # New hosts: their keys registered with one call for the server, each host finished by its
+    # one host call (no task-by-task registration, no second call).
+    first = fleet.first_deploy
+    assert "TASK [saveos_agent : Register the new hosts' keys on their repository servers" in first
+    assert "Register the host's key and repository on the repository server" not in first
+    assert "TASK [saveos_agent : Converge the host again]" not in first, first[-3000:]
     again = fleet.playbook("deploy.yml")
     assert again.returncode == 0, again.stdout[-3000:]
     counts = recap(again)

@@ -134,6 +134,11 @@ options:
     type: list
     elements: path
     default: []
+  repository_server_pin:
+    description: >-
+      The repository server's host key line for the host's known_hosts (C(path), C(mode),
+      C(content)), when the server registered the host's key in this run (a new host).
+    type: dict
   borg_env:
     description: Environment for Borg (BORG_PASSCOMMAND reads the passphrase file).
     type: dict
@@ -360,15 +365,20 @@ class Converge:
             restart |= host.ensure_file(
                 p["passphrase_file"], "0600", p["passphrase"].encode(), secret=True
             )
+        pin = p["repository_server_pin"]
+        if pin:  # the server registered the host's key in this run: its host key, pinned
+            line = pin["content"].rstrip("\n") + "\n"
+            host.ensure_file(pin["path"], pin["mode"], line.encode())
         if borg_ok and p["passphrase"] is not None:
             self.converge_repository()
 
         # The server's side of a repository-server host (its key's forced command, the quota in
-        # agent.json) is registered task by task: after any change, once more.
+        # agent.json) is registered task by task: after any change, once more (but for a new
+        # host whose key the batch's call registered, which this call's pin says).
         if (
             p["repository_mode"] == "server"
             and host.changes
-            and not (host.check or p["final"] or "repository_server" in self.needs)
+            and not (host.check or p["final"] or pin or "repository_server" in self.needs)
         ):
             self.needs.append("repository_server")
         # The schedule starts the agent: only once every piece is in place.
@@ -689,6 +699,7 @@ def main() -> None:
                 "choices": ["local", "server", "remote"],
             },
             "repository_server_files": {"type": "list", "elements": "path", "default": []},
+            "repository_server_pin": {"type": "dict"},
             "borg_env": {"type": "dict", "default": {}},
             "borg_min_version": {"type": "str", "default": "1.2"},
             "borg_version_cache": {"type": "path"},
