@@ -29,10 +29,6 @@ def archive_ref(repository: str, archive: str) -> str:
     return f"{repository}::{archive}"
 
 
-def version(borg: str = "borg") -> Argv:
-    return (borg, "--version")
-
-
 def init(
     repository: str,
     encryption: str = "repokey-blake2",
