@@ -66,6 +66,7 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
     from ansible.parsing.dataloader import DataLoader
     from ansible.vars.manager import VariableManager
 
+    _init_plugins()
     loader = DataLoader()
     manager = InventoryManager(loader=loader, sources=[str(inventory)])
     if limit:
@@ -93,6 +94,16 @@ def load_hosts(inventory: Path, limit: str | None = None) -> list[Host]:
         target = f" matches --limit {limit!r}" if limit else ""
         raise SaveOSError(f"no host in {inventory}{target}.")
     return hosts
+
+
+def _init_plugins() -> None:
+    """What ansible's own commands do first: the role's variables name lookup plugins
+    (`ansible.builtin.vars`, `ansible.builtin.env`), found through the collection loader."""
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+    if not AnsibleCollectionConfig.collection_finder:
+        init_plugin_loader()
 
 
 def _role_file(loader, part: str) -> dict:

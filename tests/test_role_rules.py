@@ -5,12 +5,13 @@ never disagree. Run here through ansible itself, as the role runs it."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import saveos_rules
 import yaml
-from ansible_support import ansible, ansible_env, playbook
+from ansible_support import REPO_ROOT, ansible, ansible_env, playbook
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "saveos_agent"
@@ -132,6 +133,27 @@ def test_recovery_finds_host_paths_where_the_role_put_them(tmp_path):
     assert web2.repository == "/data/r"
     assert web2.layout["agent_pyz"] == "/srv/saveos/saveos-agent.pyz"
     assert web2.layout["offsite_python"] == "/srv/saveos/offsite-venv/bin/python"
+
+
+def test_a_repository_server_inventory_loads_in_a_fresh_process(tmp_path):
+    """On a repository server, the role's variables go through a lookup plugin: the CLI's own
+    process (no ansible command ran in it) loads such an inventory as Ansible does, without
+    a warning (saveos recover and the central prune start so)."""
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        "[saveos_repo_servers]\nrepo1 ansible_host=127.0.0.9 ansible_port=2222\n"
+        "[all]\nweb1\nweb2 saveos_agent_repository=/data/r\n"
+    )
+    code = (
+        "import sys; from pathlib import Path; from saveos_cli.inventory_hosts import load_hosts;"
+        "print(sorted((h.name, h.repository) for h in load_hosts(Path(sys.argv[1]))))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code, str(inventory)], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stderr == ""
+    assert "('web2', '/data/r')" in found.stdout and "'web1'" in found.stdout
 
 
 def test_deploy_refuses_a_host_the_rules_reject_without_contacting_it(tmp_path):
