@@ -11,7 +11,7 @@ from pathlib import Path
 
 import saveos_rules
 import yaml
-from ansible_support import REPO_ROOT, ansible, ansible_env, playbook
+from ansible_support import ansible, ansible_env, playbook
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "saveos_agent"
@@ -149,7 +149,7 @@ def test_a_repository_server_inventory_loads_in_a_fresh_process(tmp_path):
         "print(sorted((h.name, h.repository) for h in load_hosts(Path(sys.argv[1]))))"
     )
     found = subprocess.run(
-        [sys.executable, "-c", code, str(inventory)], capture_output=True, text=True, cwd=REPO_ROOT
+        [sys.executable, "-c", code, str(inventory)], capture_output=True, text=True, cwd=ROOT
     )
     assert found.returncode == 0, found.stderr
     assert found.stderr == ""
