@@ -48,6 +48,12 @@ RENDER_PLAY = """\
   vars_files:
     - {role}/vars/main.yml
   tasks:
+    # It works out every host's slots (the timers' calendars); in check mode it writes nothing.
+    - ansible.builtin.include_role:
+        name: saveos_agent
+        tasks_from: controller.yml
+        apply:
+          check_mode: true
     - ansible.builtin.template:
         src: "{role}/templates/{{{{ item }}}}.j2"
         dest: "{{{{ out }}}}/{{{{ inventory_hostname }}}}/{{{{ item }}}}"
@@ -63,10 +69,12 @@ def render_units(tmp_path: Path, hosts: dict[str, dict]) -> Path:
         (out / host).mkdir(parents=True, exist_ok=True)
     local = {"ansible_connection": "local", "ansible_python_interpreter": shutil.which("python3")}
     defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    escrow = {"saveos_agent_escrow_dir": str(tmp_path / "escrow")}
     inventory = tmp_path / "inv.yml"
     inventory.write_text(
         yaml.safe_dump(
-            {"all": {"vars": {**defaults, **local}, "hosts": hosts}}, default_flow_style=False
+            {"all": {"vars": {**defaults, **local, **escrow}, "hosts": hosts}},
+            default_flow_style=False,
         )
     )
     play = tmp_path / "render.yml"

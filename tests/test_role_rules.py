@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "saveos_agent"
 
 
-def _escrow_state(tmp_path: Path, settings: dict) -> dict:
+def _escrow_state(tmp_path: Path, settings: dict, schedules: dict | None = None) -> dict:
     args = {
+        "host_schedules": schedules or {},
         "artifact": str(tmp_path / "missing.pyz"),
         "source_dir": str(ROOT / "agent"),
         "escrow_dir": str(tmp_path / "escrow"),
@@ -94,6 +95,85 @@ def test_role_module_applies_the_shared_rules(tmp_path):
     assert (escrow / "web1" / "passphrase").read_text() == before
     (escrow / "web1" / "passphrase.new").unlink()  # as the host call does once it installed it
     assert _escrow_state(tmp_path, {"web1": ok})["web1"]["new"] is False
+
+
+WEEK_MINUTES = 7 * 1440
+THURSDAY = 3 * 1440  # the epoch's weekday, in minutes from Monday 00:00
+
+
+def _calendar_minutes(lines: list[str]) -> set[int]:
+    """The minutes of the week (Monday 00:00 is 0) that the role's OnCalendar values name."""
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    found = set()
+    for line in lines:
+        *day, date, clock, zone = line.split()
+        assert (date, zone) == ("*-*-*", "UTC"), line
+        hours, minutes, seconds = clock.split(":")
+        assert seconds == "00", line
+        first, _, step = minutes.partition("/")
+        for d in [days.index(day[0])] if day else range(7):
+            for h in range(24) if hours == "*" else map(int, hours.split(",")):
+                for m in range(int(first), 60, int(step or 60)):
+                    found.add(d * 1440 + h * 60 + m)
+    return found
+
+
+def _offset_minutes(interval_s: int, offset_s: int) -> set[int]:
+    """The minutes of the week at which the supervised daemon's slots fall."""
+    return {
+        ((offset_s + k * interval_s) // 60 + THURSDAY) % WEEK_MINUTES
+        for k in range(7 * 86400 // interval_s)
+    }
+
+
+def test_a_host_s_timers_and_its_daemon_share_its_slots(tmp_path):
+    """saveos_rules.host_schedule: the timers' calendars and the daemon's offsets name the same
+    instants for every interval a timer can hold, at the host's own minute of its window."""
+    intervals = [300, 900, 1800, 3600, 5400, 7200, 21600, 43200, 86400, 604800]
+    for name in ("web1", "db-7", "a.example.org"):
+        for start, width in (("01:00", 180), ("23:30", 90), ("00:00", 1)):
+            for interval in intervals:
+                slots = saveos_rules.host_schedule(
+                    name,
+                    {
+                        "backup_interval_s": interval, "check_interval_s": 604800,
+                        "drill_interval_s": interval if interval >= 3600 else 3600,
+                        "heartbeat_interval_s": 60, "backup_window_start": start,
+                        "backup_window_minutes": width,
+                    },
+                )  # fmt: skip
+                assert slots["calendars_ok"], (name, interval)
+                for kind in ("backup", "check", "drill"):
+                    every = {"backup": interval, "check": 604800}.get(kind, max(interval, 3600))
+                    assert _calendar_minutes(slots[f"{kind}_calendar"]) == _offset_minutes(
+                        every, slots[f"{kind}_offset_s"]
+                    ), (name, start, interval, kind, slots)
+                    assert 0 <= slots[f"{kind}_offset_s"] < every
+                if interval >= 86400:  # a daily or weekly backup falls inside the window
+                    (at,) = {m % 1440 for m in _calendar_minutes(slots["backup_calendar"])}
+                    assert (at - int(start[:2]) * 60 - int(start[3:])) % 1440 < width
+    # A timer cannot hold every 7 minutes (no whole number of slots a day), nor 25 hours; an
+    # override can, and is taken as given.
+    for interval in (420, 90000):
+        slots = saveos_rules.host_schedule("web1", {"backup_interval_s": interval})
+        assert not slots["calendars_ok"]
+    fixed = saveos_rules.host_schedule(
+        "web1", {"backup_interval_s": 90000, "backup_on_calendar": "Sun *-*-* 04:00:00",
+                 "check_interval_s": 604800, "drill_interval_s": 604800}
+    )  # fmt: skip
+    assert fixed["calendars_ok"] and fixed["backup_calendar"] == ["Sun *-*-* 04:00:00"]
+    # The controller's call works them out for each host, from an INI inventory's strings too.
+    settings = {"backup_interval_s": 21600, "check_interval_s": 604800,
+                "drill_interval_s": 86400, "heartbeat_interval_s": 60,
+                "backup_window_start": "02:00", "backup_window_minutes": 120}  # fmt: skip
+    ok = {"backup_interval_s": 21600, "heartbeat_interval_s": 60, "retention": {}}
+    hosts = _escrow_state(
+        tmp_path,
+        {"web1": ok, "web2": ok},
+        {"web1": settings, "web2": {key: str(value) for key, value in settings.items()}},
+    )
+    assert hosts["web1"]["schedule"] == saveos_rules.host_schedule("web1", settings)
+    assert hosts["web2"]["schedule"] == saveos_rules.host_schedule("web2", settings)
 
 
 def test_module_utils_is_the_shared_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -64,6 +65,96 @@ def interval_problems(backup_interval_s: Any, heartbeat_interval_s: Any) -> list
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ---- a host's slots ----------------------------------------------------------------------
+# Where a host's backups, checks and drills fall: its own minute of the backup window and its
+# own weekday, both from sha1(inventory name), so a fleet spreads out and a host keeps its
+# slots from one deploy to the next. The same instants as systemd OnCalendar lines (its
+# timers) and as offsets from the epoch (a Thursday, 00:00 UTC; the supervised daemon's).
+WEEK_S = 7 * 86400
+DAY_MINUTES = 1440
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+DRILL_AFTER_BACKUP_MINUTES = 120
+CHECK_AFTER_BACKUP_MINUTES = 180
+DRILL_WEEKDAYS_AFTER = 3  # a weekly drill three days after the weekly check
+
+
+def _whole(value: Any) -> int:
+    # As Jinja's `| int`: role variables arrive as strings as often as numbers; junk is 0
+    # (the role refuses such a host before it is contacted).
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _slot_offset_s(interval_s: int, minute: int, weekday: int) -> int:
+    if interval_s == WEEK_S:
+        return ((weekday - 3) % 7 * 86400 + minute * 60) % WEEK_S
+    return minute * 60 % interval_s if interval_s > 0 else 0
+
+
+def _slot_calendar(interval_s: int, minute: int, weekday: int, override: str) -> list:
+    """The OnCalendar values for every `interval_s` at the host's `minute` of the day (UTC)."""
+    if override:
+        return [override]
+    if interval_s == WEEK_S:
+        return [f"{WEEKDAYS[weekday % 7]} *-*-* {minute // 60:02d}:{minute % 60:02d}:00 UTC"]
+    step = interval_s // 60
+    if step <= 0:
+        return []
+    if step == 60:
+        return [f"*-*-* *:{minute % 60:02d}:00 UTC"]
+    if step < 60:
+        return [f"*-*-* *:{minute % step:02d}/{step:02d}:00 UTC"]
+    if step % 60 == 0:
+        hours = ",".join(f"{h:02d}" for h in range(minute % step // 60, 24, step // 60))
+        return [f"*-*-* {hours}:{minute % 60:02d}:00 UTC"]
+    slots = range(minute % step, DAY_MINUTES, step)
+    return [f"*-*-* {m // 60:02d}:{m % 60:02d}:00 UTC" for m in slots]
+
+
+def _calendar_ok(interval_s: int, override: str) -> bool:
+    """Whether a systemd timer can hold the slots: a week, or whole minutes dividing a day."""
+    step = interval_s // 60
+    return (
+        bool(override)
+        or interval_s == WEEK_S
+        or (interval_s % 60 == 0 and step > 0 and DAY_MINUTES % step == 0)
+    )
+
+
+def host_schedule(name: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """A host's slots from its role settings (backup/check/drill/heartbeat interval_s,
+    backup_window_start HH:MM, backup_window_minutes, and the *_on_calendar overrides)."""
+    # sha1 spreads names (as the role's Jinja hash('sha1') did: a host keeps its slots), no secret.
+    digest = hashlib.sha1(str(name).encode(), usedforsecurity=False).hexdigest()
+    window = _whole(settings.get("backup_window_minutes"))
+    jitter = int(digest[:8], 16) % window if window > 0 else 0
+    weekday = int(digest[8:16], 16) % 7
+    start = re.match(r"^([0-9]+):([0-9]+)$", str(settings.get("backup_window_start", "")))
+    backup_minute = (int(start[1]) * 60 + int(start[2]) + jitter) % DAY_MINUTES if start else 0
+    slots = {
+        "backup": (backup_minute, weekday),
+        "check": ((backup_minute + CHECK_AFTER_BACKUP_MINUTES) % DAY_MINUTES, weekday),
+        "drill": (
+            (backup_minute + DRILL_AFTER_BACKUP_MINUTES) % DAY_MINUTES,
+            (weekday + DRILL_WEEKDAYS_AFTER) % 7,
+        ),
+    }
+    heartbeat = _whole(settings.get("heartbeat_interval_s"))
+    out: Dict[str, Any] = {
+        "heartbeat_boot_s": 30 + (jitter % heartbeat if heartbeat > 0 else jitter),
+        "calendars_ok": True,
+    }
+    for kind, (minute, day) in slots.items():
+        interval = _whole(settings.get(f"{kind}_interval_s"))
+        override = str(settings.get(f"{kind}_on_calendar") or "")
+        out[f"{kind}_offset_s"] = _slot_offset_s(interval, minute, day)
+        out[f"{kind}_calendar"] = _slot_calendar(interval, minute, day, override)
+        out["calendars_ok"] = out["calendars_ok"] and _calendar_ok(interval, override)
+    return out
 
 
 # ---- retention ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ description:
     used.
   - Checks each host's settings against the rules the agent and the API apply (module_utils
     saveos_rules, the same file): its name, its backup and heartbeat intervals, its retention.
+  - Works out each host's slots (module_utils saveos_rules host_schedule): its timers'
+    OnCalendar lines and its daemon's offsets, from its intervals, backup window and overrides.
   - In check mode it builds, creates and generates nothing and reports what it would.
 version_added: "0.1.0"
 author: SaveOS
@@ -51,6 +53,12 @@ options:
     type: list
     elements: list
     default: []
+  host_schedules:
+    description: >-
+      Inventory host name to that host's schedule settings (backup/check/drill/heartbeat
+      C(*_interval_s), C(backup_window_start), C(backup_window_minutes), C(*_on_calendar)).
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -79,7 +87,8 @@ hosts:
     Per host C(generated) (its passphrase was generated in this run), C(new) (its passphrase
     is marked new: no host has installed it, so the host was never deployed from this store),
     C(problems) (what is wrong with the host's name or settings, or its escrowed files' modes,
-    one sentence each; empty when nothing is).
+    one sentence each; empty when nothing is), C(schedule) (its slots, saveos_rules
+    host_schedule).
   type: dict
   returned: always
 """
@@ -93,6 +102,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.saveos_artifact import ensure_artifact
 from ansible.module_utils.saveos_rules import (
     NAME_MAX_LENGTH,
+    host_schedule,
     interval_problems,
     is_valid_name,
     private_file_problem,
@@ -188,6 +198,7 @@ def main() -> None:
             "controller_python": {"type": "path"},
             "host_escrows": {"type": "dict", "required": True},
             "host_settings": {"type": "list", "elements": "list", "default": []},
+            "host_schedules": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
@@ -218,7 +229,10 @@ def main() -> None:
                 if not check:
                     generate_passphrase(path)
         new = not problems and not check and os.path.exists(os.path.join(path, NEW_MARKER))
-        hosts[host] = {"generated": generated and not check, "new": new, "problems": problems}
+        hosts[host] = {
+            "generated": generated and not check, "new": new, "problems": problems,
+            "schedule": host_schedule(host, p["host_schedules"].get(host) or {}),
+        }  # fmt: skip
     module.exit_json(
         changed=bool(changes), changes=changes, artifact_state=state, artifact_sha256=sha256,
         hosts=hosts,
