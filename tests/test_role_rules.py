@@ -19,15 +19,17 @@ ROLE = ROOT / "roles" / "saveos_agent"
 
 def _escrow_state(tmp_path: Path, settings: dict, schedules: dict | None = None) -> dict:
     args = {
-        "host_schedules": schedules or {},
         "artifact": str(tmp_path / "missing.pyz"),
         "source_dir": str(ROOT / "agent"),
         "escrow_dir": str(tmp_path / "escrow"),
-        "host_escrows": {host: str(tmp_path / "escrow" / host) for host in settings},
-        "host_settings": [
-            [host, s["backup_interval_s"], s["heartbeat_interval_s"], s["retention"]]
+        "hosts": {
+            host: {
+                "escrow_dir": str(tmp_path / "escrow" / host),
+                **s,
+                **(schedules or {}).get(host, {}),
+            }
             for host, s in settings.items()
-        ],
+        },
     }
     env = ansible_env(
         {

@@ -38,27 +38,19 @@ options:
     description: The escrow store.
     type: path
     required: true
-  host_escrows:
-    description: Inventory host name to that host's escrow directory.
+  hosts:
+    description: >-
+      Inventory host name to that host's C(escrow_dir) (its directory in the store), its
+      settings (C(backup_interval_s), C(heartbeat_interval_s), C(retention), empty for the
+      agent's default; C(check_interval_s), C(drill_interval_s), C(backup_window_start),
+      C(backup_window_minutes), C(backup_on_calendar), C(check_on_calendar),
+      C(drill_on_calendar)) and C(problems), what the role found wrong with the host's
+      variables. A host with any problem gets no passphrase.
     type: dict
     required: true
   controller_python:
     description: The Python that runs the agent's build.py (default, the module's own).
     type: path
-  host_settings:
-    description: >-
-      One [host, backup_interval_s, heartbeat_interval_s, retention, problems] per host (an
-      empty retention is the agent's default; problems, what the role found wrong with the
-      host's variables, optional). A host with any problem gets no passphrase.
-    type: list
-    elements: list
-    default: []
-  host_schedules:
-    description: >-
-      Inventory host name to that host's schedule settings (backup/check/drill/heartbeat
-      C(*_interval_s), C(backup_window_start), C(backup_window_minutes), C(*_on_calendar)).
-    type: dict
-    default: {}
 """
 
 EXAMPLES = r"""
@@ -68,7 +60,8 @@ EXAMPLES = r"""
     source_dir: agent
     escrow_dir: /root/.local/share/saveos/escrow
     controller_python: /usr/bin/python3
-    host_escrows: {web1: /root/.local/share/saveos/escrow/web1}
+    hosts:
+      web1: {escrow_dir: /root/.local/share/saveos/escrow/web1, backup_interval_s: 86400}
   delegate_to: localhost
   run_once: true
 """
@@ -196,9 +189,7 @@ def main() -> None:
             "source_dir": {"type": "path", "required": True},
             "escrow_dir": {"type": "path", "required": True},
             "controller_python": {"type": "path"},
-            "host_escrows": {"type": "dict", "required": True},
-            "host_settings": {"type": "list", "elements": "list", "default": []},
-            "host_schedules": {"type": "dict", "default": {}},
+            "hosts": {"type": "dict", "required": True},
         },
         supports_check_mode=True,
     )
@@ -210,14 +201,11 @@ def main() -> None:
     )
     if ensure_private_dir(p["escrow_dir"], check):
         changes.append(f"{p['escrow_dir']}: created (0700)")
-    settings = {
-        row[0]: {"backup_interval_s": row[1], "heartbeat_interval_s": row[2], "retention": row[3]}
-        for row in p["host_settings"]
-    }
-    found = {row[0]: list(row[4]) for row in p["host_settings"] if len(row) > 4 and row[4]}
     hosts = {}
-    for host, path in p["host_escrows"].items():
-        problems = found.get(host, []) + setting_problems(host, settings.get(host) or {})
+    for host, settings in p["hosts"].items():
+        settings = settings or {}
+        path = settings.get("escrow_dir") or os.path.join(p["escrow_dir"], host)
+        problems = list(settings.get("problems") or []) + setting_problems(host, settings)
         generated = False
         if not problems:
             if ensure_private_dir(path, check):
@@ -231,7 +219,7 @@ def main() -> None:
         new = not problems and not check and os.path.exists(os.path.join(path, NEW_MARKER))
         hosts[host] = {
             "generated": generated and not check, "new": new, "problems": problems,
-            "schedule": host_schedule(host, p["host_schedules"].get(host) or {}),
+            "schedule": host_schedule(host, settings),
         }  # fmt: skip
     module.exit_json(
         changed=bool(changes), changes=changes, artifact_state=state, artifact_sha256=sha256,
