@@ -78,6 +78,7 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 DRILL_AFTER_BACKUP_MINUTES = 120
 CHECK_AFTER_BACKUP_MINUTES = 180
 DRILL_WEEKDAYS_AFTER = 3  # a weekly drill three days after the weekly check
+EPOCH_WEEKDAY = 3  # 1970-01-01, where the daemon's offsets count from, was a Thursday
 
 
 def _whole(value: Any) -> int:
@@ -91,7 +92,7 @@ def _whole(value: Any) -> int:
 
 def _slot_offset_s(interval_s: int, minute: int, weekday: int) -> int:
     if interval_s == WEEK_S:
-        return ((weekday - 3) % 7 * 86400 + minute * 60) % WEEK_S
+        return ((weekday - EPOCH_WEEKDAY) % 7 * 86400 + minute * 60) % WEEK_S
     return minute * 60 % interval_s if interval_s > 0 else 0
 
 
