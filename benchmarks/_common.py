@@ -26,6 +26,9 @@ PORT_RANGE = range(
     int(os.environ.get("SAVEOS_BENCH_PORT_LO", "18700")),
     int(os.environ.get("SAVEOS_BENCH_PORT_HI", "18799")) + 1,
 )
+# Taken when the benchmark starts (this module is imported first): the result file is written
+# at the end, when the load is the run's own.
+_STARTED = (time.gmtime(), os.getloadavg())
 
 
 def free_port() -> int:
@@ -188,7 +191,8 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "loadavg_at_start": os.getloadavg(),
+        "loadavg_at_start": _STARTED[1],
+        "loadavg_at_end": os.getloadavg(),
     }
 
 
@@ -197,6 +201,7 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     result = {
         "benchmark": name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", _STARTED[0]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
