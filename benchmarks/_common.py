@@ -26,9 +26,11 @@ PORT_RANGE = range(
     int(os.environ.get("SAVEOS_BENCH_PORT_LO", "18700")),
     int(os.environ.get("SAVEOS_BENCH_PORT_HI", "18799")) + 1,
 )
-# Taken when the benchmark starts (this module is imported first): the result file is written
-# at the end, when the load is the run's own.
-_STARTED = (time.gmtime(), os.getloadavg())
+# Taken when a benchmark imports this module, at its start: the result file is written at the
+# end, when the load is the run's own.
+STARTED_AT = time.gmtime()
+LOAD_AT_START = os.getloadavg()
+UTC_STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def free_port() -> int:
@@ -191,7 +193,7 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "loadavg_at_start": _STARTED[1],
+        "loadavg_at_start": LOAD_AT_START,
         "loadavg_at_end": os.getloadavg(),
     }
 
@@ -201,8 +203,8 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     result = {
         "benchmark": name,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", _STARTED[0]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started": time.strftime(UTC_STAMP, STARTED_AT),
+        "when": time.strftime(UTC_STAMP, time.gmtime()),
         "machine": machine(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         **result,
